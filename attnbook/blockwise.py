@@ -1,0 +1,107 @@
+"""Exact attention one block of keys at a time: the online softmax (온라인 소프트맥스).
+
+The softmax over ``T_k`` scores needs their maximum and the sum of their exponentials. Both can be kept
+*running* while the keys arrive in blocks (Milakov & Gimelshein, 2018): after each block,
+
+* the running maximum ``m`` becomes ``max(m, max of the block)``;
+* the running sum ``l`` of ``exp(score - m)`` and the running weighted sum ``acc`` of the values are
+  first **rescaled** by ``exp(m_old - m_new)`` (they were computed against the old maximum), then the
+  block's own terms are added.
+
+At the end ``acc / l`` is exactly ``softmax(Q Kᵀ / √d_k) V``, up to rounding, for any block size
+(Rabe & Staats, 2021). Only a ``(…, T_q, block)`` slice of scores exists at any time, so the memory of the
+intermediates is ``O(T_q · (block + d_v))`` instead of ``O(T_q · T_k)``.
+
+These functions show the arithmetic in plain PyTorch; they are not fast. Under autograd, PyTorch keeps
+every block for the backward pass, so the memory saving holds for the forward computation (use
+``torch.no_grad()``); fused kernels such as FlashAttention (Dao et al., 2022) recompute blocks instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["running_max_sum", "online_softmax_attention", "peak_intermediate_elements"]
+
+
+def running_max_sum(scores: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """Maximum and sum of exponentials of ``scores`` along the last axis, one block at a time.
+
+    Args:
+        scores: ``(..., T_k)``; entries may be ``-inf`` (masked).
+        block_size: number of scores read per step (``>= 1``; need not divide ``T_k``).
+
+    Returns:
+        ``(m, l)``, both ``(...,)``: ``m = max_i scores[..., i]`` and ``l = Σ_i exp(scores[..., i] - m)``,
+        so that ``softmax(scores) = exp(scores - m) / l``. A row of only ``-inf`` gives ``m = -inf``,
+        ``l = 0``.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be at least 1, got {block_size}")
+    m = torch.full(scores.shape[:-1], float("-inf"), dtype=scores.dtype, device=scores.device)
+    l = torch.zeros(scores.shape[:-1], dtype=scores.dtype, device=scores.device)
+    for start in range(0, scores.shape[-1], block_size):
+        block = scores[..., start:start + block_size]  # (..., <= block_size)
+        m_new = torch.maximum(m, block.amax(dim=-1))
+        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))  # no (-inf) - (-inf)
+        l = l * torch.exp(m - m_safe) + torch.exp(block - m_safe[..., None]).sum(dim=-1)
+        m = m_new
+    return m, l
+
+
+def online_softmax_attention(Q: Tensor, K: Tensor, V: Tensor, block_size: int, mask: Tensor | None = None) -> Tensor:
+    """``softmax(Q Kᵀ / √d_k) V`` computed over blocks of ``block_size`` keys with a running max and sum.
+
+    Args:
+        Q: ``(..., T_q, d_k)``; K: ``(..., T_k, d_k)``; V: ``(..., T_k, d_v)``.
+        block_size: keys per block, ``>= 1``; the last block is shorter when it does not divide ``T_k``.
+        mask: optional boolean, broadcastable to ``(..., T_q, T_k)``, ``True`` = may attend (a padding mask
+            ``(B, 1, T_k)`` or a causal mask ``(T_q, T_k)``). It is sliced block by block, never expanded.
+
+    Returns:
+        ``(..., T_q, d_v)``, equal (up to rounding) to
+        :func:`attnbook.attention.scaled_dot_product_attention`'s output; a query whose keys are all
+        masked gets a zero vector, as there.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be at least 1, got {block_size}")
+    T_k, d_k = K.shape[-2], K.shape[-1]
+    if mask is not None:
+        mask = mask.to(torch.bool)
+    scale = math.sqrt(d_k)
+    batch = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2], V.shape[:-2])
+    T_q, d_v = Q.shape[-2], V.shape[-1]
+    dtype = torch.promote_types(Q.dtype, V.dtype)
+    m = torch.full((*batch, T_q, 1), float("-inf"), dtype=dtype, device=Q.device)  # running max
+    l = torch.zeros((*batch, T_q, 1), dtype=dtype, device=Q.device)  # running sum of exp
+    acc = torch.zeros((*batch, T_q, d_v), dtype=dtype, device=Q.device)  # running weighted sum of values
+    for start in range(0, T_k, block_size):
+        stop = min(start + block_size, T_k)
+        scores = Q @ K[..., start:stop, :].transpose(-1, -2) / scale  # (..., T_q, block)
+        if mask is not None:
+            block_mask = mask if mask.shape[-1] == 1 else mask[..., start:stop]
+            scores = scores.masked_fill(~block_mask, float("-inf"))
+        m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))  # (..., T_q, 1)
+        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        p = torch.exp(scores - m_safe)  # (..., T_q, block), unnormalised weights
+        rescale = torch.exp(m - m_safe)  # (..., T_q, 1): old terms were relative to the old maximum
+        l = l * rescale + p.sum(dim=-1, keepdim=True)
+        acc = acc * rescale + p @ V[..., start:stop, :]  # (..., T_q, d_v)
+        m = m_new
+    return acc / torch.where(l > 0, l, torch.ones_like(l))
+
+
+def peak_intermediate_elements(T_q: int, T_k: int, d_v: int, block_size: int | None = None) -> int:
+    """Number of elements of the largest set of intermediates alive at once (per batch item and head).
+
+    ``block_size=None`` is the full computation: the ``(T_q, T_k)`` scores and the weights made from them
+    (two matrices at once) plus the ``(T_q, d_v)`` output. With blocks: one ``(T_q, block)`` score slice and
+    its exponentials, the ``(T_q, d_v)`` accumulator and its update, and two ``(T_q, 1)`` running statistics.
+    """
+    if block_size is None:
+        return 2 * T_q * T_k + T_q * d_v
+    block = min(block_size, T_k)
+    return 2 * T_q * block + 2 * T_q * d_v + 2 * T_q
