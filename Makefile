@@ -1,0 +1,46 @@
+# The two commands of the README: `make book` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NBVAL  := --nbval --nbval-sanitize-with tests/sanitize.cfg --nbval-current-env
+
+.PHONY: venv book test test-fast notebooks exercises benchmark clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Build the HTML book into _build/html; any Sphinx warning or notebook problem fails the build.
+book: venv
+	rm -rf _build/html _build/.doctrees
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+# Everything CI checks: package and policy tests, graders and their catalogue of wrong answers,
+# every chapter and solution re-executed under nbval (stored outputs must match), then the book
+# build and the checks of the built HTML.
+test: venv
+	$(BIN)/python -m pytest tests -n 2 --dist loadscope -m "not html"
+	$(BIN)/python -m pytest $(NBVAL) chapters solutions -n 2 --dist loadscope
+	$(MAKE) book
+	$(BIN)/python -m pytest tests -m html
+
+# Quicker loop while writing: no notebook execution, no book build.
+test-fast: venv
+	$(BIN)/python -m pytest tests -n 2 -m "not html and not slow"
+
+notebooks: venv
+	$(BIN)/python tools/execute_notebooks.py --all
+
+exercises: venv
+	$(BIN)/python tools/make_exercises.py
+
+benchmark: venv
+	$(BIN)/python tools/benchmark.py
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis

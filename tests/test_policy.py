@@ -1,0 +1,127 @@
+"""The book's rules for committed notebooks, configuration and dependencies.
+
+nbval proves that stored outputs are what the code produces; these tests make sure there *are* stored
+outputs to compare (a notebook saved without outputs would pass nbval vacuously) and that the notebooks
+follow the conventions of CONTRIBUTING.md.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from conftest import CHAPTERS, EXERCISES, ROOT, SOLUTIONS, ids, read
+
+EXECUTED = CHAPTERS + SOLUTIONS
+ALL_NOTEBOOKS = CHAPTERS + SOLUTIONS + EXERCISES
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+
+
+def tags(cell):
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def test_there_is_real_content():
+    assert CHAPTERS, "no chapter notebooks"
+    assert SOLUTIONS, "no solution notebooks"
+    assert len(EXERCISES) == len(SOLUTIONS)
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_committed_executed_in_order(path):
+    nb = read(path)
+    cells = code_cells(nb)
+    assert any(c.outputs for c in cells), f"{path.name} is committed without outputs"
+    counts = [c.execution_count for c in cells]
+    assert counts == list(range(1, len(cells) + 1)), f"{path.name} was not executed once, top to bottom: {counts}"
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_no_unexpected_errors_or_widgets_in_outputs(path):
+    for cell in code_cells(read(path)):
+        for output in cell.outputs:
+            if output.output_type == "error":
+                assert "raises-exception" in tags(cell), f"{path.name}: error output in an untagged cell:\n{cell.source}"
+            data = output.get("data", {})
+            assert "application/vnd.jupyter.widget-view+json" not in data, f"{path.name}: a widget is stored"
+            assert "image/svg+xml" not in data, f"{path.name}: SVG output (embeds a date); use PNG"
+            if output.output_type == "stream" and output.name == "stderr":
+                assert "Warning" not in output.text, f"{path.name}: a warning is stored in the outputs:\n{output.text}"
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_figures_have_alt_text(path):
+    for cell in code_cells(read(path)):
+        if any("image/png" in o.get("data", {}) for o in cell.outputs):
+            alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+            assert len(alt) >= 20, f"{path.name}: a figure without alt text (cell metadata mystnb.image.alt):\n{cell.source[:200]}"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ids(ALL_NOTEBOOKS))
+def test_headings(path):
+    nb = read(path)
+    levels = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        in_fence = False
+        for line in cell.source.splitlines():
+            if line.startswith("```"):
+                in_fence = not in_fence
+            match = re.match(r"^(#{1,6}) ", line)
+            if match and not in_fence:
+                levels.append(len(match.group(1)))
+    assert levels and levels[0] == 1 and levels.count(1) == 1, f"{path.name}: exactly one H1, first: {levels}"
+    for before, after in zip(levels, levels[1:]):
+        assert after <= before + 1, f"{path.name}: heading levels skip ({before} -> {after})"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ids(ALL_NOTEBOOKS))
+def test_kernelspec(path):
+    assert read(path).metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+def test_every_notebook_and_page_is_in_the_toc():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = {toc["root"]}
+    for part in toc["parts"]:
+        for chapter in part["chapters"]:
+            files.add(chapter["file"])
+            files.update(s["file"] for s in chapter.get("sections", []))
+    notebooks = {p.relative_to(ROOT).with_suffix("").as_posix() for p in ALL_NOTEBOOKS}
+    pages = {p.relative_to(ROOT).with_suffix("").as_posix() for p in (ROOT / "book").glob("*.md")}
+    assert notebooks | pages <= files, f"not in _toc.yml: {sorted((notebooks | pages) - files)}"
+    assert all((ROOT / f).with_suffix(".ipynb").exists() or (ROOT / f).with_suffix(".md").exists() for f in files)
+
+
+def test_every_solution_has_graded_cells_and_markers():
+    for path in SOLUTIONS:
+        nb = read(path)
+        graded = [c for c in nb.cells if "graded" in tags(c)]
+        assert graded, f"{path.name} has no graded cell"
+        for cell in graded:
+            assert re.fullmatch(r'check\("[\w.]+", \w+\)', cell.source.strip()), f"{path.name}: graded cell must be one check(...) call"
+        assert "### BEGIN SOLUTION" in "".join(c.source for c in nb.cells)
+
+
+def test_requirements_are_pinned_exactly():
+    lines = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    loose = [l for l in lines if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+\-]+", l)]
+    assert not loose, f"not pinned exactly: {loose}"
+    assert "torch==2.13.0" in lines
+
+
+def test_config_is_offline_and_strict():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "sphinx-mathjax-offline" in config["sphinx"]["extra_extensions"]
+    assert config["execute"]["execute_notebooks"] == "off"
+    assert ".venv" in config["exclude_patterns"]
+    assert str(2026) in config["copyright"]
+    assert not (ROOT / "_static").exists() or not list((ROOT / "_static").rglob("*.js")), (
+        "no .js under _static/: Jupyter Book injects every one of them into every page"
+    )
