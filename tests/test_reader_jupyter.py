@@ -72,7 +72,7 @@ def test_do_and_grade_an_exercise_as_the_readme_says(clone):
     filled = 0
     for cell in work.cells:
         if cell.id in answers:
-            cell.source = answers[cell.id].replace("### BEGIN SOLUTION\n", "").replace("### END SOLUTION", "")
+            cell.source = re.sub(r"(?m)^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", "", answers[cell.id])
             filled += 1
     assert filled == len(answers) > 0
     nbformat.write(work, mine)
