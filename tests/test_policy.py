@@ -125,3 +125,29 @@ def test_config_is_offline_and_strict():
     assert not (ROOT / "_static").exists() or not list((ROOT / "_static").rglob("*.js")), (
         "no .js under _static/: Jupyter Book injects every one of them into every page"
     )
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_figures_use_the_book_style(path):
+    nb = read(path)
+    has_figures = any("image/png" in o.get("data", {}) for c in code_cells(nb) for o in c.outputs)
+    if has_figures:
+        source = "\n".join(c.source for c in code_cells(nb))
+        assert "use_book_style()" in source, f"{path.name} draws figures without attnbook.plots.use_book_style()"
+        hardcoded = re.findall(r"""colou?r\s*=\s*["'](?!#(?:0072B2|E69F00|009E73|D55E00|CC79A7|56B4E9|F0E442|000000))[^"']+["']""", source, flags=re.I)
+        assert not hardcoded, f"{path.name}: colours outside the Okabe–Ito PALETTE: {hardcoded}"
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_no_pages_of_noise(path):
+    for cell in code_cells(read(path)):
+        text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", "")) for o in cell.outputs)
+        assert text.count("\n") <= 60 and len(text) <= 6000, f"{path.name}: a cell prints {text.count(chr(10))} lines:\n{cell.source[:200]}"
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_training_loops_show_progress(path):
+    for cell in code_cells(read(path)):
+        if re.search(r"^\s*\w*\s*=?\s*(\w+\.)?train\w*\(", cell.source, flags=re.M) and "def train" not in cell.source:
+            stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+            assert "%|" in stderr, f"{path.name}: a training cell without a progress bar:\n{cell.source[:200]}"
