@@ -151,3 +151,14 @@ def test_training_loops_show_progress(path):
         if re.search(r"^\s*\w*\s*=?\s*(\w+\.)?train\w*\(", cell.source, flags=re.M) and "def train" not in cell.source:
             stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
             assert "%|" in stderr, f"{path.name}: a training cell without a progress bar:\n{cell.source[:200]}"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ids(ALL_NOTEBOOKS))
+def test_first_code_cell_is_the_setup_cell(path):
+    import execute_notebooks
+
+    first = next(c for c in read(path).cells if c.cell_type == "code")
+    assert first.get("id") == execute_notebooks.SETUP_ID and first.source == execute_notebooks.SETUP_SOURCE, (
+        f"{path.name}: run tools/execute_notebooks.py on it (it adds the setup cell)"
+    )
+    assert "remove-cell" in first.metadata.get("tags", [])

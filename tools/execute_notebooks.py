@@ -24,6 +24,31 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 LANGUAGE_INFO = {"name": "python", "pygments_lexer": "ipython3"}
 CARRIAGE = re.compile(r"[^\n]*\r(?!\n)")
+REPOSITORY = "https://github.com/attnbook/attention-step-by-step"
+SETUP_ID = "setup-attnbook"
+#: First code cell of every chapter and solution: installs the helper package where it is missing (Colab,
+#: Binder); inside the repository's .venv it finds attnbook and does nothing. Hidden in the HTML book.
+SETUP_SOURCE = (
+    "# Setup: outside this repository (Colab, Binder) install the book's helper package; here it does nothing.\n"
+    "import importlib.util\n"
+    "\n"
+    "if importlib.util.find_spec(\"attnbook\") is None:\n"
+    f"    %pip install --quiet \"attnbook @ git+{REPOSITORY}\""
+)
+
+
+def ensure_setup_cell(nb: nbformat.NotebookNode) -> None:
+    """Make the setup cell the first code cell (inserted after the title cell if missing)."""
+    for cell in nb.cells:
+        if cell.get("id") == SETUP_ID:
+            cell.source = SETUP_SOURCE
+            cell.metadata["tags"] = ["remove-cell"]
+            return
+    cell = nbformat.v4.new_code_cell(SETUP_SOURCE)
+    cell.id = SETUP_ID
+    cell.metadata["tags"] = ["remove-cell"]
+    first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
+    nb.cells.insert(first_code, cell)
 
 
 def collapse_carriage_returns(text: str) -> str:
@@ -60,6 +85,7 @@ def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def execute(path: Path, timeout: int = 300) -> float:
     """Execute ``path`` in place; return the wall time in seconds."""
     nb = nbformat.read(path, as_version=4)
+    ensure_setup_cell(nb)
     client = NotebookClient(
         nb,
         timeout=timeout,
