@@ -1,0 +1,318 @@
+"""Set 08, attention in matrix form: ``softmax(Q Kᵀ / √d_k) V`` for batches, with padding and causal masks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..cases import generator, randn
+from ..engine import Case, Misconception, Task
+from ..registry import register
+
+NEG_INF = float("-inf")
+
+# ------------------------------------------------------------------------------------------ shared pieces
+
+
+def _scores(Q, K):
+    return Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1])  # (B, T_q, T_k)
+
+
+def _softmax(scores, mask):
+    """Softmax over keys; masked entries exactly 0; an all-masked row is all zeros (never NaN)."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, NEG_INF)
+    top = scores.amax(dim=-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    e = torch.exp(scores - top)
+    total = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _lengths_mask(lengths, T_k):
+    return (torch.arange(T_k)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T_k)
+
+
+# ------------------------------------------------------------------------------------------ 08.sdpa
+
+
+def _sdpa_ref(Q, K, V, mask=None):
+    weights = _softmax(_scores(Q, K), mask)  # (B, T_q, T_k)
+    return weights @ V, weights  # (B, T_q, d_v), (B, T_q, T_k)
+
+
+def _sdpa_cases():
+    g = generator(8)
+    dims = lambda B, T_q, T_k, d_k, d_v: {"B": B, "T_q": T_q, "T_k": T_k, "d_k": d_k, "d_v": d_v}  # noqa: E731
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    return [
+        Case("B=2, T_q=3, T_k=5, d_k=4, d_v=6, no mask",
+             (randn(g, 2, 3, 4), randn(g, 2, 5, 4), randn(g, 2, 5, 6)), dims=dims(2, 3, 5, 4, 6),
+             note="every size different, K ≠ V"),
+        Case("B=3, T_q=4, T_k=6, d_k=d_v=2, K ≠ V",
+             (randn(g, 3, 4, 2), randn(g, 3, 6, 2), randn(g, 3, 6, 2)), dims=dims(3, 4, 6, 2, 2),
+             note="keys and values of the same width but different"),
+        Case("padding mask, lengths 5, 2, 3",
+             (randn(g, 3, 2, 7, scale=2.0), randn(g, 3, 5, 7), randn(g, 3, 5, 4),
+              _lengths_mask(torch.tensor([5, 2, 3]), 5)),
+             dims=dims(3, 2, 5, 7, 4), note="mask (B, 1, T_k): the sentences have different valid lengths"),
+        Case("causal mask, T_q=T_k=5",
+             (randn(g, 2, 5, 3), randn(g, 2, 5, 3), randn(g, 2, 5, 4), causal),
+             dims={"B": 2, "T": 5, "d_k": 3, "d_v": 4}, note="mask (T_q, T_k): query t sees keys 0..t"),
+        Case("padding and causal mask together",
+             (randn(g, 2, 5, 3), randn(g, 2, 5, 3), randn(g, 2, 5, 6),
+              _lengths_mask(torch.tensor([3, 5]), 5) & causal),
+             dims={"B": 2, "T": 5, "d_k": 3, "d_v": 6}, note="mask (B, T_q, T_k)"),
+        Case("large and negative scores",
+             (randn(g, 1, 3, 4, scale=300.0), randn(g, 1, 4, 4, scale=10.0), randn(g, 1, 4, 2)),
+             dims=dims(1, 3, 4, 4, 2), note="scores of about ±1e3: exp() overflows unless the maximum is subtracted"),
+        Case("tied scores", (torch.zeros(2, 2, 3, dtype=torch.float64), randn(g, 2, 4, 3), randn(g, 2, 4, 5)),
+             dims=dims(2, 2, 4, 3, 5), note="all scores equal: the weights are uniform"),
+    ]
+
+
+def _rows_sum_to_one(case, outputs):
+    weights = outputs[1]
+    Q, K = case.args[0], case.args[1]
+    shape = (Q.shape[0], Q.shape[1], K.shape[1])
+    if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != shape or not torch.isfinite(weights).all():
+        return None
+    sums = weights.detach().sum(dim=-1)
+    if not torch.allclose(sums, torch.ones_like(sums), atol=1e-6):
+        return ("the weights of a query do not sum to 1 over the keys: the softmax must run over the last axis "
+                "(the keys), with the masked keys removed before it")
+    return None
+
+
+_rows_sum_to_one.key = "weights_not_normalised"
+
+
+def _masked_weights_zero(case, outputs):
+    if len(case.args) < 4:
+        return None
+    weights, mask = outputs[1], case.args[3]
+    Q, K = case.args[0], case.args[1]
+    shape = (Q.shape[0], Q.shape[1], K.shape[1])
+    if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != shape:
+        return None
+    hidden = ~mask.expand(shape)
+    if (weights.detach()[hidden].abs() > 1e-12).any():
+        return ("a masked key got a weight that is not 0: where the mask is False the score must become -inf "
+                "before the softmax")
+    return None
+
+
+_masked_weights_zero.key = "masked_weight_not_zero"
+
+
+def _wrong_scale(scale_of):
+    def fn(Q, K, V, mask=None):
+        w = _softmax(Q @ K.transpose(-1, -2) / scale_of(Q, K, V), mask)
+        return w @ V, w
+    return fn
+
+
+def _mask_after_softmax(Q, K, V, mask=None):
+    w = torch.softmax(_scores(Q, K), dim=-1)
+    if mask is not None:
+        w = w * mask
+    return w @ V, w
+
+
+def _mask_filled_with_zero(Q, K, V, mask=None):
+    s = _scores(Q, K)
+    if mask is not None:
+        s = s.masked_fill(~mask, 0.0)
+    w = torch.softmax(s, dim=-1)
+    return w @ V, w
+
+
+def _inverted_mask(Q, K, V, mask=None):
+    s = _scores(Q, K)
+    if mask is not None:
+        s = s.masked_fill(mask, NEG_INF)
+    w = torch.softmax(s, dim=-1)
+    return w @ V, w
+
+
+def _softmax_over_queries(Q, K, V, mask=None):
+    s = _scores(Q, K)
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.softmax(s, dim=-2)
+    return w @ V, w
+
+
+def _keys_as_values(Q, K, V, mask=None):
+    w = _softmax(_scores(Q, K), mask)
+    return w @ K, w
+
+
+def _transposed_scores(Q, K, V, mask=None):
+    s = K @ Q.transpose(-1, -2) / math.sqrt(Q.shape[-1])  # (B, T_k, T_q)
+    if mask is not None:
+        s = s.masked_fill(~mask.transpose(-1, -2), NEG_INF)
+    w = torch.softmax(s, dim=-1)
+    return w.transpose(-1, -2) @ V, w
+
+
+def _uniform(Q, K, V, mask=None):
+    w = _softmax(torch.zeros(Q.shape[0], Q.shape[1], K.shape[1], dtype=Q.dtype), mask)
+    return w @ V, w
+
+
+register(Task(
+    id="08.sdpa",
+    title="scaled dot-product attention with masks",
+    points=4,
+    reference=_sdpa_ref,
+    cases=_sdpa_cases,
+    output_names=("output", "weights"),
+    misconceptions=[
+        Misconception(
+            "softmax_over_queries",
+            "your softmax runs over the queries (axis -2): each query's weights must sum to 1 over the keys, "
+            "so use the last axis, dim=-1",
+            _softmax_over_queries,
+        ),
+        Misconception(
+            "not_scaled",
+            "you did not scale the scores: divide Q Kᵀ by √d_k before the softmax",
+            _wrong_scale(lambda Q, K, V: 1.0),
+        ),
+        Misconception(
+            "scaled_by_d",
+            "you divided the scores by d_k; the scale is its square root, √d_k",
+            _wrong_scale(lambda Q, K, V: Q.shape[-1]),
+        ),
+        Misconception(
+            "scaled_by_d_v",
+            "you scaled by √d_v, the width of the values; the scale is √d_k, the width of the queries and keys",
+            _wrong_scale(lambda Q, K, V: math.sqrt(V.shape[-1])),
+        ),
+        Misconception(
+            "mask_after_softmax",
+            "you applied the mask after the softmax: the masked weights become 0 but the others no longer sum "
+            "to 1. Put -inf into the masked scores before the softmax",
+            _mask_after_softmax,
+        ),
+        Misconception(
+            "mask_filled_with_zero",
+            "you filled the masked scores with 0: exp(0) = 1, so masked keys still get weight. Fill them with "
+            "-inf (masked_fill(~mask, float('-inf')))",
+            _mask_filled_with_zero,
+        ),
+        Misconception(
+            "inverted_mask",
+            "your mask works the wrong way round: True means the query MAY attend to the key, so fill the "
+            "scores where the mask is False (~mask), not where it is True",
+            _inverted_mask,
+        ),
+        Misconception(
+            "keys_as_values",
+            "you took the weighted sum of the keys: the attention value is weights @ V, the values",
+            _keys_as_values,
+        ),
+        Misconception(
+            "transposed_scores",
+            "your scores are transposed (K Qᵀ): rows must be queries and columns keys, shape (B, T_q, T_k); "
+            "compute Q @ Kᵀ",
+            _transposed_scores,
+        ),
+        Misconception(
+            "ignores_scores",
+            "your weights do not depend on the scores (a plain average of the values): the weights are the "
+            "softmax of Q Kᵀ / √d_k",
+            _uniform,
+        ),
+    ],
+    properties=[_rows_sum_to_one, _masked_weights_zero],
+    hint="scores = Q @ Kᵀ / √d_k; masked_fill(~mask, -inf); softmax over dim=-1; then weights @ V.",
+))
+
+# ------------------------------------------------------------------------------------------ 08.causal_mask
+
+
+def _causal_ref(T):
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+
+register(Task(
+    id="08.causal_mask",
+    title="causal mask",
+    points=2,
+    reference=_causal_ref,
+    cases=lambda: [
+        Case("T=4", (4,), dims={"T": 4}),
+        Case("T=7", (7,), dims={"T": 7}),
+        Case("T=1", (1,), dims={"T": 1}, note="a single position sees itself"),
+    ],
+    misconceptions=[
+        Misconception(
+            "upper_triangle",
+            "your mask lets each query see the future: query t may attend to keys 0..t, which is the LOWER "
+            "triangle (tril), row = query, column = key",
+            lambda T: torch.ones(T, T, dtype=torch.bool).triu(),
+        ),
+        Misconception(
+            "strict_triangle",
+            "your mask hides the diagonal: query t may attend to itself (key t) as well as to the keys before it",
+            lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1),
+        ),
+        Misconception(
+            "inverted",
+            "your mask is inverted: True must mean 'may attend' (on and below the diagonal), False the future",
+            lambda T: ~torch.ones(T, T, dtype=torch.bool).tril(),
+        ),
+        Misconception(
+            "all_true",
+            "your mask allows every key: a causal mask is False above the diagonal (the future)",
+            lambda T: torch.ones(T, T, dtype=torch.bool),
+        ),
+    ],
+    check_grad=False,
+    hint="torch.ones(T, T, dtype=torch.bool).tril() is True where key ≤ query.",
+))
+
+# ------------------------------------------------------------------------------------------ 08.padding_mask
+
+
+def _padding_ref(lengths, T_k):
+    return torch.arange(T_k)[None, :].lt(lengths[:, None]).unsqueeze(1)  # (B, 1, T_k)
+
+
+register(Task(
+    id="08.padding_mask",
+    title="padding mask from valid lengths",
+    points=2,
+    reference=_padding_ref,
+    cases=lambda: [
+        Case("lengths 3, 5, 1 in T_k=6", (torch.tensor([3, 5, 1]), 6), dims={"B": 3, "T_k": 6}),
+        Case("lengths 4, 0 in T_k=4", (torch.tensor([4, 0]), 4), dims={"B": 2, "T_k": 4},
+             note="one full sentence and one of length 0"),
+        Case("length 2 in T_k=5", (torch.tensor([2]), 5), dims={"B": 1, "T_k": 5}),
+    ],
+    misconceptions=[
+        Misconception(
+            "inverted",
+            "your mask is True at the padding: True must mark the real keys (positions < length), the ones a "
+            "query may attend to",
+            lambda lengths, T_k: torch.arange(T_k)[None, :].ge(lengths[:, None]).unsqueeze(1),
+        ),
+        Misconception(
+            "off_by_one",
+            "your mask keeps one position too many: a sentence of length L has valid positions 0..L-1 (use <, "
+            "not <=)",
+            lambda lengths, T_k: torch.arange(T_k)[None, :].le(lengths[:, None]).unsqueeze(1),
+        ),
+        Misconception(
+            "query_axis",
+            "your mask has shape (B, T_k, 1), so it would hide queries: padding hides keys, shape (B, 1, T_k), "
+            "so that it broadcasts over the query axis",
+            lambda lengths, T_k: torch.arange(T_k)[None, :].lt(lengths[:, None]).unsqueeze(2),
+        ),
+    ],
+    check_grad=False,
+    hint="Compare torch.arange(T_k) with each length (broadcasting) and add the query axis: shape (B, 1, T_k).",
+))
