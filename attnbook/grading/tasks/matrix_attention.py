@@ -128,20 +128,26 @@ def _mask_filled_with_zero(Q, K, V, mask=None):
     return w @ V, w
 
 
-def _inverted_mask(Q, K, V, mask=None):
-    s = _scores(Q, K)
-    if mask is not None:
-        s = s.masked_fill(mask, NEG_INF)
-    w = torch.softmax(s, dim=-1)
-    return w @ V, w
+def _inverted_mask(fill):
+    """Fill where the mask is True; with fill -inf a row with every key allowed becomes NaN, with a large
+    negative number it becomes uniform: learners write both, so both are modelled."""
+    def fn(Q, K, V, mask=None):
+        s = _scores(Q, K)
+        if mask is not None:
+            s = s.masked_fill(mask, fill)
+        w = torch.softmax(s, dim=-1)
+        return w @ V, w
+    return fn
 
 
-def _softmax_over_queries(Q, K, V, mask=None):
-    s = _scores(Q, K)
-    if mask is not None:
-        s = s.masked_fill(~mask, NEG_INF)
-    w = torch.softmax(s, dim=-2)
-    return w @ V, w
+def _softmax_over_queries(fill):
+    def fn(Q, K, V, mask=None):
+        s = _scores(Q, K)
+        if mask is not None:
+            s = s.masked_fill(~mask, fill)
+        w = torch.softmax(s, dim=-2)
+        return w @ V, w
+    return fn
 
 
 def _keys_as_values(Q, K, V, mask=None):
@@ -170,12 +176,12 @@ register(Task(
     cases=_sdpa_cases,
     output_names=("output", "weights"),
     misconceptions=[
-        Misconception(
+        *(Misconception(
             "softmax_over_queries",
             "your softmax runs over the queries (axis -2): each query's weights must sum to 1 over the keys, "
             "so use the last axis, dim=-1",
-            _softmax_over_queries,
-        ),
+            _softmax_over_queries(fill),
+        ) for fill in (NEG_INF, -1e9)),
         Misconception(
             "not_scaled",
             "you did not scale the scores: divide Q Kᵀ by √d_k before the softmax",
@@ -203,12 +209,12 @@ register(Task(
             "-inf (masked_fill(~mask, float('-inf')))",
             _mask_filled_with_zero,
         ),
-        Misconception(
+        *(Misconception(
             "inverted_mask",
             "your mask works the wrong way round: True means the query MAY attend to the key, so fill the "
             "scores where the mask is False (~mask), not where it is True",
-            _inverted_mask,
-        ),
+            _inverted_mask(fill),
+        ) for fill in (NEG_INF, -1e9)),
         Misconception(
             "keys_as_values",
             "you took the weighted sum of the keys: the attention value is weights @ V, the values",

@@ -87,6 +87,12 @@ register(Task(
             "scores, but it still counts (range(0, T_k, block_size) and slicing handle it)",
             lambda s, b: _running(s, b, drop_last=True),
         ),
+        Misconception(
+            "sum_not_shifted",
+            "your l is Σ exp(score) without subtracting the maximum: l is defined relative to m, "
+            "l = Σ exp(score - m), which is also what keeps exp() from overflowing",
+            lambda s, b: (s.amax(dim=-1), torch.exp(s).sum(dim=-1)),
+        ),
     ],
     check_grad=False,
     hint="Start with m = -inf and l = 0; per block: m_new = max(m, block max); "

@@ -1,0 +1,240 @@
+"""Set 08 (attention in matrix form): every known-wrong implementation is caught, with the right diagnosis.
+
+These are written the way learners write them, independently of the grader's misconception models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnbook.grading import get_task, run_task
+
+
+def _masked(scores, mask, fill=float("-inf")):
+    return scores if mask is None else scores.masked_fill(mask == False, fill)  # noqa: E712 (learner style)
+
+
+def sdpa_softmax_dim1(Q, K, V, mask=None):
+    scores = torch.bmm(Q, K.transpose(1, 2)) / math.sqrt(K.shape[2])
+    weights = F.softmax(_masked(scores, mask), dim=1)
+    return torch.bmm(weights, V), weights
+
+
+def sdpa_no_scale(Q, K, V, mask=None):
+    weights = torch.softmax(_masked(Q @ K.mT, mask), -1)
+    return weights @ V, weights
+
+
+def sdpa_divide_by_dk(Q, K, V, mask=None):
+    d_k = Q.size(-1)
+    weights = torch.softmax(_masked(Q @ K.mT / d_k, mask), -1)
+    return weights @ V, weights
+
+
+def sdpa_scale_dv(Q, K, V, mask=None):
+    weights = torch.softmax(_masked(Q @ K.mT / V.shape[-1] ** 0.5, mask), -1)
+    return weights @ V, weights
+
+
+def sdpa_mask_after(Q, K, V, mask=None):
+    weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)
+    return weights @ V, weights
+
+
+def sdpa_mask_zero(Q, K, V, mask=None):
+    scores = Q @ K.mT / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = torch.where(mask, scores, torch.zeros_like(scores))
+    weights = scores.softmax(-1)
+    return weights @ V, weights
+
+
+def sdpa_inverted(Q, K, V, mask=None):
+    scores = Q @ K.mT / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(mask, -1e9)
+    weights = scores.softmax(-1)
+    return weights @ V, weights
+
+
+def sdpa_keys_as_values(Q, K, V, mask=None):
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1)
+    return weights @ K, weights
+
+
+def sdpa_transposed(Q, K, V, mask=None):
+    scores = torch.einsum("bkd,bqd->bkq", K, Q) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask.transpose(1, 2), float("-inf"))
+    weights = torch.softmax(scores, dim=2)
+    return torch.einsum("bkq,bkv->bqv", weights, V), weights
+
+
+def sdpa_average(Q, K, V, mask=None):
+    weights = torch.ones(Q.shape[0], Q.shape[1], K.shape[1], dtype=Q.dtype)
+    if mask is not None:
+        weights = weights * mask
+    weights = weights / weights.sum(-1, keepdim=True)
+    return weights @ V, weights
+
+
+def sdpa_naive_exp(Q, K, V, mask=None):
+    scores = _masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask)
+    e = torch.exp(scores)
+    weights = e / e.sum(-1, keepdim=True)
+    return weights @ V, weights
+
+
+def sdpa_output_only(Q, K, V, mask=None):
+    return torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1) @ V
+
+
+def sdpa_swapped_outputs(Q, K, V, mask=None):
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1)
+    return weights, weights @ V
+
+
+def sdpa_in_place(Q, K, V, mask=None):
+    Q /= math.sqrt(Q.shape[-1])
+    weights = torch.softmax(_masked(Q @ K.mT, mask), -1)
+    return weights @ V, weights
+
+
+def sdpa_numpy(Q, K, V, mask=None):
+    s = Q.numpy() @ np.swapaxes(K.numpy(), 1, 2) / np.sqrt(Q.shape[-1])
+    if mask is not None:
+        s = np.where(mask.numpy(), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w = w / w.sum(-1, keepdims=True)
+    return w @ V.numpy(), w
+
+
+def sdpa_float32(Q, K, V, mask=None):
+    Q, K, V = Q.float(), K.float(), V.float()
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1)
+    return weights @ V, weights
+
+
+def sdpa_detached(Q, K, V, mask=None):
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1).detach()
+    return weights @ V, weights
+
+
+def sdpa_forgot_return(Q, K, V, mask=None):
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1)
+    output = weights @ V  # noqa: F841
+
+
+def sdpa_loops_forever(Q, K, V, mask=None):
+    while True:
+        pass
+
+
+WRONG = {
+    "08.sdpa": [
+        ("softmax over dim 1", sdpa_softmax_dim1, "softmax_over_queries", "over the keys"),
+        ("no scaling", sdpa_no_scale, "not_scaled", "√d_k"),
+        ("divided by d_k", sdpa_divide_by_dk, "scaled_by_d", "square root"),
+        ("scaled by √d_v", sdpa_scale_dv, "scaled_by_d_v", "√d_v"),
+        ("mask after softmax", sdpa_mask_after, "mask_after_softmax", "before the softmax"),
+        ("masked scores set to 0", sdpa_mask_zero, "mask_filled_with_zero", "-inf"),
+        ("mask polarity inverted", sdpa_inverted, "inverted_mask", "MAY attend"),
+        ("weighted sum of keys", sdpa_keys_as_values, "keys_as_values", "values"),
+        ("K Qᵀ with einsum", sdpa_transposed, "transposed_scores", "Q @ Kᵀ"),
+        ("plain average", sdpa_average, "ignores_scores", "average"),
+        ("exp without the max", sdpa_naive_exp, "not_finite", "subtract the maximum"),
+        ("output only", sdpa_output_only, "wrong_type", "2 values"),
+        ("outputs swapped", sdpa_swapped_outputs, "wrong_shape", "should have shape"),
+        ("divides Q in place", sdpa_in_place, "mutates_input", "`Q`"),
+        ("NumPy", sdpa_numpy, "wrong_type", "NumPy"),
+        ("float32", sdpa_float32, "wrong_dtype", "float32"),
+        ("detached weights", sdpa_detached, "breaks_autograd", "autograd"),
+        ("no return", sdpa_forgot_return, "returned_none", "return"),
+        ("Q @ K without the transpose", lambda Q, K, V, mask=None: (torch.softmax(Q @ K, -1) @ V, torch.softmax(Q @ K, -1)),
+         "raised", "RuntimeError"),
+    ],
+    "08.causal_mask": [
+        ("triu", lambda T: torch.triu(torch.ones(T, T)).bool(), "upper_triangle", "LOWER"),
+        ("tril(-1)", lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1), "strict_triangle",
+         "itself"),
+        ("j > i", lambda T: torch.arange(T)[None, :] > torch.arange(T)[:, None], "inverted", "inverted"),
+        ("no mask at all", lambda T: torch.ones(T, T) > 0, "all_true", "every key"),
+        ("float mask", lambda T: torch.tril(torch.ones(T, T)), "wrong_dtype", "torch.bool"),
+        ("additive float mask", lambda T: torch.triu(torch.full((T, T), float("-inf")), 1), "wrong_dtype", "torch.bool"),
+        ("batch axis added", lambda T: torch.tril(torch.ones(1, T, T, dtype=torch.bool)), "wrong_shape", "(T="),
+        ("nested lists", lambda T: [[j <= i for j in range(T)] for i in range(T)], "wrong_type", "torch.Tensor"),
+    ],
+    "08.padding_mask": [
+        ("padding marked True", lambda lengths, T_k: (torch.arange(T_k) >= lengths[:, None])[:, None, :], "inverted",
+         "True at the padding"),
+        ("<= length", lambda lengths, T_k: (torch.arange(T_k)[None] <= lengths.unsqueeze(1)).unsqueeze(1),
+         "off_by_one", "<="),
+        ("mask on the query axis", lambda lengths, T_k: (torch.arange(T_k)[None] < lengths[:, None])[:, :, None],
+         "query_axis", "(B, 1, T_k)"),
+        ("no query axis", lambda lengths, T_k: torch.arange(T_k)[None] < lengths[:, None], "wrong_shape", "(B=3, 1, T_k=6)"),
+        ("0/1 integers", lambda lengths, T_k: (torch.arange(T_k)[None] < lengths[:, None]).long()[:, None],
+         "wrong_dtype", "torch.bool"),
+        ("writes into lengths", lambda lengths, T_k: (torch.arange(T_k)[None] < lengths.clamp_(max=T_k)[:, None])[:, None] & (lengths.sub_(lengths) == 0)[:, None, None],
+         "mutates_input", "`lengths`"),
+    ],
+}
+
+CASES = [(task_id, *wrong) for task_id, wrongs in WRONG.items() for wrong in wrongs]
+
+
+@pytest.mark.parametrize("task_id, name, fn, diagnosis, phrase", CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
+def test_wrong_implementation_is_rejected_with_its_diagnosis(task_id, name, fn, diagnosis, phrase):
+    result = run_task(get_task(task_id), fn)
+    assert not result.passed, f"{name} passed {task_id}"
+    assert result.diagnosis == diagnosis, result.message
+    assert phrase in result.message, result.message
+
+
+@pytest.mark.parametrize("task_id", sorted(WRONG))
+def test_every_misconception_of_the_task_is_in_the_catalogue(task_id):
+    covered = {wrong[2] for wrong in WRONG[task_id]}
+    declared = {m.key for m in get_task(task_id).misconceptions}
+    assert declared <= covered, f"misconceptions without a learner-style example: {declared - covered}"
+
+
+@pytest.mark.parametrize("task_id", sorted(WRONG))
+def test_reference_passes_and_stub_is_not_attempted(task_id):
+    task = get_task(task_id)
+    assert run_task(task, task.reference).passed
+
+    def stub(*args):
+        raise NotImplementedError()
+
+    result = run_task(task, stub)
+    assert result.diagnosis == "not_attempted" and "not attempted yet" in result.message
+    assert run_task(task, None).diagnosis == "not_attempted"
+
+
+CORRECT = {
+    "08.sdpa": lambda Q, K, V, mask=None: (
+        F.scaled_dot_product_attention(Q, K, V, attn_mask=mask),
+        torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]) + (0 if mask is None else torch.zeros_like(mask, dtype=Q.dtype).masked_fill(~mask, float("-inf"))), -1),
+    ),
+    "08.causal_mask": lambda T: torch.arange(T)[:, None] >= torch.arange(T)[None, :],
+    "08.padding_mask": lambda lengths, T_k: (torch.arange(T_k).expand(len(lengths), T_k) < lengths[:, None]).unsqueeze(-2),
+}
+
+
+@pytest.mark.parametrize("task_id", sorted(CORRECT))
+def test_other_correct_implementations_pass(task_id):
+    result = run_task(get_task(task_id), CORRECT[task_id])
+    assert result.passed, result.message
+
+
+def test_infinite_loop_is_stopped():
+    task = dataclasses.replace(get_task("08.sdpa"), timeout_s=0.5)
+    result = run_task(task, sdpa_loops_forever)
+    assert result.diagnosis == "timeout" and "stopped after 0.5 s" in result.message
