@@ -1,0 +1,535 @@
+"""Set 06 (attention value and output step): every known-wrong implementation is caught, with the right
+diagnosis.
+
+These are written the way learners write them, independently of the grader's misconception models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnbook.grading import get_task, run_task
+
+# ------------------------------------------------------------------------------ 06.attention_value
+
+
+def value_mean(weights, values):
+    return values.mean(dim=1)
+
+
+def value_mean_repeated(weights, values):
+    return values.mean(1, keepdim=True).repeat(1, weights.shape[1], 1)
+
+
+def value_transposed_weights(weights, values):
+    return torch.bmm(weights.transpose(1, 2), values)
+
+
+def value_sum_dim1(weights, values):
+    return (weights[..., None] * values[:, None]).sum(dim=1)
+
+
+def value_products(weights, values):
+    return weights.unsqueeze(3) * values.unsqueeze(1)
+
+
+def value_sum_no_weights(weights, values):
+    return values.sum(1, keepdim=True).expand(-1, weights.size(1), -1)
+
+
+def value_einsum_wrong(weights, values):
+    return torch.einsum("bqk,bkd->bqk", weights, values)
+
+
+def value_numpy(weights, values):
+    return weights.numpy() @ values.numpy()
+
+
+def value_float32(weights, values):
+    return torch.matmul(weights.float(), values.float())
+
+
+def value_detached(weights, values):
+    return (weights @ values).detach()
+
+
+def value_in_place(weights, values):
+    values /= values.norm(dim=-1, keepdim=True)  # "normalise the values first", in place
+    return weights @ values
+
+
+def value_nested_loops(weights, values):
+    B, T_q, T_k = weights.shape
+    out = []
+    for b in range(B):
+        rows = []
+        for q in range(T_q):
+            rows.append(sum(weights[b, q, i] * values[b, i] for i in range(T_k)))
+        out.append(rows)
+    return out
+
+
+def loops_forever(*args):
+    while True:
+        pass
+
+
+# ------------------------------------------------------------------------------ 06.dot_product_attention
+
+
+def dpa_keys(Q, K, V):
+    alpha = torch.softmax(torch.bmm(Q, K.transpose(1, 2)), dim=-1)
+    return alpha, torch.bmm(alpha, K)
+
+
+def dpa_swapped(Q, K, V):
+    alpha = torch.softmax(Q @ K.transpose(1, 2), dim=-1)
+    return alpha @ V, alpha
+
+
+def dpa_dim1(Q, K, V):
+    alpha = F.softmax(Q @ K.transpose(1, 2), dim=1)
+    return alpha, alpha @ V
+
+
+def dpa_scaled(Q, K, V):
+    alpha = torch.softmax(Q @ K.transpose(1, 2) / math.sqrt(K.shape[-1]), dim=-1)
+    return alpha, alpha @ V
+
+
+def dpa_scores_as_weights(Q, K, V):
+    e = Q @ K.transpose(1, 2)
+    return e, e @ V
+
+
+def dpa_naive(Q, K, V):
+    e = torch.exp(Q @ K.transpose(1, 2))
+    alpha = e / e.sum(2, keepdim=True)
+    return alpha, alpha @ V
+
+
+def dpa_value_only(Q, K, V):
+    return torch.softmax(Q @ K.transpose(1, 2), -1) @ V
+
+
+def dpa_uses_q_for_values(Q, K, V):
+    alpha = torch.softmax(Q @ K.transpose(1, 2), -1)
+    return alpha, Q
+
+
+def dpa_no_transpose(Q, K, V):
+    alpha = torch.softmax(Q @ K, -1)
+    return alpha, alpha @ V
+
+
+# ------------------------------------------------------------------------------ 06.attention_step
+
+
+def _mask(H, lengths):
+    return torch.arange(H.shape[1])[None, :] < lengths[:, None]  # (B, N)
+
+
+def step_no_mask(s_t, H, lengths):
+    e = torch.einsum("bnd,bd->bn", H, s_t)
+    alpha_t = torch.softmax(e, dim=-1)
+    return alpha_t, torch.einsum("bn,bnd->bd", alpha_t, H)
+
+
+def step_mask_after(s_t, H, lengths):
+    e = torch.bmm(H, s_t.unsqueeze(2)).squeeze(2)
+    alpha_t = torch.softmax(e, dim=1) * _mask(H, lengths)
+    return alpha_t, torch.bmm(alpha_t.unsqueeze(1), H).squeeze(1)
+
+
+def step_softmax_dim0(s_t, H, lengths):
+    e = (H * s_t[:, None, :]).sum(-1).masked_fill(~_mask(H, lengths), float("-inf"))
+    alpha_t = torch.nan_to_num(torch.softmax(e, dim=0))
+    return alpha_t, (alpha_t[:, :, None] * H).sum(1)
+
+
+def step_average(s_t, H, lengths):
+    m = _mask(H, lengths).double()
+    alpha_t = m / m.sum(1, keepdim=True).clamp(min=1)
+    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+
+
+def step_average_all(s_t, H, lengths):
+    B, N, d = H.shape
+    alpha_t = torch.ones(B, N, dtype=H.dtype) / N
+    return alpha_t, H.mean(dim=1)
+
+
+def step_swapped(s_t, H, lengths):
+    e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
+    alpha_t = torch.nan_to_num(torch.softmax(e, -1))
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
+
+
+def step_matmul_2d(s_t, H, lengths):
+    e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
+    alpha_t = torch.nan_to_num(torch.softmax(e, -1))
+    return alpha_t, alpha_t @ H
+
+
+def step_nan_rows(s_t, H, lengths):
+    e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
+    alpha_t = torch.softmax(e, -1)
+    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+
+
+def step_naive(s_t, H, lengths):
+    e = torch.exp((H @ s_t.unsqueeze(-1)).squeeze(-1)) * _mask(H, lengths)
+    alpha_t = e / e.sum(-1, keepdim=True)
+    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+
+
+def step_value_from_scores(s_t, H, lengths):
+    e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
+    alpha_t = torch.nan_to_num(torch.softmax(e, -1))
+    e0 = torch.nan_to_num(e, neginf=0.0)
+    return alpha_t, (e0.unsqueeze(-1) * H).sum(1)
+
+
+def step_last_state_query(s_t, H, lengths):
+    q = H[:, -1]
+    e = (H @ q.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
+    alpha_t = torch.nan_to_num(torch.softmax(e, -1))
+    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+
+
+def step_in_place(s_t, H, lengths):
+    for b in range(H.shape[0]):
+        H[b, int(lengths[b]):] = 0.0
+    e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
+    alpha_t = torch.nan_to_num(torch.softmax(e, -1))
+    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+
+
+# ------------------------------------------------------------------------------ 06.decoder_attention
+
+
+def _dec_mask(H, lengths):
+    return (torch.arange(H.shape[1])[None, :] < lengths[:, None])[:, None, :]  # (B, 1, N)
+
+
+def dec_first_state(S, H, lengths):
+    e = torch.bmm(H, S[:, 0].unsqueeze(2)).squeeze(2)  # (B, N), computed once
+    e = e.masked_fill(~_dec_mask(H, lengths)[:, 0], float("-inf"))
+    alpha = torch.softmax(e, -1).unsqueeze(1).repeat(1, S.shape[1], 1)
+    return alpha, alpha @ H
+
+
+def dec_last_state(S, H, lengths):
+    s_T = S[:, -1, :]
+    e = torch.einsum("bnd,bd->bn", H, s_T).masked_fill(~_dec_mask(H, lengths)[:, 0], float("-inf"))
+    alpha = torch.softmax(e, -1)[:, None, :].expand(-1, S.size(1), -1)
+    return alpha, torch.bmm(alpha, H)
+
+
+def dec_mean_state(S, H, lengths):
+    q = S.mean(dim=1, keepdim=True)
+    alpha = torch.softmax((q @ H.transpose(1, 2)).masked_fill(~_dec_mask(H, lengths), float("-inf")), -1)
+    alpha = alpha.expand(-1, S.shape[1], -1)
+    return alpha, alpha @ H
+
+
+def dec_reshape(S, H, lengths):
+    B, N, d = H.shape
+    e = torch.bmm(S, H.view(B, d, N)).masked_fill(~_dec_mask(H, lengths), float("-inf"))
+    alpha = torch.softmax(e, -1)
+    return alpha, alpha @ H
+
+
+def dec_no_mask(S, H, lengths):
+    alpha = torch.softmax(S @ H.mT, dim=2)
+    return alpha, alpha @ H
+
+
+def dec_dim1(S, H, lengths):
+    alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), dim=1)
+    return alpha, alpha @ H
+
+
+def dec_swapped(S, H, lengths):
+    alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), dim=-1)
+    return alpha @ H, alpha
+
+
+def dec_alpha_transposed(S, H, lengths):
+    alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), dim=-1)
+    return alpha.transpose(1, 2), alpha @ H
+
+
+def dec_python_loop_over_steps(S, H, lengths):
+    alphas, values = [], []
+    for t in range(S.shape[1]):
+        e = torch.einsum("bnd,bd->bn", H, S[:, t]).masked_fill(~_dec_mask(H, lengths)[:, 0], float("-inf"))
+        alpha_t = torch.softmax(e, -1)
+        alphas.append(alpha_t)
+        values.append((alpha_t.unsqueeze(-1) * H).sum(1))
+    return torch.stack(alphas, 1), torch.stack(values, 1)  # correct
+
+
+# ------------------------------------------------------------------------------ 06.luong_output
+
+
+def out_order(a_t, s_t, W_c, b_c, W_y, b_y):
+    v = torch.cat((s_t, a_t), dim=1)
+    return torch.softmax(torch.tanh(v @ W_c.T + b_c) @ W_y.T + b_y, dim=1)
+
+
+def out_no_tanh(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.cat([a_t, s_t], -1) @ W_c.t() + b_c
+    return torch.softmax(s_tilde @ W_y.t() + b_y, dim=-1)
+
+
+def out_logits(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(F.linear(torch.cat([a_t, s_t], -1), W_c, b_c))
+    return F.linear(s_tilde, W_y, b_y)
+
+
+def out_dim0(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(F.linear(torch.cat([a_t, s_t], -1), W_c, b_c))
+    return F.softmax(F.linear(s_tilde, W_y, b_y), dim=0)
+
+
+def out_no_b_c(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T)
+    return torch.softmax(s_tilde @ W_y.T + b_y, -1)
+
+
+def out_no_b_y(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_c)
+    return torch.softmax(s_tilde @ W_y.T, -1)
+
+
+def out_naive(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_c)
+    z = torch.exp(s_tilde @ W_y.T + b_y)
+    return z / z.sum(-1, keepdim=True)
+
+
+def out_no_transpose(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1) @ W_c + b_c)
+    return torch.softmax(s_tilde @ W_y + b_y, -1)
+
+
+def out_sum_not_concat(a_t, s_t, W_c, b_c, W_y, b_y):
+    d = a_t.shape[-1]
+    s_tilde = torch.tanh((a_t + s_t) @ W_c[:, :d].T + b_c)
+    return torch.softmax(s_tilde @ W_y.T + b_y, -1)
+
+
+def out_argmax(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_c)
+    return torch.argmax(s_tilde @ W_y.T + b_y, -1)
+
+
+def out_relu(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.relu(torch.cat([a_t, s_t], -1) @ W_c.T + b_c)
+    return torch.softmax(s_tilde @ W_y.T + b_y, -1)
+
+
+# ------------------------------------------------------------------------------ 06.hand_attention_value
+
+ALPHA3 = [0.0939, 0.1549, 0.0570, 0.6942]  # the worked example's weights at t=3 (exercise 05.hand_weights)
+H = [[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 2]]  # h_1..h_4
+
+
+def weighted_sum(weights):
+    return [sum(w * h[k] for w, h in zip(weights, H)) for k in range(4)]
+
+
+def hand_softmax(scores):
+    exps = [math.exp(x) for x in scores]
+    return [x / sum(exps) for x in exps]
+
+
+WRONG = {
+    "06.attention_value": [
+        ("mean over the values", value_mean, "plain_average", "plain average"),
+        ("mean, repeated per query", value_mean_repeated, "plain_average", "Σ_i α_i v_i"),
+        ("weights transposed", value_transposed_weights, "weights_transposed", "transposed"),
+        ("sum over dim 1", value_sum_dim1, "summed_over_queries", "over the queries"),
+        ("products not summed", value_products, "not_summed", "did not add"),
+        ("sum without weights", value_sum_no_weights, "unweighted_sum", "without weighting"),
+        ("einsum keeps k", value_einsum_wrong, "wrong_shape", "should have shape"),
+        ("NumPy", value_numpy, "wrong_type", "NumPy"),
+        ("float32", value_float32, "wrong_dtype", "float32"),
+        ("detached", value_detached, "breaks_autograd", "autograd"),
+        ("in-place ops on the inputs", value_in_place, "mutates_input", "in place"),
+        ("nested Python lists", value_nested_loops, "wrong_type", "torch.Tensor"),
+        ("values @ weights", lambda weights, values: values @ weights, "raised", "RuntimeError"),
+    ],
+    "06.dot_product_attention": [
+        ("weighted sum of the keys", dpa_keys, "value_from_keys", "weighted sum of the keys"),
+        ("(a, alpha)", dpa_swapped, "swapped_outputs", "wrong order"),
+        ("softmax over dim 1", dpa_dim1, "wrong_axis", "over queries, not keys"),
+        ("scaled by √d_k", dpa_scaled, "scaled", "without scaling"),
+        ("scores as weights", dpa_scores_as_weights, "no_softmax", "raw scores"),
+        ("exp without the max", dpa_naive, "overflow", "overflows"),
+        ("only the value", dpa_value_only, "wrong_type", "2 values"),
+        ("returns Q", dpa_uses_q_for_values, "wrong_shape", "should have shape"),
+        ("Q @ K", dpa_no_transpose, "raised", "RuntimeError"),
+        ("None", lambda Q, K, V: None, "returned_none", "return"),
+    ],
+    "06.attention_step": [
+        ("padding not masked", step_no_mask, "padding_not_masked", "padding is not masked"),
+        ("mask after the softmax", step_mask_after, "mask_after_softmax", "before the softmax"),
+        ("softmax over dim 0", step_softmax_dim0, "softmax_over_batch", "batch axis"),
+        ("average of the valid states", step_average, "plain_average", "averaged"),
+        ("average of all states", step_average_all, "plain_average", "averaged"),
+        ("(a_t, alpha_t)", step_swapped, "swapped_outputs", "Keep α (weights) and a (value) apart"),
+        ("alpha_t @ H", step_matmul_2d, "mixes_batch_items", "(B, B, d)"),
+        ("NaN for length 0", step_nan_rows, "nan_fully_masked", "length 0"),
+        ("exp(e) * mask", step_naive, "overflow", "overflows"),
+        ("value weighted by the scores", step_value_from_scores, "value_not_weighted_sum", "your own alpha_t"),
+        ("encoder's last state as the query", step_last_state_query, "wrong_values", "is wrong"),
+        ("zeroes the padding of H in place", step_in_place, "mutates_input", "`H`"),
+    ],
+    "06.decoder_attention": [
+        ("weights from s_1 only", dec_first_state, "static_query", "first decoder state"),
+        ("weights from s_T only", dec_last_state, "static_query", "last decoder state"),
+        ("weights from the mean state", dec_mean_state, "static_query", "every step t"),
+        ("H.view(B, d, N)", dec_reshape, "reshape_not_transpose", "transpose(1, 2)"),
+        ("padding not masked", dec_no_mask, "padding_not_masked", "padding is not masked"),
+        ("softmax over the steps", dec_dim1, "wrong_axis", "over the decoder steps"),
+        ("(a, alpha)", dec_swapped, "swapped_outputs", "(a, alpha)"),
+        ("alpha (B, N, T)", dec_alpha_transposed, "transposed", "swapped (transposed)"),
+        ("S @ H", lambda S, H, lengths: (torch.softmax(S @ H, -1), torch.softmax(S @ H, -1) @ H), "raised",
+         "RuntimeError"),
+    ],
+    "06.luong_output": [
+        ("[s_t; a_t]", out_order, "wrong_concat_order", "[a_t; s_t]"),
+        ("no tanh", out_no_tanh, "missing_tanh", "tanh"),
+        ("logits", out_logits, "returned_logits", "logits"),
+        ("softmax over dim 0", out_dim0, "softmax_over_batch", "batch axis"),
+        ("no b_c", out_no_b_c, "missing_b_c", "b_c"),
+        ("no b_y", out_no_b_y, "missing_b_y", "b_y"),
+        ("exp without the max", out_naive, "overflow", "overflows"),
+        ("W not transposed", out_no_transpose, "raised", "RuntimeError"),
+        ("a_t + s_t instead of the concatenation", out_sum_not_concat, "wrong_values", "is wrong"),
+        ("argmax", out_argmax, "wrong_dtype", "torch.int64"),
+        ("ReLU instead of tanh", out_relu, "wrong_values", "is wrong"),
+    ],
+    "06.hand_attention_value": [
+        ("the weights α^3", lambda: ALPHA3, "returned_weights", "not the attention value"),
+        ("the scores e^3", lambda: [1.0, 1.5, 0.5, 3.0], "returned_scores", "scores"),
+        ("weighted by the scores", lambda: weighted_sum([1.0, 1.5, 0.5, 3.0]), "weighted_by_scores", "α^3_i"),
+        ("average of h_i", lambda: weighted_sum([0.25] * 4), "plain_average", "plain average"),
+        ("a_1", lambda: weighted_sum(hand_softmax([2.5, 0.0, 2.0, 0.5])), "wrong_step_1", "a_1"),
+        ("a_2", lambda: weighted_sum(hand_softmax([0.0, 2.0, 1.5, 1.0])), "wrong_step_2", "a_2"),
+        ("the decoder state s_3", lambda: [0.0, 0.5, 1.0, 1.0], "wrong_values", "is wrong"),
+        ("a tuple of three", lambda: (0.15, 0.21, 0.79), "wrong_values", "is wrong"),
+    ],
+}
+
+CORRECT = {
+    "06.attention_value": [
+        lambda weights, values: torch.einsum("bqk,bkd->bqd", weights, values),
+        lambda weights, values: (weights.unsqueeze(-1) * values.unsqueeze(1)).sum(2),
+        torch.bmm,
+    ],
+    "06.dot_product_attention": [
+        lambda Q, K, V: (lambda al: (al, al @ V))(torch.softmax(torch.einsum("bqd,bkd->bqk", Q, K), -1)),
+    ],
+    "06.attention_step": [
+        lambda s_t, H, lengths: (lambda al: (al, torch.bmm(al.unsqueeze(1), H).squeeze(1)))(
+            torch.nan_to_num(torch.softmax(torch.bmm(H, s_t.unsqueeze(2)).squeeze(2).masked_fill(
+                ~_mask(H, lengths), float("-inf")), -1))),
+    ],
+    "06.decoder_attention": [dec_python_loop_over_steps],
+    "06.luong_output": [
+        lambda a_t, s_t, W_c, b_c, W_y, b_y: torch.softmax(
+            F.linear(torch.tanh(F.linear(torch.cat([a_t, s_t], 1), W_c, b_c)), W_y, b_y), dim=1),
+    ],
+    "06.hand_attention_value": [lambda: weighted_sum(hand_softmax([1.0, 1.5, 0.5, 3.0])),
+                                lambda: [0.1509, 0.2119, 0.7881, 1.5433]],
+}
+
+CASES = [(task_id, *wrong) for task_id, wrongs in WRONG.items() for wrong in wrongs]
+
+
+@pytest.mark.parametrize("task_id, name, fn, diagnosis, phrase", CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
+def test_wrong_implementation_is_rejected_with_its_diagnosis(task_id, name, fn, diagnosis, phrase):
+    result = run_task(get_task(task_id), fn)
+    assert not result.passed, f"{name} passed {task_id}"
+    assert result.diagnosis == diagnosis, result.message
+    assert phrase in result.message, result.message
+    assert "Traceback" not in result.message and "attnbook/" not in result.message
+
+
+@pytest.mark.parametrize("task_id", sorted(WRONG))
+def test_every_misconception_of_the_task_is_in_the_catalogue(task_id):
+    covered = {wrong[2] for wrong in WRONG[task_id]}
+    declared = {m.key for m in get_task(task_id).misconceptions}
+    assert declared <= covered, f"misconceptions without a learner-style example: {declared - covered}"
+
+
+@pytest.mark.parametrize("task_id", sorted(WRONG))
+def test_reference_passes_and_stub_is_not_attempted(task_id):
+    task = get_task(task_id)
+    assert run_task(task, task.reference).passed
+
+    def stub(*args):
+        raise NotImplementedError()
+
+    result = run_task(task, stub)
+    assert result.status == "not attempted yet" and result.diagnosis == "not_attempted"
+    assert "not attempted yet" in result.message
+    assert run_task(task, None).diagnosis == "not_attempted"
+
+
+@pytest.mark.parametrize("task_id", sorted(CORRECT))
+def test_other_correct_implementations_pass(task_id):
+    for fn in CORRECT[task_id]:
+        result = run_task(get_task(task_id), fn)
+        assert result.passed, result.message
+
+
+def test_solution_notebook_references_pass(root):
+    """The functions in the solution notebook (the reference answers learners compare with) pass."""
+    import nbformat
+
+    nb = nbformat.read(root / "solutions" / "06_attention_value.ipynb", as_version=4)
+    namespace: dict = {}
+    graded = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "graded" in cell.metadata.get("tags", []):
+            task_id, name = cell.source.split('"')[1], cell.source.split(",")[1].strip(" )\n")
+            assert run_task(get_task(task_id), namespace[name]).passed, task_id
+            graded += 1
+        elif "remove-cell" not in cell.metadata.get("tags", []):  # the setup cell holds a %pip line
+            exec(compile(cell.source, "<solution>", "exec"), namespace)
+    assert graded == len(WRONG)
+
+
+def test_infinite_loop_is_stopped():
+    task = dataclasses.replace(get_task("06.attention_step"), timeout_s=0.5)
+    result = run_task(task, loops_forever)
+    assert result.diagnosis == "timeout" and "stopped after 0.5 s" in result.message
+
+
+def test_a_learner_exception_is_one_line_naming_it():
+    def bad_index(weights, values):
+        return weights[3] @ values  # IndexError on a batch of 2
+
+    result = run_task(get_task("06.attention_value"), bad_index)
+    assert result.diagnosis == "raised" and "IndexError" in result.message and "\n" not in result.message
+
+
+def test_numpy_arrays_are_not_accepted_for_a_tuple_output():
+    def numpy_step(s_t, H, lengths):
+        alpha_t = np.zeros(tuple(H.shape[:2]))
+        return alpha_t, np.zeros((H.shape[0], H.shape[2]))
+
+    result = run_task(get_task("06.attention_step"), numpy_step)
+    assert result.diagnosis == "wrong_type" and "`alpha_t`" in result.message
