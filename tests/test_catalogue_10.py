@@ -14,6 +14,40 @@ from attnbook.grading import get_task, run_task
 
 INF = float("inf")
 
+# ------------------------------------------------------------------------------------------ combine_max_sum
+
+
+def combine_added(m1, l1, m2, l2):
+    return torch.max(m1, m2), l1 + l2
+
+
+def combine_upside_down(m1, l1, m2, l2):
+    m = torch.where(m1 > m2, m1, m2)
+    return m, l1 / torch.exp(m1 - m) + l2 / torch.exp(m2 - m)
+
+
+def combine_keeps_m1(m1, l1, m2, l2):
+    return m1, l1 + l2 * torch.exp(m2 - m1)
+
+
+def combine_sums_maxima(m1, l1, m2, l2):
+    m = m1 + m2
+    big = torch.maximum(m1, m2)
+    return m, l1 * (m1 - big).exp() + l2 * (m2 - big).exp()
+
+
+def combine_through_exp(m1, l1, m2, l2):
+    """Exact in real numbers, but exp(m) overflows for maxima of about 1000."""
+    total = l1 * torch.exp(m1) + l2 * torch.exp(m2)
+    m = torch.maximum(m1, m2)
+    return m, total / torch.exp(m)
+
+
+def combine_python_max(m1, l1, m2, l2):
+    m = max(m1, m2)   # Python's max on tensors of several elements raises
+    return m, l1 * torch.exp(m1 - m) + l2 * torch.exp(m2 - m)
+
+
 # ------------------------------------------------------------------------------------------ running_max_sum
 
 
@@ -154,6 +188,15 @@ def osa_ignores_block_size(Q, K, V, block_size):
 
 
 WRONG = {
+    "10.combine_max_sum": [
+        ("sums added", combine_added, "sum_not_rescaled", "own maximum"),
+        ("divided by the factors", combine_upside_down, "rescaled_wrong_way", "upside down"),
+        ("kept m1", combine_keeps_m1, "max_not_updated", "larger of m1 and m2"),
+        ("m1 + m2", combine_sums_maxima, "maxima_added", "added the two maxima"),
+        ("through exp(m)", combine_through_exp, "not_finite", "NaN or inf"),
+        ("Python max", combine_python_max, "raised", "RuntimeError"),
+        ("only m", lambda m1, l1, m2, l2: torch.maximum(m1, m2), "wrong_type", "2 values"),
+    ],
     "10.running_max_sum": [
         ("no rescaling", rms_no_rescale, "sum_not_rescaled", "exp(m_old - m_new)"),
         ("rescaled by exp(new - old)", rms_rescale_upside_down, "rescaled_wrong_way", "shrink"),

@@ -12,6 +12,68 @@ from ..registry import register
 
 NEG_INF = float("-inf")
 
+# ------------------------------------------------------------------------------------------ 10.combine_max_sum
+
+
+def _combine_ref(m1, l1, m2, l2):
+    """Two partial (max, sum) pairs of one row -> the pair of the whole row. All (R,) -> (R,), (R,)."""
+    m = torch.maximum(m1, m2)
+    return m, l1 * torch.exp(m1 - m) + l2 * torch.exp(m2 - m)
+
+
+def _combine_cases():
+    g = generator(101)
+    m1, m2 = randn(g, 5, scale=3.0), randn(g, 5, scale=3.0)
+    l1, l2 = 1.0 + 4.0 * torch.rand(5, generator=g, dtype=torch.float64), 1.0 + 4.0 * torch.rand(5, generator=g, dtype=torch.float64)
+    big1, big2 = randn(g, 3, scale=1e3), randn(g, 3, scale=1e3)
+    lb1, lb2 = 1.0 + torch.rand(3, generator=g, dtype=torch.float64), 1.0 + torch.rand(3, generator=g, dtype=torch.float64)
+    empty = torch.tensor([float("-inf"), 0.5], dtype=torch.float64)
+    return [
+        Case("R=5", (m1, l1, m2, l2), dims={"R": 5}, note="the larger maximum is sometimes m1, sometimes m2"),
+        Case("maxima of about ±1e3", (big1, lb1, big2, lb2), dims={"R": 3},
+             note="exp(m) overflows: work with differences of maxima"),
+        Case("an empty first part", (empty, torch.tensor([0.0, 2.0], dtype=torch.float64),
+                                     torch.tensor([1.5, -0.5], dtype=torch.float64),
+                                     torch.tensor([3.0, 1.0], dtype=torch.float64)),
+             dims={"R": 2}, note="m1 = -inf and l1 = 0: a part with no scores (all masked)"),
+    ]
+
+
+register(Task(
+    id="10.combine_max_sum",
+    title="combine the maximum and sum of two parts",
+    points=2,
+    reference=_combine_ref,
+    cases=_combine_cases,
+    output_names=("m", "l"),
+    misconceptions=[
+        Misconception(
+            "sum_not_rescaled",
+            "you added l1 and l2 as they are: each was computed relative to its own maximum, so first move "
+            "both to the common maximum, l1·exp(m1 - m) + l2·exp(m2 - m)",
+            lambda m1, l1, m2, l2: (torch.maximum(m1, m2), l1 + l2),
+        ),
+        Misconception(
+            "rescaled_wrong_way",
+            "your rescaling factors are upside down: a sum computed against a smaller maximum must shrink, "
+            "so multiply by exp(m_j - m), not exp(m - m_j)",
+            lambda m1, l1, m2, l2: (torch.maximum(m1, m2),
+                                    l1 * torch.exp(torch.maximum(m1, m2) - m1) + l2 * torch.exp(torch.maximum(m1, m2) - m2)),
+        ),
+        Misconception(
+            "max_not_updated",
+            "you kept m1 as the maximum: m must be the larger of m1 and m2 (torch.maximum), and l relative to it",
+            lambda m1, l1, m2, l2: (m1, l1 + l2 * torch.exp(m2 - m1)),
+        ),
+        Misconception(
+            "maxima_added",
+            "you added the two maxima: the maximum of the whole row is the larger of the two, torch.maximum(m1, m2)",
+            lambda m1, l1, m2, l2: (m1 + m2, l1 * torch.exp(m1 - torch.maximum(m1, m2)) + l2 * torch.exp(m2 - torch.maximum(m1, m2))),
+        ),
+    ],
+    hint="m = torch.maximum(m1, m2); l = l1·exp(m1 - m) + l2·exp(m2 - m).",
+))
+
 # ------------------------------------------------------------------------------------------ 10.running_max_sum
 
 
