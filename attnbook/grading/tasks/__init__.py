@@ -1,5 +1,6 @@
 """Every exercise set registers its tasks on import; add new modules to this list."""
 
+from . import seq2seq  # noqa: F401  (set 02)
 from . import attention_scores  # noqa: F401  (set 04)
 from . import softmax_weights  # noqa: F401  (set 05)
 from . import attention_value  # noqa: F401  (set 06)
