@@ -5,6 +5,7 @@ Every figure in the book is drawn by code in its notebook with these helpers, so
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -67,9 +68,20 @@ def _ipython():
 
 
 def in_jupyter() -> bool:
-    """True inside a live Jupyter kernel with a front end (not in a plain Python process)."""
+    """True when a person is looking: a kernel started by a Jupyter server (JupyterLab, Notebook) or Colab.
+
+    Kernels run by nbclient, nbval or ``jupyter execute`` are also ``ZMQInteractiveShell``s but have no
+    front end; only a Jupyter server sets ``JPY_SESSION_NAME``. Interactive widgets are shown only here,
+    so that no widget is ever stored in a committed notebook.
+    """
+    if "google.colab" in sys.modules:
+        return True
     ipython = _ipython()
-    return ipython is not None and type(ipython).__name__ == "ZMQInteractiveShell"
+    return (
+        ipython is not None
+        and type(ipython).__name__ == "ZMQInteractiveShell"
+        and bool(os.environ.get("JPY_SESSION_NAME"))
+    )
 
 
 def heatmap(
@@ -82,6 +94,7 @@ def heatmap(
     ylabel: str = "target step t (queries)",
     annotate: bool = True,
     vmax: float = 1.0,
+    cbar_label: str = "weight α",
 ):
     """Heat map of attention weights: one row per query (target step), one column per key.
 
@@ -112,5 +125,5 @@ def heatmap(
         for (r, c), value in np.ndenumerate(w):
             ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8,
                     color="black" if value > 0.6 * vmax else "white")
-    ax.figure.colorbar(image, ax=ax, label="weight α")
+    ax.figure.colorbar(image, ax=ax, label=cbar_label)
     return ax

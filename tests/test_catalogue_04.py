@@ -58,8 +58,8 @@ WRONG = {
         ("step 1", lambda: [2.5, 0.0, 2.0, 0.5], "wrong_step_1", "t=1"),
         ("step 2", lambda: [0.0, 2.0, 1.5, 1.0], "wrong_step_2", "t=2"),
         ("weights", lambda: [0.0939, 0.1549, 0.0570, 0.6942], "returned_weights", "weights"),
-        ("arithmetic slip", lambda: [1.0, 1.5, 0.5, 2.0], "wrong_values", "expected"),
-        ("three numbers", lambda: [1.0, 1.5, 0.5], "wrong_values", "expected"),
+        ("arithmetic slip", lambda: [1.0, 1.5, 0.5, 2.0], "wrong_values", "not what the check computes"),
+        ("three numbers", lambda: [1.0, 1.5, 0.5], "wrong_values", "not what the check computes"),
     ],
 }
 

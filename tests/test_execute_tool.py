@@ -29,6 +29,17 @@ def test_execution_is_byte_stable_and_in_order(tmp_path):
     ex.execute(path)
     assert path.read_bytes() == first
     stored = nbformat.read(path, as_version=4)
-    assert [c.execution_count for c in stored.cells if c.cell_type == "code"] == [1, 2]
-    assert stored.cells[1].outputs[0].text == "done\n"
-    assert "execution" not in stored.cells[1].metadata
+    code = [c for c in stored.cells if c.cell_type == "code"]
+    assert code[0].id == ex.SETUP_ID, "the setup cell comes first"
+    assert [c.execution_count for c in code] == [1, 2, 3]
+    assert code[1].outputs[0].text == "done\n"
+    assert "execution" not in code[1].metadata
+
+
+def test_split_streams_are_joined():
+    nb = new_notebook(cells=[new_code_cell("print(1)")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+                           nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+                           nbformat.v4.new_output("stream", name="stderr", text="c\n")]
+    ex.normalise(nb)
+    assert [(o.name, o.text) for o in nb.cells[0].outputs] == [("stdout", "a\nb\n"), ("stderr", "c\n")]

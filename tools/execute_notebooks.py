@@ -70,6 +70,11 @@ def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         outputs = []
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream":
+                previous = outputs[-1] if outputs else None
+                if previous is not None and previous.get("output_type") == "stream" and previous["name"] == output["name"]:
+                    # The kernel may split one stream into several messages, depending on load: join them.
+                    previous["text"] = collapse_carriage_returns(previous["text"] + output["text"])
+                    continue
                 output["text"] = collapse_carriage_returns(output["text"])
                 if not output["text"]:
                     continue

@@ -239,6 +239,18 @@ def close(a, b, atol: float, rtol: float, equal_nan: bool = False) -> bool:
     return a == b
 
 
+def _rounded(value):
+    """A short, rounded rendering of a learner's number or list, for messages."""
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(str(_rounded(v)) for v in value[:12])
+        return f"[{inner}{', ...' if len(value) > 12 else ''}]"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return f"{float(value):.4g}"
+    return repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+
+
 def first_difference(got: torch.Tensor, expected: torch.Tensor) -> str:
     diff = (got.detach().double() - expected.detach().double()).abs()
     diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
@@ -322,9 +334,10 @@ def _check_types(task: Task, case: Case, value, expected: tuple) -> tuple:
                     "wrong_type",
                 )
             if got.dtype != exp.dtype:
+                hint = (" (a new tensor made without dtype=... is float32)"
+                        if got.dtype == torch.float32 and exp.dtype == torch.float64 else "")
                 raise Fail(
-                    f"{label} returned dtype {got.dtype} but the inputs are {exp.dtype}: keep the input's "
-                    "dtype (a new tensor made without dtype=... is float32).",
+                    f"{label} returned dtype {got.dtype} but this task expects {exp.dtype}{hint}.",
                     "wrong_dtype",
                 )
         elif isinstance(exp, (float, int)) and not isinstance(exp, bool):
@@ -338,8 +351,11 @@ def _check_types(task: Task, case: Case, value, expected: tuple) -> tuple:
     return outputs
 
 
-def _diagnose(task: Task, case: Case, outputs: tuple) -> None:
-    """Called when outputs are wrong: name the misconception if one matches, else a property message."""
+def _diagnose(task: Task, case: Case, outputs: tuple, properties: bool = True) -> None:
+    """Called when outputs are wrong: name the misconception if one matches, else a property message.
+
+    Properties assume outputs of the right shape, so they are skipped (``properties=False``) when the
+    shape is already wrong."""
     n = len(outputs)
     for m in task.misconceptions:
         try:
@@ -349,7 +365,7 @@ def _diagnose(task: Task, case: Case, outputs: tuple) -> None:
             continue
         if all(close(g, w, task.atol, task.rtol, equal_nan=True) for g, w in zip(outputs, wrong)):
             raise Fail(f"{m.message}. Seen on {case.describe()}.", m.key)
-    for prop in task.properties:
+    for prop in task.properties if properties else ():
         message = prop(case, outputs)
         if message:
             raise Fail(f"{message}. Seen on {case.describe()}.", getattr(prop, "key", prop.__name__))
@@ -359,7 +375,7 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple) -> No
     for name, got, exp in zip(task.output_names, outputs, expected):
         label = "your result" if len(expected) == 1 else f"`{name}`"
         if isinstance(exp, torch.Tensor) and got.shape != exp.shape:
-            _diagnose(task, case, outputs)
+            _diagnose(task, case, outputs, properties=False)
             if got.dim() >= 2 and tuple(got.shape[:-2]) + (got.shape[-1], got.shape[-2]) == tuple(exp.shape):
                 raise Fail(
                     f"{label} has shape {shape_text(got.shape, case.dims)} but should have shape "
@@ -384,8 +400,8 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple) -> No
                     "not_finite",
                 )
             detail = first_difference(got, exp)
-        else:
-            detail = f"expected {exp!r}, got {got!r}"
+        else:  # numbers and lists (hand tasks): never reveal the expected answer
+            detail = f"your answer {_rounded(got)} is not what the check computes"
         hint = f" {task.hint}" if task.hint else ""
         raise Fail(f"{label} is wrong on {case.describe()}: {detail}.{hint}", "wrong_values")
 
