@@ -1,0 +1,441 @@
+"""Small RNN encoder–decoder models for the toy English→French corpus, without and with attention.
+
+Shapes (book notation): B sentences in a batch, N source positions (``<eos>`` included), T target
+steps, d hidden size, V vocabulary size.
+
+* :class:`Encoder` reads the source: states ``H`` (B, N, d) = h_1..h_N and the context vector
+  (컨텍스트 벡터) ``c`` (B, d), the state at each sentence's true last token. It can also read in both
+  directions (``bidirectional=True``), each h_i then being [forward h_i; backward h_i].
+* :class:`Seq2Seq` is the plain model: the decoder starts from s_0 = c and, as in Cho et al. (2014),
+  reads c again at every step; it sees nothing else of the source (the bottleneck, 병목).
+* :class:`AttnSeq2Seq` adds Luong-style dot attention: at every step t the decoder state ``s_t`` scores
+  every ``h_i`` (``e^t = H s_t``), the weights ``α^t = softmax(e^t)`` mix the states into
+  ``a_t = Σ_i α^t_i h_i``, and ``s̃_t = tanh(W_c [a_t; s_t] + b_c)`` gives the logits
+  ``W_y s̃_t + b_y``. The query is the *current* state ``s_t`` (Luong); Bahdanau's model uses ``s_{t-1}``.
+  By default its encoder is bidirectional, as in Bahdanau et al. (2015), so that h_i also knows the
+  words after position i (a French article agrees with the noun that follows it in English).
+
+Training uses teacher forcing (교사 강요): the decoder reads the true previous word. :func:`train`,
+:func:`evaluate_by_length` and :func:`alignment_agreement` train and measure; :func:`train_standard`
+rebuilds the book's reference models deterministically in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from attnbook.attention import attention_value, dot_scores, softmax
+from attnbook.data import EOS, PAD, SOS, Pair, Splits, Vocab, iterate_batches, make_batch, make_splits
+
+__all__ = [
+    "Encoder",
+    "Seq2Seq",
+    "AttnSeq2Seq",
+    "train",
+    "evaluate_by_length",
+    "BucketScore",
+    "alignment_agreement",
+    "translate",
+    "source_mask",
+    "reverse_padded",
+    "BUCKETS",
+    "STANDARD",
+    "standard_data",
+    "train_standard",
+]
+
+
+def _vocab_size(vocab: Vocab | int) -> int:
+    return vocab if isinstance(vocab, int) else len(vocab)
+
+
+def _rnn(cell: str, emb: int, hidden: int) -> nn.Module:
+    if cell == "gru":
+        return nn.GRU(emb, hidden, batch_first=True)
+    if cell == "rnn":
+        return nn.RNN(emb, hidden, nonlinearity="tanh", batch_first=True)
+    raise ValueError(f"cell must be 'gru' or 'rnn', got {cell!r}")
+
+
+def source_mask(src_len: torch.Tensor, N: int) -> torch.Tensor:
+    """(B,) lengths -> (B, N) bool, True at real source positions (``<eos>`` included)."""
+    return torch.arange(N, device=src_len.device)[None, :] < src_len[:, None]
+
+
+def reverse_padded(X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of a right-padded batch within its own length; padding stays at the end.
+
+    X: (B, N, ...), lengths: (B,) -> (B, N, ...). Applying it twice gives X back.
+    """
+    B, N = X.shape[:2]
+    pos = torch.arange(N, device=X.device)[None, :]  # (1, N)
+    idx = torch.where(pos < lengths[:, None], lengths[:, None] - 1 - pos, pos)  # (B, N)
+    return X.gather(1, idx.view(B, N, *([1] * (X.dim() - 2))).expand_as(X))
+
+
+class Encoder(nn.Module):
+    """Embedding + one-layer RNN (GRU by default, ``cell="rnn"`` for a plain tanh RNN).
+
+    ``forward(src (B, N) long, src_len (B,) long) -> (H (B, N, d), context (B, d))``.
+    ``H[b, i]`` is h_i (zero at padding). ``context[b]`` is the state at position ``src_len[b] - 1``,
+    the sentence's true last token (its ``<eos>``), not at the padding: the RNN reads left to right, so
+    the padding after a sentence cannot change its states, and ``gather`` picks the right one.
+
+    With ``bidirectional=True`` a second RNN reads each sentence right to left (we reverse every
+    sentence within its length, run the RNN, and reverse back). Each direction has d/2 units and
+    h_i = [forward h_i; backward h_i], so h_i also knows the words after position i. The context is then
+    [forward state at the last token; backward state at the first token]: both have read everything.
+    """
+
+    def __init__(self, vocab: Vocab | int, emb: int, hidden: int, cell: str = "gru",
+                 bidirectional: bool = False):
+        super().__init__()
+        if bidirectional and hidden % 2:
+            raise ValueError(f"a bidirectional encoder needs an even hidden size, got {hidden}")
+        self.embedding = nn.Embedding(_vocab_size(vocab), emb, padding_idx=PAD)
+        self.hidden = hidden
+        self.bidirectional = bidirectional
+        self.rnn = _rnn(cell, emb, hidden // 2 if bidirectional else hidden)
+        self.rnn_backward = _rnn(cell, emb, hidden // 2) if bidirectional else None
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor, embedded: torch.Tensor | None = None):
+        """``embedded`` (B, N, emb), if given, replaces ``embedding(src)`` (to take gradients)."""
+        X = self.embedding(src) if embedded is None else embedded  # (B, N, emb)
+        H, _ = self.rnn(X)  # (B, N, d) or (B, N, d/2)
+        last = (src_len - 1).view(-1, 1, 1).expand(-1, 1, H.shape[-1])  # (B, 1, ·)
+        context = H.gather(1, last).squeeze(1)  # (B, d): the state at the true last token
+        if self.bidirectional:
+            H_back, _ = self.rnn_backward(reverse_padded(X, src_len))  # reads x_N .. x_1
+            H_back = reverse_padded(H_back, src_len)  # (B, N, d/2), back in source order
+            context = torch.cat([context, H_back[:, 0]], dim=-1)  # (B, d)
+            H = torch.cat([H, H_back], dim=-1)  # (B, N, d)
+        H = H * source_mask(src_len, src.shape[1])[..., None]  # zero the states at padding
+        return H, context
+
+
+class _Base(nn.Module):
+    """Shared parts: encoder, target embedding, decoder RNN, the decoding loops."""
+
+    input_feeding = False
+
+    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, emb: int, hidden: int, cell: str,
+                 extra_input: int = 0, bidirectional: bool = False):
+        super().__init__()
+        self.src_vocab = src_vocab if isinstance(src_vocab, Vocab) else None
+        self.tgt_vocab = tgt_vocab if isinstance(tgt_vocab, Vocab) else None
+        self.encoder = Encoder(src_vocab, emb, hidden, cell, bidirectional)
+        self.tgt_embedding = nn.Embedding(_vocab_size(tgt_vocab), emb, padding_idx=PAD)
+        self.decoder = _rnn(cell, emb + extra_input, hidden)
+        self.hidden = hidden
+
+    def _readout(self, S, H, mask, context):
+        """S (B, t, d) decoder states -> logits (B, t, V), alpha (B, t, N) or None, s̃ (B, t, d) or None."""
+        raise NotImplementedError
+
+    def _decoder_input(self, Y, context, s_tilde_prev):
+        """Y (B, t, emb) embedded previous words -> the decoder RNN's input (B, t, emb + extra)."""
+        return Y
+
+    def _decode(self, Y, state, H, mask, context, s_tilde_prev=None):
+        """Run the decoder over the embedded inputs Y (B, t, emb) from ``state`` (1, B, d).
+
+        Returns logits (B, t, V), alpha (B, t, N) or None, and the new (state, s̃ of the last step).
+        Without input feeding all t steps go through the RNN in one call; with it, one step at a time.
+        """
+        if not self.input_feeding:
+            S, state = self.decoder(self._decoder_input(Y, context, None), state)  # S: (B, t, d)
+            logits, alpha, s_tilde = self._readout(S, H, mask, context)
+            return logits, alpha, (state, None if s_tilde is None else s_tilde[:, -1:])
+        outs, alphas = [], []
+        for k in range(Y.shape[1]):
+            x = self._decoder_input(Y[:, k:k + 1], context, s_tilde_prev)  # (B, 1, emb + d)
+            s, state = self.decoder(x, state)  # (B, 1, d)
+            logits, alpha, s_tilde_prev = self._readout(s, H, mask, context)
+            outs.append(logits)
+            alphas.append(alpha)
+        return torch.cat(outs, 1), torch.cat(alphas, 1), (state, s_tilde_prev)
+
+    def _run(self, batch, embedded=None):
+        H, context = self.encoder(batch.src, batch.src_len, embedded)  # (B, N, d), (B, d)
+        mask = source_mask(batch.src_len, batch.src.shape[1])  # (B, N)
+        logits, alpha, _ = self._decode(self.tgt_embedding(batch.tgt_in), context[None], H, mask, context)
+        return logits, alpha
+
+    @torch.no_grad()
+    def _greedy(self, src: torch.Tensor, src_len: torch.Tensor, max_len: int | None):
+        B, N = src.shape
+        max_len = int(src_len.max()) + 10 if max_len is None else max_len
+        H, context = self.encoder(src, src_len)  # (B, N, d), (B, d)
+        mask = source_mask(src_len, N)
+        state, s_tilde = context[None], None  # s_0 = context vector: (1, B, d)
+        y = torch.full((B,), SOS, dtype=torch.long)
+        done = torch.zeros(B, dtype=torch.bool)
+        out, alphas = [], []
+        for _ in range(max_len):
+            logits, alpha, (state, s_tilde) = self._decode(self.tgt_embedding(y)[:, None], state, H, mask,
+                                                           context, s_tilde)  # (B, 1, V), (B, 1, N)
+            y = logits[:, 0].argmax(-1).masked_fill(done, PAD)  # (B,)
+            out.append(y)
+            if alpha is not None:
+                alphas.append(alpha[:, 0].masked_fill(done[:, None], 0.0))
+            done = done | (y == EOS)
+            if bool(done.all()):
+                break
+        ids = torch.stack(out, 1).tolist()  # (B, steps)
+        seqs = [[i for i in row[: row.index(EOS)] if i != PAD] if EOS in row else row for row in ids]
+        return seqs, (torch.stack(alphas, 1) if alphas else None)
+
+
+class Seq2Seq(_Base):
+    """Plain encoder–decoder: the decoder starts from s_0 = context vector c and sees nothing else of
+    the source.
+
+    With ``feed_context=True`` (the form of Cho et al. 2014) c is also appended to the decoder's input
+    at every step: it learns faster, but c is still one fixed-size vector.
+
+    ``forward(batch) -> logits (B, T, V)`` with teacher forcing (input ``batch.tgt_in``).
+    ``greedy_decode(src (B, N), src_len (B,), max_len) -> list of B id lists`` (without ``<eos>``).
+    """
+
+    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, emb: int = 64, hidden: int = 128,
+                 cell: str = "gru", feed_context: bool = True, bidirectional: bool = False):
+        super().__init__(src_vocab, tgt_vocab, emb, hidden, cell, hidden if feed_context else 0, bidirectional)
+        self.feed_context = feed_context
+        self.out = nn.Linear(hidden, _vocab_size(tgt_vocab))
+
+    def _decoder_input(self, Y, context, s_tilde_prev):
+        if not self.feed_context:
+            return Y
+        return torch.cat([Y, context[:, None].expand(-1, Y.shape[1], -1)], dim=-1)  # (B, t, emb + d)
+
+    def _readout(self, S, H, mask, context):
+        return self.out(S), None, None
+
+    def forward(self, batch, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """logits (B, T, V); ``embedded`` (B, N, emb) replaces the source embeddings if given."""
+        return self._run(batch, embedded)[0]
+
+    def greedy_decode(self, src: torch.Tensor, src_len: torch.Tensor, max_len: int | None = None):
+        """Pick the most likely word at each step; stop at ``<eos>`` or after ``max_len`` steps
+        (default: longest source + 10)."""
+        return self._greedy(src, src_len, max_len)[0]
+
+
+class AttnSeq2Seq(_Base):
+    """Encoder–decoder with Luong dot attention, query = current decoder state s_t.
+
+    For every step t: ``e^t = H s_t`` (B, T, N), masked at padding; ``α^t = softmax(e^t)`` (B, T, N);
+    ``a_t = Σ_i α^t_i h_i`` (B, T, d); ``s̃_t = tanh(W_c [a_t; s_t] + b_c)`` (B, T, d);
+    logits ``W_y s̃_t + b_y`` (B, T, V). The decoder starts from s_0 = c, like the plain model.
+
+    With ``input_feeding=True`` (Luong et al. 2015) the decoder also reads s̃_{t-1} with y_{t-1}, so it
+    knows what it attended to at the previous step; training then runs the decoder one step at a time.
+    Without it all teacher-forced steps run in one call.
+    """
+
+    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, emb: int = 64, hidden: int = 128,
+                 cell: str = "gru", input_feeding: bool = False, bidirectional: bool = True):
+        super().__init__(src_vocab, tgt_vocab, emb, hidden, cell, hidden if input_feeding else 0, bidirectional)
+        self.input_feeding = input_feeding
+        self.W_c = nn.Linear(2 * hidden, hidden)
+        self.W_y = nn.Linear(hidden, _vocab_size(tgt_vocab))
+
+    def _decoder_input(self, Y, context, s_tilde_prev):
+        if not self.input_feeding:
+            return Y
+        if s_tilde_prev is None:  # first step: nothing attended yet
+            s_tilde_prev = Y.new_zeros(Y.shape[0], 1, self.hidden)
+        return torch.cat([Y, s_tilde_prev], dim=-1)  # (B, 1, emb + d)
+
+    def _readout(self, S, H, mask, context):
+        e = dot_scores(S, H)  # (B, t, N): e^t_i = s_t · h_i
+        alpha = softmax(e, dim=-1, mask=mask[:, None, :])  # (B, t, N), 0 at padding
+        a = attention_value(alpha, H)  # (B, t, d): a_t = Σ_i α^t_i h_i
+        s_tilde = torch.tanh(self.W_c(torch.cat([a, S], dim=-1)))  # (B, t, d)
+        return self.W_y(s_tilde), alpha, s_tilde
+
+    def forward(self, batch, return_attention: bool = False, embedded: torch.Tensor | None = None):
+        """logits (B, T, V), and α (B, T, N) if ``return_attention``."""
+        logits, alpha = self._run(batch, embedded)
+        return (logits, alpha) if return_attention else logits
+
+    def greedy_decode(self, src: torch.Tensor, src_len: torch.Tensor, max_len: int | None = None):
+        """``(ids, alphas)``: B id lists (without ``<eos>``) and every step's weights α (B, steps, N),
+        zero after a sentence has produced its ``<eos>``."""
+        return self._greedy(src, src_len, max_len)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training and evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def _vocabs(model):
+    if model.src_vocab is None or model.tgt_vocab is None:
+        raise ValueError("the model was built from vocabulary sizes; build it from Vocab objects")
+    return model.src_vocab, model.tgt_vocab
+
+
+def _logits(model, batch):
+    out = model(batch)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def train(model: _Base, pairs: Sequence[Pair], epochs: int = 4, batch_size: int = 64, lr: float = 5e-3,
+          clip: float = 1.0, seed: int = 0, progress: bool = True) -> dict:
+    """Train with Adam on cross-entropy (padding ignored), teacher forcing, gradient-norm clipping.
+
+    Deterministic given ``seed`` (and the model's initial weights): batch order and torch's RNG are
+    seeded. Returns ``{"loss": mean loss per epoch, "step_loss": loss per batch, "seconds": wall time}``.
+    """
+    from attnbook.progress import progress as _progress
+
+    src_vocab, tgt_vocab = _vocabs(model)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    n_batches = (len(pairs) + batch_size - 1) // batch_size
+    steps = ((e, b) for e in range(epochs)
+             for b in iterate_batches(pairs, batch_size, shuffle=True, seed=seed + e,
+                                      src_vocab=src_vocab, tgt_vocab=tgt_vocab))
+    if progress:
+        steps = _progress(steps, desc=f"training {type(model).__name__}", total=epochs * n_batches)
+    history = {"loss": [], "step_loss": [], "seconds": 0.0}
+    start, epoch_losses = time.perf_counter(), [[] for _ in range(epochs)]
+    model.train()
+    for epoch, batch in steps:
+        logits = _logits(model, batch)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        history["step_loss"].append(loss.item())
+        epoch_losses[epoch].append(loss.item())
+    model.eval()
+    history["loss"] = [sum(v) / len(v) for v in epoch_losses]
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+def _decode_ids(model, src, src_len, max_len=None):
+    out = model.greedy_decode(src, src_len, max_len)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def translate(model: _Base, tokens: Sequence[str], max_len: int | None = None) -> list[str]:
+    """Greedy translation of one tokenised English sentence, as French words."""
+    src_vocab, tgt_vocab = _vocabs(model)
+    ids = torch.tensor([src_vocab.encode(tokens)])
+    model.eval()
+    return tgt_vocab.decode(_decode_ids(model, ids, torch.tensor([ids.shape[1]]), max_len)[0])
+
+
+@dataclass
+class BucketScore:
+    """Scores of the sentences whose source length (words, no ``<eos>``) is in ``lo..hi``."""
+
+    lo: int
+    hi: int
+    n: int
+    token_acc: float  # fraction of reference positions (words and <eos>) predicted exactly
+    sentence_acc: float  # fraction of sentences translated exactly
+
+    @property
+    def label(self) -> str:
+        return f"{self.lo}–{self.hi}"
+
+
+def evaluate_by_length(model: _Base, pairs: Sequence[Pair], buckets: Sequence[tuple[int, int]],
+                       batch_size: int = 256) -> list[BucketScore]:
+    """Greedy-decode ``pairs`` and score them per source-length bucket ``(lo, hi)`` (inclusive).
+
+    Token accuracy compares the output with the reference position by position over the reference's
+    words and its final ``<eos>`` (a missing word counts as wrong); sentence accuracy needs the whole
+    output to equal the reference. Pairs outside every bucket are ignored; empty buckets score ``nan``.
+    """
+    src_vocab, tgt_vocab = _vocabs(model)
+    model.eval()
+    stats = [[0, 0, 0, 0] for _ in buckets]  # sentences, exact, tokens, correct tokens
+    ordered = sorted(pairs, key=lambda p: len(p.src))
+    for k in range(0, len(ordered), batch_size):
+        batch = make_batch(ordered[k:k + batch_size], src_vocab, tgt_vocab)
+        hyps = _decode_ids(model, batch.src, batch.src_len, max_len=batch.tgt_out.shape[1] + 5)
+        for p, hyp in zip(batch.pairs, hyps):
+            ref = tgt_vocab.encode(p.tgt)  # words + <eos>
+            out = hyp + [EOS]
+            correct = sum(int(j < len(out) and out[j] == r) for j, r in enumerate(ref))
+            for b, (lo, hi) in enumerate(buckets):
+                if lo <= len(p.src) <= hi:
+                    s = stats[b]
+                    s[0] += 1
+                    s[1] += int(out == ref)
+                    s[2] += len(ref)
+                    s[3] += correct
+    nan = float("nan")
+    return [BucketScore(lo, hi, n, c / t if t else nan, e / n if n else nan)
+            for (lo, hi), (n, e, t, c) in zip(buckets, stats)]
+
+
+@torch.no_grad()
+def alignment_agreement(model: AttnSeq2Seq, pairs: Sequence[Pair], batch_size: int = 256) -> float:
+    """Mean attention weight on the truly aligned source words, over all target words.
+
+    Under teacher forcing, for every target word t of every pair: ``Σ_i α^t_i · align[t, i]``, the
+    share of step t's attention that falls on the source word(s) it translates; 1 means attention is
+    exactly on the alignment, ``1/N`` is what uniform attention would score. The ``<eos>`` step is left
+    out.
+    """
+    src_vocab, tgt_vocab = _vocabs(model)
+    model.eval()
+    total, count = 0.0, 0
+    for k in range(0, len(pairs), batch_size):
+        batch = make_batch(pairs[k:k + batch_size], src_vocab, tgt_vocab)
+        _, alpha = model(batch, return_attention=True)  # (B, T, N)
+        words = torch.arange(batch.tgt_out.shape[1])[None, :] < (batch.tgt_len - 1)[:, None]  # (B, T)
+        mass = (alpha * batch.align).sum(-1)  # (B, T)
+        total += float(mass[words].sum())
+        count += int(words.sum())
+    return total / count
+
+
+# --------------------------------------------------------------------------------------------------
+# The book's reference setup
+# --------------------------------------------------------------------------------------------------
+
+STANDARD = dict(n_train=6000, n_val=500, n_test=1500, data_seed=0, emb=64, hidden=128, epochs=4,
+                batch_size=64, lr=5e-3)
+"""Corpus sizes and hyper-parameters of the book's reference models (see :func:`train_standard`)."""
+
+BUCKETS = [(3, 8), (9, 15), (16, 22), (23, 29), (30, 60)]
+"""Source-length buckets (words) used to report accuracy by length."""
+
+
+def standard_data(seed: int | None = None) -> tuple[Splits, Vocab, Vocab]:
+    """The reference splits and the vocabularies built from their training part."""
+    splits = make_splits(STANDARD["n_train"], STANDARD["n_val"], STANDARD["n_test"],
+                         seed=STANDARD["data_seed"] if seed is None else seed)
+    return splits, Vocab.build(p.src for p in splits.train), Vocab.build(p.tgt for p in splits.train)
+
+
+def train_standard(kind: str = "attention", *, hidden: int | None = None, epochs: int | None = None,
+                   seed: int = 0, progress: bool = True, **model_kwargs):
+    """Build and train a reference model on the reference data: ``kind`` is ``"plain"`` or ``"attention"``.
+
+    ``hidden`` and ``epochs`` default to :data:`STANDARD`; ``model_kwargs`` go to the model class (for
+    example ``bidirectional=False`` or ``cell="rnn"``). Deterministic given ``seed``: the same call gives
+    the same weights on the same machine, so a chapter retrains (in about 15 s on 2 CPU cores) instead
+    of loading a file. Returns ``(model, history, splits)``.
+    """
+    splits, src_vocab, tgt_vocab = standard_data()
+    cls = {"plain": Seq2Seq, "attention": AttnSeq2Seq}[kind]
+    torch.manual_seed(seed)
+    model = cls(src_vocab, tgt_vocab, emb=STANDARD["emb"], hidden=hidden or STANDARD["hidden"], **model_kwargs)
+    history = train(model, splits.train, epochs=epochs or STANDARD["epochs"],
+                    batch_size=STANDARD["batch_size"], lr=STANDARD["lr"], seed=seed, progress=progress)
+    return model, history, splits

@@ -1,0 +1,194 @@
+"""Tests of attnbook.models: shapes, padding invariance, decoding, attention weights, training."""
+
+import pytest
+import torch
+
+from attnbook.data import EOS, PAD, Vocab, generate_corpus, make_batch
+from attnbook.models import (
+    AttnSeq2Seq,
+    BucketScore,
+    Encoder,
+    Seq2Seq,
+    alignment_agreement,
+    evaluate_by_length,
+    reverse_padded,
+    source_mask,
+    train,
+    translate,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    pairs = generate_corpus(40, seed=0, max_clauses=2)
+    sv = Vocab.build(p.src for p in pairs)
+    tv = Vocab.build(p.tgt for p in pairs)
+    return pairs, sv, tv
+
+
+def models(sv, tv):
+    torch.manual_seed(0)
+    return [
+        Seq2Seq(sv, tv, emb=8, hidden=12),
+        Seq2Seq(sv, tv, emb=8, hidden=12, feed_context=False, cell="rnn"),
+        AttnSeq2Seq(sv, tv, emb=8, hidden=12),
+        AttnSeq2Seq(sv, tv, emb=8, hidden=12, bidirectional=False, input_feeding=True),
+    ]
+
+
+def test_reverse_padded():
+    X = torch.arange(12.0).view(2, 6)
+    out = reverse_padded(X, torch.tensor([4, 6]))
+    assert out.tolist() == [[3, 2, 1, 0, 4, 5], [11, 10, 9, 8, 7, 6]]
+    assert torch.equal(reverse_padded(out, torch.tensor([4, 6])), X)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_encoder_shapes_and_padding(data, bidirectional):
+    pairs, sv, _ = data
+    torch.manual_seed(0)
+    enc = Encoder(sv, emb=8, hidden=12, bidirectional=bidirectional)
+    b = make_batch(pairs[:5], sv, sv)
+    H, c = enc(b.src, b.src_len)
+    B, N = b.src.shape
+    assert H.shape == (B, N, 12) and c.shape == (B, 12)
+    mask = source_mask(b.src_len, N)
+    assert (H[~mask] == 0).all()
+    if not bidirectional:  # the context is h at the true last token (<eos>), not at the padding
+        last = b.src_len - 1
+        assert torch.allclose(c, H[torch.arange(B), last])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_context_is_padding_invariant(data, bidirectional):
+    """The same sentence alone and in a batch with a longer one gets the same H and context."""
+    pairs, sv, _ = data
+    short = min(pairs, key=lambda p: len(p.src))
+    long = max(pairs, key=lambda p: len(p.src))
+    torch.manual_seed(0)
+    enc = Encoder(sv, emb=8, hidden=12, bidirectional=bidirectional)
+    alone = make_batch([short], sv, sv)
+    padded = make_batch([short, long], sv, sv)
+    assert padded.src.shape[1] > alone.src.shape[1]
+    H1, c1 = enc(alone.src, alone.src_len)
+    H2, c2 = enc(padded.src, padded.src_len)
+    n = alone.src.shape[1]
+    assert torch.allclose(c1[0], c2[0], atol=1e-6)
+    assert torch.allclose(H1[0], H2[0, :n], atol=1e-6)
+
+
+def test_model_outputs_are_padding_invariant(data):
+    pairs, sv, tv = data
+    short = min(pairs, key=lambda p: len(p.src))
+    long = max(pairs, key=lambda p: len(p.src))
+    for model in models(sv, tv):
+        model.eval()
+        a = make_batch([short], sv, tv)
+        b = make_batch([short, long], sv, tv)
+        T = a.tgt_in.shape[1]
+        assert torch.allclose(model(a)[0], model(b)[0, :T], atol=1e-5), type(model).__name__
+        ids_a = _ids(model.greedy_decode(a.src, a.src_len, 8))
+        ids_b = _ids(model.greedy_decode(b.src, b.src_len, 8))
+        assert ids_a[0] == ids_b[0]
+
+
+def _ids(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def test_forward_shapes(data):
+    pairs, sv, tv = data
+    b = make_batch(pairs[:6], sv, tv)
+    B, N = b.src.shape
+    T = b.tgt_in.shape[1]
+    for model in models(sv, tv):
+        assert model(b).shape == (B, T, len(tv))
+    logits, alpha = models(sv, tv)[2](b, return_attention=True)
+    assert logits.shape == (B, T, len(tv)) and alpha.shape == (B, T, N)
+
+
+def test_attention_rows_sum_to_one_and_ignore_padding(data):
+    pairs, sv, tv = data
+    b = make_batch(pairs[:8], sv, tv)
+    mask = source_mask(b.src_len, b.src.shape[1])  # (B, N)
+    for model in models(sv, tv)[2:]:
+        _, alpha = model(b, return_attention=True)
+        assert torch.allclose(alpha.sum(-1), torch.ones(alpha.shape[:2]), atol=1e-5)
+        assert (alpha >= 0).all()
+        assert (alpha.masked_select(~mask[:, None, :].expand_as(alpha)) == 0).all()
+
+
+def test_greedy_decoding_stops_at_eos(data):
+    pairs, sv, tv = data
+    b = make_batch(pairs[:5], sv, tv)
+    for model in models(sv, tv):
+        with torch.no_grad():  # make <eos> the only choice after two steps
+            out = model.W_y if isinstance(model, AttnSeq2Seq) else model.out
+            out.weight.zero_()
+            out.bias.fill_(0.0)
+            out.bias[EOS] = 1.0
+        ids = _ids(model.greedy_decode(b.src, b.src_len, max_len=7))
+        assert ids == [[] for _ in range(5)]
+        with torch.no_grad():  # never <eos>: decoding stops at max_len
+            out.bias[EOS] = -1.0
+            out.bias[4] = 1.0
+        ids = _ids(model.greedy_decode(b.src, b.src_len, max_len=7))
+        assert all(len(row) == 7 and EOS not in row and PAD not in row for row in ids)
+
+
+def test_greedy_attention_shapes(data):
+    pairs, sv, tv = data
+    model = models(sv, tv)[2]
+    b = make_batch(pairs[:4], sv, tv)
+    ids, alphas = model.greedy_decode(b.src, b.src_len, max_len=6)
+    assert len(ids) == 4 and alphas.shape[0] == 4 and alphas.shape[2] == b.src.shape[1]
+    assert alphas.shape[1] <= 6
+    for k, row in enumerate(ids):  # a row sums to 1 while the sentence is still being decoded
+        steps = min(len(row) + 1, alphas.shape[1])
+        assert torch.allclose(alphas[k, :steps].sum(-1), torch.ones(steps), atol=1e-5)
+        assert (alphas[k, steps:] == 0).all()
+
+
+def test_training_reduces_the_loss_and_is_deterministic(data):
+    pairs, sv, tv = data
+    for cls in (Seq2Seq, AttnSeq2Seq):
+        results = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = cls(sv, tv, emb=16, hidden=32)
+            results.append(train(model, pairs[:16], epochs=25, batch_size=8, lr=1e-2, seed=1, progress=False))
+        h = results[0]
+        assert h["loss"][-1] < 0.5 * h["loss"][0], h["loss"]
+        assert results[0]["step_loss"] == results[1]["step_loss"]
+        assert set(h) == {"loss", "step_loss", "seconds"} and len(h["loss"]) == 25
+
+
+def test_evaluation_helpers(data):
+    pairs, sv, tv = data
+    torch.manual_seed(0)
+    model = AttnSeq2Seq(sv, tv, emb=8, hidden=12)
+    scores = evaluate_by_length(model, pairs, [(1, 9), (10, 100), (200, 300)])
+    assert all(isinstance(s, BucketScore) for s in scores)
+    assert sum(s.n for s in scores) == len(pairs) and scores[2].n == 0
+    for s in scores[:2]:
+        assert 0 <= s.sentence_acc <= 1 and 0 <= s.token_acc <= 1
+    assert scores[0].label == "1–9"
+    agreement = alignment_agreement(model, pairs)
+    assert 0 < agreement < 1
+    out = translate(model, pairs[0].src)
+    assert isinstance(out, list) and all(isinstance(w, str) for w in out)
+
+
+def test_perfect_model_scores_one(data):
+    """evaluate_by_length counts a reference-equal output as fully correct."""
+    pairs, sv, tv = data
+
+    class Oracle(Seq2Seq):
+        def greedy_decode(self, src, src_len, max_len=None):
+            by_src = {tuple(sv.encode(p.src)): tv.encode(p.tgt, add_eos=False) for p in pairs}
+            return [by_src[tuple(row[:n].tolist())] for row, n in zip(src, src_len)]
+
+    scores = evaluate_by_length(Oracle(sv, tv, 8, 12), pairs, [(1, 100)])
+    assert scores[0].token_acc == 1.0 and scores[0].sentence_acc == 1.0
