@@ -311,9 +311,12 @@ def _greedy_ref(step_fn, s_0, sos_id, eos_id, max_len):
 
 
 def _greedy_with(steps=lambda m: m, pick=torch.argmax, feed="prediction", carry=True, stop="before",
-                 prefix=False):
-    """A wrong greedy decoder; the defaults give the reference."""
+                 prefix=False, fixed_ids=None):
+    """A wrong greedy decoder; the defaults give the reference. ``fixed_ids`` replaces the arguments
+    ``(sos_id, eos_id)`` by fixed numbers (the book's vocabulary has <sos> = 1, <eos> = 2)."""
     def fn(step_fn, s_0, sos_id, eos_id, max_len):
+        if fixed_ids is not None:
+            sos_id, eos_id = fixed_ids(sos_id, eos_id)
         out, y, s = [], sos_id, s_0
         for _ in range(steps(max_len)):
             logits, s_new = step_fn(y if feed == "prediction" else sos_id, s)
@@ -344,7 +347,7 @@ def _not_greedy(case, outputs):
         logits, s = step_fn(y, s)
         best = int(torch.argmax(logits))
         if w != best:
-            return (f"word {k} of your answer ({w}) is not the most likely word at that step ({best}): greedy "
+            return (f"word {k + 1} of your answer ({w}) is not the most likely word at that step ({best}): greedy "
                     "decoding takes the argmax of the logits, it does not sample")
         y = w
     return None
@@ -359,6 +362,12 @@ register(Task(
     reference=_greedy_ref,
     cases=_greedy_cases,
     misconceptions=[
+        Misconception("hardcoded_ids", "you compared with a fixed id for <eos> (2, as in the book's "
+                      "vocabulary): the ids of <sos> and <eos> are the arguments sos_id and eos_id, and "
+                      "they change from case to case", _greedy_with(fixed_ids=lambda sos, eos: (sos, 2))),
+        Misconception("hardcoded_ids", "you fed a fixed id for <sos> (1, as in the book's vocabulary): "
+                      "the ids of <sos> and <eos> are the arguments sos_id and eos_id, and they change from "
+                      "case to case", _greedy_with(fixed_ids=lambda sos, eos: (1, eos))),
         Misconception("ignores_eos", "your decoding does not stop at <eos>: it runs all max_len steps. "
                       "Stop as soon as the argmax is eos_id", _greedy_with(stop="never")),
         Misconception("includes_eos", "your list ends with <eos>: this task returns the words without it "
