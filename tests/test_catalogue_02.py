@@ -574,6 +574,8 @@ WRONG = {
         ("hard-coded <eos> = 2", greedy_hardcoded_eos, "hardcoded_ids", "eos_id"),
         ("hard-coded <sos> = 1", greedy_hardcoded_sos, "hardcoded_ids", "sos_id"),
         ("returns a tensor", greedy_tensor, "wrong_type", "expects a list"),
+        ("ids outside the vocabulary", lambda step_fn, s_0, sos_id, eos_id, max_len: [99] * 3, "not_argmax",
+         "not the most likely word"),
         ("writes the state into s_0", greedy_overwrites_s0, "mutates_input", "`s_0`"),
     ],
     "02.accuracy_by_length": [
@@ -679,6 +681,20 @@ def test_solution_notebook_references_pass(root):
         elif cell.source.startswith("import"):
             exec(compile(cell.source, "<solution>", "exec"), namespace)
     assert graded == len(WRONG)
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="engine.close() falls back to `a == b`, which is an array for a NumPy learner value "
+                          "against an expected None: the ValueError escapes run_task")
+def test_numpy_pair_for_an_empty_bucket_gets_a_message():
+    import numpy as np
+
+    def numpy_empty(predictions, targets, src_lengths, buckets):
+        out = acc_learner()(predictions, targets, src_lengths, buckets)
+        return [np.array([np.nan, np.nan]) if o is None else o for o in out]
+
+    result = run_task(get_task("02.accuracy_by_length"), numpy_empty)
+    assert not result.passed and "None" in result.message
 
 
 def test_a_decoding_loop_without_max_len_is_stopped():

@@ -184,7 +184,7 @@ def _context_not_own_last_state(case, outputs):
     lengths = case.args[1]
     if not (isinstance(H, torch.Tensor) and isinstance(c, torch.Tensor)) or H.dim() != 3:
         return None
-    if H.shape[0] != lengths.shape[0] or c.shape != (H.shape[0], H.shape[2]):
+    if H.shape[0] != lengths.shape[0] or H.shape[1] < int(lengths.max()) or c.shape != (H.shape[0], H.shape[2]):
         return None
     own = H.detach()[torch.arange(H.shape[0]), lengths - 1].to(c.dtype)
     if not torch.allclose(own, c.detach(), atol=1e-6):
@@ -353,7 +353,15 @@ def _not_greedy(case, outputs):
     return None
 
 
-_not_greedy.key = "not_argmax"
+def _not_greedy_guarded(case, outputs):
+    try:
+        return _not_greedy(case, outputs)
+    except Exception:  # ids outside the vocabulary: leave the message to the value check
+        return None
+
+
+_not_greedy_guarded.key = "not_argmax"
+
 
 register(Task(
     id="02.greedy_decode",
@@ -386,7 +394,7 @@ register(Task(
         Misconception("argmin", "you picked the least likely word (argmin): greedy decoding takes the argmax",
                       _greedy_with(pick=torch.argmin)),
     ],
-    properties=[_not_greedy],
+    properties=[_not_greedy_guarded],
     check_grad=False,
     hint="y = sos_id, s = s_0; repeat at most max_len times: logits, s = step_fn(y, s); y = argmax; stop "
          "if y == eos_id, else append it.",
