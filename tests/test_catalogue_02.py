@@ -683,9 +683,6 @@ def test_solution_notebook_references_pass(root):
     assert graded == len(WRONG)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="engine.close() falls back to `a == b`, which is an array for a NumPy learner value "
-                          "against an expected None: the ValueError escapes run_task")
 def test_numpy_pair_for_an_empty_bucket_gets_a_message():
     import numpy as np
 

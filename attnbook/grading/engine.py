@@ -211,6 +211,8 @@ def as_outputs(value, n: int) -> tuple:
 
 def close(a, b, atol: float, rtol: float, equal_nan: bool = False) -> bool:
     """Tolerant equality of two outputs of the same kind (tensors, arrays, numbers, nested lists)."""
+    if b is None:
+        return a is None
     if isinstance(b, torch.Tensor):
         if not isinstance(a, torch.Tensor) or a.shape != b.shape:
             return False
@@ -236,7 +238,10 @@ def close(a, b, atol: float, rtol: float, equal_nan: bool = False) -> bool:
         return math.isclose(a, float(b), rel_tol=rtol, abs_tol=atol) or (
             equal_nan and math.isnan(a) and math.isnan(float(b))
         )
-    return a == b
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. an array compared with a scalar: not equal, and no crash
+        return False
 
 
 def _rounded(value):
@@ -402,6 +407,10 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple) -> No
             detail = first_difference(got, exp)
         else:  # numbers and lists (hand tasks): never reveal the expected answer
             detail = f"your answer {_rounded(got)} is not what the check computes"
+            if isinstance(exp, list) and isinstance(got, (list, tuple)) and len(got) == len(exp):
+                index = next(i for i, (g, e) in enumerate(zip(got, exp)) if not close(g, e, task.atol, task.rtol))
+                should = "; it should be None" if exp[index] is None else ""
+                detail = f"item {index} of your answer, {_rounded(got[index])}, is not what the check computes{should}"
         hint = f" {task.hint}" if task.hint else ""
         raise Fail(f"{label} is wrong on {case.describe()}: {detail}.{hint}", "wrong_values")
 
@@ -511,4 +520,12 @@ def run_task(task: Task, fn: Any) -> Result:
     except Fail as failure:
         status = NOT_ATTEMPTED if failure.diagnosis == "not_attempted" else FAILED
         return result(status, failure.message, failure.diagnosis)
+    except Exception as exc:  # the checker itself could not handle what it got: say so, no traceback
+        return result(
+            FAILED,
+            f"the checker could not handle your result ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); check its type and shape "
+            "against the task text.",
+            "unhandled_result",
+        )
     return result(PASSED, f"passed ({len(cases)} case{'s' if len(cases) != 1 else ''})")
