@@ -19,6 +19,7 @@ import inspect
 import math
 import os
 import signal
+import sysconfig
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -266,9 +267,18 @@ def first_difference(got: torch.Tensor, expected: torch.Tensor) -> str:
     )
 
 
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple({os.path.realpath(paths[key]) for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths})
+
+
 def learner_line(exc: BaseException) -> str:
-    """' (line 7: `return x @ y`)' for the innermost frame of the learner's own code, or ''."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
+    """' (line 7: `return x @ y`)' for the innermost frame of the learner's own code, or ''.
+
+    Frames of attnbook, of installed libraries (torch, numpy) and of the standard library are skipped."""
+    skip = (_PACKAGE_DIR,) + _library_dirs()
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not os.path.realpath(f.filename).startswith(skip)]
     if not frames:
         return ""
     frame = frames[-1]
@@ -393,7 +403,8 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple) -> No
                 "wrong_shape",
             )
     for name, got, exp in zip(task.output_names, outputs, expected):
-        if close(got, exp, task.atol, task.rtol):
+        # NaN matches NaN only where the reference itself is NaN (a NaN where a number is due still fails).
+        if close(got, exp, task.atol, task.rtol, equal_nan=True):
             continue
         _diagnose(task, case, outputs)
         label = "your result" if len(expected) == 1 else f"`{name}`"
@@ -507,9 +518,12 @@ def run_task(task: Task, fn: Any) -> Result:
             value = _call(task, fn, case, args, kwargs)
             for name, before, after in zip(expected_names, case.args, args):
                 if not same_input(after, before):
+                    hint = ("work on new tensors (x = x - m rather than x -= m; masked_fill rather than "
+                            "masked_fill_)" if isinstance(before, (torch.Tensor, np.ndarray))
+                            else "build a new list or value instead of changing this one (no .append, "
+                            ".sort, or item assignment on it)")
                     raise Fail(
-                        f"your function changed its input `{name}` in place on {case.describe()}: work "
-                        "on new tensors (x = x - m rather than x -= m; masked_fill rather than masked_fill_).",
+                        f"your function changed its input `{name}` in place on {case.describe()}: {hint}.",
                         "mutates_input",
                     )
             expected = as_outputs(task.reference(*clone(case.args), **clone(case.kwargs)), len(task.output_names))
