@@ -102,11 +102,13 @@ def make_exercise(solution: nbformat.NotebookNode, solution_name: str) -> nbform
     )
     header.id = HEADER_ID
     exercise = nbformat.v4.new_notebook()
-    exercise.cells = [header] + cells
+    # The note goes right under the title (the first cell, when it is the H1), else first.
+    after_title = 1 if cells and cells[0].cell_type == "markdown" and cells[0].source.startswith("# ") else 0
+    exercise.cells = cells[:after_title] + [header] + cells[after_title:]
     exercise.metadata = nbformat.from_dict({
         "kernelspec": KERNELSPEC,
         "language_info": {"name": "python", "pygments_lexer": "ipython3"},
-        "attnbook": {"generated_from": f"solutions/{solution_name}", "sources_sha256": sources_digest([header] + cells)},
+        "attnbook": {"generated_from": f"solutions/{solution_name}", "sources_sha256": sources_digest(exercise.cells)},
     })
     exercise.nbformat, exercise.nbformat_minor = solution.nbformat, solution.nbformat_minor
     text = nbformat.writes(exercise)
