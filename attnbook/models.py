@@ -429,8 +429,10 @@ def train_standard(kind: str = "attention", *, hidden: int | None = None, epochs
 
     ``hidden`` and ``epochs`` default to :data:`STANDARD`; ``model_kwargs`` go to the model class (for
     example ``bidirectional=False`` or ``cell="rnn"``). Deterministic given ``seed``: the same call gives
-    the same weights on the same machine, so a chapter retrains (in about 15 s on 2 CPU cores) instead
-    of loading a file. Returns ``(model, history, splits)``.
+    the same weights on the same machine, so a chapter retrains instead of loading a file: about 16 s
+    (plain) or 20 s (attention) with ``torch.set_num_threads(1)``. Use one thread: these small matrices
+    gain little from a second one, and two threads slow down several-fold when another process (a second
+    notebook under ``pytest -n 2``) shares the two cores. Returns ``(model, history, splits)``.
     """
     splits, src_vocab, tgt_vocab = standard_data()
     cls = {"plain": Seq2Seq, "attention": AttnSeq2Seq}[kind]
