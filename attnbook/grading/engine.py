@@ -433,8 +433,6 @@ def _float_tensors(args) -> list[torch.Tensor]:
             found.append(a)
         elif isinstance(a, (list, tuple)):
             found.extend(_float_tensors(a))
-        elif isinstance(a, dict):
-            found.extend(_float_tensors(list(a.values())))
     return found
 
 
