@@ -9,9 +9,14 @@ Compares, for T_q = T_k = T (self-attention sized), B = 1, h = 1, d_k = d_v = 64
 Every (method, T) runs in a **fresh subprocess**, so that one measurement cannot inherit memory from
 another. The worker builds Q, K, V, runs the method once on a tiny input (to load libraries and start
 threads), reads ``ru_maxrss`` (the process's peak resident memory), runs the method once at size T and
-reads ``ru_maxrss`` again: the difference is the peak memory of that call beyond its inputs. It then
-times the call (median of repeats, under ``torch.no_grad()``). ``tracemalloc`` is not used: it does not
-see PyTorch's CPU allocations.
+reads ``ru_maxrss`` again: the difference is the peak memory of that call beyond its inputs. Another fresh
+process times the call (median and minimum of repeats after a warm-up, under ``torch.no_grad()``). ``tracemalloc`` is not used: it
+does not see PyTorch's CPU allocations.
+
+Next to the measured peak, the table gives the *counted* size of the intermediates the algorithm needs at
+once (``attnbook.blockwise.peak_intermediate_elements``): two (T, T) matrices for the full computation.
+The book's naive code measures about three, because ``softmax`` holds the scores, their exponentials and
+the normalised weights at the same moment.
 
     .venv/bin/python tools/benchmark_attention.py            # T = 256 ... 4096
     .venv/bin/python tools/benchmark_attention.py --sizes 256 512 --repeats 5
@@ -50,8 +55,8 @@ def _attention(method: str):
     raise ValueError(method)
 
 
-def worker(method: str, T: int, repeats: int, threads: int) -> dict:
-    """Measure one (method, T) in this process; returns peak memory (bytes) and median time (s)."""
+def worker(kind: str, method: str, T: int, repeats: int, threads: int) -> dict:
+    """One measurement of (method, T) in this fresh process: ``kind`` is "memory" or "time"."""
     import torch
 
     torch.set_num_threads(threads)
@@ -60,11 +65,13 @@ def worker(method: str, T: int, repeats: int, threads: int) -> dict:
     Q, K, V = (torch.randn(1, 1, T, D, generator=gen) for _ in range(3))  # (B, h, T, d)
     with torch.no_grad():
         fn(*(x[..., :16, :] for x in (Q, K, V)))  # warm-up on a tiny input: libraries, thread pool
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        out = fn(Q, K, V)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        assert out.shape == (1, 1, T, D) and torch.isfinite(out).all()
-        del out
+        if kind == "memory":
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            out = fn(Q, K, V)
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            assert out.shape == (1, 1, T, D) and torch.isfinite(out).all()
+            return {"peak_bytes": (after - before) * 1024}
+        fn(Q, K, V)  # warm-up at full size
         times = []
         deadline = time.perf_counter() + 10.0
         for _ in range(repeats):
@@ -73,18 +80,29 @@ def worker(method: str, T: int, repeats: int, threads: int) -> dict:
             times.append(time.perf_counter() - start)
             if time.perf_counter() > deadline and len(times) >= 3:
                 break
-    return {"method": method, "T": T, "peak_bytes": (after - before) * 1024, "time_s": statistics.median(times),
-            "repeats": len(times)}
+    return {"time_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
+
+
+def _run_worker(kind: str, method: str, T: int, repeats: int, threads: int, env: dict) -> dict:
+    command = [sys.executable, __file__, "--worker", kind, method, str(T), "--repeats", str(repeats),
+               "--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure(method: str, T: int, repeats: int, threads: int) -> dict:
-    command = [sys.executable, __file__, "--worker", method, str(T), "--repeats", str(repeats),
-               "--threads", str(threads)]
-    # A fixed mmap threshold makes glibc hand every large tensor back to the system when it is freed, so
-    # that ru_maxrss follows the tensors alive at once (not a heap that grew earlier and kept its pages).
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Peak memory and time of (method, T), each measured in its own fresh process."""
+    env = dict(os.environ)
+    # Idle OpenMP threads sleep instead of spinning. On a machine whose few cores are shared, a spinning
+    # team waits for a scheduler time slice at every parallel region whenever a neighbour is busy: the
+    # blockwise loop at T=512 took 320 ms that way and 5 ms with passive waiting, on the same machine.
+    env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "passive")
+    timing = _run_worker("time", method, T, repeats, threads, env)
+    # For memory only: a fixed mmap threshold makes glibc hand every large tensor back to the system when
+    # it is freed, so that ru_maxrss follows the tensors alive at once (not a heap that grew earlier and
+    # kept its pages). It would slow the timed calls down (fresh pages for every allocation).
+    memory = _run_worker("memory", method, T, repeats, threads, dict(env, MALLOC_MMAP_THRESHOLD_="65536"))
+    return {"method": method, "T": T, **memory, **timing}
 
 
 def _cpu_name() -> str:
@@ -120,26 +138,28 @@ def _ratio(a: float, b: float, floor: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the measurements to this file")
-    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "T"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "METHOD", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        method, T = args.worker
-        print(json.dumps(worker(method, int(T), args.repeats, args.threads)))
+        kind, method, T = args.worker
+        print(json.dumps(worker(kind, method, int(T), args.repeats, args.threads)))
         return 0
 
     import torch
 
     load_before = os.getloadavg()[0]
     print(f"attention benchmark: B=1, h=1, T_q=T_k=T, d_k=d_v={D}, float32, CPU ({_cpu_name()}), "
-          f"torch {torch.__version__}, torch.set_num_threads({args.threads}); blockwise block={BLOCK}")
-    print(f"time: median of up to {args.repeats} runs; peak: extra resident memory of one call beyond its "
+          f"torch {torch.__version__}, torch.set_num_threads({args.threads}), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'passive')}; blockwise block={BLOCK}")
+    print(f"time: median of up to {args.repeats} runs (min: the fastest of them); peak: extra resident memory of one call beyond its "
           f"inputs (ru_maxrss, fresh process per cell); counted: largest intermediates alive at once, from the "
           f"algorithm (attnbook.blockwise.peak_intermediate_elements); scores: one (T, T) float32 matrix")
-    header = (f"{'T':>6} | {'method':<9} | {'time ms':>9} | {'x torch':>7} | {'peak MiB':>9} | {'x torch':>7} | "
+    header = (f"{'T':>6} | {'method':<9} | {'time ms':>9} | {'x torch':>7} | {'min ms':>9} | {'peak MiB':>9} | "
+              f"{'x torch':>7} | "
               f"{'counted MiB':>11} | {'scores MiB':>10}")
     print(header)
     print("-" * len(header))
@@ -153,6 +173,7 @@ def main(argv=None) -> int:
             model = _model_bytes(m, T)
             counted = "—" if model is None else _mib(model).strip()
             print(f"{T:>6} | {m:<9} | {r['time_s'] * 1e3:9.2f} | {_ratio(r['time_s'], ref['time_s'], 0):>7} | "
+                  f"{r['min_s'] * 1e3:9.2f} | "
                   f"{_mib(r['peak_bytes'])} | {_ratio(r['peak_bytes'], ref['peak_bytes'], 2**18):>7} | "
                   f"{counted:>11} | {_mib(T * T * 4):>10}", flush=True)
     load_after = os.getloadavg()[0]
@@ -165,7 +186,12 @@ def main(argv=None) -> int:
         print(f"  {m:<9} " + "  ".join(growth))
     naive_ratio = {r["T"]: r["time_s"] for r in rows if r["method"] == "naive"}
     torch_time = {r["T"]: r["time_s"] for r in rows if r["method"] == "torch"}
-    print("naive time / torch time: " + "  ".join(f"T={T}: {naive_ratio[T] / torch_time[T]:.2f}" for T in args.sizes))
+    print("naive time / torch time (medians): "
+          + "  ".join(f"T={T}: {naive_ratio[T] / torch_time[T]:.2f}" for T in args.sizes))
+    naive_min = {r["T"]: r["min_s"] for r in rows if r["method"] == "naive"}
+    torch_min = {r["T"]: r["min_s"] for r in rows if r["method"] == "torch"}
+    print("naive time / torch time (fastest runs, less disturbed by other work): "
+          + "  ".join(f"T={T}: {naive_min[T] / torch_min[T]:.2f}" for T in args.sizes))
     print(f"load average (1 min) before: {load_before:.2f}, after: {load_after:.2f} "
           f"(on {os.cpu_count()} CPUs; above ~0.5 the timings are disturbed by other work)")
     if args.json:
