@@ -35,18 +35,18 @@ def _naive_softmax(x, dim=-1):
 # --------------------------------------------------------------------------------------------- properties
 
 
-def _sums_to_one_over(n_keys):
+def _sums_to_one_over(n_keys, what="your weights for one query do not sum to 1 over the source positions"):
     """Property: ``alpha`` (the first output) sums to 1 (or to 0 for an empty row) over its last axis, which
     must have ``n_keys(case)`` entries (otherwise the shape check speaks instead)."""
 
     def prop(case, outputs):
-        return _sums_to_one(case, outputs, n_keys(case))
+        return _sums_to_one(case, outputs, n_keys(case), what)
 
     prop.key = "not_normalised"
     return prop
 
 
-def _sums_to_one(case, outputs, n):
+def _sums_to_one(case, outputs, n, what):
     alpha = outputs[0]
     if not isinstance(alpha, torch.Tensor) or alpha.dim() == 0 or alpha.shape[-1] != n:
         return None
@@ -55,8 +55,7 @@ def _sums_to_one(case, outputs, n):
     sums = alpha.sum(-1)
     ok = torch.isclose(sums, torch.ones_like(sums), atol=1e-6) | (sums.abs() < 1e-12)
     if not ok.all():
-        return ("your weights for one query do not sum to 1 over the source positions: row sums range "
-                f"from {float(sums.min()):.4f} to {float(sums.max()):.4f}")
+        return f"{what}: row sums range from {float(sums.min()):.4f} to {float(sums.max()):.4f}"
     return None
 
 
@@ -502,7 +501,8 @@ register(Task(
         Misconception("overflow", "your softmax overflows on large logits (exp(1000) is inf): subtract the "
                       "maximum first, or use torch.softmax", _output_with(final=_naive_softmax)),
     ],
-    properties=[_sums_to_one_over(lambda case: case.args[4].shape[0])],
+    properties=[_sums_to_one_over(lambda case: case.args[4].shape[0],
+                                  "your probabilities for one sentence do not sum to 1 over the vocabulary")],
     hint="v_t = torch.cat([a_t, s_t], dim=-1) (B, 2d); s̃_t = tanh(v_t @ W_c.T + b_c) (B, d); "
          "ŷ_t = softmax(s̃_t @ W_y.T + b_y, dim=-1) (B, V).",
 ))

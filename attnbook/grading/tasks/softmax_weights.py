@@ -111,19 +111,8 @@ def _masked_not_zero(case, outputs):
 _masked_not_zero.key = "masked_weight_not_zero"
 
 
-def _fully_masked_not_zero(case, outputs):
-    got = _weights_of(case, outputs)
-    if got is None:
-        return None
-    empty = ~_mask_of(case).any(-1)  # (..., T_q): rows without any key
-    rows = got[empty]
-    if rows.numel() and not (rows == 0).all():
-        return ("a query whose keys are all masked must get all-zero weights (there is nothing to "
-                "attend to), but yours are not zero" + (" (they are NaN)" if torch.isnan(rows).any() else ""))
-    return None
-
-
-_fully_masked_not_zero.key = "fully_masked_row"
+# A fully masked row (a query with no key) is owned by the misconceptions nan_fully_masked and
+# large_negative_fill, whose messages are more specific; no property is needed for it.
 
 
 # --------------------------------------------------------------------------------------------- 05.stable_softmax
@@ -374,7 +363,7 @@ register(Task(
         MASKED_OVERFLOW,
         LARGE_NEGATIVE,
     ],
-    properties=[_negative, _masked_not_zero, _fully_masked_not_zero, _not_normalised],
+    properties=[_negative, _masked_not_zero, _not_normalised],
     hint="scores.masked_fill(~mask, float('-inf')), then a stable softmax over dim=-1, then zeros for "
          "rows without any key.",
 ))
@@ -458,7 +447,7 @@ register(Task(
         Misconception(MASKED_OVERFLOW.key, MASKED_OVERFLOW.message, _with_length_mask(_naive_masked)),
         Misconception(LARGE_NEGATIVE.key, LARGE_NEGATIVE.message, _with_length_mask(_fill_value(-1e9))),
     ],
-    properties=[_negative, _masked_not_zero, _fully_masked_not_zero, _not_normalised],
+    properties=[_negative, _masked_not_zero, _not_normalised],
     hint="Build the mask as torch.arange(T_k) < lengths[:, None] (shape (B, T_k)), add a query axis with "
          "unsqueeze(1), then use it like in 05.masked_softmax.",
 ))
