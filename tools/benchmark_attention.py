@@ -10,7 +10,7 @@ Every (method, T) runs in a **fresh subprocess**, so that one measurement cannot
 another. The worker builds Q, K, V, runs the method once on a tiny input (to load libraries and start
 threads), reads ``ru_maxrss`` (the process's peak resident memory), runs the method once at size T and
 reads ``ru_maxrss`` again: the difference is the peak memory of that call beyond its inputs. Another fresh
-process times the call (median and minimum of repeats after a warm-up, under ``torch.no_grad()``). ``tracemalloc`` is not used: it
+process times the call (median and minimum of repeats after three warm-up calls, under ``torch.no_grad()``). ``tracemalloc`` is not used: it
 does not see PyTorch's CPU allocations.
 
 Next to the measured peak, the table gives the *counted* size of the intermediates the algorithm needs at
@@ -71,7 +71,8 @@ def worker(kind: str, method: str, T: int, repeats: int, threads: int) -> dict:
             after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             assert out.shape == (1, 1, T, D) and torch.isfinite(out).all()
             return {"peak_bytes": (after - before) * 1024}
-        fn(Q, K, V)  # warm-up at full size
+        for _ in range(3):  # warm-up at full size: the allocator reaches its steady state
+            fn(Q, K, V)
         times = []
         deadline = time.perf_counter() + 10.0
         for _ in range(repeats):
