@@ -110,6 +110,11 @@ def test_page_loads_cleanly_with_maths_and_figures(browser, server, path):
         no_alt = [i["src"] for i in images if not i["alt"]]
         assert not broken, f"{path}: images that did not load: {broken}"
         assert not no_alt, f"{path}: images without alt text: {no_alt}"
+        smallest = page.evaluate(
+            "() => Math.min(...[...document.querySelectorAll('article.bd-article p')]"
+            ".map(p => parseFloat(getComputedStyle(p).fontSize)), 99)"
+        )
+        assert smallest >= 14, f"{path}: body text of {smallest}px is too small to read at 1280 px width"
         levels = page.evaluate(
             "() => [...document.querySelectorAll('article.bd-article :is(h1, h2, h3, h4, h5)')]"
             ".map(h => Number(h.tagName[1]))"

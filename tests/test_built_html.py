@@ -131,3 +131,33 @@ def test_no_citation_is_left_unresolved():
     for page in BOOK_PAGES:
         text = soup(page).get_text(" ")
         assert "{cite}" not in text and "[?]" not in text, f"{page.name}: unresolved citation"
+
+
+CHAPTER_PAGES = [p for p in BOOK_PAGES if p.relative_to(HTML).parts[0] == "chapters"]
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES, ids=page_ids(CHAPTER_PAGES))
+def test_chapters_have_colab_and_binder_buttons_for_their_own_notebook(page):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repository = urlsplit(config["repository"]["url"]).path.strip("/")
+    notebook = f"chapters/{page.stem}.ipynb"
+    hrefs = [a["href"] for a in soup(page).find_all("a", href=True)]
+    assert any(h.startswith("https://colab.research.google.com/github/") and repository in h and h.endswith(notebook) for h in hrefs)
+    assert any(h.startswith("https://mybinder.org/") and repository in h and notebook in h for h in hrefs)
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES, ids=page_ids(CHAPTER_PAGES))
+def test_each_exercise_set_is_reachable_from_its_chapter_and_leads_to_its_solution(page):
+    number = page.stem[:2]
+    sets = sorted((ROOT / "exercises").glob(f"{number}_*.ipynb"))
+    article = soup(page).select_one("article")
+    links = [a["href"] for a in article.find_all("a", href=True)]
+    for exercise in sets:
+        assert any(h.split("#")[0].endswith(f"exercises/{exercise.stem}.html") for h in links), (
+            f"{page.name} does not link to its exercise set {exercise.name} in its text"
+        )
+        exercise_page = HTML / "exercises" / f"{exercise.stem}.html"
+        body = [a["href"] for a in soup(exercise_page).select_one("article").find_all("a", href=True)]
+        assert any(h.split("#")[0].endswith(f"solutions/{exercise.stem}.html") for h in body), (
+            f"{exercise_page.name} does not link to its solution"
+        )
