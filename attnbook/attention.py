@@ -48,18 +48,17 @@ def softmax(x: Tensor, dim: int = -1, mask: Tensor | None = None) -> Tensor:
         A tensor shaped like ``x`` (broadcast with ``mask``): non-negative, summing to 1 along ``dim``;
         masked entries are exactly 0 and a slice whose entries are all masked is all zeros.
 
-    The maximum is subtracted before ``exp`` so that scores of any size give no overflow; the result is
-    unchanged because ``softmax(x) = softmax(x - c)`` for any constant ``c``.
+    Numerical stability: ``softmax(x) = softmax(x - c)`` for any constant ``c``, so the row maximum can be
+    subtracted before ``exp`` and no score, however large, overflows (chapter 5 does this by hand).
+    ``torch.softmax`` does exactly that in one fused pass, which this function uses; a fully masked slice
+    (all ``-inf``) would come out as NaN there and is set to zeros.
     """
-    if mask is not None:
-        mask = mask.to(torch.bool)
-        x = x.masked_fill(~mask, float("-inf"))
-    x_max = x.amax(dim=dim, keepdim=True)
-    # A fully masked slice has max -inf; shift it by 0 instead so that exp gives 0, not NaN.
-    x_max = torch.where(torch.isfinite(x_max), x_max, torch.zeros_like(x_max))
-    exp = torch.exp(x - x_max)
-    total = exp.sum(dim=dim, keepdim=True)
-    return exp / torch.where(total > 0, total, torch.ones_like(total))
+    if mask is None:
+        return torch.softmax(x, dim=dim)
+    keep = mask.to(torch.bool)
+    weights = torch.softmax(x.masked_fill(~keep, float("-inf")), dim=dim)
+    empty = ~keep.expand_as(weights).any(dim=dim, keepdim=True)
+    return weights.masked_fill(empty, 0.0)
 
 
 def dot_scores(query: Tensor, keys: Tensor) -> Tensor:
@@ -81,7 +80,8 @@ def scaled_dot_scores(query: Tensor, keys: Tensor) -> Tensor:
     Dividing by ``sqrt(d)`` keeps the variance of the scores near 1 whatever the dimension ``d``, so the
     softmax does not saturate as ``d`` grows.
     """
-    return dot_scores(query, keys) / math.sqrt(query.shape[-1])
+    # Scaling the query (T_q x d numbers) instead of the scores (T_q x T_k) saves a pass over the big matrix.
+    return dot_scores(query / math.sqrt(query.shape[-1]), keys)
 
 
 def general_scores(query: Tensor, keys: Tensor, W: Tensor) -> Tensor:

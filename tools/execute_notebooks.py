@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds = execute(path.resolve(), args.timeout)
         except CellExecutionError as exc:
             failed += 1
-            print(f"FAILED {path}: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+            lines = str(exc).strip().splitlines()
+            print(f"FAILED {path}:\n" + "\n".join("    " + line for line in lines[-15:]), file=sys.stderr)
             continue
         print(f"{seconds:6.1f} s  {path}")
     return 1 if failed else 0

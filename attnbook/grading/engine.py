@@ -503,8 +503,11 @@ def run_task(task: Task, fn: Any) -> Result:
             positional = [
                 p for p in learner_params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
             ]
+            required = [p for p in positional if p.default is p.empty]
             varargs = any(p.kind == p.VAR_POSITIONAL for p in learner_params.values())
-            if not varargs and len(positional) != len(expected_names):
+            # Extra optional parameters (a `mask=None`, say) are fine; the task's arguments must fit.
+            fits = len(required) <= len(expected_names) and (varargs or len(positional) >= len(expected_names))
+            if not fits:
                 raise Fail(
                     f"your function takes {len(positional)} argument(s) but the task's signature is "
                     f"({', '.join(expected_names)}): keep the signature given in the task.",
