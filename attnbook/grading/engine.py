@@ -419,7 +419,8 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple) -> No
         else:  # numbers and lists (hand tasks): never reveal the expected answer
             detail = f"your answer {_rounded(got)} is not what the check computes"
             if isinstance(exp, list) and isinstance(got, (list, tuple)) and len(got) == len(exp):
-                index = next(i for i, (g, e) in enumerate(zip(got, exp)) if not close(g, e, task.atol, task.rtol))
+                index = next(i for i, (g, e) in enumerate(zip(got, exp))
+                             if not close(g, e, task.atol, task.rtol, equal_nan=True))
                 should = "; it should be None" if exp[index] is None else ""
                 detail = f"item {index} of your answer, {_rounded(got[index])}, is not what the check computes{should}"
         hint = f" {task.hint}" if task.hint else ""
