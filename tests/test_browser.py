@@ -69,7 +69,10 @@ class Visit:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.outside: list[str] = []
+        self.failed: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        # Every local request must succeed (a missing favicon is a 404 on every page load).
+        self.page.on("response", lambda r: self.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.route("**/*", self._route)
         self.page.goto(f"{server}/{path}", wait_until="load")
@@ -96,7 +99,20 @@ def test_page_loads_cleanly_with_maths_and_figures(browser, server, path):
     page = visit.page
     try:
         assert not visit.outside, f"{path}: requests left the machine: {visit.outside}"
+        assert not visit.failed, f"{path}: requests that failed: {visit.failed}"
         assert not visit.errors, f"{path}: console errors: {visit.errors}"
+        # Code must be readable without scrolling sideways in the book's column at 1280 px.
+        scrolling = page.evaluate(
+            "() => [...document.querySelectorAll('div.cell_input pre, div.highlight pre')]"
+            ".filter(p => p.scrollWidth > p.clientWidth + 1)"
+            ".map(p => p.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, ''))"
+        )
+        assert not scrolling, f"{path}: code blocks that scroll sideways; longest lines: {scrolling[:5]}"
+        harness = page.evaluate(
+            "() => [...document.querySelectorAll('article.bd-article pre')]"
+            ".map(p => p.textContent).filter(t => /NBVAL_|nbval-/.test(t)).map(t => t.slice(0, 80))"
+        )
+        assert not harness, f"{path}: test-harness comments shown to readers: {harness}"
         untypeset = page.evaluate(
             "() => [...document.querySelectorAll('.math')].filter(e => !e.querySelector('mjx-container'))"
             ".map(e => e.textContent.slice(0, 60))"

@@ -162,3 +162,35 @@ def test_first_code_cell_is_the_setup_cell(path):
         f"{path.name}: run tools/execute_notebooks.py on it (it adds the setup cell)"
     )
     assert "remove-cell" in first.metadata.get("tags", [])
+
+
+def test_setup_cell_stops_with_one_sentence_when_the_install_fails(monkeypatch):
+    """Outside a copy of the book, a failed install ends the cell with one sentence, not a pip traceback."""
+    import importlib.util
+    import subprocess
+
+    import execute_notebooks
+
+    class Failed:
+        returncode = 1
+
+    calls = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Failed())
+    with pytest.raises(SystemExit) as stop:
+        exec(compile(execute_notebooks.SETUP_SOURCE, "<setup cell>", "exec"), {})
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = config["repository"]["url"].rstrip("/")
+    assert calls and calls[0][-1] == f"attnbook @ git+{url}", calls
+    message = str(stop.value)
+    assert url in message and "Running everything locally" in message
+    assert message.count(". ") == 0 and "\n" not in message, message
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ids(ALL_NOTEBOOKS))
+def test_no_test_harness_comments_in_code_readers_see(path):
+    """nbval is steered by cell tags (nbval-ignore-output), never by comments that the book would show."""
+    for cell in code_cells(read(path)):
+        assert not re.search(r"#\s*NBVAL_", cell.source), (
+            f"{path.name}: move the NBVAL comment to a cell tag (nbval-ignore-output):\n{cell.source[:120]}"
+        )

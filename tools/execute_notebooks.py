@@ -20,21 +20,18 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import setup_cell  # noqa: E402  (tools/setup_cell.py: the setup cell made from _config.yml)
+
 ROOT = Path(__file__).resolve().parents[1]
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 LANGUAGE_INFO = {"name": "python", "pygments_lexer": "ipython3"}
 CARRIAGE = re.compile(r"[^\n]*\r(?!\n)")
-REPOSITORY = "https://github.com/attnbook/attention-step-by-step"
-SETUP_ID = "setup-attnbook"
 #: First code cell of every chapter and solution: installs the helper package where it is missing (Colab,
-#: Binder); inside the repository's .venv it finds attnbook and does nothing. Hidden in the HTML book.
-SETUP_SOURCE = (
-    "# Setup: outside this repository (Colab, Binder) install the book's helper package; here it does nothing.\n"
-    "import importlib.util\n"
-    "\n"
-    "if importlib.util.find_spec(\"attnbook\") is None:\n"
-    f"    %pip install --quiet \"attnbook @ git+{REPOSITORY}\""
-)
+#: Binder) from the one address set in _config.yml (`repository.url`); inside the repository's .venv it finds
+#: attnbook and does nothing. Hidden in the HTML book. See tools/setup_cell.py.
+SETUP_ID = setup_cell.CELL_ID
+SETUP_SOURCE = setup_cell.setup_source(setup_cell.repository_url())
 
 
 def ensure_setup_cell(nb: nbformat.NotebookNode) -> None:
