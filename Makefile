@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 NBVAL  := --nbval --nbval-sanitize-with tests/sanitize.cfg --nbval-current-env
 
-.PHONY: venv book test test-fast notebooks exercises benchmark clean
+.PHONY: venv book test test-fast lint notebooks exercises benchmark clean
 
 venv: $(STAMP)
 
@@ -26,11 +26,17 @@ book: venv
 # Everything CI checks: package and policy tests, graders and their catalogue of wrong answers,
 # every chapter and solution re-executed under nbval (stored outputs must match), then the book
 # build and the checks of the built HTML.
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest tests -n 2 --dist loadscope -m "not html"
 	$(BIN)/python -m pytest $(NBVAL) chapters solutions -n 2 --dist loadscope
 	$(MAKE) book
 	$(BIN)/python -m pytest tests -m html
+
+# ruff: lint rules and formatting of the package, tools, tests and every notebook (notebooks at the width of
+# the book's code column; see pyproject.toml and chapters/ruff.toml).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Quicker loop while writing: no notebook execution, no book build.
 test-fast: venv
