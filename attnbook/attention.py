@@ -98,23 +98,25 @@ def general_scores(query: Tensor, keys: Tensor, W: Tensor) -> Tensor:
     return dot_scores(query @ W, keys)
 
 
-def additive_scores(query: Tensor, keys: Tensor, W_q: Tensor, W_k: Tensor, v: Tensor) -> Tensor:
-    """Additive (concat, Bahdanau) scores ``e_i = v^T tanh(W_q^T q + W_k^T k_i)``.
+def additive_scores(query: Tensor, keys: Tensor, W_q: Tensor, W_k: Tensor, w: Tensor) -> Tensor:
+    """Additive (concat, Bahdanau) scores ``e_i = w^T tanh(W_q q + W_k k_i)``.
+
+    The matrices are stored like ``torch.nn.Linear`` weights, ``(out, in)``, and applied as ``x @ W.T``.
 
     Args:
         query: ``(..., T_q, d_q)`` or ``(d_q,)``.
         keys: ``(..., T_k, d_k)``.
-        W_q: ``(d_q, d_a)``; W_k: ``(d_k, d_a)``; v: ``(d_a,)``.
+        W_q: ``(d_a, d_q)``; W_k: ``(d_a, d_k)``; w: ``(d_a,)``.
 
     Returns:
         ``(..., T_q, T_k)``, or ``(T_k,)`` for a single query.
     """
-    q = query @ W_q  # (..., T_q, d_a) or (d_a,)
-    k = keys @ W_k  # (..., T_k, d_a)
+    q = query @ W_q.T  # (..., T_q, d_a) or (d_a,)
+    k = keys @ W_k.T  # (..., T_k, d_a)
     if query.dim() == 1:
-        return torch.tanh(k + q) @ v  # (T_k,)
+        return torch.tanh(k + q) @ w  # (T_k,)
     hidden = torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3))  # (..., T_q, T_k, d_a)
-    return hidden @ v
+    return hidden @ w
 
 
 def attention_weights(scores: Tensor, mask: Tensor | None = None) -> Tensor:

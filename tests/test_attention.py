@@ -170,16 +170,16 @@ def test_general_scores_match_a_loop(seed, B, T_q, T_k, d_q, d_k):
 @given(seed=seeds, B=sizes, T_q=sizes, T_k=sizes, d_q=sizes, d_k=sizes, d_a=sizes)
 def test_additive_scores_match_a_loop(seed, B, T_q, T_k, d_q, d_k, d_a):
     Q, K = randn(seed, B, T_q, d_q), randn(seed + 1, B, T_k, d_k)
-    W_q, W_k, v = randn(seed + 2, d_q, d_a), randn(seed + 3, d_k, d_a), randn(seed + 4, d_a)
-    e = additive_scores(Q, K, W_q, W_k, v)
+    W_q, W_k, w = randn(seed + 2, d_a, d_q), randn(seed + 3, d_a, d_k), randn(seed + 4, d_a)
+    e = additive_scores(Q, K, W_q, W_k, w)
     assert e.shape == (B, T_q, T_k)
     loop = torch.empty(B, T_q, T_k, dtype=DTYPE)
     for b in range(B):
         for q in range(T_q):
             for k in range(T_k):
-                loop[b, q, k] = v @ torch.tanh(W_q.T @ Q[b, q] + W_k.T @ K[b, k])
+                loop[b, q, k] = w @ torch.tanh(W_q @ Q[b, q] + W_k @ K[b, k])
     torch.testing.assert_close(e, loop)
-    torch.testing.assert_close(additive_scores(Q[0, 0], K[0], W_q, W_k, v), loop[0, 0])  # single query
+    torch.testing.assert_close(additive_scores(Q[0, 0], K[0], W_q, W_k, w), loop[0, 0])  # single query
 
 
 # ------------------------------------------------------------------------------------------- value
