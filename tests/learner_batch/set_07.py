@@ -1,0 +1,289 @@
+"""Set 07, seq2seq with attention: learner-style answers."""
+
+import torch
+
+from attnbook.analysis import gru_cell
+
+T = "07."
+PAD, SOS, EOS = 0, 1, 2
+NEG_INF = float("-inf")
+
+
+# ---------------------------------------------------------------- 07.attention_decoder_step
+def _step(y_prev_emb, s_prev, H, src_mask, p, *, query="new", fill=NEG_INF, use_mask=True, concat="a_s",
+          act=torch.tanh, probs=True, swap_gru=False):
+    if swap_gru:
+        s_t = gru_cell(s_prev, y_prev_emb, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    else:
+        s_t = gru_cell(y_prev_emb, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    q = s_t if query == "new" else s_prev
+    e = torch.einsum("bd,bnd->bn", q, H)
+    if use_mask:
+        e = e.masked_fill(~src_mask, fill)
+    alpha = torch.softmax(e, dim=-1)
+    a = torch.einsum("bn,bnd->bd", alpha, H)
+    v = torch.cat([a, s_t] if concat == "a_s" else [s_t, a], dim=-1)
+    s_tilde = act(v @ p["W_c"].T + p["b_c"])
+    logits = s_tilde @ p["W_y"].T + p["b_y"]
+    return (torch.softmax(logits, dim=-1) if probs else logits), s_t, alpha
+
+
+def dstep_old_state_query(y_prev_emb, s_prev, H, src_mask, params):
+    return _step(y_prev_emb, s_prev, H, src_mask, params, query="old")
+
+
+def dstep_no_mask(y_prev_emb, s_prev, H, src_mask, params):
+    return _step(y_prev_emb, s_prev, H, src_mask, params, use_mask=False)
+
+
+def dstep_fill_zero(y_prev_emb, s_prev, H, src_mask, params):
+    return _step(y_prev_emb, s_prev, H, src_mask, params, fill=0.0)
+
+
+def dstep_concat_s_a(y_prev_emb, s_prev, H, src_mask, params):
+    return _step(y_prev_emb, s_prev, H, src_mask, params, concat="s_a")
+
+
+def dstep_relu(y_prev_emb, s_prev, H, src_mask, params):
+    return _step(y_prev_emb, s_prev, H, src_mask, params, act=torch.relu)
+
+
+def dstep_logits(y_prev_emb, s_prev, H, src_mask, params):
+    return _step(y_prev_emb, s_prev, H, src_mask, params, probs=False)
+
+
+def dstep_swapped_order(y_prev_emb, s_prev, H, src_mask, params):
+    y_hat, s_t, alpha = _step(y_prev_emb, s_prev, H, src_mask, params)
+    return y_hat, alpha, s_t
+
+
+def dstep_gru_args_swapped(y_prev_emb, s_prev, H, src_mask, params):
+    return _step(y_prev_emb, s_prev, H, src_mask, params, swap_gru=True)
+
+
+def dstep_detached_params(y_prev_emb, s_prev, H, src_mask, params):
+    p = {k: v.detach() for k, v in params.items()}  # "the weights are fixed anyway"
+    return _step(y_prev_emb, s_prev, H, src_mask, p)
+
+
+def dstep_book_softmax(y_prev_emb, s_prev, H, src_mask, params):
+    from attnbook.attention import attention_value, dot_scores, softmax
+
+    p = params
+    s_t = gru_cell(y_prev_emb, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    alpha = softmax(dot_scores(s_t.unsqueeze(1), H).squeeze(1), mask=src_mask)
+    a = attention_value(alpha.unsqueeze(1), H).squeeze(1)
+    s_tilde = torch.tanh(torch.cat([a, s_t], -1) @ p["W_c"].T + p["b_c"])
+    return torch.softmax(s_tilde @ p["W_y"].T + p["b_y"], -1), s_t, alpha
+
+
+def dstep_valid(y_prev_emb, s_prev, H, src_mask, params):
+    return _step(y_prev_emb, s_prev, H, src_mask, params)
+
+
+def dstep_valid_bmm_finfo(y_prev_emb, s_prev, H, src_mask, params):
+    p = params
+    F = torch.nn.functional
+    s_t = gru_cell(y_prev_emb, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    e = torch.bmm(H, s_t.unsqueeze(-1)).squeeze(-1)
+    e = e.masked_fill(~src_mask, torch.finfo(e.dtype).min)
+    alpha = F.softmax(e, dim=1)
+    a = torch.bmm(alpha.unsqueeze(1), H).squeeze(1)
+    s_tilde = torch.tanh(F.linear(torch.cat([a, s_t], dim=1), p["W_c"], p["b_c"]))
+    return F.softmax(F.linear(s_tilde, p["W_y"], p["b_y"]), dim=1), s_t, alpha
+
+
+# ---------------------------------------------------------------- 07.alignment_agreement
+def _real(alpha, tgt_len, inclusive=False):
+    t = torch.arange(alpha.shape[1])[None, :]
+    return (t <= tgt_len[:, None]) if inclusive else (t < tgt_len[:, None])
+
+
+def agree_all_steps(alpha, align, tgt_len):
+    return (alpha * align).sum(-1).mean()
+
+
+def agree_mean_of_sentences(alpha, align, tgt_len):
+    per_step = (alpha * align).sum(-1) * _real(alpha, tgt_len)
+    return (per_step.sum(1) / tgt_len).mean()
+
+
+def agree_per_aligned_entry(alpha, align, tgt_len):
+    real = _real(alpha, tgt_len).unsqueeze(-1)
+    return (alpha * align * real).sum() / (align * real).sum()
+
+
+def agree_max_aligned(alpha, align, tgt_len):
+    per_step = (alpha * align).amax(-1) * _real(alpha, tgt_len)
+    return per_step.sum() / tgt_len.sum()
+
+
+def agree_off_by_one(alpha, align, tgt_len):
+    real = _real(alpha, tgt_len, inclusive=True)
+    per_step = (alpha * align).sum(-1) * real
+    return per_step.sum() / real.sum()
+
+
+def agree_hard_argmax(alpha, align, tgt_len):
+    hit = align.gather(-1, alpha.argmax(-1, keepdim=True)).squeeze(-1)
+    real = _real(alpha, tgt_len)
+    return (hit * real).sum() / real.sum()
+
+
+def agree_first_sentence_length(alpha, align, tgt_len):
+    real = _real(alpha, tgt_len[:1].expand_as(tgt_len))
+    return ((alpha * align).sum(-1) * real).sum() / real.sum()
+
+
+def agree_valid(alpha, align, tgt_len):
+    real = _real(alpha, tgt_len)
+    return ((alpha * align).sum(-1)[real]).mean()
+
+
+def agree_valid_loops(alpha, align, tgt_len):
+    total, count = 0.0, 0
+    for b in range(alpha.shape[0]):
+        for t in range(int(tgt_len[b])):
+            total += float((alpha[b, t] * align[b, t]).sum())
+            count += 1
+    return total / count
+
+
+# ---------------------------------------------------------------- 07.greedy_decode
+def _decode(step, s_0, H, src_mask, E, max_len, *, pad_after=True, zero_alpha=True, stop_all=True,
+            stop_any=False, update_state=True, record_eos=True, time_first=False, float_ids=False,
+            feed=None):
+    B = s_0.shape[0]
+    y = torch.full((B,), SOS, dtype=torch.long)
+    s = s_0
+    done = torch.zeros(B, dtype=torch.bool)
+    ids, alphas = [], []
+    for _ in range(max_len):
+        y_hat, s_new, alpha = step(E[y], s, H, src_mask)
+        if update_state:
+            s = s_new
+        y = y_hat.argmax(dim=-1)
+        if pad_after:
+            y = torch.where(done, torch.full_like(y, PAD), y)
+        if zero_alpha:
+            alpha = torch.where(done.unsqueeze(-1), torch.zeros_like(alpha), alpha)
+        just = y == EOS
+        if not record_eos:
+            alpha = torch.where(just.unsqueeze(-1), torch.zeros_like(alpha), alpha)
+        ids.append(y)
+        alphas.append(alpha)
+        done = done | just
+        if feed is not None:
+            y = torch.where(done, torch.full_like(y, feed), y)
+        if stop_any and just.any():
+            break
+        if stop_all and done.all():
+            break
+    dim = 0 if time_first else 1
+    if not ids:
+        out_ids = torch.zeros(B, 0, dtype=torch.long)
+        out_alpha = H.new_zeros(B, 0, H.shape[1])
+    else:
+        out_ids, out_alpha = torch.stack(ids, dim), torch.stack(alphas, dim)
+    return (out_ids.to(H.dtype) if float_ids else out_ids), out_alpha
+
+
+def gd_words_after_eos(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, pad_after=False)
+
+
+def gd_alpha_not_zeroed(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, zero_alpha=False)
+
+
+def gd_stops_at_first_eos(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, stop_any=True)
+
+
+def gd_always_max_len(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, stop_all=False)
+
+
+def gd_static_state(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, update_state=False)
+
+
+def gd_eos_step_zeroed(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, record_eos=False)
+
+
+def gd_time_first(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, time_first=True)
+
+
+def gd_float_ids(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, float_ids=True)
+
+
+def gd_valid(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len)
+
+
+def gd_valid_feed_pad(step, s_0, H, src_mask, E, max_len):
+    return _decode(step, s_0, H, src_mask, E, max_len, feed=PAD)
+
+
+WRONG = [
+    dict(task=T + "attention_decoder_step", name="old_state_query", fn=dstep_old_state_query, cls="query",
+         mistake="uses s_{t-1} as the query instead of the new state s_t"),
+    dict(task=T + "attention_decoder_step", name="no_mask", fn=dstep_no_mask, cls="padding ignored",
+         mistake="ignores src_mask"),
+    dict(task=T + "attention_decoder_step", name="fill_zero", fn=dstep_fill_zero, cls="masked scores",
+         mistake="fills padded scores with 0"),
+    dict(task=T + "attention_decoder_step", name="concat_s_a", fn=dstep_concat_s_a, cls="order of concat",
+         mistake="concatenates [s_t; a_t]"),
+    dict(task=T + "attention_decoder_step", name="relu", fn=dstep_relu, cls="ReLU for tanh", mistake="ReLU"),
+    dict(task=T + "attention_decoder_step", name="logits", fn=dstep_logits, cls="symptom",
+         mistake="returns logits instead of probabilities"),
+    dict(task=T + "attention_decoder_step", name="swapped_order", fn=dstep_swapped_order, cls="swapped tuple order",
+         mistake="returns (y_hat, alpha_t, s_t)"),
+    dict(task=T + "attention_decoder_step", name="gru_args_swapped", fn=dstep_gru_args_swapped,
+         cls="only-square shapes (e == d)", mistake="passes the state as GRU input and the word as state"),
+    dict(task=T + "attention_decoder_step", name="detached_params", fn=dstep_detached_params,
+         cls="gradients through dict params", mistake="detaches the params dict, no gradient reaches the weights"),
+    dict(task=T + "attention_decoder_step", name="book_softmax", fn=dstep_book_softmax, cls="book shortcut",
+         mistake="uses attnbook.attention's softmax/attention_value for the attention part"),
+    dict(task=T + "alignment_agreement", name="all_steps", fn=agree_all_steps, cls="padding",
+         mistake="averages over every step, padded ones included"),
+    dict(task=T + "alignment_agreement", name="mean_of_sentences", fn=agree_mean_of_sentences, cls="pooling",
+         mistake="averages per sentence, then over sentences"),
+    dict(task=T + "alignment_agreement", name="per_aligned_entry", fn=agree_per_aligned_entry, cls="formula",
+         mistake="divides by the number of aligned entries instead of steps"),
+    dict(task=T + "alignment_agreement", name="max_aligned", fn=agree_max_aligned, cls="two aligned words",
+         mistake="counts only the largest aligned weight of a step"),
+    dict(task=T + "alignment_agreement", name="off_by_one", fn=agree_off_by_one, cls="off by one",
+         mistake="counts step tgt_len[b] as real"),
+    dict(task=T + "alignment_agreement", name="hard_argmax", fn=agree_hard_argmax, cls="formula",
+         mistake="scores whether the argmax is aligned instead of the aligned weight"),
+    dict(task=T + "alignment_agreement", name="first_sentence_length", fn=agree_first_sentence_length,
+         cls="one sentence's lengths for all", mistake="uses tgt_len[0] for every sentence"),
+    dict(task=T + "greedy_decode", name="words_after_eos", fn=gd_words_after_eos, cls="words after <eos>",
+         mistake="a finished sentence keeps emitting words after EOS"),
+    dict(task=T + "greedy_decode", name="alpha_not_zeroed", fn=gd_alpha_not_zeroed, cls="finished rows",
+         mistake="finished sentences keep their weights"),
+    dict(task=T + "greedy_decode", name="stops_at_first_eos", fn=gd_stops_at_first_eos, cls="stop rule",
+         mistake="stops the batch when any sentence finishes"),
+    dict(task=T + "greedy_decode", name="always_max_len", fn=gd_always_max_len, cls="stop rule",
+         mistake="always runs max_len steps"),
+    dict(task=T + "greedy_decode", name="static_state", fn=gd_static_state, cls="state",
+         mistake="passes s_0 at every step"),
+    dict(task=T + "greedy_decode", name="eos_step_zeroed", fn=gd_eos_step_zeroed, cls="finished rows",
+         mistake="zeroes the weights of the step that produces EOS too"),
+    dict(task=T + "greedy_decode", name="time_first", fn=gd_time_first, cls="only-square shapes (B == T_out)",
+         mistake="stacks along time first: (T_out, B)"),
+    dict(task=T + "greedy_decode", name="float_ids", fn=gd_float_ids, cls="dtype", mistake="ids as floats"),
+]
+
+VALID = [
+    dict(task=T + "attention_decoder_step", name="einsum", fn=dstep_valid),
+    dict(task=T + "attention_decoder_step", name="bmm_finfo", fn=dstep_valid_bmm_finfo),
+    dict(task=T + "alignment_agreement", name="boolean_index", fn=agree_valid),
+    dict(task=T + "alignment_agreement", name="loops", fn=agree_valid_loops),
+    dict(task=T + "greedy_decode", name="vectorised", fn=gd_valid),
+    dict(task=T + "greedy_decode", name="feeds_pad_after_eos", fn=gd_valid_feed_pad),
+]
