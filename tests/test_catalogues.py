@@ -61,7 +61,9 @@ def test_every_misconception_and_property_has_a_learner_style_example(task_id):
 @pytest.mark.parametrize("task_id", TASKS)
 def test_reference_passes_and_a_blank_answer_is_not_attempted(task_id):
     task = get_task(task_id)
-    assert run_task(task, task.reference).passed
+    assert run_task(task, task.reference, guard=False).passed
+    shortcut = run_task(task, task.reference)  # the grader's reference, called by a learner: no points
+    assert shortcut.diagnosis == "forbidden_call" and shortcut.points == 0, shortcut.message
     for blank in (stub, None):
         result = run_task(task, blank)
         assert result.status == "not attempted yet" and result.diagnosis == "not_attempted"

@@ -114,5 +114,5 @@ def test_unknown_task_id_lists_the_known_ones():
 def test_every_registered_task_passes_its_own_reference():
     from attnbook.grading import all_tasks
     for task in all_tasks().values():
-        result = run_task(task, task.reference)
+        result = run_task(task, task.reference, guard=False)
         assert result.passed, f"{task.id}: {result.message}"

@@ -3,12 +3,28 @@
 A :class:`Task` describes one exercise: a float64 reference implementation, deterministic cases, the
 known misconceptions (wrong implementations with the message that names each mistake) and property
 checks. :func:`run_task` tries a learner's function on every case and returns a :class:`Result` whose
-message is written for the learner: it never contains a traceback from the grader's insides.
+message is written for the learner: it never contains a traceback from the grader's insides, nor the
+code of the fix (that is the second tier, :attr:`Result.hints`, shown by ``hint(...)`` in a notebook).
 
 Bad input is handled uniformly: the stub's ``NotImplementedError`` is "not attempted yet"; an exception
-from the learner's code is one line naming it and the line of their code; a function that runs too long
-is stopped; ``None``, the wrong type, shape or dtype, NaN, mutated inputs and broken autograd each get a
-message that says what was expected.
+from the learner's code is one line in the book's words (:func:`translate_error`) naming the function and
+the line of their code; a function that runs too long is stopped; ``None``, the wrong type, shape or
+dtype, NaN, mutated inputs (values or autograd state) and broken autograd (checked on every case, through
+tensors inside lists, tuples and dicts) each get a message that says what was expected.
+
+No free points (:class:`ForbiddenCallGuard`): while the learner's function runs, a profiler records
+whether it entered the grader's own code (every function of ``attnbook.grading.tasks``: references,
+misconceptions, helpers) or the book's implementation of the task's step (``Task.forbidden``); if it did,
+the task earns 0 and the message says why. What is *not* caught: code copied as text (a pasted reference
+or chapter cell runs as the learner's own code; ``tests/test_free_points.py`` keeps chapter code from
+being a copy of an answer), answers computed before the function runs (a lookup table filled outside it),
+work done in another thread or process, and C functions (PyTorch's own ``F.scaled_dot_product_attention``
+is a valid answer, not a shortcut).
+
+The trusted grader (``cli.py``) may call :func:`run_task` with a proxy callable that runs the learner's
+function in another process; the proxy reports the learner's exception as :class:`LearnerError`, a time
+out as :class:`LearnerTimeout` and forbidden calls seen there as :class:`ForbiddenUse`; the messages are
+the same as for a local function.
 """
 
 from __future__ import annotations
@@ -18,18 +34,24 @@ import copy
 import inspect
 import math
 import os
+import re
 import signal
+import sys
 import sysconfig
 import threading
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted yet"
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: qualified-name patterns forbidden in every task: all of the grader's task code (references,
+#: misconceptions, case builders and their helpers)
+ALWAYS_FORBIDDEN = ("attnbook.grading.tasks.*:*",)
 
 
 @dataclass
@@ -52,11 +74,15 @@ class Case:
 
 @dataclass
 class Misconception:
-    """A known-wrong implementation and the message that names the mistake."""
+    """A known-wrong implementation and the message that names the mistake.
+
+    ``message`` is the first tier: it names the mistake, never the code of the fix. ``hint`` is the
+    optional second tier (shown by ``hint(task_id)`` or on a second failure in a row): it may show how."""
 
     key: str
     message: str
     fn: Callable
+    hint: str = ""
 
 
 @dataclass
@@ -75,11 +101,34 @@ class Task:
     output_names: tuple = ("result",)
     atol: float = 1e-6
     rtol: float = 1e-6
-    #: check that gradients flow through the learner's function like through the reference
+    #: check that gradients flow through the learner's function like through the reference (every case,
+    #: through every floating tensor of the arguments, inside lists, tuples and dicts too)
     check_grad: bool = True
     timeout_s: float = 5.0
-    #: one sentence shown when the values are wrong and no misconception matched
+    #: second tier: how to do it (may contain code); shown by ``hint(task_id)``, never in the first message
     hint: str = ""
+    #: further tiers of hints, after ``hint``
+    hints: tuple = ()
+    #: the name the task text gives the learner's function; defaults to the id's suffix
+    function_name: str = ""
+    #: ``"module:qualname"`` of the book's own implementations of this task's step; calling one while the
+    #: graded function runs earns 0 (a class name covers its methods; ``"module:*"`` a whole module)
+    forbidden: tuple = ()
+    #: a by-hand task (the answer is numbers, not a function of tensors); ``None``: guessed from the id
+    hand: bool | None = None
+    #: an answer that takes the shortcut through ``forbidden[0]`` with this task's signature (for
+    #: ``tests/test_free_points.py``); ``None`` when ``forbidden`` is empty
+    shortcut_example: Callable | None = None
+
+    def __post_init__(self):
+        if not self.function_name:
+            self.function_name = self.id.split(".", 1)[-1]
+        if self.hand is None:
+            self.hand = "hand" in self.id.split(".", 1)[-1]
+
+    @property
+    def set_id(self) -> str:
+        return self.id.split(".", 1)[0]
 
 
 @dataclass
@@ -92,6 +141,8 @@ class Result:
     max_points: int
     #: key of the diagnosed misconception or failure kind (for tests and statistics), e.g. "not_attempted"
     diagnosis: str = ""
+    #: second and later tiers of help for this failure (may contain code), in order
+    hints: tuple = ()
 
     @property
     def passed(self) -> bool:
@@ -112,15 +163,36 @@ class Result:
 class Fail(Exception):
     """Raised inside the engine to stop at the first problem, with a learner-facing message."""
 
-    def __init__(self, message: str, diagnosis: str):
+    def __init__(self, message: str, diagnosis: str, hint: str = ""):
         super().__init__(message)
         self.message = message
         self.diagnosis = diagnosis
+        self.hint = hint
 
 
 class LearnerTimeout(BaseException):
     """Raised into a learner's function when it runs past the time limit (BaseException, so that a
-    learner's ``except Exception`` cannot swallow it)."""
+    learner's ``except Exception`` cannot swallow it). A proxy callable may raise it too."""
+
+
+class LearnerError(Exception):
+    """An exception of the learner's code, reported by a proxy that ran it elsewhere.
+
+    ``type_name``: the exception's class name (``"RuntimeError"``); ``text``: its message; ``where``: the
+    learner's line, as :func:`learner_frame` gives it (``"line 7: scores = Q @ K"``, or the code alone, or
+    ``""``); ``function``: the name of the learner's function that line is in (``""`` if unknown)."""
+
+    def __init__(self, type_name: str, text: str, where: str = "", function: str = ""):
+        super().__init__(f"{type_name}: {text}")
+        self.type_name, self.text, self.where, self.function = type_name, text, where, function
+
+
+class ForbiddenUse(Exception):
+    """A proxy's report that the learner's function entered forbidden code (qualified names)."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__(", ".join(names))
+        self.names = list(names)
 
 
 @contextlib.contextmanager
@@ -142,6 +214,148 @@ def time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# --------------------------------------------------------------------------------------------------
+# No free points: a guard over the learner's function
+# --------------------------------------------------------------------------------------------------
+
+
+def forbidden_names(task: Task) -> list[str]:
+    """The qualified-name patterns forbidden while ``task``'s function runs (strings only), so that a
+    guard can be built elsewhere (in a learner's kernel) without importing the tasks."""
+    return list(task.forbidden) + list(ALWAYS_FORBIDDEN)
+
+
+def name_matches(pattern: str, module: str, qualname: str) -> bool:
+    """``"pkg.mod:Cls"`` matches ``Cls`` and its methods in ``pkg.mod``; ``"pkg.*:*"`` all of ``pkg``."""
+    pmod, _, pqual = pattern.partition(":")
+    if pmod.endswith(".*"):
+        base = pmod[:-2]
+        if module != base and not module.startswith(base + "."):
+            return False
+    elif module != pmod:
+        return False
+    return pqual in ("", "*") or qualname == pqual or qualname.startswith(pqual + ".")
+
+
+def _codes_of(values, depth: int = 0) -> set:
+    """Code objects of the callables found in ``values`` (functions, partials, bound methods, modules,
+    objects with ``__call__``), through lists, tuples and dicts."""
+    found: set = set()
+    if depth > 4:
+        return found
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            found |= _codes_of(value, depth + 1)
+        elif isinstance(value, dict):
+            found |= _codes_of(value.values(), depth + 1)
+        elif inspect.isfunction(value):
+            found.add(value.__code__)
+        elif inspect.ismethod(value):
+            found |= _codes_of([value.__func__], depth + 1)
+        elif hasattr(value, "func") and callable(value) and not isinstance(value, torch.Tensor):
+            found |= _codes_of([value.func], depth + 1)  # functools.partial
+        elif isinstance(value, torch.nn.Module) or (callable(value) and not isinstance(value, type)
+                                                     and not isinstance(value, torch.Tensor)):
+            for klass in type(value).__mro__:
+                if klass.__module__.startswith(("torch", "builtins")):
+                    continue
+                found |= {v.__code__ for v in vars(klass).values() if inspect.isfunction(v)}
+    return found
+
+
+_MODULE_FILES: dict = {}
+_MODULE_COUNT = [0]
+_NAME_CACHES: dict = {}
+
+
+def _module_of_file(filename: str) -> str:
+    """The name of the imported module defined by ``filename`` ('' if none); rebuilt when modules load."""
+    if len(sys.modules) != _MODULE_COUNT[0]:
+        _MODULE_FILES.clear()
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str):
+                _MODULE_FILES.setdefault(path, name)
+        _MODULE_COUNT[0] = len(sys.modules)
+    return _MODULE_FILES.get(filename, "")
+
+
+class ForbiddenCallGuard:
+    """Records which forbidden functions were entered while the body runs (reusable: each ``with``
+    starts a new record).
+
+    ``names``: qualified-name patterns (see :func:`name_matches`); ``allowed``: callables given to the
+    learner's function as arguments (a step function of the grader's, say): forbidden code they run is
+    not the learner's doing. Uses ``sys.setprofile`` (this thread only); a function's module is the module
+    whose file defines its code, so re-wrapping a reference's code object in other globals is still seen.
+    Each code object is classified once (the decision is cached per set of names), so a guarded call costs
+    one dictionary look-up per Python call. ``found`` lists the names entered, first first.
+    """
+
+    def __init__(self, names: Iterable[str], allowed: Iterable = ()):
+        self.patterns = tuple(names)
+        self.allowed = frozenset(_codes_of(list(allowed)))
+        self.found: list[str] = []
+        self._cache: dict = _NAME_CACHES.setdefault(self.patterns, {})
+        self._previous = None
+        self._entry = None
+
+    def _name_of(self, frame) -> str:
+        code = frame.f_code
+        module = _module_of_file(code.co_filename) or frame.f_globals.get("__name__", "") or ""
+        qualname = getattr(code, "co_qualname", code.co_name)
+        for pattern in self.patterns:
+            if name_matches(pattern, module, qualname):
+                return f"{module}:{qualname}"
+        return ""
+
+    def _allowed_here(self, frame) -> bool:
+        while frame is not None and frame is not self._entry:
+            if frame.f_code in self.allowed:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _profile(self, frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            name = self._cache.get(code)
+            if name is None:
+                name = self._cache[code] = self._name_of(frame)
+            if name and name not in self.found and not self._allowed_here(frame):
+                self.found.append(name)
+        if self._previous is not None:
+            self._previous(frame, event, arg)
+
+    def __enter__(self):
+        self.found = []
+        self._entry = sys._getframe(1)
+        self._previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(self._previous)
+        self._previous = None
+        self._entry = None
+        return False
+
+
+def _is_book_code(name: str) -> bool:
+    return name.startswith("attnbook.") and not name.startswith("attnbook.grading.")
+
+
+def forbidden_message(names: Sequence[str]) -> str:
+    """The 0-point message for a function that entered ``names`` (qualified names)."""
+    name = names[0]
+    module, _, qualname = name.partition(":")
+    if _is_book_code(name):
+        return (f"0 points: your function calls `{qualname}` from {module}, the book's own implementation "
+                "of the step this task asks you to write. A point here means you wrote the step yourself.")
+    return (f"0 points: your function calls the grader's own code (`{qualname}` in {module}); the checks "
+            "compare against it, so using it proves nothing. A point here means you wrote the step yourself.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,6 +393,35 @@ def same_input(a, b) -> bool:
         return bool(a == b)
     except Exception:
         return True
+
+
+def _tensors(value, depth: int = 0) -> list[torch.Tensor]:
+    """Every tensor in ``value``, through lists, tuples and dicts (in a fixed order)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if depth > 6:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v, depth + 1)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v, depth + 1)]
+    return []
+
+
+def autograd_state(value) -> list:
+    """``(requires_grad, grad)`` of every tensor inside ``value`` (``grad`` cloned, or None)."""
+    return [(t.requires_grad, None if t.grad is None else t.grad.detach().clone()) for t in _tensors(value)]
+
+
+def same_autograd_state(before: list, after: list) -> bool:
+    if len(before) != len(after):
+        return False
+    for (rb, gb), (ra, ga) in zip(before, after):
+        if rb != ra or (gb is None) != (ga is None):
+            return False
+        if gb is not None and not (gb.shape == ga.shape and torch.equal(gb, ga)):
+            return False
+    return True
 
 
 def type_name(value) -> str:
@@ -272,35 +515,269 @@ def _library_dirs() -> tuple[str, ...]:
     return tuple({os.path.realpath(paths[key]) for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths})
 
 
-def learner_line(exc: BaseException) -> str:
-    """' (line 7: `return x @ y`)' for the innermost frame of the learner's own code, or ''.
-
-    Frames of attnbook, of installed libraries (torch, numpy) and of the standard library are skipped."""
+def learner_frame(exc: BaseException) -> tuple[str, str]:
+    """``("line 7: scores = Q @ K", "dot_scores")`` for the innermost frame of the learner's own code, or
+    ``("", "")``. Frames of attnbook, of installed libraries (torch, numpy) and of the standard library
+    are skipped. A proxy builds :class:`LearnerError` from this, so both sides report alike."""
     skip = (_PACKAGE_DIR,) + _library_dirs()
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if not os.path.realpath(f.filename).startswith(skip)]
     if not frames:
-        return ""
+        return "", ""
     frame = frames[-1]
-    code = f": `{frame.line.strip()}`" if frame.line else ""
-    return f" (line {frame.lineno}{code})"
+    code = (frame.line or "").strip()
+    return f"line {frame.lineno}" + (f": {code}" if code else ""), frame.name
+
+
+def learner_line(exc: BaseException) -> str:
+    """' (line 7: `return x @ y`)' for the innermost frame of the learner's own code, or ''."""
+    where, _ = learner_frame(exc)
+    number, code = _split_where(where)
+    if not number and not code:
+        return ""
+    return f" (line {number}" + (f": `{code}`" if code else "") + ")"
+
+
+def _split_where(where: str) -> tuple[str, str]:
+    """``"line 7: x = 1"`` -> ``("7", "x = 1")``; a bare code line -> ``("", code)``."""
+    match = re.match(r"\s*line (\d+)(?::\s?(.*))?$", where or "", re.S)
+    if match:
+        return match.group(1), (match.group(2) or "").strip()
+    return "", (where or "").strip()
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors in the book's words
+# --------------------------------------------------------------------------------------------------
+
+_REDUCTION = re.compile(r"\b(sum|max|amax|min|amin|mean|logsumexp|norm|std|var|prod)\s*\(")
+_DOT_T = re.compile(r"\.T\b")
+_SIZES = (
+    re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)"),
+    re.compile(r"Expected size for first two dimensions of batch2 tensor to be: \[([\d, ]+)\] but got: \[([\d, ]+)\]"),
+    re.compile(r"size mismatch, got input \((\d+)\), mat \((\d+)x(\d+)\), vec \((\d+)\)"),
+    re.compile(r"inconsistent tensor size, expected tensor \[(\d+)\] and src \[(\d+)\]"),
+)
+_BROADCAST = re.compile(
+    r"The (?:size|expanded size) of (?:the )?tensor(?: a)? \((\d+)\) must match the (?:size|existing size)"
+    r"(?: of tensor b)? \((\d+)\) at non-singleton dimension (\d+)")
+_MASK_USE = re.compile(r"masked_fill|torch\.where|\bwhere\(|mask\w*\s*[&|*]|[&|*~]\s*\w*mask|\[[^\]]*mask")
+_TRANSPOSE_HINT = ("Swap only the last two axes, with `.transpose(-2, -1)` (or `.mT`): it works with and "
+                   "without a batch axis in front.")
+
+
+def _matmul_sizes(text: str) -> tuple[str, str] | None:
+    for i, pattern in enumerate(_SIZES):
+        match = pattern.search(text)
+        if not match:
+            continue
+        g = match.groups()
+        if i == 0:
+            return g[1], g[2]
+        if i == 1:
+            return g[0].split(",")[-1].strip(), g[1].split(",")[-1].strip()
+        if i == 2:
+            return g[2], g[3]
+        return g[0], g[1]
+    return None
+
+
+def _explain(type_name: str, text: str, code: str) -> tuple[str, str]:
+    """(explanation in the book's words, second-tier hint); ``("", "")`` when there is nothing to add."""
+    if "t() expects a tensor with <= 2 dimensions" in text:
+        return ("`.t()` swaps the two axes of a matrix only, and this tensor has more axes (a batch axis in "
+                "front); you want to swap only the last two", _TRANSPOSE_HINT)
+    sizes = _matmul_sizes(text)
+    broadcast = _BROADCAST.search(text)
+    if (sizes or broadcast or "does not broadcast" in text) and _DOT_T.search(code):
+        return ("`.T` reverses every axis of a tensor with more than 2 axes (it turns (B, T, d) into "
+                "(d, T, B)); you want to swap only the last two", _TRANSPOSE_HINT)
+    if sizes:
+        return (f"a matrix product needs the last size of the left factor to equal the second-to-last size "
+                f"of the right one, and here {sizes[0]} meets {sizes[1]}; the usual cause is a missing "
+                "transpose or the two factors in the wrong order",
+                "Write each factor's shape under the line, e.g. (B, T_q, d) @ (B, d, T_k): the inner sizes "
+                "must be equal, and the outer ones are the result's.")
+    if "both arguments to matmul need to be at least 1D" in text:
+        return ("a matrix product got a single number (0-D tensor) as a factor", "")
+    if broadcast:
+        a, b, axis = broadcast.groups()
+        clash = f"sizes {a} and {b} clash at axis {axis}"
+        keep = ("Keep the reduced axis as a size-1 axis (`keepdim=True`), so that broadcasting lines the "
+                "two tensors up again.")
+        if _REDUCTION.search(code) and "keepdim" not in code:
+            return ("the reduction on this line removes the axis it reduces over, so its result no longer "
+                    f"lines up with the tensor it is combined with ({clash})", keep)
+        if _MASK_USE.search(code):
+            return (f"the mask does not line up with the tensor it is applied to ({clash}): a mask needs "
+                    "the same axes, or size-1 axes where it is shared",
+                    "Write the shapes of the mask and of the scores one above the other, aligned on the "
+                    "right; add a size-1 axis (`unsqueeze`) where the mask is shared (over queries, say).")
+        return (f"two tensors combined element by element do not line up ({clash}); if one of them comes "
+                "from a reduction (sum, max, mean), it lost the reduced axis", keep)
+    if "does not broadcast" in text and "einsum" in text:
+        return ("the letters of your einsum do not fit the operands: one letter stands for two different "
+                "sizes", "Write each operand's shape under its letters; a letter shared by two operands "
+                "must have the same size in both.")
+    if "Can't call numpy() on Tensor that requires grad" in text:
+        if "np." in code or "numpy." in code:
+            return ("a NumPy function cannot work on a tensor that tracks gradients, and the grader's "
+                    "inputs track them (so that it can check them): this step leaves PyTorch",
+                    "Use the torch operation of the same name (torch.exp, torch.sum, torch.max, ...); "
+                    "`.detach()` would silence the error and cut the gradients.")
+        return ("`.numpy()` leaves PyTorch, and a tensor that tracks gradients (as the grader's inputs "
+                "do) cannot leave without losing them",
+                "Stay in torch operations from input to output; `.detach()` would silence the error and "
+                "cut the gradients.")
+    match = re.search(r"a Tensor with (\d+) elements cannot be converted to Scalar", text)
+    if match:
+        return (f"`.item()`, `float()` or `int()` needs a tensor of one number, and this one holds "
+                f"{match.group(1)}: the step works on whole tensors, not single numbers",
+                "Keep the values in tensors and use tensor operations (torch.where, torch.maximum, "
+                "masks) instead of Python numbers.")
+    if "Boolean value of Tensor with more than one value is ambiguous" in text:
+        return ("a tensor of several values was used as one True/False (in `if`, `and`/`or`, Python's "
+                "`max()`/`min()`, or a chained comparison)",
+                "Compare element by element with tensor operations (torch.where, torch.maximum, a mask).")
+    dtypes = (re.search(r"expected scalar type (\w+) but found (\w+)", text)
+              or re.search(r"same dtype, but got: (\w+) != (\w+)", text)
+              or re.search(r"[Ee]xpected object of scalar type (\w+) but got scalar type (\w+)", text))
+    if dtypes:
+        names = {"Double": "float64", "double": "float64", "Float": "float32", "float": "float32"}
+        a, b = (names.get(x, x) for x in dtypes.groups())
+        return (f"{a} and {b} tensors meet in one operation: a tensor you created (torch.tensor, "
+                "torch.zeros, torch.ones, torch.arange, ...) gets float32 by default, while the grader's "
+                "inputs are float64",
+                "Create new tensors with the inputs' dtype and device: `torch.zeros(shape, dtype=x.dtype, "
+                "device=x.device)` or `x.new_zeros(shape)`.")
+    match = re.search(r"result type (\w+) can't be cast to the desired output type (\w+)", text)
+    if match:
+        return (f"an in-place operation would store {match.group(1)} values in a tensor of {match.group(2)}",
+                "Create the tensor that collects the results with the dtype of the values it will hold.")
+    if "Expected all tensors to be on the same device" in text:
+        found = re.search(r"found at least two devices, ([\w:]+) and ([\w:]+)", text)
+        which = f" ({found.group(1)} and {found.group(2)})" if found else ""
+        return (f"tensors on two devices{which} meet in one operation: a tensor you created lives on the "
+                "CPU by default, while the inputs may live elsewhere",
+                "Create new tensors on the inputs' device: `device=x.device`, or `x.new_zeros(...)`.")
+    if "view size is not compatible with input tensor's size and stride" in text:
+        return ("`.view` needs the tensor's memory laid out in order (contiguous), and after a transpose "
+                "or permute it is not: the axes moved, the memory did not",
+                "Use `.reshape(...)`, which copies when it must (or `.contiguous().view(...)`).")
+    match = re.search(r"shape '\[([-\d, ]+)\]' is invalid for input of size (\d+)", text)
+    if match:
+        return (f"reshaping to [{match.group(1)}] does not fit a tensor of {match.group(2)} numbers: one "
+                "of the sizes is not the one you meant", "Compute the new sizes from the tensor's own "
+                "shape (`x.shape`) rather than from numbers you assume.")
+    match = re.search(r"Dimension out of range \(expected to be in range of \[(-?\d+), (-?\d+)\], but got "
+                      r"(-?\d+)\)", text)
+    if match:
+        n = int(match.group(2)) + 1
+        return (f"axis {match.group(3)} does not exist on a tensor with {n} axes; the grader also passes "
+                "inputs without the batch axis, or with more axes than you assumed",
+                "Count axes from the end (-1 is the last, -2 the one before): the same code then works "
+                "with and without a batch axis in front.")
+    if "a leaf Variable that requires grad is being used in an in-place operation" in text:
+        return ("an in-place operation (`+=`, `x[...] = ...`, a method ending in `_`) changes one of the "
+                "inputs, which track gradients and must stay as they were",
+                "Work on new tensors: `x = x - m` rather than `x -= m`, `masked_fill` rather than "
+                "`masked_fill_`.")
+    if "only supports boolean masks" in text:
+        return ("a mask must hold True/False (dtype bool), and this one holds numbers",
+                "Build the mask with a comparison, which gives bools (e.g. positions compared with the "
+                "lengths).")
+    if "with a bool tensor is not supported" in text:
+        return ("arithmetic on a True/False mask (such as `1 - mask`) is not defined in PyTorch",
+                "Flip a boolean mask with `~mask` (logical not).")
+    if type_name == "TypeError" and "softmax" in text and ("dim" in text or "invalid combination" in text):
+        return ("softmax was not told which axis to normalise over (the keys' axis)",
+                "Pass the axis: `torch.softmax(scores, dim=-1)`.")
+    match = re.search(r"index (-?\d+) is out of bounds for dimension (\d+) with size (\d+)", text)
+    if match:
+        return (f"index {match.group(1)} is past the end of axis {match.group(2)}, which has "
+                f"{match.group(3)} positions numbered 0 to {int(match.group(3)) - 1}", "")
+    match = re.search(r"name '(\w+)' is not defined", text)
+    if match and type_name in ("NameError", "UnboundLocalError"):
+        return (f"`{match.group(1)}` is not defined where your function looks for it: a typo, a name from "
+                "a cell that has not been run, or a variable of another function", "")
+    if type_name == "ZeroDivisionError":
+        return ("a division by zero: an empty group (a length of 0, an empty bucket, no key left) "
+                "reached a division", "Decide what an empty group gives (the task text says) and handle "
+                "it before dividing.")
+    if type_name == "NotImplementedError":
+        return (f"an operation is not implemented for these inputs (PyTorch says: {text[:120]})", "")
+    return "", ""
+
+
+def translate_error(type_name: str, text: str, where: str = "", function: str = "") -> tuple[str, str]:
+    """A learner's exception in the book's words: ``(message, hint)``.
+
+    A pure function of the exception's type name, its text, the learner's line (``"line 7: code"`` or the
+    code alone, as :func:`learner_frame` gives it) and the name of the function that line is in, so that
+    an exception reported from another process reads exactly like a local one. The message names the
+    function, the line and the mistake, never the code of the fix; the hint (second tier) may."""
+    text = " ".join(str(text).split()) if text else ""
+    number, code = _split_where(where)
+    who = f"`{function}`" if function and not function.startswith("<") else "your function"
+    at = ""
+    if number or code:
+        at = f" at line {number}" if number else ""
+        at += f" (`{code}`)" if code else ""
+    explanation, hint = _explain(type_name, text, code)
+    if not explanation:
+        first = text.split(". ")[0] if len(text) > 200 else text
+        explanation = first[:200].rstrip(".")
+    message = f"{who} raised {type_name}{at}" + (f": {explanation}" if explanation else "")
+    return message, hint
 
 
 # --------------------------------------------------------------------------------------------------
 # Running a task
 # --------------------------------------------------------------------------------------------------
 
+_STUB_LINE = re.compile(r"^raise\s+NotImplementedError\b")
 
-def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict):
-    try:
-        with time_limit(task.timeout_s):
-            return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise Fail(
-            "not attempted yet: replace `raise NotImplementedError()` with your code, run that cell, "
-            "then run this one again.",
-            "not_attempted",
+
+def _not_attempted() -> Fail:
+    return Fail(
+        "not attempted yet: replace `raise NotImplementedError()` with your code, run that cell, "
+        "then run this one again.",
+        "not_attempted",
+    )
+
+
+def _raised(type_name: str, text: str, where: str, function: str, fn, case: Case) -> Fail:
+    """The Fail for a learner's exception (local or reported by a proxy): same words either way."""
+    _, code = _split_where(where)
+    called = getattr(fn, "__name__", "")
+    if type_name == "NotImplementedError" and (not where or _STUB_LINE.match(code)):
+        if not function or not where or function == called or function.startswith("<"):
+            return _not_attempted()
+        return Fail(
+            f"your function calls `{function}`, which is not written yet (it still raises "
+            f"NotImplementedError): write `{function}` first, run its cell, then this one. Seen on "
+            f"{case.describe()}.",
+            "calls_unwritten",
         )
+    message, hint = translate_error(type_name, text, where, function)
+    return Fail(f"{message}. Seen on {case.describe()}.", "raised", hint)
+
+
+def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict,
+          guard: ForbiddenCallGuard | None = None):
+    """Call the learner's function under the time limit (and ``guard``, when given); every way it can
+    go wrong becomes a :class:`Fail`."""
+    try:
+        try:
+            with (guard if guard is not None else contextlib.nullcontext()), time_limit(task.timeout_s):
+                value = fn(*args, **kwargs)
+        finally:
+            if guard is not None and guard.found:
+                raise ForbiddenUse(guard.found)
+        return value
+    except ForbiddenUse as use:
+        raise Fail(forbidden_message(use.names), "forbidden_call",
+                   "Write the step with torch operations yourself; the chapter shows how, one line at a time.")
     except LearnerTimeout:
         raise Fail(
             f"your function was stopped after {task.timeout_s:g} s on {case.describe()} without "
@@ -308,15 +785,13 @@ def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict):
             "decoding loop without a stop)?",
             "timeout",
         )
+    except LearnerError as exc:
+        raise _raised(exc.type_name, exc.text, exc.where, exc.function, fn, case)
     except Fail:
         raise
     except Exception as exc:  # the learner's own error, reported in one line
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise Fail(
-            f"your function raised {type(exc).__name__}{': ' + text if text else ''}{learner_line(exc)} "
-            f"on {case.describe()}.",
-            "raised",
-        )
+        where, function = learner_frame(exc)
+        raise _raised(type(exc).__name__, str(exc), where, function, fn, case)
 
 
 def _check_types(task: Task, case: Case, value, expected: tuple) -> tuple:
@@ -379,18 +854,139 @@ def _diagnose(task: Task, case: Case, outputs: tuple, properties: bool = True) -
         except (Exception, LearnerTimeout):
             continue
         if all(close(g, w, task.atol, task.rtol, equal_nan=True) for g, w in zip(outputs, wrong)):
-            raise Fail(f"{m.message}. Seen on {case.describe()}.", m.key)
+            raise Fail(f"{m.message}. Seen on {case.describe()}.", m.key, m.hint)
     for prop in task.properties if properties else ():
         message = prop(case, outputs)
         if message:
-            raise Fail(f"{message}. Seen on {case.describe()}.", getattr(prop, "key", prop.__name__))
+            raise Fail(f"{message}. Seen on {case.describe()}.", getattr(prop, "key", prop.__name__),
+                       getattr(prop, "hint", ""))
 
 
-def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple) -> None:
+# ------------------------------------------------------------------ task-independent detectors
+
+
+def _to_float32(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().float() if value.dtype == torch.float64 else value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    return clone(value)
+
+
+def _float32_computation(task: Task, case: Case, got: torch.Tensor, exp: torch.Tensor, index: int) -> bool:
+    """True when ``got`` is what the reference gives computed in float32, not in float64: some step of
+    the learner's computation ran in float32."""
+    if exp.dtype != torch.float64 or not torch.isfinite(got).all() or not torch.isfinite(exp).all():
+        return False
+    try:
+        with torch.no_grad(), time_limit(task.timeout_s):
+            low = as_outputs(task.reference(*_to_float32(case.args), **_to_float32(case.kwargs)),
+                             len(task.output_names))[index]
+    except (Exception, LearnerTimeout):
+        return False
+    if not isinstance(low, torch.Tensor) or low.shape != exp.shape:
+        return False
+    scale = 1.0 + float(exp.abs().max()) if exp.numel() else 1.0
+    noise = float((low.double() - exp).abs().max()) if exp.numel() else 0.0
+    error = float((got.double() - exp).abs().max()) if exp.numel() else 0.0
+    # the learner's error is float32 rounding: small, and of the size float32 rounding has here
+    return 0 < noise and error <= 1e-4 * scale and error <= 50 * noise + 1e-7 * scale
+
+
+def _has_mask_argument(task: Task, case: Case) -> bool:
+    try:
+        names = list(inspect.signature(task.reference).parameters)
+    except (TypeError, ValueError):
+        names = []
+    named = any("mask" in n or "length" in n for n in names)
+    return named or any(isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in case.args)
+
+
+def _engine_diagnosis(task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor,
+                      index: int) -> None:
+    """The most specific task-independent diagnosis of a wrong tensor (raises :class:`Fail`), if any."""
+    if got.shape != exp.shape:
+        return
+    if _float32_computation(task, case, got, exp, index):
+        raise Fail(
+            f"{label} agrees with the answer computed in float32 (about 7 significant digits) but not to "
+            f"float64 precision on {case.describe()}: a step of your computation runs in float32 (a tensor "
+            "created without a dtype, a float32 constant, or a conversion) before the result comes back "
+            "as float64.",
+            "float32_computation",
+            "Keep every intermediate in the inputs' dtype: create tensors with `dtype=x.dtype`, and do not "
+            "convert with `.float()` on the way.",
+        )
+    if exp.dim() == 0:
+        return
+    g, e = got.detach().double(), exp.detach().double()
+    bad = ~torch.isclose(g, e, atol=task.atol, rtol=task.rtol, equal_nan=True)
+    if _has_mask_argument(task, case) and exp.dim() >= 1:
+        bad_rows = bad.reshape(-1, exp.shape[-1]).any(-1)
+        empty_rows = (e.reshape(-1, exp.shape[-1]) == 0).all(-1)
+        if bad_rows.any() and bool((empty_rows[bad_rows]).all()) and bool((~bad_rows & ~empty_rows).any()):
+            raise Fail(
+                f"{label} is right everywhere except in the rows of queries that have no key left (every "
+                f"key masked, or a length of 0) on {case.describe()}: your code does not handle a query "
+                "that may attend to nothing.",
+                "wrong_fully_masked_rows",
+                "The task text says what such a row holds; make sure that value survives every step "
+                "(an all -inf row gives NaN in a plain softmax).",
+            )
+    B = case.dims.get("B")
+    if isinstance(B, int) and B >= 2 and exp.dim() >= 2 and exp.shape[0] == B:
+        bad_items = bad.reshape(B, -1).any(-1)
+        if bad_items.any() and not bad_items.all():
+            right = [int(i) for i in torch.nonzero(~bad_items).flatten()]
+            wrong = [int(i) for i in torch.nonzero(bad_items).flatten()]
+            raise Fail(
+                f"{label} is right for batch item(s) {right} but wrong for {wrong} on {case.describe()}: "
+                "each item must be computed from its own data only; the batch items are mixed (one "
+                "item's keys, length or mask used for another, or a reshape that mixes the batch axis "
+                "with another).",
+                "batch_items_mixed",
+                "Follow one batch item through your code: every tensor it touches should be indexed by "
+                "its own b, and reshapes should keep B as the first axis.",
+            )
+
+
+def _traced_transpose(task: Task, fn: Callable, case: Case) -> bool:
+    """Re-run ``fn`` and tell whether it used ``.T`` on a tensor with more than 2 axes (for messages)."""
+    from torch.overrides import TorchFunctionMode
+
+    seen = []
+
+    class _Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(getattr(func, "__self__", None), "__name__", "") == "T" and args and \
+                    isinstance(args[0], torch.Tensor) and args[0].dim() > 2:
+                seen.append(True)
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with _Mode(), time_limit(task.timeout_s):
+            fn(*clone(case.args), **clone(case.kwargs))
+    except (Exception, LearnerTimeout):
+        pass
+    return bool(seen)
+
+
+_DOT_T_FAIL = Fail(
+    "`.T` reverses every axis of a tensor with more than 2 axes (it turns (B, T, d) into (d, T, B)); you "
+    "want to swap only the last two",
+    "transpose_all_axes", _TRANSPOSE_HINT)
+
+
+def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=None) -> None:
     for name, got, exp in zip(task.output_names, outputs, expected):
         label = "your result" if len(expected) == 1 else f"`{name}`"
         if isinstance(exp, torch.Tensor) and got.shape != exp.shape:
             _diagnose(task, case, outputs, properties=False)
+            if fn is not None and _traced_transpose(task, fn, case):
+                raise Fail(f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.", _DOT_T_FAIL.diagnosis,
+                           _DOT_T_FAIL.hint)
             if got.dim() >= 2 and tuple(got.shape[:-2]) + (got.shape[-1], got.shape[-2]) == tuple(exp.shape):
                 raise Fail(
                     f"{label} has shape {shape_text(got.shape, case.dims)} but should have shape "
@@ -402,7 +998,7 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple) -> No
                 f"{shape_text(exp.shape, case.dims)}. Seen on {case.describe()}.",
                 "wrong_shape",
             )
-    for name, got, exp in zip(task.output_names, outputs, expected):
+    for index, (name, got, exp) in enumerate(zip(task.output_names, outputs, expected)):
         # NaN matches NaN only where the reference itself is NaN (a NaN where a number is due still fails).
         if close(got, exp, task.atol, task.rtol, equal_nan=True):
             continue
@@ -415,36 +1011,71 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple) -> No
                     "Large scores overflow exp(): subtract the maximum first.",
                     "not_finite",
                 )
+            if fn is not None and _traced_transpose(task, fn, case):
+                raise Fail(f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.", _DOT_T_FAIL.diagnosis,
+                           _DOT_T_FAIL.hint)
+            _engine_diagnosis(task, case, label, got, exp, index)
             detail = first_difference(got, exp)
         else:  # numbers and lists (hand tasks): never reveal the expected answer
             detail = f"your answer {_rounded(got)} is not what the check computes"
             if isinstance(exp, list) and isinstance(got, (list, tuple)) and len(got) == len(exp):
-                index = next(i for i, (g, e) in enumerate(zip(got, exp))
-                             if not close(g, e, task.atol, task.rtol, equal_nan=True))
-                should = "; it should be None" if exp[index] is None else ""
-                detail = f"item {index} of your answer, {_rounded(got[index])}, is not what the check computes{should}"
-        hint = f" {task.hint}" if task.hint else ""
-        raise Fail(f"{label} is wrong on {case.describe()}: {detail}.{hint}", "wrong_values")
+                i = next(i for i, (g, e) in enumerate(zip(got, exp))
+                         if not close(g, e, task.atol, task.rtol, equal_nan=True))
+                should = "; it should be None" if exp[i] is None else ""
+                detail = f"item {i} of your answer, {_rounded(got[i])}, is not what the check computes{should}"
+        raise Fail(f"{label} is wrong on {case.describe()}: {detail}.", "wrong_values")
 
 
-def _float_tensors(args) -> list[torch.Tensor]:
+def _float_tensors(args, dicts: bool = True) -> list[torch.Tensor]:
     found = []
     for a in args:
         if isinstance(a, torch.Tensor) and a.is_floating_point():
             found.append(a)
         elif isinstance(a, (list, tuple)):
-            found.extend(_float_tensors(a))
+            found.extend(_float_tensors(a, dicts))
+        elif dicts and isinstance(a, dict):
+            found.extend(_float_tensors(list(a.values()), dicts))
     return found
 
 
-def _check_grad(task: Task, fn: Callable, case: Case) -> None:
-    """The learner's function must let gradients flow exactly like the reference."""
+def _mutation_message(name: str, case: Case, before) -> Fail:
+    hint = ("Work on new tensors: `x = x - m` rather than `x -= m`; `masked_fill` rather than `masked_fill_`."
+            if isinstance(before, (torch.Tensor, np.ndarray))
+            else "Build a new list or value instead of changing this one (no .append, .sort, or item "
+            "assignment on it).")
+    return Fail(f"your function changed its input `{name}` in place on {case.describe()}: the caller's "
+                "data must stay as it was.", "mutates_input", hint)
+
+
+def _check_inputs_unchanged(names: list, originals: tuple, after: tuple, states: list, case: Case) -> None:
+    for name, before, now, state in zip(names, originals, after, states):
+        if not same_input(now, before):
+            raise _mutation_message(name, case, before)
+        if not same_autograd_state(state, autograd_state(now)):
+            raise Fail(
+                f"your function changed the autograd state of its input `{name}` (its requires_grad or "
+                f".grad) on {case.describe()}: whether and how an input tracks gradients is the "
+                "caller's business.",
+                "mutates_input",
+                "Do not call `.requires_grad_()`, `.backward()` or `.detach_()` on the inputs inside the "
+                "function; return the result and let the caller decide.",
+            )
+
+
+def _check_grad(task: Task, fn: Callable, case: Case, names: list, guard=None) -> None:
+    """The learner's function must let gradients flow exactly like the reference, into every floating
+    tensor of the arguments (inside lists, tuples and dicts too), and leave the inputs' autograd state."""
     ref_args, learner_args = clone(case.args), clone(case.args)
-    ref_leaves, learner_leaves = _float_tensors(ref_args), _float_tensors(learner_args)
+    ref_kwargs, learner_kwargs = clone(case.kwargs), clone(case.kwargs)
+    ref_leaves = _float_tensors(ref_args) + _float_tensors(list(ref_kwargs.values()))
+    learner_leaves = _float_tensors(learner_args) + _float_tensors(list(learner_kwargs.values()))
     for t in ref_leaves + learner_leaves:
         t.requires_grad_(True)
-    expected = as_outputs(task.reference(*ref_args, **clone(case.kwargs)), len(task.output_names))
-    got = as_outputs(_call(task, fn, case, learner_args, clone(case.kwargs)), len(task.output_names))
+    states = [autograd_state(a) for a in learner_args]
+    expected = as_outputs(task.reference(*ref_args, **ref_kwargs), len(task.output_names))
+    value = _call(task, fn, case, learner_args, learner_kwargs, guard)
+    _check_inputs_unchanged(names, case.args, learner_args, states, case)
+    got = as_outputs(value, len(task.output_names))
     generator = torch.Generator().manual_seed(0)
     ref_loss, learner_loss = 0.0, 0.0
     for g, e in zip(got, expected):
@@ -452,9 +1083,12 @@ def _check_grad(task: Task, fn: Callable, case: Case) -> None:
             continue
         if not isinstance(g, torch.Tensor) or not g.requires_grad:
             raise Fail(
-                "your result is cut off from autograd (no gradient can flow back to the inputs): avoid "
-                ".item(), .numpy(), .detach(), .data and building new tensors with torch.tensor(...).",
+                f"your result is cut off from autograd on {case.describe()} (no gradient can flow back "
+                "to the inputs): .item(), .numpy(), .detach(), .data or a new tensor built with "
+                "torch.tensor(...) breaks the chain.",
                 "breaks_autograd",
+                "Build every intermediate with torch operations on the inputs (torch.stack, torch.cat, "
+                "torch.where instead of lists of numbers).",
             )
         weight = torch.randn(e.shape, generator=generator, dtype=e.dtype)
         ref_loss = ref_loss + (e * weight).sum()
@@ -466,28 +1100,136 @@ def _check_grad(task: Task, fn: Callable, case: Case) -> None:
         learner_grads = torch.autograd.grad(learner_loss, learner_leaves, allow_unused=True)
     except RuntimeError as exc:
         raise Fail(
-            f"backpropagating through your function fails ({str(exc).splitlines()[0]}): an in-place "
-            "operation (such as `x += ...` or `.masked_fill_`) changed a tensor autograd needed.",
+            f"backpropagating through your function fails on {case.describe()} "
+            f"({str(exc).splitlines()[0]}): an in-place operation changed a tensor autograd needed.",
             "breaks_autograd",
+            "Replace in-place operations (`x += ...`, `.masked_fill_`, `x[...] = ...`) by ones that "
+            "make new tensors.",
         )
     for r, g in zip(ref_grads, learner_grads):
         r = torch.zeros(()) if r is None else r
         g = torch.zeros(()) if g is None else g
         if not torch.allclose(r.double(), g.double(), atol=1e-5, rtol=1e-4):
             raise Fail(
-                "your values are right but the gradients that flow back through your function are not: "
-                "part of the computation is detached from autograd (.detach(), .data, .item() or a "
-                "tensor rebuilt with torch.tensor).",
+                f"your values are right but the gradients that flow back through your function are not, "
+                f"on {case.describe()}: part of the computation is detached from autograd (.detach(), "
+                ".data, .item() or a tensor rebuilt with torch.tensor), or runs under torch.no_grad().",
                 "breaks_autograd",
             )
 
 
-def run_task(task: Task, fn: Any) -> Result:
-    """Try ``fn`` on every case of ``task``; return the learner-facing :class:`Result`."""
+# --------------------------------------------------------------------------------------------------
+# Dependencies between the tasks of a set
+# --------------------------------------------------------------------------------------------------
 
-    def result(status: str, message: str, diagnosis: str = "") -> Result:
+
+def referenced_names(fn) -> list[str]:
+    """Global and free names a Python function's code (and its nested functions') refers to, in order."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    names: list[str] = []
+    stack = [code]
+    while stack:
+        c = stack.pop(0)
+        for n in tuple(c.co_names) + tuple(c.co_freevars):
+            if n not in names:
+                names.append(n)
+        stack.extend(k for k in c.co_consts if inspect.iscode(k))
+    return names
+
+
+def used_task_functions(task: Task, fn) -> dict[str, tuple[Task, Callable]]:
+    """``{name: (earlier task, learner's function)}`` for the functions of earlier tasks of the same set
+    that ``fn`` uses (looked up by name in its globals and closure)."""
+    from .registry import all_tasks
+
+    earlier = {}
+    for other in all_tasks().values():
+        if other.id == task.id:
+            break
+        if other.set_id == task.set_id:
+            earlier[other.function_name] = other
+    if not earlier:
+        return {}
+    scope = dict(getattr(fn, "__globals__", {}) or {})
+    closure = getattr(fn, "__closure__", None) or ()
+    for name, cell in zip(getattr(getattr(fn, "__code__", None), "co_freevars", ()), closure):
+        with contextlib.suppress(ValueError):
+            scope[name] = cell.cell_contents
+    found = {}
+    for name in referenced_names(fn):
+        value = scope.get(name)
+        if name in earlier and callable(value) and value is not fn:
+            module = getattr(value, "__module__", "") or ""
+            if not module.startswith(("attnbook", "torch", "numpy")):
+                found[name] = (earlier[name], value)
+    return found
+
+
+def _blame_dependency(task: Task, fn, failure: Fail, dependencies) -> Fail:
+    if failure.diagnosis in ("not_attempted", "not_callable", "wrong_signature", "forbidden_call"):
+        return failure
+    if dependencies is None:
+        try:
+            deps = used_task_functions(task, fn)
+        except Exception:
+            return failure
+    else:
+        from .registry import get_task
+
+        deps = {}
+        for name, value in dependencies.items():
+            for other_id in [i for i in _task_ids_named(task, name)]:
+                deps[name] = (get_task(other_id), value)
+    for name, (other, dep_fn) in deps.items():
+        result = run_task(other, dep_fn, dependencies={})
+        if not result.passed:
+            state = "is not written yet for" if result.status == NOT_ATTEMPTED else "fails"
+            return Fail(
+                f"task {task.id} uses your `{name}`, which {state} task {other.id}: fix that one first.",
+                "dependency_fails",
+                f"Run the graded cell of {other.id} to see what is wrong there; this task may pass "
+                "once that one does.",
+            )
+    return failure
+
+
+def _task_ids_named(task: Task, name: str) -> list[str]:
+    from .registry import all_tasks
+
+    ids = []
+    for other in all_tasks().values():
+        if other.id == task.id:
+            break
+        if other.set_id == task.set_id and other.function_name == name:
+            ids.append(other.id)
+    return ids
+
+
+# --------------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def _hints_for(task: Task, failure: Fail) -> tuple:
+    tiers = [failure.hint] if failure.hint else []
+    tiers += [h for h in (task.hint, *task.hints) if h]
+    return tuple(dict.fromkeys(tiers))
+
+
+def run_task(task: Task, fn: Any, *, guard: bool = True,
+             dependencies: Mapping[str, Callable] | None = None) -> Result:
+    """Try ``fn`` on every case of ``task``; return the learner-facing :class:`Result`.
+
+    ``fn`` may be any callable, a proxy for a function that runs elsewhere included (see
+    :class:`LearnerError`). ``guard=False`` turns the forbidden-call guard off (for the grader's own
+    tests of its references). ``dependencies``: ``{name: callable}`` of the learner's functions of
+    earlier tasks that ``fn`` uses (a proxy's); by default they are found in ``fn``'s globals."""
+
+    def result(status: str, message: str, diagnosis: str = "", hints: tuple = ()) -> Result:
         points = task.points if status == PASSED else 0
-        return Result(task.id, task.title, status, message, points, task.points, diagnosis)
+        return Result(task.id, task.title, status, message, points, task.points, diagnosis, hints)
 
     if fn is None or fn is Ellipsis:
         return result(NOT_ATTEMPTED, "not attempted yet: write the function, then run this cell.", "not_attempted")
@@ -517,27 +1259,23 @@ def run_task(task: Task, fn: Any) -> Result:
         except (TypeError, ValueError):
             pass
         cases = task.cases()
+        allowed = [c.args for c in cases] + [list(c.kwargs.values()) for c in cases]
+        watch = ForbiddenCallGuard(forbidden_names(task), allowed) if guard else None
         for case in cases:
             args, kwargs = clone(case.args), clone(case.kwargs)
-            value = _call(task, fn, case, args, kwargs)
-            for name, before, after in zip(expected_names, case.args, args):
-                if not same_input(after, before):
-                    hint = ("work on new tensors (x = x - m rather than x -= m; masked_fill rather than "
-                            "masked_fill_)" if isinstance(before, (torch.Tensor, np.ndarray))
-                            else "build a new list or value instead of changing this one (no .append, "
-                            ".sort, or item assignment on it)")
-                    raise Fail(
-                        f"your function changed its input `{name}` in place on {case.describe()}: {hint}.",
-                        "mutates_input",
-                    )
+            states = [autograd_state(a) for a in args]
+            value = _call(task, fn, case, args, kwargs, watch)
+            _check_inputs_unchanged(expected_names, case.args, args, states, case)
             expected = as_outputs(task.reference(*clone(case.args), **clone(case.kwargs)), len(task.output_names))
             outputs = _check_types(task, case, value, expected)
-            _check_values(task, case, outputs, expected)
-        if task.check_grad and cases:
-            _check_grad(task, fn, cases[0])
+            _check_values(task, case, outputs, expected, fn if inspect.isfunction(fn) else None)
+        if task.check_grad:
+            for case in cases:
+                _check_grad(task, fn, case, expected_names, watch)
     except Fail as failure:
+        failure = _blame_dependency(task, fn, failure, dependencies)
         status = NOT_ATTEMPTED if failure.diagnosis == "not_attempted" else FAILED
-        return result(status, failure.message, failure.diagnosis)
+        return result(status, failure.message, failure.diagnosis, _hints_for(task, failure))
     except Exception as exc:  # the checker itself could not handle what it got: say so, no traceback
         return result(
             FAILED,
@@ -546,4 +1284,6 @@ def run_task(task: Task, fn: Any) -> Result:
             "against the task text.",
             "unhandled_result",
         )
-    return result(PASSED, f"passed ({len(cases)} case{'s' if len(cases) != 1 else ''})")
+    n = len(cases)
+    unit = "point" if task.points == 1 else "points"
+    return result(PASSED, f"passed {n} case{'s' if n != 1 else ''}, {task.points}/{task.points} {unit}")

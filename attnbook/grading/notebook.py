@@ -1,8 +1,13 @@
-"""``check(task_id, fn)``: the call in every graded cell.
+"""``check(task_id, fn)``: the call in every graded cell; ``hint(task_id)`` and ``progress(set_id)``.
 
-On success it prints one line. On failure it raises :class:`GradingFeedback`, which fails the cell (so
-nbval and ``attnbook-grade`` see it) but, inside IPython/Jupyter, is shown as the message alone: learners
-never see a traceback from the grader.
+On success ``check`` prints one line with the points. On failure it raises :class:`GradingFeedback`, which
+fails the cell (so nbval and ``attnbook-grade`` see it) but, inside IPython/Jupyter, is shown as the
+message alone: learners never see a traceback from the grader.
+
+Help comes in tiers. The first message names the mistake, never the code of the fix. ``hint(task_id)``
+prints the next tier for the last failure of that task in this session (the next one on each call); a
+second failure with the same diagnosis in a row shows the next tier too. ``progress("05")`` lists the
+set's tasks with their status and points in this session, and the running total.
 """
 
 from __future__ import annotations
@@ -10,18 +15,21 @@ from __future__ import annotations
 import json
 import os
 
-from .engine import NOT_ATTEMPTED, Result, run_task
-from .registry import get_task
+from .engine import NOT_ATTEMPTED, PASSED, Result, run_task
+from .registry import all_tasks, get_task
 
 #: environment variable naming a file where ``attnbook-grade`` collects results (JSON lines)
 RESULTS_ENV = "ATTNBOOK_RESULTS"
+
+#: this session's last result of each task, and how many hint tiers of that failure were shown
+_SESSION: dict[str, dict] = {}
 
 
 class GradingFeedback(Exception):
     """A failed or not-attempted check; ``str()`` is the learner-facing message."""
 
-    def __init__(self, result: Result):
-        super().__init__(_headline(result))
+    def __init__(self, result: Result, extra: str = ""):
+        super().__init__(_headline(result) + extra)
         self.result = result
 
 
@@ -67,13 +75,89 @@ def _install_handler() -> None:
         shell.set_custom_exc((GradingFeedback,), _feedback_handler)
 
 
+def _remember(result: Result) -> str:
+    """Store ``result`` in the session; return the hint tier to show with it ('' for none).
+
+    The same diagnosis twice in a row shows the next tier that has not been shown yet."""
+    previous = _SESSION.get(result.task_id)
+    shown = 0
+    extra = ""
+    if (not result.passed and previous is not None and not previous["result"].passed
+            and previous["result"].diagnosis == result.diagnosis):
+        shown = previous["shown"]
+        if shown < len(result.hints):
+            extra = f" Hint: {result.hints[shown]}"
+            shown += 1
+    _SESSION[result.task_id] = {"result": result, "shown": shown}
+    return extra
+
+
 def check(task_id: str, fn) -> None:
     """Grade ``fn`` against the task ``task_id``; print on success, raise :class:`GradingFeedback` else."""
     _install_handler()
     result = run_task(get_task(task_id), fn)
     _record(result)
+    extra = _remember(result)
     if result.passed:
         print(_headline(result))
         return
     error = NotAttemptedYet if result.status == NOT_ATTEMPTED else CheckFailed
-    raise error(result) from None
+    raise error(result, extra) from None
+
+
+def hint(task_id: str) -> None:
+    """Print the next tier of help for the last failure of ``task_id`` in this session."""
+    get_task(task_id)  # an unknown id gets the registry's message, with the known ids
+    state = _SESSION.get(task_id)
+    if state is None:
+        print(f"{task_id}: no check of this task has run in this session yet; run its graded cell first.")
+        return
+    result = state["result"]
+    if result.passed:
+        print(f"{task_id} passed: no hint needed.")
+        return
+    if not result.hints:
+        print(f"{task_id}: no further hint for this mistake; the message says what is wrong: {result.message}")
+        return
+    if state["shown"] >= len(result.hints):
+        print(f"{task_id}: that was the last hint ({len(result.hints)} of {len(result.hints)}): "
+              f"{result.hints[-1]}")
+        return
+    level = state["shown"]
+    state["shown"] = level + 1
+    print(f"{task_id}, hint {level + 1} of {len(result.hints)}: {result.hints[level]}")
+
+
+def _set_of(set_id: str | None) -> str:
+    if set_id is None:
+        if not _SESSION:
+            raise ValueError("progress() needs a set, e.g. progress(\"05\"), until a check has run")
+        set_id = next(reversed(_SESSION)).split(".", 1)[0]
+    return str(set_id).split(".", 1)[0].zfill(2)
+
+
+def progress(set_id: str | None = None) -> None:
+    """Print the tasks of a set with their status and points in this session, and the total."""
+    set_id = _set_of(set_id)
+    tasks = [t for t in all_tasks().values() if t.set_id == set_id]
+    if not tasks:
+        known = sorted({t.set_id for t in all_tasks().values()})
+        raise ValueError(f"no exercise set {set_id!r}; the sets are {', '.join(known)}")
+    width = max(len(t.id) for t in tasks)
+    got = total = passed = 0
+    lines = []
+    for task in tasks:
+        state = _SESSION.get(task.id)
+        result = state["result"] if state else None
+        if result is not None and result.status == PASSED:
+            mark, points = "✔", task.points
+            passed += 1
+        elif result is not None and result.status != NOT_ATTEMPTED:
+            mark, points = "✘", 0
+        else:
+            mark, points = "…", 0
+        got += points
+        total += task.points
+        lines.append(f"{mark} {task.id:<{width}}  {points}/{task.points}")
+    lines.append(f"total: {got}/{total} points, {passed} of {len(tasks)} tasks passed (this session)")
+    print("\n".join(lines))
