@@ -1,31 +1,43 @@
-"""``attnbook-grade``: grade whole notebooks and print a report of points per task.
+"""``attnbook-grade``: grade exercise notebooks the way an instructor can trust.
 
-    attnbook-grade exercises/04_attention_scores.ipynb
-    attnbook-grade --json submissions/*.ipynb > grades.json
+    attnbook-grade my_work/08_attention_matrix_form.ipynb            # report of points per task
+    attnbook-grade --task 08.sdpa my_work/08_attention_matrix_form.ipynb   # one task, quickly
+    attnbook-grade -j 2 --set 08 --out grades/ submissions/*/08_*.ipynb    # a class
 
-Each notebook is executed in a fresh kernel, from its own folder, in memory: the file is never modified.
-Every graded cell reports its result; a task whose cell never ran (an error earlier, a kernel crash, the
-time limit) is reported as "not run". The exit status is 0 when every notebook could be graded (whatever
-the score) and 2 when one could not be read.
+The tasks and their points come from the released exercise set (``exercises/``), never from the
+submission: a deleted graded cell grades 0, an edited one is replaced by the released one, a graded cell
+of another set is ignored. The learner's cells run in a sandbox (bubblewrap where available: no
+network, a private working folder, everything else read-only, time and memory limits); every verdict is
+computed in the grader's own process. The notebook file is only read, never changed.
+
+Marks: ✔ passed, ✘ failed, … not attempted yet, ? not run (its graded cell was never reached).
+
+With ``--out DIR``: ``DIR/grades.json`` (every report), ``DIR/gradebook.csv`` (one row per learner, one
+column per task, the total) and ``DIR/feedback/<learner>.txt`` (each task's message).
+
+Exit status: 0 when every notebook was graded (whatever the score); 2 when a notebook could not be
+graded (missing, unreadable, not an exercise notebook, the wrong set, an unknown task) or the command
+line is wrong; 4 with ``--require-isolation`` when bubblewrap does not work here.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import csv
 import json
+import multiprocessing
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
-from .engine import NOT_ATTEMPTED, PASSED
-from .notebook import RESULTS_ENV
-from .registry import get_task
+from .engine import FAILED, NOT_ATTEMPTED, PASSED
 
-CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([\w.]+)["']""")
 NOT_RUN = "not run"
-MARKS = {PASSED: "[x]", NOT_ATTEMPTED: "[ ]", NOT_RUN: "[?]"}
+MARKS = {PASSED: "✔", FAILED: "✘", NOT_ATTEMPTED: "…", NOT_RUN: "?"}
+ASCII_MARKS = {PASSED: "ok", FAILED: "X", NOT_ATTEMPTED: "..", NOT_RUN: "?"}
+CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([\w.]+)["']""")
 
 
 def graded_task_ids(nb) -> list[str]:
@@ -39,94 +51,153 @@ def graded_task_ids(nb) -> list[str]:
     return ids
 
 
-def grade_notebook(path: Path, cell_timeout: int = 120) -> dict:
-    """Execute ``path`` and return ``{"notebook", "tasks": [...], "points", "max_points"}``."""
-    import nbformat
-    from nbclient import NotebookClient
+def _limits(cell_timeout: float = 60.0, memory_mb: int = 3072):
+    from .sandbox import Limits
 
-    nb = nbformat.read(path, as_version=4)
-    task_ids = graded_task_ids(nb)
-    with tempfile.TemporaryDirectory() as tmp:
-        results_file = Path(tmp) / "results.jsonl"
-        previous = os.environ.get(RESULTS_ENV)
-        os.environ[RESULTS_ENV] = str(results_file)
-        error = ""
-        try:
-            NotebookClient(
-                nb,
-                timeout=cell_timeout,
-                kernel_name="python3",
-                allow_errors=True,
-                interrupt_on_timeout=True,
-                record_timing=False,
-                resources={"metadata": {"path": str(path.resolve().parent)}},
-            ).execute()
-        except Exception as exc:  # a dead kernel: grade what was recorded
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        finally:
-            if previous is None:
-                os.environ.pop(RESULTS_ENV, None)
-            else:
-                os.environ[RESULTS_ENV] = previous
-        records = {}
-        if results_file.exists():
-            for line in results_file.read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                records[record["task"]] = record  # the last run of a task counts
-    tasks = []
-    for task_id in task_ids:
-        if task_id in records:
-            tasks.append(records[task_id])
-            continue
-        try:
-            task = get_task(task_id)
-            title, max_points = task.title, task.points
-        except KeyError:
-            title, max_points = "unknown task", 0
-        entry = {"task": task_id, "title": title, "points": 0, "max_points": max_points}
-        cell_error = _graded_cell_error(nb, task_id)
-        if cell_error:
-            entry.update(status="failed", diagnosis="cell_error", message=(
-                f"the graded cell raised {cell_error}: did the cell that defines the function run "
-                "without errors?"))
-        else:
-            reason = "its graded cell did not run" + (f" ({error})" if error else " (an error in an earlier cell?)")
-            entry.update(status=NOT_RUN, diagnosis="not_run", message=reason)
-        tasks.append(entry)
-    return {
-        "notebook": str(path),
-        "tasks": tasks,
-        "points": sum(t["points"] for t in tasks),
-        "max_points": sum(t["max_points"] for t in tasks),
-    }
+    return Limits(cell_timeout=cell_timeout, memory_mb=memory_mb,
+                  cpu_s=int(max(300, 10 * cell_timeout)))
 
 
-def _graded_cell_error(nb, task_id: str) -> str:
-    """'NameError: name ... is not defined' if the cell that checks ``task_id`` ended in an error."""
-    for cell in nb.cells:
-        if cell.cell_type == "code" and task_id in CHECK_CALL.findall(cell.source):
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "error":
-                    return f"{output.get('ename', 'an error')}: {output.get('evalue', '')}".strip()
-    return ""
+def grade_notebook(path: Path, cell_timeout: float = 60.0, *, only=None, set_id: str | None = None,
+                   release_dir: str | None = None, memory_mb: int = 3072, pool=None, prefetch: bool = False) -> dict:
+    """Grade one notebook on the trusted path; ``{"notebook", "set", "tasks", "points", "max_points", ...}``.
+
+    Raises :class:`attnbook.grading.trusted.NotGradable` with a one-line reason when it cannot."""
+    from . import trusted
+
+    return trusted.grade(Path(path), release_dir=release_dir, set_id=set_id, only=only,
+                         limits=_limits(cell_timeout, memory_mb), pool=pool, prefetch=prefetch)
+
+
+def _marks() -> dict:
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        "✔✘…".encode(encoding)
+        return MARKS
+    except (UnicodeEncodeError, LookupError):
+        return ASCII_MARKS
 
 
 def format_report(report: dict) -> str:
-    lines = [f"Grade report for {report['notebook']}"]
+    marks = _marks()
+    head = f"Grade report for {report['notebook']}"
+    if report.get("set"):
+        head += f" (exercise set {report['set']})"
+    lines = [head]
     width = max([len(t["task"]) for t in report["tasks"]] + [4])
     for t in report["tasks"]:
-        mark = MARKS.get(t["status"], "[!]")
-        if t["status"] == PASSED:
-            detail = PASSED
-        elif t["status"] == NOT_ATTEMPTED:
-            detail = t["message"]
-        else:
-            detail = f"{t['status']}: {t['message']}"
+        mark = marks.get(t["status"], "!")
+        detail = t["message"]
+        if t["status"] == NOT_RUN:
+            detail = f"not run: {detail}"
         lines.append(f"  {mark} {t['task']:<{width}}  {t['points']}/{t['max_points']}  {detail}")
-    if not report["tasks"]:
-        lines.append("  (no graded cells found: graded cells call check(\"NN.task\", function))")
     lines.append(f"Total: {report['points']}/{report['max_points']}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# A class at a time
+# --------------------------------------------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _worker_init(options: dict) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from .registry import all_tasks
+    from .sandbox import Pool
+
+    all_tasks()
+    _WORKER["pool"] = Pool(_limits(options["cell_timeout"], options["memory_mb"]), spare=1)
+    _WORKER["options"] = options
+
+
+def _grade_job(path: str, prefetch: bool):
+    from .trusted import NotGradable
+
+    options = _WORKER["options"]
+    try:
+        return "ok", grade_notebook(Path(path), options["cell_timeout"], only=options["only"],
+                                    set_id=options["set_id"], release_dir=options["release_dir"],
+                                    memory_mb=options["memory_mb"], pool=_WORKER["pool"], prefetch=prefetch)
+    except NotGradable as exc:
+        return "error", str(exc)
+    except Exception as exc:  # never a traceback: one line that says what failed
+        return "error", f"cannot grade {path}: {type(exc).__name__}: {str(exc).strip()[:200]}"
+
+
+def grade_many(paths: list[Path], jobs: int = 1, **options) -> list[tuple[str, object]]:
+    """``[("ok", report) or ("error", reason), ...]`` in the order of ``paths``; ``jobs`` processes."""
+    options = {"cell_timeout": 60.0, "memory_mb": 3072, "only": None, "set_id": None, "release_dir": None,
+               **options}
+    if jobs <= 1:
+        _worker_init(options)
+        try:
+            return [_grade_job(str(p), prefetch=i < len(paths) - 1) for i, p in enumerate(paths)]
+        finally:
+            _WORKER["pool"].close()
+    results: list = [None] * len(paths)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                                initargs=(options,)) as executor:
+        futures = {}
+        for i, p in enumerate(paths):
+            futures[executor.submit(_grade_job, str(p), len(paths) - i > jobs)] = i
+        for future, i in futures.items():
+            try:
+                results[i] = future.result()
+            except Exception as exc:  # a worker that died
+                results[i] = ("error", f"cannot grade {paths[i]}: the grading process failed ({type(exc).__name__})")
+    return results
+
+
+def learner_ids(paths: list[Path]) -> list[str]:
+    """The learner of each notebook: its folder's name when every file has the same name
+    (``submissions/<learner>/08_x.ipynb``), else the file name without ``.ipynb``."""
+    names = {p.name for p in paths}
+    return [p.parent.name if len(names) == 1 and len(paths) > 1 else p.stem for p in paths]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "learner"
+
+
+def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object]]) -> None:
+    """``grades.json``, ``gradebook.csv`` and ``feedback/<learner>.txt`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "feedback").mkdir(exist_ok=True)
+    learners = learner_ids(paths)
+    reports = []
+    columns: list[str] = []
+    rows: dict[str, dict] = {}
+    feedback: dict[str, list[str]] = {}
+    for learner, path, (kind, value) in zip(learners, paths, outcomes):
+        row = rows.setdefault(learner, {"learner": learner, "total": 0, "max_points": 0, "notes": ""})
+        if kind == "ok":
+            report = dict(value, learner=learner)
+            reports.append(report)
+            for t in report["tasks"]:
+                if t["task"] not in columns:
+                    columns.append(t["task"])
+                row[t["task"]] = t["points"]
+            row["total"] += report["points"]
+            row["max_points"] += report["max_points"]
+            feedback.setdefault(learner, []).append(format_report(report))
+        else:
+            reports.append({"notebook": str(path), "learner": learner, "error": value})
+            row["notes"] = (row["notes"] + "; " if row["notes"] else "") + str(value)
+            feedback.setdefault(learner, []).append(f"{path}: could not be graded: {value}")
+    (out / "grades.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    with open(out / "gradebook.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, ["learner", *columns, "total", "max_points", "notes"], restval="")
+        writer.writeheader()
+        for row in rows.values():
+            writer.writerow(row)
+    for learner, texts in feedback.items():
+        (out / "feedback" / f"{_safe(learner)}.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,22 +205,46 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--json", action="store_true", help="print a JSON list of reports")
-    parser.add_argument("--cell-timeout", type=int, default=120, help="seconds before a cell is stopped")
+    parser.add_argument("--task", action="append", metavar="ID",
+                        help="grade only this task (e.g. 08.sdpa); repeat for several")
+    parser.add_argument("--set", dest="set_id", metavar="NN", help="the exercise set every notebook must be")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="notebooks graded in parallel (default 1)")
+    parser.add_argument("--out", type=Path, help="write grades.json, gradebook.csv and feedback/ here")
+    parser.add_argument("--cell-timeout", type=float, default=60.0,
+                        help="seconds a learner's cell may run before its sandbox is destroyed (default 60)")
+    parser.add_argument("--memory-mb", type=int, default=3072,
+                        help="address-space limit of a learner's kernel in MB (default 3072; torch needs ~600)")
+    parser.add_argument("--release", help="folder of the released exercise notebooks (default: exercises/)")
+    parser.add_argument("--require-isolation", action="store_true",
+                        help="refuse to grade (exit 4) unless bubblewrap isolates the learner's code")
     args = parser.parse_args(argv)
-    reports, status = [], 0
-    for path in args.notebooks:
-        if not path.is_file():
-            print(f"attnbook-grade: no notebook at {path}", file=sys.stderr)
+    if args.jobs < 1 or args.cell_timeout <= 0 or args.memory_mb < 512:
+        parser.error("--jobs must be at least 1, --cell-timeout positive, --memory-mb at least 512")
+
+    from .sandbox import WARNINGS, backend
+
+    kind = backend()
+    if kind != "bwrap":
+        if args.require_isolation:
+            print(f"attnbook-grade: {WARNINGS[kind]}", file=sys.stderr)
+            return 4
+        print(f"attnbook-grade: warning: {WARNINGS[kind]}", file=sys.stderr)
+    only = set(args.task) if args.task else None
+    outcomes = grade_many(args.notebooks, args.jobs, cell_timeout=args.cell_timeout, memory_mb=args.memory_mb,
+                          only=only, set_id=args.set_id, release_dir=args.release)
+    status = 0
+    reports = []
+    for kind_, value in outcomes:
+        if kind_ == "ok":
+            reports.append(value)
+        else:
+            print(f"attnbook-grade: {value}", file=sys.stderr)
             status = 2
-            continue
-        try:
-            reports.append(grade_notebook(path, args.cell_timeout))
-        except Exception as exc:  # unreadable notebook
-            print(f"attnbook-grade: cannot grade {path}: {exc}", file=sys.stderr)
-            status = 2
+    if args.out:
+        write_outputs(args.out, args.notebooks, outcomes)
     if args.json:
         print(json.dumps(reports, ensure_ascii=False, indent=1))
-    else:
+    elif reports:
         print("\n\n".join(format_report(r) for r in reports))
     return status
 
