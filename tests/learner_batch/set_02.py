@@ -8,8 +8,9 @@ T = "02."
 
 
 # ---------------------------------------------------------------- 02.encoder_states
-def _gru_step(x, h, W_ih, W_hh, b_ih, b_hh, *, order=(0, 1, 2), act=torch.tanh, swap_n_bias=False,
-              swap_update=False):
+def _gru_step(
+    x, h, W_ih, W_hh, b_ih, b_hh, *, order=(0, 1, 2), act=torch.tanh, swap_n_bias=False, swap_update=False
+):
     gx = (x @ W_ih.T).chunk(3, dim=-1)
     gh = (h @ W_hh.T).chunk(3, dim=-1)
     bx, bh = b_ih.chunk(3), b_hh.chunk(3)
@@ -123,7 +124,9 @@ def enc_valid_gru_cell_functional(embedded, lengths, W_ih, W_hh, b_ih, b_hh):
         h_new = torch.gru_cell(embedded[:, i], h, W_ih, W_hh, b_ih, b_hh)
         real = (i < lengths).unsqueeze(-1)
         h = torch.where(real, h_new, h)
-        H = H + torch.nn.functional.pad(torch.where(real, h_new, 0 * h_new).unsqueeze(1), (0, 0, i, N - i - 1))
+        H = H + torch.nn.functional.pad(
+            torch.where(real, h_new, 0 * h_new).unsqueeze(1), (0, 0, i, N - i - 1)
+        )
         context = torch.where((lengths - 1 == i).unsqueeze(-1), h_new, context)
     return H, context
 
@@ -194,7 +197,7 @@ def greedy_one_step_long(step_fn, s_0, sos_id, eos_id, max_len):
         if y == eos_id:
             break
         out.append(y)
-    return out[:max_len + 1] if len(out) > max_len else out
+    return out[: max_len + 1] if len(out) > max_len else out
 
 
 def greedy_feeds_sos(step_fn, s_0, sos_id, eos_id, max_len):
@@ -264,8 +267,21 @@ def _right_positions(p, t):
     return right + (len(p) == len(t)), len(t) + 1
 
 
-def _acc(predictions, targets, src_lengths, buckets, *, pooled=True, inclusive=True, end=True,
-         empty=None, by_target=False, sentence_prefix=False, swap=False, denom_longest=False):
+def _acc(
+    predictions,
+    targets,
+    src_lengths,
+    buckets,
+    *,
+    pooled=True,
+    inclusive=True,
+    end=True,
+    empty=None,
+    by_target=False,
+    sentence_prefix=False,
+    swap=False,
+    denom_longest=False,
+):
     lengths = [len(t) for t in targets] if by_target else src_lengths
     result = []
     for lo, hi in buckets:
@@ -285,7 +301,10 @@ def _acc(predictions, targets, src_lengths, buckets, *, pooled=True, inclusive=T
             right, total = right + r, total + n
             per_sentence.append(r / n if n else 1.0)
         tok = right / total if pooled else sum(per_sentence) / len(per_sentence)
-        same = [(predictions[k][: len(targets[k])] if sentence_prefix else predictions[k]) == targets[k] for k in ks]
+        same = [
+            (predictions[k][: len(targets[k])] if sentence_prefix else predictions[k]) == targets[k]
+            for k in ks
+        ]
         sen = sum(same) / len(ks)
         result.append((sen, tok) if swap else (tok, sen))
     return result
@@ -398,81 +417,267 @@ def grad_valid_func(loss_fn, embedded):
 
 
 WRONG = [
-    dict(task=T + "encoder_states", name="context_last_position", fn=enc_context_last_position,
-         cls="padding / true last token", mistake="takes the context at the last padded position"),
-    dict(task=T + "encoder_states", name="runs_over_padding", fn=enc_runs_over_padding, cls="padding",
-         mistake="keeps running the GRU over padding, no zeros there"),
-    dict(task=T + "encoder_states", name="freezes_padding", fn=enc_freezes_padding, cls="padding",
-         mistake="copies the last real state into the padded positions instead of zeros"),
-    dict(task=T + "encoder_states", name="gate_order_zrn", fn=enc_gate_order_zrn, cls="gate order",
-         mistake="reads the chunks as z, r, n"),
-    dict(task=T + "encoder_states", name="swapped_n_biases", fn=enc_swapped_n_biases, cls="swapped biases",
-         mistake="puts b_hn outside and b_in inside the reset gate's product"),
-    dict(task=T + "encoder_states", name="swapped_update", fn=enc_swapped_update, cls="formula",
-         mistake="h = z n + (1 - z) h, the update gate the other way round"),
+    dict(
+        task=T + "encoder_states",
+        name="context_last_position",
+        fn=enc_context_last_position,
+        cls="padding / true last token",
+        mistake="takes the context at the last padded position",
+    ),
+    dict(
+        task=T + "encoder_states",
+        name="runs_over_padding",
+        fn=enc_runs_over_padding,
+        cls="padding",
+        mistake="keeps running the GRU over padding, no zeros there",
+    ),
+    dict(
+        task=T + "encoder_states",
+        name="freezes_padding",
+        fn=enc_freezes_padding,
+        cls="padding",
+        mistake="copies the last real state into the padded positions instead of zeros",
+    ),
+    dict(
+        task=T + "encoder_states",
+        name="gate_order_zrn",
+        fn=enc_gate_order_zrn,
+        cls="gate order",
+        mistake="reads the chunks as z, r, n",
+    ),
+    dict(
+        task=T + "encoder_states",
+        name="swapped_n_biases",
+        fn=enc_swapped_n_biases,
+        cls="swapped biases",
+        mistake="puts b_hn outside and b_in inside the reset gate's product",
+    ),
+    dict(
+        task=T + "encoder_states",
+        name="swapped_update",
+        fn=enc_swapped_update,
+        cls="formula",
+        mistake="h = z n + (1 - z) h, the update gate the other way round",
+    ),
     dict(task=T + "encoder_states", name="relu", fn=enc_relu, cls="ReLU for tanh", mistake="ReLU for tanh"),
-    dict(task=T + "encoder_states", name="gru_not_batch_first", fn=enc_gru_not_batch_first, cls="axis order",
-         mistake="feeds (B, N, e) to nn.GRU without batch_first=True"),
-    dict(task=T + "encoder_states", name="cell_copy_no_grad", fn=enc_cell_copy_no_grad,
-         cls="gradients detached", mistake="copies the weights into an nn.GRUCell under no_grad, so no gradient "
-         "reaches the given weights"),
-    dict(task=T + "bottleneck_sizes", name="forgets_eos", fn=bn_forgets_eos, cls="off by one",
-         mistake="forgets the <eos> position"),
-    dict(task=T + "bottleneck_sizes", name="positions_not_numbers", fn=bn_positions_not_numbers, cls="units",
-         mistake="counts vectors instead of numbers"),
-    dict(task=T + "bottleneck_sizes", name="swapped", fn=bn_swapped, cls="swapped tuple order",
-         mistake="returns (H_size, c_size)"),
-    dict(task=T + "bottleneck_sizes", name="context_is_everything", fn=bn_context_is_everything,
-         cls="concept", mistake="thinks the context vector holds all the states"),
-    dict(task=T + "bottleneck_sizes", name="adds", fn=bn_adds, cls="formula", mistake="adds instead of multiplies"),
-    dict(task=T + "bottleneck_sizes", name="eos_one_number", fn=bn_eos_one_number, cls="units",
-         mistake="counts <eos> as one number, not one state"),
-    dict(task=T + "greedy_decode", name="keeps_eos", fn=greedy_keeps_eos, cls="<eos> in output",
-         mistake="appends <eos> to the answer"),
-    dict(task=T + "greedy_decode", name="one_step_short", fn=greedy_one_step_short, cls="max_len",
-         mistake="makes at most max_len - 1 steps"),
-    dict(task=T + "greedy_decode", name="one_step_long", fn=greedy_one_step_long, cls="max_len",
-         mistake="counts words instead of steps and lets one more through"),
-    dict(task=T + "greedy_decode", name="feeds_sos", fn=greedy_feeds_sos, cls="feedback",
-         mistake="feeds <sos> at every step instead of the previous prediction"),
-    dict(task=T + "greedy_decode", name="static_state", fn=greedy_static_state, cls="state",
-         mistake="passes s_0 at every step instead of the new state"),
-    dict(task=T + "greedy_decode", name="max_value", fn=greedy_max_value, cls="argmax",
-         mistake="takes the largest logit's value instead of its index"),
-    dict(task=T + "greedy_decode", name="skips_eos", fn=greedy_skips_eos, cls="words after <eos>",
-         mistake="skips <eos> and keeps decoding, emitting words after it"),
-    dict(task=T + "accuracy_by_length", name="mean_of_sentences", fn=acc_mean_of_sentences, cls="pooling",
-         mistake="averages the sentences' own token accuracies"),
-    dict(task=T + "accuracy_by_length", name="hi_exclusive", fn=acc_hi_exclusive, cls="bounds",
-         mistake="treats hi as exclusive"),
-    dict(task=T + "accuracy_by_length", name="no_end_position", fn=acc_no_end_position, cls="end position",
-         mistake="scores only the word positions, not the end"),
-    dict(task=T + "accuracy_by_length", name="empty_zero", fn=acc_empty_zero, cls="empty bucket",
-         mistake="gives an empty bucket (0, 0)"),
-    dict(task=T + "accuracy_by_length", name="empty_nan", fn=acc_empty_nan, cls="empty bucket",
-         mistake="gives an empty bucket (nan, nan) instead of None"),
-    dict(task=T + "accuracy_by_length", name="by_target_length", fn=acc_by_target_length, cls="bucketing",
-         mistake="buckets by target length instead of source length"),
-    dict(task=T + "accuracy_by_length", name="sentence_prefix", fn=acc_sentence_prefix, cls="words after <eos>",
-         mistake="sentence accuracy ignores extra words after the target's end"),
-    dict(task=T + "accuracy_by_length", name="swapped", fn=acc_swapped, cls="swapped tuple order",
-         mistake="returns (sentence, token)"),
-    dict(task=T + "accuracy_by_length", name="denominator_longest", fn=acc_denominator_longest, cls="formula",
-         mistake="counts positions over the longer of prediction and target"),
-    dict(task=T + "gradient_norms_by_position", name="sum_not_norm", fn=grad_sum_not_norm, cls="formula",
-         mistake="sums the gradient's components instead of taking the norm"),
-    dict(task=T + "gradient_norms_by_position", name="max_abs", fn=grad_max_abs, cls="formula",
-         mistake="takes the largest absolute component"),
-    dict(task=T + "gradient_norms_by_position", name="norm_over_positions", fn=grad_norm_over_positions,
-         cls="axis", mistake="takes the norm over the positions, one number per feature"),
-    dict(task=T + "gradient_norms_by_position", name="squared_norm", fn=grad_squared_norm, cls="formula",
-         mistake="returns the squared norm"),
-    dict(task=T + "gradient_norms_by_position", name="on_input", fn=grad_on_input,
-         cls="input mutation (autograd state)", mistake="sets requires_grad on the input and calls backward"),
-    dict(task=T + "gradient_norms_by_position", name="float32", fn=grad_float32, cls="float32 in a float64 task",
-         mistake="returns float32"),
-    dict(task=T + "gradient_norms_by_position", name="scaled_by_loss", fn=grad_of_loss_value, cls="formula",
-         mistake="multiplies the norms by the loss"),
+    dict(
+        task=T + "encoder_states",
+        name="gru_not_batch_first",
+        fn=enc_gru_not_batch_first,
+        cls="axis order",
+        mistake="feeds (B, N, e) to nn.GRU without batch_first=True",
+    ),
+    dict(
+        task=T + "encoder_states",
+        name="cell_copy_no_grad",
+        fn=enc_cell_copy_no_grad,
+        cls="gradients detached",
+        mistake="copies the weights into an nn.GRUCell under no_grad, so no gradient "
+        "reaches the given weights",
+    ),
+    dict(
+        task=T + "bottleneck_sizes",
+        name="forgets_eos",
+        fn=bn_forgets_eos,
+        cls="off by one",
+        mistake="forgets the <eos> position",
+    ),
+    dict(
+        task=T + "bottleneck_sizes",
+        name="positions_not_numbers",
+        fn=bn_positions_not_numbers,
+        cls="units",
+        mistake="counts vectors instead of numbers",
+    ),
+    dict(
+        task=T + "bottleneck_sizes",
+        name="swapped",
+        fn=bn_swapped,
+        cls="swapped tuple order",
+        mistake="returns (H_size, c_size)",
+    ),
+    dict(
+        task=T + "bottleneck_sizes",
+        name="context_is_everything",
+        fn=bn_context_is_everything,
+        cls="concept",
+        mistake="thinks the context vector holds all the states",
+    ),
+    dict(
+        task=T + "bottleneck_sizes",
+        name="adds",
+        fn=bn_adds,
+        cls="formula",
+        mistake="adds instead of multiplies",
+    ),
+    dict(
+        task=T + "bottleneck_sizes",
+        name="eos_one_number",
+        fn=bn_eos_one_number,
+        cls="units",
+        mistake="counts <eos> as one number, not one state",
+    ),
+    dict(
+        task=T + "greedy_decode",
+        name="keeps_eos",
+        fn=greedy_keeps_eos,
+        cls="<eos> in output",
+        mistake="appends <eos> to the answer",
+    ),
+    dict(
+        task=T + "greedy_decode",
+        name="one_step_short",
+        fn=greedy_one_step_short,
+        cls="max_len",
+        mistake="makes at most max_len - 1 steps",
+    ),
+    dict(
+        task=T + "greedy_decode",
+        name="one_step_long",
+        fn=greedy_one_step_long,
+        cls="max_len",
+        mistake="counts words instead of steps and lets one more through",
+    ),
+    dict(
+        task=T + "greedy_decode",
+        name="feeds_sos",
+        fn=greedy_feeds_sos,
+        cls="feedback",
+        mistake="feeds <sos> at every step instead of the previous prediction",
+    ),
+    dict(
+        task=T + "greedy_decode",
+        name="static_state",
+        fn=greedy_static_state,
+        cls="state",
+        mistake="passes s_0 at every step instead of the new state",
+    ),
+    dict(
+        task=T + "greedy_decode",
+        name="max_value",
+        fn=greedy_max_value,
+        cls="argmax",
+        mistake="takes the largest logit's value instead of its index",
+    ),
+    dict(
+        task=T + "greedy_decode",
+        name="skips_eos",
+        fn=greedy_skips_eos,
+        cls="words after <eos>",
+        mistake="skips <eos> and keeps decoding, emitting words after it",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="mean_of_sentences",
+        fn=acc_mean_of_sentences,
+        cls="pooling",
+        mistake="averages the sentences' own token accuracies",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="hi_exclusive",
+        fn=acc_hi_exclusive,
+        cls="bounds",
+        mistake="treats hi as exclusive",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="no_end_position",
+        fn=acc_no_end_position,
+        cls="end position",
+        mistake="scores only the word positions, not the end",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="empty_zero",
+        fn=acc_empty_zero,
+        cls="empty bucket",
+        mistake="gives an empty bucket (0, 0)",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="empty_nan",
+        fn=acc_empty_nan,
+        cls="empty bucket",
+        mistake="gives an empty bucket (nan, nan) instead of None",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="by_target_length",
+        fn=acc_by_target_length,
+        cls="bucketing",
+        mistake="buckets by target length instead of source length",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="sentence_prefix",
+        fn=acc_sentence_prefix,
+        cls="words after <eos>",
+        mistake="sentence accuracy ignores extra words after the target's end",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="swapped",
+        fn=acc_swapped,
+        cls="swapped tuple order",
+        mistake="returns (sentence, token)",
+    ),
+    dict(
+        task=T + "accuracy_by_length",
+        name="denominator_longest",
+        fn=acc_denominator_longest,
+        cls="formula",
+        mistake="counts positions over the longer of prediction and target",
+    ),
+    dict(
+        task=T + "gradient_norms_by_position",
+        name="sum_not_norm",
+        fn=grad_sum_not_norm,
+        cls="formula",
+        mistake="sums the gradient's components instead of taking the norm",
+    ),
+    dict(
+        task=T + "gradient_norms_by_position",
+        name="max_abs",
+        fn=grad_max_abs,
+        cls="formula",
+        mistake="takes the largest absolute component",
+    ),
+    dict(
+        task=T + "gradient_norms_by_position",
+        name="norm_over_positions",
+        fn=grad_norm_over_positions,
+        cls="axis",
+        mistake="takes the norm over the positions, one number per feature",
+    ),
+    dict(
+        task=T + "gradient_norms_by_position",
+        name="squared_norm",
+        fn=grad_squared_norm,
+        cls="formula",
+        mistake="returns the squared norm",
+    ),
+    dict(
+        task=T + "gradient_norms_by_position",
+        name="on_input",
+        fn=grad_on_input,
+        cls="input mutation (autograd state)",
+        mistake="sets requires_grad on the input and calls backward",
+    ),
+    dict(
+        task=T + "gradient_norms_by_position",
+        name="float32",
+        fn=grad_float32,
+        cls="float32 in a float64 task",
+        mistake="returns float32",
+    ),
+    dict(
+        task=T + "gradient_norms_by_position",
+        name="scaled_by_loss",
+        fn=grad_of_loss_value,
+        cls="formula",
+        mistake="multiplies the norms by the loss",
+    ),
 ]
 
 VALID = [

@@ -4,6 +4,8 @@ import math
 
 import torch
 
+from ._conventions import numbers_in_text, out_in_layout_04
+
 T = "04."
 
 
@@ -159,32 +161,45 @@ def general_valid_einsum(Q, K, W):
 
 
 # ---------------------------------------------------------------- 04.additive_scores(Q, K, W_q, W_k, v)
+# The task text decides the layout: W_q (d_a, d_q) applied as q @ W_q.T (nn.Linear), or (d_q, d_a) as q @ W_q.
+def _lin(x, W):
+    return x @ W.T if out_in_layout_04() else x @ W
+
+
+def _lin_other(x, W):
+    return x @ W if out_in_layout_04() else x @ W.T
+
+
 def _pairs(q, k):
     return q.unsqueeze(2) + k.unsqueeze(1)  # (B, T_q, T_k, d_a)
 
 
 def additive_relu(Q, K, W_q, W_k, v):
-    return torch.relu(_pairs(Q @ W_q, K @ W_k)) @ v
+    return torch.relu(_pairs(_lin(Q, W_q), _lin(K, W_k))) @ v
 
 
 def additive_sigmoid(Q, K, W_q, W_k, v):
-    return torch.sigmoid(_pairs(Q @ W_q, K @ W_k)) @ v
+    return torch.sigmoid(_pairs(_lin(Q, W_q), _lin(K, W_k))) @ v
 
 
 def additive_swapped_W(Q, K, W_q, W_k, v):
-    return torch.tanh(_pairs(Q @ W_k, K @ W_q)) @ v
+    return torch.tanh(_pairs(_lin(Q, W_k), _lin(K, W_q))) @ v
 
 
 def additive_sum_not_v(Q, K, W_q, W_k, v):
-    return torch.tanh(_pairs(Q @ W_q, K @ W_k)).sum(-1)
+    return torch.tanh(_pairs(_lin(Q, W_q), _lin(K, W_k))).sum(-1)
 
 
 def additive_tanh_outside(Q, K, W_q, W_k, v):
-    return torch.tanh((Q @ W_q @ v).unsqueeze(2) + (K @ W_k @ v).unsqueeze(1))
+    return torch.tanh((_lin(Q, W_q) @ v).unsqueeze(2) + (_lin(K, W_k) @ v).unsqueeze(1))
 
 
 def additive_transposed(Q, K, W_q, W_k, v):
-    return torch.tanh((Q @ W_q).unsqueeze(1) + (K @ W_k).unsqueeze(2)) @ v
+    return torch.tanh(_lin(Q, W_q).unsqueeze(1) + _lin(K, W_k).unsqueeze(2)) @ v
+
+
+def additive_other_layout(Q, K, W_q, W_k, v):
+    return torch.tanh(_pairs(_lin_other(Q, W_q), _lin_other(K, W_k))) @ v
 
 
 def additive_book(Q, K, W_q, W_k, v):
@@ -197,21 +212,52 @@ def additive_valid_loops(Q, K, W_q, W_k, v):
     B, T_q, T_k = Q.shape[0], Q.shape[1], K.shape[1]
     rows = []
     for b in range(B):
-        rows.append(torch.stack([
-            torch.stack([torch.tanh(Q[b, i] @ W_q + K[b, j] @ W_k) @ v for j in range(T_k)])
-            if T_k else Q.new_zeros(0)
-            for i in range(T_q)
-        ]) if T_q else Q.new_zeros(0, T_k))
+        rows.append(
+            torch.stack(
+                [
+                    torch.stack([torch.tanh(_lin(Q[b, i], W_q) + _lin(K[b, j], W_k)) @ v for j in range(T_k)])
+                    if T_k
+                    else Q.new_zeros(0)
+                    for i in range(T_q)
+                ]
+            )
+            if T_q
+            else Q.new_zeros(0, T_k)
+        )
     return torch.stack(rows)
 
 
 def additive_valid_einsum(Q, K, W_q, W_k, v):
-    q = torch.einsum("bqd,da->bqa", Q, W_q)
-    k = torch.einsum("bkd,da->bka", K, W_k)
+    spec = "ad" if out_in_layout_04() else "da"
+    q = torch.einsum(f"bqd,{spec}->bqa", Q, W_q)
+    k = torch.einsum(f"bkd,{spec}->bka", K, W_k)
     return torch.einsum("bqka,a->bqk", torch.tanh(q[:, :, None] + k[:, None]), v)
 
 
-# ---------------------------------------------------------------- 04.hand_scores() (step t = 3)
+# ---------------------------------------------------------------- 04.hand_scores()
+# The learner reads the query from the task text (today a new query s; before, the worked example's s_3).
+def _hand_query():
+    from attnbook import worked_example as wx
+
+    s = numbers_in_text("04", "hand_scores")
+    return s if s is not None else wx.decoder_states()[2].tolist()
+
+
+def _H():
+    from attnbook import worked_example as wx
+
+    return wx.encoder_states().tolist()
+
+
+def _typed(xs):
+    return [round(float(x), 4) for x in xs]
+
+
+def _hand_right():
+    s = _hand_query()
+    return [sum(a * b for a, b in zip(s, h)) for h in _H()]
+
+
 def hand_step2():
     return [0.0, 2.0, 1.5, 1.0]
 
@@ -221,107 +267,325 @@ def hand_step1():
 
 
 def hand_columns_of_H():
-    return [1.0, 1.5, 1.0, 2.5]
+    s, H = _hand_query(), _H()
+    return _typed(sum(s[i] * H[i][j] for i in range(4)) for j in range(4))
 
 
 def hand_weights_not_scores():
-    return [0.0939, 0.1549, 0.0570, 0.6942]
+    e = _hand_right()
+    ex = [math.exp(x) for x in e]
+    return _typed(x / sum(ex) for x in ex)
 
 
 def hand_scaled():
-    return [0.5, 0.75, 0.25, 1.5]
+    return _typed(x / 2 for x in _hand_right())
+
+
+def hand_sign_dropped():
+    s = [abs(x) for x in _hand_query()]
+    return _typed(sum(a * b for a, b in zip(s, h)) for h in _H())
 
 
 def hand_by_code_with_book():
     from attnbook import worked_example as wx
     from attnbook.attention import dot_scores
 
-    return dot_scores(wx.decoder_states()[2], wx.encoder_states()).tolist()
+    s = torch.tensor(_hand_query(), dtype=torch.float64)
+    return dot_scores(s, wx.encoder_states()).tolist()
 
 
 def hand_valid():
-    return [1, 1.5, 0.5, 3]
+    return _typed(_hand_right())
 
 
 WRONG = [
-    dict(task=T + "dot_scores", name="HT_at_s", fn=dot_scores_HT, cls="only-square shapes",
-         mistake="multiplies H transposed by s_t, which only works when N equals d"),
-    dict(task=T + "dot_scores", name="sum_over_positions", fn=dot_scores_sum_wrong_axis, cls="axis",
-         mistake="sums the products over the positions instead of over the features"),
-    dict(task=T + "dot_scores", name="scaled", fn=dot_scores_scaled, cls="wrong scale",
-         mistake="divides by sqrt(d) although the plain dot score is asked"),
-    dict(task=T + "dot_scores", name="softmaxed", fn=dot_scores_softmaxed, cls="symptom",
-         mistake="returns the weights (softmax) instead of the scores"),
-    dict(task=T + "dot_scores", name="numpy", fn=dot_scores_numpy, cls=".numpy()",
-         mistake="computes with NumPy, which breaks autograd"),
-    dict(task=T + "dot_scores", name="item_loop", fn=dot_scores_item_loop, cls=".item()",
-         mistake="builds the scores from .item() numbers, so no gradient flows"),
-    dict(task=T + "dot_scores", name="float32", fn=dot_scores_float32, cls="float32 in a float64 task",
-         mistake="computes in float32 and casts back"),
-    dict(task=T + "dot_scores", name="book_import", fn=dot_scores_book, cls="book shortcut",
-         mistake="calls the book's attnbook.attention.dot_scores instead of writing the step"),
-    dict(task=T + "dot_scores_batch", name="dot_T_3d", fn=batch_dotT, cls=".T on 3-D",
-         mistake="uses .T on a 3-D tensor, which reverses every axis"),
-    dict(task=T + "dot_scores_batch", name="keys_times_queries", fn=batch_keys_query, cls="only-square shapes",
-         mistake="computes K Q^T: rows are keys and columns queries (transposed scores)"),
-    dict(task=T + "dot_scores_batch", name="transpose_batch_axis", fn=batch_transpose_01, cls="axis",
-         mistake="transposes the batch and time axes of K instead of time and features"),
-    dict(task=T + "dot_scores_batch", name="first_sentence_keys", fn=batch_first_sentence_keys,
-         cls="one sentence's keys for all", mistake="uses the keys of sentence 0 for every sentence"),
-    dict(task=T + "dot_scores_batch", name="scaled", fn=batch_scaled, cls="wrong scale",
-         mistake="scales by sqrt(d) although plain dot scores are asked"),
-    dict(task=T + "dot_scores_batch", name="float32", fn=batch_float32, cls="float32 in a float64 task",
-         mistake="computes in float32 and casts back"),
-    dict(task=T + "scaled_dot_scores", name="by_d", fn=scaled_by_d, cls="wrong scale",
-         mistake="divides by d_k instead of sqrt(d_k)"),
-    dict(task=T + "scaled_dot_scores", name="by_sqrt_Tk", fn=scaled_by_sqrt_Tk, cls="wrong scale",
-         mistake="divides by sqrt of the number of keys instead of sqrt(d_k)"),
-    dict(task=T + "scaled_dot_scores", name="by_sqrt_Tq", fn=scaled_by_sqrt_Tq, cls="wrong scale",
-         mistake="divides by sqrt of the number of queries (shape[-2]) instead of sqrt(d_k)"),
-    dict(task=T + "scaled_dot_scores", name="times_sqrt_d", fn=scaled_times_sqrt_d, cls="wrong scale",
-         mistake="multiplies by sqrt(d_k) instead of dividing"),
-    dict(task=T + "scaled_dot_scores", name="by_sqrt_B_d", fn=scaled_by_sqrt_numel, cls="wrong scale",
-         mistake="divides by sqrt(B * d_k), counting the batch in the width"),
-    dict(task=T + "scaled_dot_scores", name="book_import", fn=scaled_book, cls="book shortcut",
-         mistake="calls the book's attnbook.attention.scaled_dot_scores"),
-    dict(task=T + "scaled_dot_scores", name="grader_reference", fn=scaled_reference, cls="book shortcut",
-         mistake="returns the grader's reference via get_task(...).reference"),
-    dict(task=T + "general_scores", name="W_transposed", fn=general_W_transposed, cls="only-square shapes",
-         mistake="uses W transposed (q W^T k), which agrees in shape only when d_q == d_k"),
-    dict(task=T + "general_scores", name="ignores_W", fn=general_no_W, cls="only-square shapes",
-         mistake="forgets W and returns plain dot scores"),
-    dict(task=T + "general_scores", name="keys_first", fn=general_keys_first, cls="transposed",
-         mistake="computes k W^T q: rows are keys and columns queries"),
-    dict(task=T + "general_scores", name="scaled", fn=general_scaled, cls="wrong scale",
-         mistake="adds a 1/sqrt(d_k) scale that the general score does not have"),
-    dict(task=T + "general_scores", name="W_wrong_side_of_keys", fn=general_W_on_keys_wrong_side,
-         cls="only-square shapes", mistake="applies W to the keys as K W instead of K W^T"),
-    dict(task=T + "additive_scores", name="relu", fn=additive_relu, cls="ReLU for tanh",
-         mistake="uses ReLU instead of tanh"),
-    dict(task=T + "additive_scores", name="sigmoid", fn=additive_sigmoid, cls="sigmoid for tanh",
-         mistake="uses sigmoid instead of tanh"),
-    dict(task=T + "additive_scores", name="swapped_W", fn=additive_swapped_W, cls="only-square shapes",
-         mistake="applies W_k to the queries and W_q to the keys"),
-    dict(task=T + "additive_scores", name="sum_not_v", fn=additive_sum_not_v, cls="missing parameter",
-         mistake="sums the hidden layer instead of projecting it on v"),
-    dict(task=T + "additive_scores", name="tanh_outside", fn=additive_tanh_outside, cls="order of ops",
-         mistake="projects on v before the tanh, so the tanh acts on a sum of two scores"),
-    dict(task=T + "additive_scores", name="transposed_pairs", fn=additive_transposed, cls="transposed",
-         mistake="puts the key axis before the query axis when broadcasting (scores transposed)"),
-    dict(task=T + "additive_scores", name="book_import", fn=additive_book, cls="book shortcut",
-         mistake="calls the book's attnbook.attention.additive_scores"),
-    dict(task=T + "hand_scores", name="step2", fn=hand_step2, cls="wrong step",
-         mistake="uses s_2 (the step that emits 'suis') instead of s_3"),
-    dict(task=T + "hand_scores", name="step1", fn=hand_step1, cls="wrong step",
-         mistake="uses s_1, reading rows from the top as steps 0-based"),
-    dict(task=T + "hand_scores", name="columns_of_H", fn=hand_columns_of_H, cls="transposed",
-         mistake="takes the columns of H as the encoder states"),
-    dict(task=T + "hand_scores", name="weights_not_scores", fn=hand_weights_not_scores, cls="symptom",
-         mistake="gives the softmax weights instead of the scores"),
-    dict(task=T + "hand_scores", name="scaled", fn=hand_scaled, cls="wrong scale",
-         mistake="divides the scores by sqrt(d) = 2"),
-    dict(task=T + "hand_scores", name="by_code_with_book", fn=hand_by_code_with_book, cls="book shortcut",
-         mistake="computes the hand task with the book's dot_scores instead of by hand"),
+    dict(
+        task=T + "dot_scores",
+        name="HT_at_s",
+        fn=dot_scores_HT,
+        cls="only-square shapes",
+        mistake="multiplies H transposed by s_t, which only works when N equals d",
+    ),
+    dict(
+        task=T + "dot_scores",
+        name="sum_over_positions",
+        fn=dot_scores_sum_wrong_axis,
+        cls="axis",
+        mistake="sums the products over the positions instead of over the features",
+    ),
+    dict(
+        task=T + "dot_scores",
+        name="scaled",
+        fn=dot_scores_scaled,
+        cls="wrong scale",
+        mistake="divides by sqrt(d) although the plain dot score is asked",
+    ),
+    dict(
+        task=T + "dot_scores",
+        name="softmaxed",
+        fn=dot_scores_softmaxed,
+        cls="symptom",
+        mistake="returns the weights (softmax) instead of the scores",
+    ),
+    dict(
+        task=T + "dot_scores",
+        name="numpy",
+        fn=dot_scores_numpy,
+        cls=".numpy()",
+        mistake="computes with NumPy, which breaks autograd",
+    ),
+    dict(
+        task=T + "dot_scores",
+        name="item_loop",
+        fn=dot_scores_item_loop,
+        cls=".item()",
+        mistake="builds the scores from .item() numbers, so no gradient flows",
+    ),
+    dict(
+        task=T + "dot_scores",
+        name="float32",
+        fn=dot_scores_float32,
+        cls="float32 in a float64 task",
+        mistake="computes in float32 and casts back",
+    ),
+    dict(
+        task=T + "dot_scores",
+        name="book_import",
+        fn=dot_scores_book,
+        cls="book shortcut",
+        mistake="calls the book's attnbook.attention.dot_scores instead of writing the step",
+    ),
+    dict(
+        task=T + "dot_scores_batch",
+        name="dot_T_3d",
+        fn=batch_dotT,
+        cls=".T on 3-D",
+        mistake="uses .T on a 3-D tensor, which reverses every axis",
+    ),
+    dict(
+        task=T + "dot_scores_batch",
+        name="keys_times_queries",
+        fn=batch_keys_query,
+        cls="only-square shapes",
+        mistake="computes K Q^T: rows are keys and columns queries (transposed scores)",
+    ),
+    dict(
+        task=T + "dot_scores_batch",
+        name="transpose_batch_axis",
+        fn=batch_transpose_01,
+        cls="axis",
+        mistake="transposes the batch and time axes of K instead of time and features",
+    ),
+    dict(
+        task=T + "dot_scores_batch",
+        name="first_sentence_keys",
+        fn=batch_first_sentence_keys,
+        cls="one sentence's keys for all",
+        mistake="uses the keys of sentence 0 for every sentence",
+    ),
+    dict(
+        task=T + "dot_scores_batch",
+        name="scaled",
+        fn=batch_scaled,
+        cls="wrong scale",
+        mistake="scales by sqrt(d) although plain dot scores are asked",
+    ),
+    dict(
+        task=T + "dot_scores_batch",
+        name="float32",
+        fn=batch_float32,
+        cls="float32 in a float64 task",
+        mistake="computes in float32 and casts back",
+    ),
+    dict(
+        task=T + "scaled_dot_scores",
+        name="by_d",
+        fn=scaled_by_d,
+        cls="wrong scale",
+        mistake="divides by d_k instead of sqrt(d_k)",
+    ),
+    dict(
+        task=T + "scaled_dot_scores",
+        name="by_sqrt_Tk",
+        fn=scaled_by_sqrt_Tk,
+        cls="wrong scale",
+        mistake="divides by sqrt of the number of keys instead of sqrt(d_k)",
+    ),
+    dict(
+        task=T + "scaled_dot_scores",
+        name="by_sqrt_Tq",
+        fn=scaled_by_sqrt_Tq,
+        cls="wrong scale",
+        mistake="divides by sqrt of the number of queries (shape[-2]) instead of sqrt(d_k)",
+    ),
+    dict(
+        task=T + "scaled_dot_scores",
+        name="times_sqrt_d",
+        fn=scaled_times_sqrt_d,
+        cls="wrong scale",
+        mistake="multiplies by sqrt(d_k) instead of dividing",
+    ),
+    dict(
+        task=T + "scaled_dot_scores",
+        name="by_sqrt_B_d",
+        fn=scaled_by_sqrt_numel,
+        cls="wrong scale",
+        mistake="divides by sqrt(B * d_k), counting the batch in the width",
+    ),
+    dict(
+        task=T + "scaled_dot_scores",
+        name="book_import",
+        fn=scaled_book,
+        cls="book shortcut",
+        mistake="calls the book's attnbook.attention.scaled_dot_scores",
+    ),
+    dict(
+        task=T + "scaled_dot_scores",
+        name="grader_reference",
+        fn=scaled_reference,
+        cls="book shortcut",
+        mistake="returns the grader's reference via get_task(...).reference",
+    ),
+    dict(
+        task=T + "general_scores",
+        name="W_transposed",
+        fn=general_W_transposed,
+        cls="only-square shapes",
+        mistake="uses W transposed (q W^T k), which agrees in shape only when d_q == d_k",
+    ),
+    dict(
+        task=T + "general_scores",
+        name="ignores_W",
+        fn=general_no_W,
+        cls="only-square shapes",
+        mistake="forgets W and returns plain dot scores",
+    ),
+    dict(
+        task=T + "general_scores",
+        name="keys_first",
+        fn=general_keys_first,
+        cls="transposed",
+        mistake="computes k W^T q: rows are keys and columns queries",
+    ),
+    dict(
+        task=T + "general_scores",
+        name="scaled",
+        fn=general_scaled,
+        cls="wrong scale",
+        mistake="adds a 1/sqrt(d_k) scale that the general score does not have",
+    ),
+    dict(
+        task=T + "general_scores",
+        name="W_wrong_side_of_keys",
+        fn=general_W_on_keys_wrong_side,
+        cls="only-square shapes",
+        mistake="applies W to the keys as K W instead of K W^T",
+    ),
+    dict(
+        task=T + "additive_scores",
+        name="relu",
+        fn=additive_relu,
+        cls="ReLU for tanh",
+        mistake="uses ReLU instead of tanh",
+    ),
+    dict(
+        task=T + "additive_scores",
+        name="sigmoid",
+        fn=additive_sigmoid,
+        cls="sigmoid for tanh",
+        mistake="uses sigmoid instead of tanh",
+    ),
+    dict(
+        task=T + "additive_scores",
+        name="swapped_W",
+        fn=additive_swapped_W,
+        cls="only-square shapes",
+        mistake="applies W_k to the queries and W_q to the keys",
+    ),
+    dict(
+        task=T + "additive_scores",
+        name="sum_not_v",
+        fn=additive_sum_not_v,
+        cls="missing parameter",
+        mistake="sums the hidden layer instead of projecting it on v",
+    ),
+    dict(
+        task=T + "additive_scores",
+        name="tanh_outside",
+        fn=additive_tanh_outside,
+        cls="order of ops",
+        mistake="projects on v before the tanh, so the tanh acts on a sum of two scores",
+    ),
+    dict(
+        task=T + "additive_scores",
+        name="transposed_pairs",
+        fn=additive_transposed,
+        cls="transposed",
+        mistake="puts the key axis before the query axis when broadcasting (scores transposed)",
+    ),
+    dict(
+        task=T + "additive_scores",
+        name="other_layout",
+        fn=additive_other_layout,
+        cls="weight layout",
+        mistake="applies W_q and W_k in the other layout than the task states",
+    ),
+    dict(
+        task=T + "additive_scores",
+        name="book_import",
+        fn=additive_book,
+        cls="book shortcut",
+        mistake="calls the book's attnbook.attention.additive_scores",
+    ),
+    dict(
+        task=T + "hand_scores",
+        name="step2",
+        fn=hand_step2,
+        cls="wrong query",
+        mistake="uses the worked example's s_2 instead of the task's query",
+    ),
+    dict(
+        task=T + "hand_scores",
+        name="step1",
+        fn=hand_step1,
+        cls="wrong query",
+        mistake="uses the worked example's s_1 instead of the task's query",
+    ),
+    dict(
+        task=T + "hand_scores",
+        name="sign_dropped",
+        fn=hand_sign_dropped,
+        cls="signs",
+        mistake="drops the minus sign of the query's negative entry",
+    ),
+    dict(
+        task=T + "hand_scores",
+        name="columns_of_H",
+        fn=hand_columns_of_H,
+        cls="transposed",
+        mistake="takes the columns of H as the encoder states",
+    ),
+    dict(
+        task=T + "hand_scores",
+        name="weights_not_scores",
+        fn=hand_weights_not_scores,
+        cls="symptom",
+        mistake="gives the softmax weights instead of the scores",
+    ),
+    dict(
+        task=T + "hand_scores",
+        name="scaled",
+        fn=hand_scaled,
+        cls="wrong scale",
+        mistake="divides the scores by sqrt(d) = 2",
+    ),
+    dict(
+        task=T + "hand_scores",
+        name="by_code_with_book",
+        fn=hand_by_code_with_book,
+        cls="book shortcut",
+        mistake="computes the hand task with the book's dot_scores instead of by hand",
+    ),
 ]
 
 VALID = [

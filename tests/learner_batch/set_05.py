@@ -1,6 +1,10 @@
 """Set 05, softmax and attention weights: learner-style answers."""
 
+import math
+
 import torch
+
+from ._conventions import numbers_in_text
 
 T = "05."
 NEG_INF = float("-inf")
@@ -258,125 +262,344 @@ def temp_valid_logsumexp(scores, tau):
 
 
 # ---------------------------------------------------------------- 05.hand_weights
-def hand_exps_unnormalised():
-    return [2.7183, 4.4817, 1.6487, 20.0855]
+# The learner reads the scores from the task text (today e^3 = [1, 1.5, 0.5, 3]).
+def _hand_scores():
+    e = numbers_in_text("05", "hand_weights")
+    return e if e is not None else [1.0, 1.5, 0.5, 3.0]
 
 
-def hand_divide_by_sum_of_scores():
-    return [0.1667, 0.25, 0.0833, 0.5]
+def _typed(xs):
+    return [round(float(x), 4) for x in xs]
 
 
-def hand_reversed():
-    return [0.6942, 0.0570, 0.1549, 0.0939]
-
-
-def hand_scaled_scores():
-    e = [0.5, 0.75, 0.25, 1.5]
-    import math
-
-    ex = [math.exp(x) for x in e]
+def _softmax_list(e):
+    ex = [math.exp(x - max(e)) for x in e]
     return [x / sum(ex) for x in ex]
 
 
-def hand_book():
-    import torch as _t
+def hand_exps_unnormalised():
+    return _typed(math.exp(x) for x in _hand_scores())
 
+
+def hand_divide_by_sum_of_scores():
+    e = _hand_scores()
+    return _typed(x / sum(e) for x in e)
+
+
+def hand_reversed():
+    return _typed(reversed(_softmax_list(_hand_scores())))
+
+
+def hand_scaled_scores():
+    return _typed(_softmax_list([x / 2 for x in _hand_scores()]))
+
+
+def hand_book():
     from attnbook.attention import softmax
 
-    return softmax(_t.tensor([1.0, 1.5, 0.5, 3.0], dtype=_t.float64)).tolist()
+    return softmax(torch.tensor(_hand_scores(), dtype=torch.float64)).tolist()
 
 
 def hand_valid():
-    return [0.0939, 0.1549, 0.0570, 0.6942]
+    return _typed(_softmax_list(_hand_scores()))
 
 
 WRONG = [
-    dict(task=T + "stable_softmax", name="no_max", fn=soft_no_max, cls="large scores",
-         mistake="does not subtract the maximum: exp overflows for scores near 1000"),
-    dict(task=T + "stable_softmax", name="global_max", fn=soft_global_max, cls="rows below exp underflow",
-         mistake="subtracts the maximum of the whole tensor, not of each row"),
-    dict(task=T + "stable_softmax", name="missing_keepdim_max", fn=soft_missing_keepdim, cls="missing keepdim",
-         mistake="takes amax(dim=-1) without keepdim, so the maxima broadcast along the wrong axis"),
-    dict(task=T + "stable_softmax", name="missing_keepdim_sum", fn=soft_sum_missing_keepdim, cls="missing keepdim",
-         mistake="divides by sum(dim=-1) without keepdim"),
-    dict(task=T + "stable_softmax", name="first_axis", fn=soft_first_axis, cls="wrong axis",
-         mistake="normalises over the first axis instead of the last"),
-    dict(task=T + "stable_softmax", name="log_softmax", fn=soft_log_softmax, cls="symptom",
-         mistake="returns log_softmax (log-probabilities)"),
-    dict(task=T + "stable_softmax", name="sigmoid", fn=soft_sigmoid, cls="symptom",
-         mistake="uses sigmoid, which does not make rows sum to 1"),
-    dict(task=T + "stable_softmax", name="clamp", fn=soft_clamp, cls="large scores",
-         mistake="clamps the scores to avoid overflow instead of subtracting the maximum"),
-    dict(task=T + "stable_softmax", name="abs_max", fn=soft_abs_max, cls="all-negative rows",
-         mistake="subtracts the largest absolute value, which underflows rows of large negative scores"),
-    dict(task=T + "stable_softmax", name="float32", fn=soft_float32, cls="float32 in a float64 task",
-         mistake="computes in float32 and casts back"),
-    dict(task=T + "stable_softmax", name="one_query_items", fn=soft_one_query_by_items,
-         cls="gradient on some cases only", mistake="a single query goes through .item(), cutting autograd"),
-    dict(task=T + "stable_softmax", name="sets_requires_grad", fn=soft_sets_requires_grad,
-         cls="input mutation (autograd state)", mistake="calls requires_grad_() on the input"),
-    dict(task=T + "stable_softmax", name="book_import", fn=soft_book, cls="book shortcut",
-         mistake="calls the book's attnbook.attention.softmax"),
-    dict(task=T + "masked_softmax", name="fill_zero", fn=masked_fill_zero, cls="masked large scores",
-         mistake="fills removed keys with 0 instead of -inf"),
-    dict(task=T + "masked_softmax", name="after_softmax", fn=masked_after_softmax, cls="mask after softmax",
-         mistake="multiplies the weights by the mask after the softmax, without renormalising"),
-    dict(task=T + "masked_softmax", name="after_softmax_renorm", fn=masked_after_softmax_renorm,
-         cls="masked large scores", mistake="masks after the softmax and renormalises: the kept weights "
-         "underflow when removed keys hold large scores"),
-    dict(task=T + "masked_softmax", name="minus_1000", fn=masked_not_negative_enough, cls="masked large scores",
-         mistake="fills removed keys with -1000, not negative enough for scores of ±1000"),
-    dict(task=T + "masked_softmax", name="polarity", fn=masked_polarity, cls="mask polarity",
-         mistake="removes the keys where the mask is True"),
-    dict(task=T + "masked_softmax", name="nan_rows", fn=masked_nan_rows, cls="query with no key left",
-         mistake="a query with every key removed comes out as NaN"),
-    dict(task=T + "masked_softmax", name="empty_sentence_only", fn=masked_empty_sentence_only,
-         cls="query with no key left while others keep keys",
-         mistake="zeroes only sentences with no key at all; a single empty query still gives NaN"),
-    dict(task=T + "masked_softmax", name="minus_1e9_uniform", fn=masked_minus_1e9_uniform,
-         cls="query with no key left", mistake="fills with -1e9: an all-removed row becomes uniform, not zero"),
-    dict(task=T + "masked_softmax", name="inplace", fn=masked_inplace, cls="input mutation",
-         mistake="masks the scores in place with masked_fill_"),
-    dict(task=T + "masked_softmax", name="book_import", fn=masked_book, cls="book shortcut",
-         mistake="calls the book's attnbook.attention.softmax with its mask"),
-    dict(task=T + "attention_weights_from_lengths", name="off_by_one", fn=lengths_off_by_one, cls="off by one",
-         mistake="keeps positions up to and including lengths[b]"),
-    dict(task=T + "attention_weights_from_lengths", name="mask_queries", fn=lengths_mask_queries,
-         cls="only-square shapes", mistake="builds the mask over the queries instead of the keys"),
-    dict(task=T + "attention_weights_from_lengths", name="zero_length_nan", fn=lengths_zero_gives_nan,
-         cls="length 0", mistake="a sentence of length 0 gets NaN weights"),
-    dict(task=T + "attention_weights_from_lengths", name="zero_length_uniform", fn=lengths_zero_gives_uniform,
-         cls="length 0", mistake="fills with -1e9: a sentence of length 0 gets uniform weights"),
-    dict(task=T + "attention_weights_from_lengths", name="first_sentence_length", fn=lengths_first_sentence,
-         cls="one sentence's keys for all", mistake="uses the length of sentence 0 for every sentence"),
-    dict(task=T + "attention_weights_from_lengths", name="no_mask", fn=lengths_no_mask, cls="padding ignored",
-         mistake="ignores the lengths: padding gets weight"),
-    dict(task=T + "softmax_with_temperature", name="multiplies", fn=temp_multiplies, cls="formula",
-         mistake="multiplies the scores by tau instead of dividing"),
-    dict(task=T + "softmax_with_temperature", name="no_max", fn=temp_no_max, cls="large scores / small tau",
-         mistake="exp(e / tau) without the maximum overflows for small tau"),
-    dict(task=T + "softmax_with_temperature", name="after_softmax", fn=temp_after_softmax, cls="formula",
-         mistake="divides the weights by tau after the softmax"),
-    dict(task=T + "softmax_with_temperature", name="power_of_weights", fn=temp_power_of_weights,
-         cls="temperatures near thresholds", mistake="raises softmax(e) to the power 1/tau: underflows to 0/0"),
-    dict(task=T + "softmax_with_temperature", name="hard_argmax_small_tau", fn=temp_hard_argmax_small_tau,
-         cls="temperatures near thresholds", mistake="replaces small temperatures by a hard argmax"),
-    dict(task=T + "softmax_with_temperature", name="uniform_large_tau", fn=temp_uniform_large_tau,
-         cls="temperatures near thresholds", mistake="replaces large temperatures by uniform weights"),
-    dict(task=T + "softmax_with_temperature", name="float32", fn=temp_float32, cls="float32 in a float64 task",
-         mistake="computes in float32 and casts back"),
-    dict(task=T + "softmax_with_temperature", name="subtracts", fn=temp_subtracts, cls="formula",
-         mistake="subtracts tau from the scores (no effect on softmax)"),
-    dict(task=T + "hand_weights", name="exps_unnormalised", fn=hand_exps_unnormalised, cls="no normalisation",
-         mistake="gives exp(e_i) without dividing by their sum"),
-    dict(task=T + "hand_weights", name="divide_by_sum_of_scores", fn=hand_divide_by_sum_of_scores,
-         cls="plain normalisation", mistake="divides the scores by their sum, no exp"),
-    dict(task=T + "hand_weights", name="reversed", fn=hand_reversed, cls="order",
-         mistake="lists the weights from the last source word to the first"),
-    dict(task=T + "hand_weights", name="scaled_scores", fn=hand_scaled_scores, cls="wrong scale",
-         mistake="divides the scores by sqrt(d) = 2 before the softmax"),
-    dict(task=T + "hand_weights", name="book_import", fn=hand_book, cls="book shortcut",
-         mistake="computes the hand task with the book's softmax"),
+    dict(
+        task=T + "stable_softmax",
+        name="no_max",
+        fn=soft_no_max,
+        cls="large scores",
+        mistake="does not subtract the maximum: exp overflows for scores near 1000",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="global_max",
+        fn=soft_global_max,
+        cls="rows below exp underflow",
+        mistake="subtracts the maximum of the whole tensor, not of each row",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="missing_keepdim_max",
+        fn=soft_missing_keepdim,
+        cls="missing keepdim",
+        mistake="takes amax(dim=-1) without keepdim, so the maxima broadcast along the wrong axis",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="missing_keepdim_sum",
+        fn=soft_sum_missing_keepdim,
+        cls="missing keepdim",
+        mistake="divides by sum(dim=-1) without keepdim",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="first_axis",
+        fn=soft_first_axis,
+        cls="wrong axis",
+        mistake="normalises over the first axis instead of the last",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="log_softmax",
+        fn=soft_log_softmax,
+        cls="symptom",
+        mistake="returns log_softmax (log-probabilities)",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="sigmoid",
+        fn=soft_sigmoid,
+        cls="symptom",
+        mistake="uses sigmoid, which does not make rows sum to 1",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="clamp",
+        fn=soft_clamp,
+        cls="large scores",
+        mistake="clamps the scores to avoid overflow instead of subtracting the maximum",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="abs_max",
+        fn=soft_abs_max,
+        cls="all-negative rows",
+        mistake="subtracts the largest absolute value, which underflows rows of large negative scores",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="float32",
+        fn=soft_float32,
+        cls="float32 in a float64 task",
+        mistake="computes in float32 and casts back",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="one_query_items",
+        fn=soft_one_query_by_items,
+        cls="gradient on some cases only",
+        mistake="a single query goes through .item(), cutting autograd",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="sets_requires_grad",
+        fn=soft_sets_requires_grad,
+        cls="input mutation (autograd state)",
+        mistake="calls requires_grad_() on the input",
+    ),
+    dict(
+        task=T + "stable_softmax",
+        name="book_import",
+        fn=soft_book,
+        cls="book shortcut",
+        mistake="calls the book's attnbook.attention.softmax",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="fill_zero",
+        fn=masked_fill_zero,
+        cls="masked large scores",
+        mistake="fills removed keys with 0 instead of -inf",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="after_softmax",
+        fn=masked_after_softmax,
+        cls="mask after softmax",
+        mistake="multiplies the weights by the mask after the softmax, without renormalising",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="after_softmax_renorm",
+        fn=masked_after_softmax_renorm,
+        cls="masked large scores",
+        mistake="masks after the softmax and renormalises: the kept weights "
+        "underflow when removed keys hold large scores",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="minus_1000",
+        fn=masked_not_negative_enough,
+        cls="masked large scores",
+        mistake="fills removed keys with -1000, not negative enough for scores of ±1000",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="polarity",
+        fn=masked_polarity,
+        cls="mask polarity",
+        mistake="removes the keys where the mask is True",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="nan_rows",
+        fn=masked_nan_rows,
+        cls="query with no key left",
+        mistake="a query with every key removed comes out as NaN",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="empty_sentence_only",
+        fn=masked_empty_sentence_only,
+        cls="query with no key left while others keep keys",
+        mistake="zeroes only sentences with no key at all; a single empty query still gives NaN",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="minus_1e9_uniform",
+        fn=masked_minus_1e9_uniform,
+        cls="query with no key left",
+        mistake="fills with -1e9: an all-removed row becomes uniform, not zero",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="inplace",
+        fn=masked_inplace,
+        cls="input mutation",
+        mistake="masks the scores in place with masked_fill_",
+    ),
+    dict(
+        task=T + "masked_softmax",
+        name="book_import",
+        fn=masked_book,
+        cls="book shortcut",
+        mistake="calls the book's attnbook.attention.softmax with its mask",
+    ),
+    dict(
+        task=T + "attention_weights_from_lengths",
+        name="off_by_one",
+        fn=lengths_off_by_one,
+        cls="off by one",
+        mistake="keeps positions up to and including lengths[b]",
+    ),
+    dict(
+        task=T + "attention_weights_from_lengths",
+        name="mask_queries",
+        fn=lengths_mask_queries,
+        cls="only-square shapes",
+        mistake="builds the mask over the queries instead of the keys",
+    ),
+    dict(
+        task=T + "attention_weights_from_lengths",
+        name="zero_length_nan",
+        fn=lengths_zero_gives_nan,
+        cls="length 0",
+        mistake="a sentence of length 0 gets NaN weights",
+    ),
+    dict(
+        task=T + "attention_weights_from_lengths",
+        name="zero_length_uniform",
+        fn=lengths_zero_gives_uniform,
+        cls="length 0",
+        mistake="fills with -1e9: a sentence of length 0 gets uniform weights",
+    ),
+    dict(
+        task=T + "attention_weights_from_lengths",
+        name="first_sentence_length",
+        fn=lengths_first_sentence,
+        cls="one sentence's keys for all",
+        mistake="uses the length of sentence 0 for every sentence",
+    ),
+    dict(
+        task=T + "attention_weights_from_lengths",
+        name="no_mask",
+        fn=lengths_no_mask,
+        cls="padding ignored",
+        mistake="ignores the lengths: padding gets weight",
+    ),
+    dict(
+        task=T + "softmax_with_temperature",
+        name="multiplies",
+        fn=temp_multiplies,
+        cls="formula",
+        mistake="multiplies the scores by tau instead of dividing",
+    ),
+    dict(
+        task=T + "softmax_with_temperature",
+        name="no_max",
+        fn=temp_no_max,
+        cls="large scores / small tau",
+        mistake="exp(e / tau) without the maximum overflows for small tau",
+    ),
+    dict(
+        task=T + "softmax_with_temperature",
+        name="after_softmax",
+        fn=temp_after_softmax,
+        cls="formula",
+        mistake="divides the weights by tau after the softmax",
+    ),
+    dict(
+        task=T + "softmax_with_temperature",
+        name="power_of_weights",
+        fn=temp_power_of_weights,
+        cls="temperatures near thresholds",
+        mistake="raises softmax(e) to the power 1/tau: underflows to 0/0",
+    ),
+    dict(
+        task=T + "softmax_with_temperature",
+        name="hard_argmax_small_tau",
+        fn=temp_hard_argmax_small_tau,
+        cls="temperatures near thresholds",
+        mistake="replaces small temperatures by a hard argmax",
+    ),
+    dict(
+        task=T + "softmax_with_temperature",
+        name="uniform_large_tau",
+        fn=temp_uniform_large_tau,
+        cls="temperatures near thresholds",
+        mistake="replaces large temperatures by uniform weights",
+    ),
+    dict(
+        task=T + "softmax_with_temperature",
+        name="float32",
+        fn=temp_float32,
+        cls="float32 in a float64 task",
+        mistake="computes in float32 and casts back",
+    ),
+    dict(
+        task=T + "softmax_with_temperature",
+        name="subtracts",
+        fn=temp_subtracts,
+        cls="formula",
+        mistake="subtracts tau from the scores (no effect on softmax)",
+    ),
+    dict(
+        task=T + "hand_weights",
+        name="exps_unnormalised",
+        fn=hand_exps_unnormalised,
+        cls="no normalisation",
+        mistake="gives exp(e_i) without dividing by their sum",
+    ),
+    dict(
+        task=T + "hand_weights",
+        name="divide_by_sum_of_scores",
+        fn=hand_divide_by_sum_of_scores,
+        cls="plain normalisation",
+        mistake="divides the scores by their sum, no exp",
+    ),
+    dict(
+        task=T + "hand_weights",
+        name="reversed",
+        fn=hand_reversed,
+        cls="order",
+        mistake="lists the weights from the last source word to the first",
+    ),
+    dict(
+        task=T + "hand_weights",
+        name="scaled_scores",
+        fn=hand_scaled_scores,
+        cls="wrong scale",
+        mistake="divides the scores by sqrt(d) = 2 before the softmax",
+    ),
+    dict(
+        task=T + "hand_weights",
+        name="book_import",
+        fn=hand_book,
+        cls="book shortcut",
+        mistake="computes the hand task with the book's softmax",
+    ),
 ]
 
 VALID = [

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ._conventions import weights_first_06
+from ._conventions import numbers_in_text, weights_first_06
 
 T = "06."
 NEG_INF = float("-inf")
@@ -329,118 +329,364 @@ def luong_valid_split(a_t, s_t, W_c, b_c, W_y, b_y):
 
 
 # ---------------------------------------------------------------- 06.hand_attention_value
+# The learner reads the weights from the task text and H from the printed worked example.
+def _alpha():
+    a = numbers_in_text("06", "hand_attention_value")
+    return a if a is not None else [0.0939, 0.1549, 0.0570, 0.6942]
+
+
+def _H():
+    from attnbook import worked_example as wx
+
+    return wx.encoder_states().tolist()
+
+
+def _typed(xs):
+    return [round(float(x), 4) for x in xs]
+
+
+def _mix(w, H):
+    return _typed(sum(w[i] * H[i][j] for i in range(4)) for j in range(4))
+
+
 def hand_H_times_alpha():
-    return [0.1509, 0.8491, 0.2488, 1.4454]
+    w, H = _alpha(), _H()
+    return _typed(sum(H[i][j] * w[j] for j in range(4)) for i in range(4))
 
 
 def hand_weights():
-    return [0.0939, 0.1549, 0.0570, 0.6942]
+    return _typed(_alpha())
 
 
 def hand_plain_average():
-    return [0.5, 0.5, 0.5, 0.75]
+    return _mix([0.25] * 4, _H())
 
 
 def hand_hard_attention():
-    return [0.0, 0.0, 1.0, 2.0]
+    w = _alpha()
+    return _typed(_H()[w.index(max(w))])
 
 
 def hand_scores_not_weights():
-    return [1.5, 2.0, 4.0, 7.5]
+    from ._conventions import numbers_in_text as nums
+
+    e = nums("05", "hand_weights") or [1.0, 1.5, 0.5, 3.0]
+    return _mix(e, _H())
 
 
 def hand_valid():
-    return [0.1509, 0.2119, 0.7881, 1.5433]
+    return _mix(_alpha(), _H())
 
 
 WRONG = [
-    dict(task=T + "attention_value", name="weights_transposed", fn=value_weights_transposed,
-         cls="only-square shapes", mistake="uses the weights transposed (keys as rows)"),
-    dict(task=T + "attention_value", name="plain_average", fn=value_plain_average, cls="no attention",
-         mistake="averages the values, ignoring the weights"),
-    dict(task=T + "attention_value", name="divided_again", fn=value_divided_again, cls="normalisation",
-         mistake="divides the weighted sum by the number of keys again"),
-    dict(task=T + "attention_value", name="sum_over_queries", fn=value_sum_over_queries, cls="only-square shapes",
-         mistake="sums the products over the query axis instead of the key axis"),
-    dict(task=T + "attention_value", name="first_sentence_values", fn=value_first_sentence,
-         cls="one sentence's values for all", mistake="uses the values of sentence 0 for every sentence"),
-    dict(task=T + "attention_value", name="dot_T_3d", fn=value_T, cls=".T on 3-D",
-         mistake="uses .T on the 3-D values"),
-    dict(task=T + "attention_value", name="numpy", fn=value_numpy, cls=".numpy()",
-         mistake="computes with NumPy after detach, no gradient"),
-    dict(task=T + "attention_value", name="book_import", fn=value_book, cls="book shortcut",
-         mistake="calls the book's attnbook.attention.attention_value"),
-    dict(task=T + "dot_product_attention", name="keys_as_values", fn=dpa_keys_as_values, cls="K used as V",
-         mistake="mixes the keys instead of the values"),
-    dict(task=T + "dot_product_attention", name="scaled", fn=dpa_scaled, cls="wrong scale",
-         mistake="scales by sqrt(d_k) although Luong's plain score is asked"),
-    dict(task=T + "dot_product_attention", name="softmax_queries", fn=dpa_softmax_queries, cls="wrong axis",
-         mistake="softmax over the queries instead of the keys"),
-    dict(task=T + "dot_product_attention", name="softmax_batch", fn=dpa_softmax_batch, cls="softmax over batch",
-         mistake="softmax over the batch axis"),
-    dict(task=T + "dot_product_attention", name="swapped_order", fn=dpa_swapped, cls="swapped tuple order",
-         mistake="returns the pair in the other order"),
-    dict(task=T + "dot_product_attention", name="scores_times_values", fn=dpa_scores_times_values,
-         cls="weights vs scores", mistake="mixes the values with the scores instead of the weights"),
-    dict(task=T + "dot_product_attention", name="torch_sdpa_default_scale", fn=dpa_torch_sdpa_default_scale,
-         cls="wrong scale", mistake="uses F.scaled_dot_product_attention, which scales by 1/sqrt(d_k)"),
-    dict(task=T + "dot_product_attention", name="debug_backward", fn=dpa_debug_backward,
-         cls="input mutation (.grad)", mistake="leaves a backward() call in, filling the inputs' .grad"),
-    dict(task=T + "attention_step", name="alpha_at_H", fn=step_alpha_at_H, cls="shapes",
-         mistake="alpha_t @ H with alpha_t (B, N): broadcasts into (B, B, d)"),
-    dict(task=T + "attention_step", name="no_padding", fn=step_no_padding, cls="padding ignored",
-         mistake="ignores the lengths: padded positions get weight"),
-    dict(task=T + "attention_step", name="length0_nan", fn=step_length0_nan, cls="length 0",
-         mistake="a sentence of length 0 gets NaN"),
-    dict(task=T + "attention_step", name="off_by_one", fn=step_off_by_one, cls="off by one",
-         mistake="keeps position lengths[b] too"),
-    dict(task=T + "attention_step", name="mask_after_softmax", fn=step_mask_after_softmax, cls="mask after softmax",
-         mistake="zeroes padded weights after the softmax, without renormalising"),
-    dict(task=T + "attention_step", name="first_length", fn=step_first_length, cls="one sentence's keys for all",
-         mistake="uses lengths[0] for every sentence"),
-    dict(task=T + "attention_step", name="swapped_order", fn=step_swapped, cls="swapped tuple order",
-         mistake="returns the pair in the other order"),
-    dict(task=T + "decoder_attention", name="static_query", fn=dec_static_query, cls="static query",
-         mistake="uses the last decoder state as the query of every step"),
-    dict(task=T + "decoder_attention", name="reshape", fn=dec_reshape, cls="reshape for transpose",
-         mistake="reshapes H to (B, d, N) instead of transposing"),
-    dict(task=T + "decoder_attention", name="dot_T_3d", fn=dec_T, cls=".T on 3-D",
-         mistake="uses H.T on a 3-D tensor"),
-    dict(task=T + "decoder_attention", name="softmax_steps", fn=dec_softmax_steps, cls="wrong axis",
-         mistake="softmax over the decoder steps instead of the source positions"),
-    dict(task=T + "decoder_attention", name="previous_state", fn=dec_previous_state, cls="shifted query",
-         mistake="uses s_{t-1} as the query of step t"),
-    dict(task=T + "decoder_attention", name="length0_nan", fn=dec_length0_nan, cls="length 0",
-         mistake="a sentence of length 0 gets NaN"),
-    dict(task=T + "decoder_attention", name="swapped_order", fn=dec_swapped, cls="swapped tuple order",
-         mistake="returns the pair in the other order"),
-    dict(task=T + "luong_output", name="swapped_concat", fn=luong_swapped_concat, cls="order of concat",
-         mistake="concatenates [s_t; a_t] instead of [a_t; s_t]"),
-    dict(task=T + "luong_output", name="relu", fn=luong_relu, cls="ReLU for tanh", mistake="ReLU instead of tanh"),
-    dict(task=T + "luong_output", name="swapped_biases", fn=luong_swapped_biases, cls="swapped biases",
-         mistake="adds b_y in the first layer and b_c in the second"),
-    dict(task=T + "luong_output", name="no_transpose", fn=luong_no_transpose, cls="weight layout",
-         mistake="multiplies by W instead of W.T"),
-    dict(task=T + "luong_output", name="logits", fn=luong_logits, cls="symptom",
-         mistake="returns the logits, no softmax"),
-    dict(task=T + "luong_output", name="softmax_batch", fn=luong_softmax_batch, cls="softmax over batch",
-         mistake="softmax over the batch axis"),
-    dict(task=T + "luong_output", name="log_softmax", fn=luong_log_softmax, cls="symptom",
-         mistake="returns log-probabilities"),
-    dict(task=T + "luong_output", name="sigmoid", fn=luong_sigmoid, cls="symptom",
-         mistake="sigmoid instead of softmax"),
-    dict(task=T + "luong_output", name="sum_not_concat", fn=luong_sum_not_concat, cls="concat",
-         mistake="adds a_t and s_t instead of concatenating them"),
-    dict(task=T + "hand_attention_value", name="H_times_alpha", fn=hand_H_times_alpha, cls="transposed",
-         mistake="multiplies H by alpha (columns of H) instead of alpha by H"),
-    dict(task=T + "hand_attention_value", name="weights", fn=hand_weights, cls="weights vs value",
-         mistake="gives the weights instead of the attention value"),
-    dict(task=T + "hand_attention_value", name="plain_average", fn=hand_plain_average, cls="no attention",
-         mistake="averages the encoder states"),
-    dict(task=T + "hand_attention_value", name="hard_attention", fn=hand_hard_attention, cls="argmax",
-         mistake="takes only the state with the largest weight"),
-    dict(task=T + "hand_attention_value", name="scores_not_weights", fn=hand_scores_not_weights,
-         cls="weights vs scores", mistake="weights the states by the scores instead of the weights"),
+    dict(
+        task=T + "attention_value",
+        name="weights_transposed",
+        fn=value_weights_transposed,
+        cls="only-square shapes",
+        mistake="uses the weights transposed (keys as rows)",
+    ),
+    dict(
+        task=T + "attention_value",
+        name="plain_average",
+        fn=value_plain_average,
+        cls="no attention",
+        mistake="averages the values, ignoring the weights",
+    ),
+    dict(
+        task=T + "attention_value",
+        name="divided_again",
+        fn=value_divided_again,
+        cls="normalisation",
+        mistake="divides the weighted sum by the number of keys again",
+    ),
+    dict(
+        task=T + "attention_value",
+        name="sum_over_queries",
+        fn=value_sum_over_queries,
+        cls="only-square shapes",
+        mistake="sums the products over the query axis instead of the key axis",
+    ),
+    dict(
+        task=T + "attention_value",
+        name="first_sentence_values",
+        fn=value_first_sentence,
+        cls="one sentence's values for all",
+        mistake="uses the values of sentence 0 for every sentence",
+    ),
+    dict(
+        task=T + "attention_value",
+        name="dot_T_3d",
+        fn=value_T,
+        cls=".T on 3-D",
+        mistake="uses .T on the 3-D values",
+    ),
+    dict(
+        task=T + "attention_value",
+        name="numpy",
+        fn=value_numpy,
+        cls=".numpy()",
+        mistake="computes with NumPy after detach, no gradient",
+    ),
+    dict(
+        task=T + "attention_value",
+        name="book_import",
+        fn=value_book,
+        cls="book shortcut",
+        mistake="calls the book's attnbook.attention.attention_value",
+    ),
+    dict(
+        task=T + "dot_product_attention",
+        name="keys_as_values",
+        fn=dpa_keys_as_values,
+        cls="K used as V",
+        mistake="mixes the keys instead of the values",
+    ),
+    dict(
+        task=T + "dot_product_attention",
+        name="scaled",
+        fn=dpa_scaled,
+        cls="wrong scale",
+        mistake="scales by sqrt(d_k) although Luong's plain score is asked",
+    ),
+    dict(
+        task=T + "dot_product_attention",
+        name="softmax_queries",
+        fn=dpa_softmax_queries,
+        cls="wrong axis",
+        mistake="softmax over the queries instead of the keys",
+    ),
+    dict(
+        task=T + "dot_product_attention",
+        name="softmax_batch",
+        fn=dpa_softmax_batch,
+        cls="softmax over batch",
+        mistake="softmax over the batch axis",
+    ),
+    dict(
+        task=T + "dot_product_attention",
+        name="swapped_order",
+        fn=dpa_swapped,
+        cls="swapped tuple order",
+        mistake="returns the pair in the other order",
+    ),
+    dict(
+        task=T + "dot_product_attention",
+        name="scores_times_values",
+        fn=dpa_scores_times_values,
+        cls="weights vs scores",
+        mistake="mixes the values with the scores instead of the weights",
+    ),
+    dict(
+        task=T + "dot_product_attention",
+        name="torch_sdpa_default_scale",
+        fn=dpa_torch_sdpa_default_scale,
+        cls="wrong scale",
+        mistake="uses F.scaled_dot_product_attention, which scales by 1/sqrt(d_k)",
+    ),
+    dict(
+        task=T + "dot_product_attention",
+        name="debug_backward",
+        fn=dpa_debug_backward,
+        cls="input mutation (.grad)",
+        mistake="leaves a backward() call in, filling the inputs' .grad",
+    ),
+    dict(
+        task=T + "attention_step",
+        name="alpha_at_H",
+        fn=step_alpha_at_H,
+        cls="shapes",
+        mistake="alpha_t @ H with alpha_t (B, N): broadcasts into (B, B, d)",
+    ),
+    dict(
+        task=T + "attention_step",
+        name="no_padding",
+        fn=step_no_padding,
+        cls="padding ignored",
+        mistake="ignores the lengths: padded positions get weight",
+    ),
+    dict(
+        task=T + "attention_step",
+        name="length0_nan",
+        fn=step_length0_nan,
+        cls="length 0",
+        mistake="a sentence of length 0 gets NaN",
+    ),
+    dict(
+        task=T + "attention_step",
+        name="off_by_one",
+        fn=step_off_by_one,
+        cls="off by one",
+        mistake="keeps position lengths[b] too",
+    ),
+    dict(
+        task=T + "attention_step",
+        name="mask_after_softmax",
+        fn=step_mask_after_softmax,
+        cls="mask after softmax",
+        mistake="zeroes padded weights after the softmax, without renormalising",
+    ),
+    dict(
+        task=T + "attention_step",
+        name="first_length",
+        fn=step_first_length,
+        cls="one sentence's keys for all",
+        mistake="uses lengths[0] for every sentence",
+    ),
+    dict(
+        task=T + "attention_step",
+        name="swapped_order",
+        fn=step_swapped,
+        cls="swapped tuple order",
+        mistake="returns the pair in the other order",
+    ),
+    dict(
+        task=T + "decoder_attention",
+        name="static_query",
+        fn=dec_static_query,
+        cls="static query",
+        mistake="uses the last decoder state as the query of every step",
+    ),
+    dict(
+        task=T + "decoder_attention",
+        name="reshape",
+        fn=dec_reshape,
+        cls="reshape for transpose",
+        mistake="reshapes H to (B, d, N) instead of transposing",
+    ),
+    dict(
+        task=T + "decoder_attention",
+        name="dot_T_3d",
+        fn=dec_T,
+        cls=".T on 3-D",
+        mistake="uses H.T on a 3-D tensor",
+    ),
+    dict(
+        task=T + "decoder_attention",
+        name="softmax_steps",
+        fn=dec_softmax_steps,
+        cls="wrong axis",
+        mistake="softmax over the decoder steps instead of the source positions",
+    ),
+    dict(
+        task=T + "decoder_attention",
+        name="previous_state",
+        fn=dec_previous_state,
+        cls="shifted query",
+        mistake="uses s_{t-1} as the query of step t",
+    ),
+    dict(
+        task=T + "decoder_attention",
+        name="length0_nan",
+        fn=dec_length0_nan,
+        cls="length 0",
+        mistake="a sentence of length 0 gets NaN",
+    ),
+    dict(
+        task=T + "decoder_attention",
+        name="swapped_order",
+        fn=dec_swapped,
+        cls="swapped tuple order",
+        mistake="returns the pair in the other order",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="swapped_concat",
+        fn=luong_swapped_concat,
+        cls="order of concat",
+        mistake="concatenates [s_t; a_t] instead of [a_t; s_t]",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="relu",
+        fn=luong_relu,
+        cls="ReLU for tanh",
+        mistake="ReLU instead of tanh",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="swapped_biases",
+        fn=luong_swapped_biases,
+        cls="swapped biases",
+        mistake="adds b_y in the first layer and b_c in the second",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="no_transpose",
+        fn=luong_no_transpose,
+        cls="weight layout",
+        mistake="multiplies by W instead of W.T",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="logits",
+        fn=luong_logits,
+        cls="symptom",
+        mistake="returns the logits, no softmax",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="softmax_batch",
+        fn=luong_softmax_batch,
+        cls="softmax over batch",
+        mistake="softmax over the batch axis",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="log_softmax",
+        fn=luong_log_softmax,
+        cls="symptom",
+        mistake="returns log-probabilities",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="sigmoid",
+        fn=luong_sigmoid,
+        cls="symptom",
+        mistake="sigmoid instead of softmax",
+    ),
+    dict(
+        task=T + "luong_output",
+        name="sum_not_concat",
+        fn=luong_sum_not_concat,
+        cls="concat",
+        mistake="adds a_t and s_t instead of concatenating them",
+    ),
+    dict(
+        task=T + "hand_attention_value",
+        name="H_times_alpha",
+        fn=hand_H_times_alpha,
+        cls="transposed",
+        mistake="multiplies H by alpha (columns of H) instead of alpha by H",
+    ),
+    dict(
+        task=T + "hand_attention_value",
+        name="weights",
+        fn=hand_weights,
+        cls="weights vs value",
+        mistake="gives the weights instead of the attention value",
+    ),
+    dict(
+        task=T + "hand_attention_value",
+        name="plain_average",
+        fn=hand_plain_average,
+        cls="no attention",
+        mistake="averages the encoder states",
+    ),
+    dict(
+        task=T + "hand_attention_value",
+        name="hard_attention",
+        fn=hand_hard_attention,
+        cls="argmax",
+        mistake="takes only the state with the largest weight",
+    ),
+    dict(
+        task=T + "hand_attention_value",
+        name="scores_not_weights",
+        fn=hand_scores_not_weights,
+        cls="weights vs scores",
+        mistake="weights the states by the scores instead of the weights",
+    ),
 ]
 
 VALID = [
