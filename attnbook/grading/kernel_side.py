@@ -26,7 +26,7 @@ from . import wire  # noqa: E402
 
 _T_TORCH = time.time()
 _HANDLES: dict[int, tuple[list, list]] = {}
-_STUBS: dict[int, object] = {}
+_STUBS: dict[tuple, object] = {}
 _KEEP_HANDLES = 16
 
 
@@ -109,9 +109,10 @@ def _stub_id(value):
 
 def _stub_for(peer):
     def make(ident: int):
-        if ident not in _STUBS:
-            _STUBS[ident] = _Stub(peer, ident)
-        return _STUBS[ident]
+        key = (id(peer), ident)
+        if key not in _STUBS:
+            _STUBS[key] = _Stub(peer, ident)
+        return _STUBS[key]
     return make
 
 
@@ -120,16 +121,32 @@ def _stub_for(peer):
 # --------------------------------------------------------------------------------------------------
 
 
-class Kernel:
-    def __init__(self):
-        from IPython.core.interactiveshell import InteractiveShell
-        from traitlets.config import Config
+class _Namespace:
+    """A stand-in for IPython's shell when the kernel serves functions given directly (tests)."""
 
-        config = Config()
-        config.HistoryManager.enabled = False
-        config.InteractiveShell.colors = "NoColor"
-        self.shell = InteractiveShell.instance(config=config)
+    def __init__(self, namespace: dict):
+        self.user_ns = namespace
+
+
+class Kernel:
+    """The requests the grader may send. ``namespace``: serve these functions instead of running cells
+    in IPython (the proxy's own tests run a kernel this way, in a thread)."""
+
+    def __init__(self, namespace: dict | None = None):
+        if namespace is not None:
+            self.shell = _Namespace(namespace)
+        else:
+            from IPython.core.interactiveshell import InteractiveShell
+            from traitlets.config import Config
+
+            config = Config()
+            config.HistoryManager.enabled = False
+            config.InteractiveShell.colors = "NoColor"
+            self.shell = InteractiveShell.instance(config=config)
         self.handles = 0
+
+    def handlers(self) -> dict:
+        return {"run": self.run, "resolve": self.resolve, "call": self.call, "backward": self.backward}
 
     def run(self, peer, message, blob):
         cpu = message.get("cpu")
@@ -228,9 +245,7 @@ class Kernel:
 def main() -> None:
     read_fd, write_fd = int(sys.argv[1]), int(sys.argv[2])
     kernel = Kernel()
-    peer = wire.Peer(read_fd, write_fd, handlers={
-        "run": kernel.run, "resolve": kernel.resolve, "call": kernel.call, "backward": kernel.backward,
-    })
+    peer = wire.Peer(read_fd, write_fd, handlers=kernel.handlers())
     peer.send({"re": "ready", "t_start": _T_START, "t_torch": _T_TORCH, "t_ready": time.time(),
                "pid": os.getpid()})
     try:

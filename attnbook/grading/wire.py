@@ -100,7 +100,7 @@ class Encoder:
         offset, n = self._bytes(raw)
         node = {"t": DTYPE_NAMES[plain.dtype], "s": list(plain.shape), "o": offset, "n": n,
                 "rg": bool(t.requires_grad), "gf": t.grad_fn is not None}
-        if grad and self.with_grad and t.grad is not None:
+        if grad and self.with_grad and t.is_leaf and t.grad is not None:
             node["g"] = self.tensor(t.grad, grad=False)
             self.tensors.pop()
         return node
