@@ -33,6 +33,16 @@ RAW_ERROR = re.compile(
             r"only supports boolean masks",
             r"Expected size for first two dimensions of batch2 tensor",
             r"must have the same dtype",
+            r"Class values must be non-negative",
+            r"negative dimensions are not allowed",
+            r"division by zero",
+            r"not supported between instances of",
+            r"Tensors must have same number of dimensions",
+            r"Sizes of tensors must match except in dimension",
+            r"stack expects",
+            r"einsum\(\): ",
+            r"expected m1 and m2 to have the same dtype",
+            r"Expected object of scalar type",
         ]
     )
 )

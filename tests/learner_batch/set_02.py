@@ -111,6 +111,25 @@ def enc_cell_copy_no_grad(embedded, lengths, W_ih, W_hh, b_ih, b_hh):
     return H, H[torch.arange(B), lengths - 1]
 
 
+def enc_float32_start(embedded, lengths, W_ih, W_hh, b_ih, b_hh):
+    B, N, _ = embedded.shape
+    h = torch.zeros(B, W_hh.shape[1])  # h_0 = 0, made without a dtype
+    states = []
+    for i in range(N):
+        h_new = _gru_step(embedded[:, i], h, W_ih, W_hh, b_ih, b_hh)
+        real = (i < lengths).unsqueeze(-1)
+        h = torch.where(real, h_new, h)
+        states.append(torch.where(real, h_new, torch.zeros_like(h_new)))
+    H = torch.stack(states, 1)
+    return H, H[torch.arange(B), lengths - 1]
+
+
+def enc_reference(embedded, lengths, W_ih, W_hh, b_ih, b_hh):
+    from attnbook.grading import get_task
+
+    return get_task("02.encoder_states").reference(embedded, lengths, W_ih, W_hh, b_ih, b_hh)
+
+
 def enc_valid_by_hand(embedded, lengths, W_ih, W_hh, b_ih, b_hh):
     return _encode(embedded, lengths, W_ih, W_hh, b_ih, b_hh)
 
@@ -677,6 +696,20 @@ WRONG = [
         fn=grad_of_loss_value,
         cls="formula",
         mistake="multiplies the norms by the loss",
+    ),
+    dict(
+        task=T + "encoder_states",
+        name="float32_start",
+        fn=enc_float32_start,
+        cls="dtype clash",
+        mistake="creates h_0 with torch.zeros(B, d), float32, and multiplies it with float64 weights",
+    ),
+    dict(
+        task=T + "encoder_states",
+        name="grader_reference",
+        fn=enc_reference,
+        cls="book shortcut",
+        mistake="returns get_task('02.encoder_states').reference",
     ),
 ]
 

@@ -86,6 +86,18 @@ def soft_valid_logsumexp(scores):
     return torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True))
 
 
+def soft_valid_detached_max(scores):
+    m = scores.amax(dim=-1, keepdim=True).detach()  # a constant per row: the gradient does not need it
+    e = torch.exp(scores - m)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def soft_reference(scores):
+    from attnbook.grading import get_task
+
+    return get_task("05.stable_softmax").reference(scores)
+
+
 def soft_valid_rows_loop(scores):
     flat = scores.reshape(-1, scores.shape[-1])
     rows = []
@@ -600,6 +612,13 @@ WRONG = [
         cls="book shortcut",
         mistake="computes the hand task with the book's softmax",
     ),
+    dict(
+        task=T + "stable_softmax",
+        name="grader_reference",
+        fn=soft_reference,
+        cls="book shortcut",
+        mistake="returns get_task('05.stable_softmax').reference",
+    ),
 ]
 
 VALID = [
@@ -613,4 +632,5 @@ VALID = [
     dict(task=T + "softmax_with_temperature", name="softmax", fn=temp_valid),
     dict(task=T + "softmax_with_temperature", name="logsumexp", fn=temp_valid_logsumexp),
     dict(task=T + "hand_weights", name="typed", fn=hand_valid),
+    dict(task=T + "stable_softmax", name="detached_max", fn=soft_valid_detached_max),
 ]

@@ -194,6 +194,11 @@ def pad_book(lengths, T_k):
     return padding_mask(lengths, T_k)
 
 
+def pad_cumsum_trick(lengths, T_k):
+    last = torch.nn.functional.one_hot(lengths - 1, T_k)  # 1 at the last real token
+    return last.flip(-1).cumsum(-1).flip(-1).bool().unsqueeze(1)
+
+
 def pad_valid_loop(lengths, T_k):
     mask = torch.zeros(lengths.shape[0], 1, T_k, dtype=torch.bool)
     for b in range(lengths.shape[0]):
@@ -380,6 +385,13 @@ WRONG = [
         fn=pad_book,
         cls="book shortcut",
         mistake="calls attnbook.attention.padding_mask",
+    ),
+    dict(
+        task=T + "padding_mask",
+        name="cumsum_trick",
+        fn=pad_cumsum_trick,
+        cls="length 0",
+        mistake="marks the last real token with one_hot(lengths - 1) and fills backwards: fails for length 0",
     ),
 ]
 

@@ -222,6 +222,28 @@ def online_book(Q, K, V, block_size):
     return online_softmax_attention(Q, K, V, block_size)
 
 
+def online_valid_detached_max(Q, K, V, block_size):
+    B, T_q, d_k = Q.shape
+    m = torch.full((B, T_q, 1), NEG_INF, dtype=Q.dtype)
+    l = torch.zeros(B, T_q, 1, dtype=Q.dtype)
+    acc = torch.zeros(B, T_q, V.shape[-1], dtype=Q.dtype)
+    for s in range(0, K.shape[1], block_size):
+        sc = Q @ K[:, s : s + block_size].transpose(1, 2) / math.sqrt(d_k)
+        m_new = torch.maximum(m, sc.amax(dim=-1, keepdim=True)).detach()  # as FlashAttention does
+        factor = torch.exp(m - m_new)
+        p = torch.exp(sc - m_new)
+        l = l * factor + p.sum(dim=-1, keepdim=True)
+        acc = acc * factor + p @ V[:, s : s + block_size]
+        m = m_new
+    return acc / l
+
+
+def online_reference(Q, K, V, block_size):
+    from attnbook.grading import get_task
+
+    return get_task("10.online_softmax_attention").reference(Q, K, V, block_size)
+
+
 def online_valid(Q, K, V, block_size):
     return _online(Q, K, V, block_size)
 
@@ -401,6 +423,13 @@ WRONG = [
         cls="book shortcut",
         mistake="calls attnbook.blockwise.online_softmax_attention",
     ),
+    dict(
+        task=T + "online_softmax_attention",
+        name="grader_reference",
+        fn=online_reference,
+        cls="book shortcut",
+        mistake="returns get_task('10.online_softmax_attention').reference",
+    ),
 ]
 
 VALID = [
@@ -410,4 +439,5 @@ VALID = [
     dict(task=T + "running_max_sum", name="logsumexp_blocks", fn=running_valid_logsumexp),
     dict(task=T + "online_softmax_attention", name="blocks", fn=online_valid),
     dict(task=T + "online_softmax_attention", name="logsumexp_blocks", fn=online_valid_lse),
+    dict(task=T + "online_softmax_attention", name="detached_max", fn=online_valid_detached_max),
 ]
