@@ -1,11 +1,12 @@
 """Self-attention and multi-head attention (셀프 어텐션, 멀티 헤드 어텐션), built on :mod:`attnbook.attention`.
 
 Shapes (book notation): a batch of ``B`` sequences, ``T_q`` queries and ``T_k`` keys/values,
-``d_model`` features per position, ``h`` heads of ``d_h = d_model / h`` features each.
+``d_model`` features per position, ``h`` heads of ``d_k = d_model / h`` features each (the book's
+symbol for the width of one head; ``MultiHeadAttention.d_h`` is kept as an alias).
 
-* :func:`split_heads` turns ``(B, T, h·d_h)`` into ``(B, h, T, d_h)``: a **view** that splits the last
-  axis into ``(h, d_h)``, then a **permutation** that moves the head axis in front of time. A bare reshape
-  to ``(B, h, T, d_h)`` has the right shape and the wrong contents (it mixes positions and heads).
+* :func:`split_heads` turns ``(B, T, h·d_k)`` into ``(B, h, T, d_k)``: a **view** that splits the last
+  axis into ``(h, d_k)``, then a **permutation** that moves the head axis in front of time. A bare reshape
+  to ``(B, h, T, d_k)`` has the right shape and the wrong contents (it mixes positions and heads).
 * :func:`merge_heads` is its inverse.
 * :class:`MultiHeadAttention` projects queries, keys and values with its own ``W_q, W_k, W_v``, runs
   :func:`attnbook.attention.scaled_dot_product_attention` in every head at once, concatenates the heads
@@ -34,29 +35,29 @@ def split_heads(x: Tensor, h: int) -> Tensor:
     """Split the feature axis into ``h`` heads.
 
     Args:
-        x: ``(B, T, h·d_h)``.
+        x: ``(B, T, h·d_k)``.
         h: number of heads; must divide the last axis.
 
     Returns:
-        ``(B, h, T, d_h)``, a view of ``x`` (no copy): ``out[b, j, t] == x[b, t, j·d_h:(j+1)·d_h]``.
+        ``(B, h, T, d_k)``, a view of ``x`` (no copy): ``out[b, j, t] == x[b, t, j·d_k:(j+1)·d_k]``.
     """
     B, T, D = x.shape
     if D % h != 0:
         raise ValueError(f"the last axis ({D}) is not divisible by the number of heads h={h}")
-    return x.view(B, T, h, D // h).permute(0, 2, 1, 3)  # (B, T, h, d_h) -> (B, h, T, d_h)
+    return x.view(B, T, h, D // h).permute(0, 2, 1, 3)  # (B, T, h, d_k) -> (B, h, T, d_k)
 
 
 def merge_heads(x: Tensor) -> Tensor:
     """Concatenate the heads again: the inverse of :func:`split_heads`.
 
     Args:
-        x: ``(B, h, T, d_h)``.
+        x: ``(B, h, T, d_k)``.
 
     Returns:
-        ``(B, T, h·d_h)``: for every position the ``h`` head outputs side by side, head 0 first.
+        ``(B, T, h·d_k)``: for every position the ``h`` head outputs side by side, head 0 first.
     """
-    B, h, T, d_h = x.shape
-    return x.permute(0, 2, 1, 3).reshape(B, T, h * d_h)  # (B, T, h, d_h) -> (B, T, h·d_h)
+    B, h, T, d_k = x.shape
+    return x.permute(0, 2, 1, 3).reshape(B, T, h * d_k)  # (B, T, h, d_k) -> (B, T, h·d_k)
 
 
 def _combined_mask(key_padding_mask: Tensor | None, attn_mask: Tensor | None) -> Tensor | None:
@@ -86,8 +87,9 @@ class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention with its own projections ``W_q, W_k, W_v, W_o``.
 
     ``MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W_o`` with
-    ``head_j = Attention(Q W_q^j, K W_k^j, V W_v^j)``; every head sees ``d_h = d_model / h`` features, so
-    the scores are scaled by ``√d_h`` (the key dimension of one head), not by ``√d_model``.
+    ``head_j = Attention(Q W_q^j, K W_k^j, V W_v^j)``; every head sees ``d_k = d_model / h`` features, so
+    the scores are scaled by ``√d_k`` (the key dimension of one head), not by ``√d_model``. The weights
+    are ``nn.Linear`` layers, stored ``(out_features, in_features)`` and applied as ``x @ W.T``.
 
     Args:
         d_model: features of the queries and of the output.
@@ -108,7 +110,8 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         if d_model % h != 0:
             raise ValueError(f"d_model={d_model} is not divisible by h={h}")
-        self.d_model, self.h, self.d_h = d_model, h, d_model // h
+        self.d_model, self.h, self.d_k = d_model, h, d_model // h
+        self.d_h = self.d_k  # the earlier name of the head width, kept for existing code
         kdim = d_model if kdim is None else kdim
         vdim = d_model if vdim is None else vdim
         self.W_q = nn.Linear(d_model, d_model, bias=bias, dtype=dtype)
@@ -140,11 +143,11 @@ class MultiHeadAttention(nn.Module):
             ``(output, weights)``: ``output`` is ``(B, T_q, d_model)``; ``weights`` is
             ``(B, h, T_q, T_k)`` (one map per head, not averaged), or ``None`` if not ``need_weights``.
         """
-        Q = split_heads(self.W_q(query), self.h)  # (B, h, T_q, d_h)
-        K = split_heads(self.W_k(key), self.h)  # (B, h, T_k, d_h)
-        V = split_heads(self.W_v(value), self.h)  # (B, h, T_k, d_h)
+        Q = split_heads(self.W_q(query), self.h)  # (B, h, T_q, d_k)
+        K = split_heads(self.W_k(key), self.h)  # (B, h, T_k, d_k)
+        V = split_heads(self.W_v(value), self.h)  # (B, h, T_k, d_k)
         mask = _combined_mask(key_padding_mask, attn_mask)  # broadcastable to (B, h, T_q, T_k)
-        heads, weights = scaled_dot_product_attention(Q, K, V, mask)  # (B, h, T_q, d_h), (B, h, T_q, T_k)
+        heads, weights = scaled_dot_product_attention(Q, K, V, mask)  # (B, h, T_q, d_k), (B, h, T_q, T_k)
         output = self.W_o(merge_heads(heads))  # (B, T_q, d_model)
         return output, (weights if need_weights else None)
 
