@@ -182,9 +182,11 @@ class LearnerError(Exception):
     learner's line, as :func:`learner_frame` gives it (``"line 7: scores = Q @ K"``, or the code alone, or
     ``""``); ``function``: the name of the learner's function that line is in (``""`` if unknown)."""
 
-    def __init__(self, type_name: str, text: str, where: str = "", function: str = ""):
+    def __init__(self, type_name: str, text: str, where: str = "", function: str = "",
+                 transposed_3d: bool | None = None):
         super().__init__(f"{type_name}: {text}")
         self.type_name, self.text, self.where, self.function = type_name, text, where, function
+        self.transposed_3d = transposed_3d
 
 
 class ForbiddenUse(Exception):
@@ -582,20 +584,24 @@ def _matmul_sizes(text: str) -> tuple[str, str] | None:
     return None
 
 
-def _explain(type_name: str, text: str, code: str) -> tuple[str, str]:
+def _explain(type_name: str, text: str, code: str, transposed_3d: bool | None = None) -> tuple[str, str]:
     """(explanation in the book's words, second-tier hint); ``("", "")`` when there is nothing to add."""
     if "t() expects a tensor with <= 2 dimensions" in text:
         return ("`.t()` swaps the two axes of a matrix only, and this tensor has more axes (a batch axis in "
                 "front); you want to swap only the last two", _TRANSPOSE_HINT)
     sizes = _matmul_sizes(text)
     broadcast = _BROADCAST.search(text)
-    if (sizes or broadcast or "does not broadcast" in text) and _DOT_T.search(code):
+    size_error = bool(sizes or broadcast or "does not broadcast" in text)
+    if size_error and transposed_3d:
         return ("`.T` reverses every axis of a tensor with more than 2 axes (it turns (B, T, d) into "
                 "(d, T, B)); you want to swap only the last two", _TRANSPOSE_HINT)
+    maybe_T = transposed_3d is None and _DOT_T.search(code)
+    causes = ("a missing transpose, `.T` on a tensor with more than 2 axes (it reverses every axis), or "
+              "the two factors in the wrong order" if maybe_T
+              else "a missing transpose or the two factors in the wrong order")
     if sizes:
         return (f"a matrix product needs the last size of the left factor to equal the second-to-last size "
-                f"of the right one, and here {sizes[0]} meets {sizes[1]}; the usual cause is a missing "
-                "transpose or the two factors in the wrong order",
+                f"of the right one, and here {sizes[0]} meets {sizes[1]}; the usual cause is {causes}",
                 "Write each factor's shape under the line, e.g. (B, T_q, d) @ (B, d, T_k): the inner sizes "
                 "must be equal, and the outer ones are the result's.")
     if "both arguments to matmul need to be at least 1D" in text:
@@ -608,6 +614,11 @@ def _explain(type_name: str, text: str, code: str) -> tuple[str, str]:
         if _REDUCTION.search(code) and "keepdim" not in code:
             return ("the reduction on this line removes the axis it reduces over, so its result no longer "
                     f"lines up with the tensor it is combined with ({clash})", keep)
+        if "@" in code or "matmul" in code or "bmm" in code:
+            return (f"the leading (batch) axes of a matrix product do not line up ({clash}): they must be "
+                    f"equal or 1 in both factors; the usual cause is {causes}",
+                    "Write both factors' shapes under the line: only the last two axes take part in the "
+                    "product; the axes in front must match.")
         if _MASK_USE.search(code):
             return (f"the mask does not line up with the tensor it is applied to ({clash}): a mask needs "
                     "the same axes, or size-1 axes where it is shared",
@@ -704,17 +715,68 @@ def _explain(type_name: str, text: str, code: str) -> tuple[str, str]:
         return ("a division by zero: an empty group (a length of 0, an empty bucket, no key left) "
                 "reached a division", "Decide what an empty group gives (the task text says) and handle "
                 "it before dividing.")
+    if "does not require grad and does not have a grad_fn" in text:
+        return ("a gradient was asked of something that does not depend on any tensor that tracks "
+                "gradients: the tensor you differentiate with respect to was never marked to track them, "
+                "or was cut off (detached) on the way",
+                "Make a copy of the input that tracks gradients (`.detach().clone().requires_grad_(True)`), "
+                "compute from that copy, then ask for its gradient.")
+    match = re.search(r"(too many|not enough) values to unpack \(expected (\d+)(?:, got (\d+))?\)", text)
+    if match:
+        got = f" and got {match.group(3)}" if match.group(3) else ""
+        return (f"unpacking expected {match.group(2)} values{got}: the value unpacked has a different "
+                "number of parts than names on the left (a function returning another number of values, "
+                "or a tensor unpacked along its first axis)", "")
+    match = re.search(r"cannot unpack non-iterable (\w+) object", text)
+    if match:
+        return (f"a single {match.group(1)} was unpacked into several names: the value is one thing, not "
+                "a tuple (a function that returns one value, or None)", "")
+    match = re.search(r"'(\w+)' object is not subscriptable", text)
+    if match:
+        return (f"a {match.group(1)} was indexed with [...]: the value is not the tensor or list you "
+                "expected (a function that returned something else, or a reused name)", "")
+    match = re.search(r"'(\w+)' object is not callable", text)
+    if match:
+        return (f"a {match.group(1)} was called like a function: a name that held a function now holds "
+                "a value (reused as a variable), or round brackets where square ones were meant", "")
+    match = re.search(r"unsupported operand type\(s\) for ([^:]+): '(\w+)' and '(\w+)'", text)
+    if match:
+        op, a, b = match.groups()
+        return (f"`{op.strip()}` between a {a} and a {b} is not defined: one of the two is not what you "
+                "expected (None from a function without `return`, or a list where a tensor is needed)", "")
+    match = re.search(r"'(\w+)' object has no attribute '(\w+)'", text)
+    if match:
+        return (f"a {match.group(1)} has no attribute `{match.group(2)}`: the value is not the kind you "
+                "expected, or the name is misspelt", "")
+    if "list index out of range" in text or "tuple index out of range" in text:
+        return ("an index past the end of a list: positions count from 0, so the last of n items is "
+                "n - 1, and an empty list has none", "")
+    if "number of dims don't match in permute" in text or "number of dimensions in the tensor input does not " \
+            "match the length of the desired ordering" in text:
+        return ("a permutation needs exactly one entry per axis of the tensor, and yours has a different "
+                "number", "")
+    if "only integer tensors of a single element can be converted to an index" in text:
+        return ("a tensor used as an index or a count (in `range()`, say) must be one integer, and this "
+                "one is a float or holds several numbers", "")
+    if "same dtype" in text or ("dtype" in text and re.search(r"\b(Float|Double)\b", text)):
+        return ("tensors of two dtypes meet in one operation: a tensor you created (torch.tensor, "
+                "torch.zeros, torch.ones, torch.arange, ...) gets float32 (or int64) by default, while "
+                "the grader's inputs are float64",
+                "Create new tensors with the inputs' dtype: `dtype=x.dtype`, or `x.new_zeros(shape)`.")
     if type_name == "NotImplementedError":
         return (f"an operation is not implemented for these inputs (PyTorch says: {text[:120]})", "")
     return "", ""
 
 
-def translate_error(type_name: str, text: str, where: str = "", function: str = "") -> tuple[str, str]:
+def translate_error(type_name: str, text: str, where: str = "", function: str = "",
+                    transposed_3d: bool | None = None) -> tuple[str, str]:
     """A learner's exception in the book's words: ``(message, hint)``.
 
     A pure function of the exception's type name, its text, the learner's line (``"line 7: code"`` or the
     code alone, as :func:`learner_frame` gives it) and the name of the function that line is in, so that
-    an exception reported from another process reads exactly like a local one. The message names the
+    an exception reported from another process reads exactly like a local one. ``transposed_3d``: whether
+    the call used ``.T`` on a tensor with more than 2 axes, when known (a local call is re-run to find out);
+    ``None`` words a size error on a line with ``.T`` to cover both causes. The message names the
     function, the line and the mistake, never the code of the fix; the hint (second tier) may."""
     text = " ".join(str(text).split()) if text else ""
     number, code = _split_where(where)
@@ -723,7 +785,7 @@ def translate_error(type_name: str, text: str, where: str = "", function: str = 
     if number or code:
         at = f" at line {number}" if number else ""
         at += f" (`{code}`)" if code else ""
-    explanation, hint = _explain(type_name, text, code)
+    explanation, hint = _explain(type_name, text, code, transposed_3d)
     if not explanation:
         first = text.split(". ")[0] if len(text) > 200 else text
         explanation = first[:200].rstrip(".")
@@ -746,7 +808,8 @@ def _not_attempted() -> Fail:
     )
 
 
-def _raised(type_name: str, text: str, where: str, function: str, fn, case: Case) -> Fail:
+def _raised(type_name: str, text: str, where: str, function: str, fn, case: Case,
+            transposed_3d: bool | None = None) -> Fail:
     """The Fail for a learner's exception (local or reported by a proxy): same words either way."""
     _, code = _split_where(where)
     called = getattr(fn, "__name__", "")
@@ -759,7 +822,7 @@ def _raised(type_name: str, text: str, where: str, function: str, fn, case: Case
             f"{case.describe()}.",
             "calls_unwritten",
         )
-    message, hint = translate_error(type_name, text, where, function)
+    message, hint = translate_error(type_name, text, where, function, transposed_3d)
     return Fail(f"{message}. Seen on {case.describe()}.", "raised", hint)
 
 
@@ -786,12 +849,15 @@ def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict,
             "timeout",
         )
     except LearnerError as exc:
-        raise _raised(exc.type_name, exc.text, exc.where, exc.function, fn, case)
+        raise _raised(exc.type_name, exc.text, exc.where, exc.function, fn, case, exc.transposed_3d)
     except Fail:
         raise
     except Exception as exc:  # the learner's own error, reported in one line
         where, function = learner_frame(exc)
-        raise _raised(type(exc).__name__, str(exc), where, function, fn, case)
+        transposed_3d = None
+        if _DOT_T.search(where) and (inspect.isfunction(fn) or inspect.ismethod(fn)):
+            transposed_3d = "dot_T" in _trace(task, fn, case, args, kwargs)
+        raise _raised(type(exc).__name__, str(exc), where, function, fn, case, transposed_3d)
 
 
 def _check_types(task: Task, case: Case, value, expected: tuple) -> tuple:
@@ -904,47 +970,46 @@ def _has_mask_argument(task: Task, case: Case) -> bool:
     return named or any(isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in case.args)
 
 
+def _fully_masked_rows_only(task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor) -> None:
+    """Wrong (or NaN) only in the rows of queries that have no key left: name that."""
+    if got.shape != exp.shape or exp.dim() == 0 or not exp.numel() or not _has_mask_argument(task, case):
+        return
+    g, e = got.detach().double(), exp.detach().double()
+    bad_rows = (~torch.isclose(g, e, atol=task.atol, rtol=task.rtol, equal_nan=True)).reshape(-1, exp.shape[-1]).any(-1)
+    empty_rows = (e.reshape(-1, exp.shape[-1]) == 0).all(-1)
+    if bad_rows.any() and bool(empty_rows[bad_rows].all()) and bool((~bad_rows & ~empty_rows).any()):
+        raise Fail(
+            f"{label} is right everywhere except in the rows of queries that have no key left (every key "
+            f"masked, or a length of 0) on {case.describe()}: your code does not handle a query that may "
+            "attend to nothing.",
+            "wrong_fully_masked_rows",
+            "The task text says what such a row holds; make sure that value survives every step (a row of "
+            "-inf scores gives NaN in a plain softmax: 0/0).",
+        )
+
+
 def _engine_diagnosis(task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor,
-                      index: int) -> None:
-    """The most specific task-independent diagnosis of a wrong tensor (raises :class:`Fail`), if any."""
+                      index: int, fn=None) -> None:
+    """The most specific task-independent diagnosis of a wrong, finite tensor (raises :class:`Fail`)."""
     if got.shape != exp.shape:
         return
     if _float32_computation(task, case, got, exp, index):
-        raise Fail(
-            f"{label} agrees with the answer computed in float32 (about 7 significant digits) but not to "
-            f"float64 precision on {case.describe()}: a step of your computation runs in float32 (a tensor "
-            "created without a dtype, a float32 constant, or a conversion) before the result comes back "
-            "as float64.",
-            "float32_computation",
-            "Keep every intermediate in the inputs' dtype: create tensors with `dtype=x.dtype`, and do not "
-            "convert with `.float()` on the way.",
-        )
+        raise _float32_fail(label, case)
     if exp.dim() == 0:
         return
-    g, e = got.detach().double(), exp.detach().double()
-    bad = ~torch.isclose(g, e, atol=task.atol, rtol=task.rtol, equal_nan=True)
-    if _has_mask_argument(task, case) and exp.dim() >= 1:
-        bad_rows = bad.reshape(-1, exp.shape[-1]).any(-1)
-        empty_rows = (e.reshape(-1, exp.shape[-1]) == 0).all(-1)
-        if bad_rows.any() and bool((empty_rows[bad_rows]).all()) and bool((~bad_rows & ~empty_rows).any()):
-            raise Fail(
-                f"{label} is right everywhere except in the rows of queries that have no key left (every "
-                f"key masked, or a length of 0) on {case.describe()}: your code does not handle a query "
-                "that may attend to nothing.",
-                "wrong_fully_masked_rows",
-                "The task text says what such a row holds; make sure that value survives every step "
-                "(an all -inf row gives NaN in a plain softmax).",
-            )
+    bad = ~torch.isclose(got.detach().double(), exp.detach().double(), atol=task.atol, rtol=task.rtol,
+                         equal_nan=True)
     B = case.dims.get("B")
-    if isinstance(B, int) and B >= 2 and exp.dim() >= 2 and exp.shape[0] == B:
+    if fn is not None and isinstance(B, int) and B >= 2 and exp.dim() >= 1 and exp.shape[0] == B:
         bad_items = bad.reshape(B, -1).any(-1)
-        if bad_items.any() and not bad_items.all():
+        if bad_items.any() and _right_item_by_item(task, fn, case, B, index):
             right = [int(i) for i in torch.nonzero(~bad_items).flatten()]
             wrong = [int(i) for i in torch.nonzero(bad_items).flatten()]
+            right_text = f"right for batch item(s) {right} but " if right else ""
             raise Fail(
-                f"{label} is right for batch item(s) {right} but wrong for {wrong} on {case.describe()}: "
-                "each item must be computed from its own data only; the batch items are mixed (one "
-                "item's keys, length or mask used for another, or a reshape that mixes the batch axis "
+                f"{label} is {right_text}wrong for batch item(s) {wrong} on {case.describe()}, yet right "
+                "when each item is given alone: the batch items are mixed (one item's keys, length or mask "
+                "used for another, a reduction over the batch axis, or a reshape that mixes the batch axis "
                 "with another).",
                 "batch_items_mixed",
                 "Follow one batch item through your code: every tensor it touches should be indexed by "
@@ -952,25 +1017,95 @@ def _engine_diagnosis(task: Task, case: Case, label: str, got: torch.Tensor, exp
             )
 
 
-def _traced_transpose(task: Task, fn: Callable, case: Case) -> bool:
-    """Re-run ``fn`` and tell whether it used ``.T`` on a tensor with more than 2 axes (for messages)."""
+def _slice_item(value, B: int, b: int):
+    if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == B:
+        return value[b:b + 1].clone()
+    return clone(value)
+
+
+def _right_item_by_item(task: Task, fn: Callable, case: Case, B: int, index: int) -> bool:
+    """True when ``fn`` gives the reference's answer on every batch item fed alone (a batch of 1): then
+    what is wrong with the whole batch is that its items are mixed."""
+    if not any(isinstance(a, torch.Tensor) and a.dim() >= 1 and a.shape[0] == B for a in case.args):
+        return False
+    n = len(task.output_names)
+    try:
+        with time_limit(task.timeout_s * 2):
+            for b in range(B):
+                args = tuple(_slice_item(a, B, b) for a in case.args)
+                kwargs = {k: _slice_item(v, B, b) for k, v in case.kwargs.items()}
+                expected = as_outputs(task.reference(*clone(args), **clone(kwargs)), n)[index]
+                got = as_outputs(fn(*args, **kwargs), n)[index]
+                if not close(got, expected, task.atol, task.rtol, equal_nan=True):
+                    return False
+    except (Exception, LearnerTimeout):
+        return False
+    return True
+
+
+def _trace(task: Task, fn: Callable, case: Case, args=None, kwargs=None) -> set:
+    """Re-run ``fn`` under a recording torch-function mode (only to word a message): ``{"dot_T"}`` when it
+    used ``.T`` on a tensor with more than 2 axes, ``{"float32"}`` when an operation made a float32 (or
+    half) tensor."""
     from torch.overrides import TorchFunctionMode
 
-    seen = []
+    seen: set = set()
+    low = (torch.float32, torch.float16, torch.bfloat16)
 
     class _Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            if getattr(getattr(func, "__self__", None), "__name__", "") == "T" and args and \
-                    isinstance(args[0], torch.Tensor) and args[0].dim() > 2:
-                seen.append(True)
-            return func(*args, **(kwargs or {}))
+            if (getattr(getattr(func, "__self__", None), "__name__", "") == "T" and args
+                    and isinstance(args[0], torch.Tensor) and args[0].dim() > 2):
+                seen.add("dot_T")
+            out = func(*args, **(kwargs or {}))
+            if any(isinstance(t, torch.Tensor) and t.dtype in low for t in _tensors(out)):
+                seen.add("float32")
+            return out
 
     try:
         with _Mode(), time_limit(task.timeout_s):
-            fn(*clone(case.args), **clone(case.kwargs))
+            fn(*clone(case.args if args is None else args), **clone(case.kwargs if kwargs is None else kwargs))
     except (Exception, LearnerTimeout):
         pass
-    return bool(seen)
+    return seen
+
+
+def _traced_transpose(task: Task, fn: Callable, case: Case) -> bool:
+    return "dot_T" in _trace(task, fn, case)
+
+
+def _float32_fail(label: str, case: Case) -> Fail:
+    return Fail(
+        f"{label} agrees with the answer computed in float32 (about 7 significant digits) but not to "
+        f"float64 precision on {case.describe()}: a step of your computation runs in float32 (a tensor "
+        "created without a dtype, a float32 constant, or a conversion) before the result comes back "
+        "as float64.",
+        "float32_computation",
+        "Keep every intermediate in the inputs' dtype: create tensors with `dtype=x.dtype`, and do not "
+        "convert with `.float()` on the way.",
+    )
+
+
+def _check_precision(task: Task, case: Case, outputs: tuple, expected: tuple, fn=None) -> None:
+    """Right within the task's tolerance, yet only to float32's precision: some step ran in float32.
+
+    A float64 answer computed in another order agrees to ~1e-13; float32 rounding leaves ~1e-7. Flagged
+    only when the error is what the reference computed in float32 shows, and (for a local function) an
+    operation of the learner's made a float32 tensor."""
+    for index, (name, got, exp) in enumerate(zip(task.output_names, outputs, expected)):
+        if not (isinstance(exp, torch.Tensor) and isinstance(got, torch.Tensor) and exp.dtype == torch.float64
+                and got.shape == exp.shape and exp.numel()):
+            continue
+        g, e = got.detach().double(), exp.detach().double()
+        finite = torch.isfinite(e) & torch.isfinite(g)
+        if not finite.any():
+            continue
+        scale = 1.0 + float(e[finite].abs().max())
+        if float((g[finite] - e[finite]).abs().max()) <= 1e-9 * scale:
+            continue
+        label = "your result" if len(expected) == 1 else f"`{name}`"
+        if _float32_computation(task, case, got, exp, index) and (fn is None or "float32" in _trace(task, fn, case)):
+            raise _float32_fail(label, case)
 
 
 _DOT_T_FAIL = Fail(
@@ -980,11 +1115,15 @@ _DOT_T_FAIL = Fail(
 
 
 def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=None) -> None:
+    """Compare with the reference; when wrong, give the most specific diagnosis available: the task's
+    misconceptions and properties first, then the engine's task-independent detectors, then the generic
+    message. ``fn`` (the learner's callable) lets the engine re-run it to word a message."""
+    local = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else None
     for name, got, exp in zip(task.output_names, outputs, expected):
         label = "your result" if len(expected) == 1 else f"`{name}`"
         if isinstance(exp, torch.Tensor) and got.shape != exp.shape:
             _diagnose(task, case, outputs, properties=False)
-            if fn is not None and _traced_transpose(task, fn, case):
+            if local is not None and "dot_T" in _trace(task, local, case):
                 raise Fail(f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.", _DOT_T_FAIL.diagnosis,
                            _DOT_T_FAIL.hint)
             if got.dim() >= 2 and tuple(got.shape[:-2]) + (got.shape[-1], got.shape[-2]) == tuple(exp.shape):
@@ -1005,16 +1144,17 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
         _diagnose(task, case, outputs)
         label = "your result" if len(expected) == 1 else f"`{name}`"
         if isinstance(exp, torch.Tensor):
+            _fully_masked_rows_only(task, case, label, got, exp)
             if not torch.isfinite(got).all() and torch.isfinite(exp).all():
                 raise Fail(
                     f"{label} contains NaN or inf on {case.describe()}; the expected values are finite. "
                     "Large scores overflow exp(): subtract the maximum first.",
                     "not_finite",
                 )
-            if fn is not None and _traced_transpose(task, fn, case):
+            if local is not None and "dot_T" in _trace(task, local, case):
                 raise Fail(f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.", _DOT_T_FAIL.diagnosis,
                            _DOT_T_FAIL.hint)
-            _engine_diagnosis(task, case, label, got, exp, index)
+            _engine_diagnosis(task, case, label, got, exp, index, fn)
             detail = first_difference(got, exp)
         else:  # numbers and lists (hand tasks): never reveal the expected answer
             detail = f"your answer {_rounded(got)} is not what the check computes"
@@ -1268,7 +1408,9 @@ def run_task(task: Task, fn: Any, *, guard: bool = True,
             _check_inputs_unchanged(expected_names, case.args, args, states, case)
             expected = as_outputs(task.reference(*clone(case.args), **clone(case.kwargs)), len(task.output_names))
             outputs = _check_types(task, case, value, expected)
-            _check_values(task, case, outputs, expected, fn if inspect.isfunction(fn) else None)
+            _check_values(task, case, outputs, expected, fn)
+            _check_precision(task, case, outputs, expected,
+                             fn if inspect.isfunction(fn) or inspect.ismethod(fn) else None)
         if task.check_grad:
             for case in cases:
                 _check_grad(task, fn, case, expected_names, watch)

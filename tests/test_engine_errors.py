@@ -1,0 +1,198 @@
+"""Errors in the book's words: every raw PyTorch/NumPy error a learner commonly meets is translated into
+a message that names the mistake, the learner's function and line, and never the code of the fix; the
+translation is a pure function, so an error reported from another process reads the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attnbook.grading import Case, Task, run_task
+from attnbook.grading.engine import (ForbiddenUse, LearnerError, LearnerTimeout, learner_frame,
+                                     translate_error)
+
+D = torch.float64
+
+
+def _ref(Q, K):
+    return torch.softmax(Q @ K.transpose(-2, -1), dim=-1)
+
+
+def _cases():
+    g = torch.Generator().manual_seed(0)
+    return [Case("B=2, T_q=3, T_k=5, d=4", (torch.randn(2, 3, 4, generator=g, dtype=D),
+                                           torch.randn(2, 5, 4, generator=g, dtype=D)),
+                 dims={"B": 2, "T_q": 3, "T_k": 5, "d": 4})]
+
+
+TASK = Task("99.weights", "test weights", _ref, _cases, points=2)
+
+
+def message_of(fn):
+    result = run_task(TASK, fn)
+    assert not result.passed
+    assert "\n" not in result.message and "Traceback" not in result.message
+    return result
+
+
+def dot_T(Q, K):
+    scores = Q @ K.T
+    return torch.softmax(scores, dim=-1)
+
+
+def t_method(Q, K):
+    return torch.softmax(Q @ K.t(), dim=-1)
+
+
+def no_transpose(Q, K):
+    return torch.softmax(Q @ K, dim=-1)
+
+
+def no_keepdim(Q, K):
+    s = Q @ K.transpose(-2, -1)
+    e = torch.exp(s - s.max(dim=-1).values)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def with_numpy(Q, K):
+    s = (Q @ K.transpose(-2, -1)).numpy()
+    return torch.from_numpy(np.exp(s) / np.exp(s).sum(-1, keepdims=True))
+
+
+def np_function(Q, K):
+    s = Q @ K.transpose(-2, -1)
+    e = np.exp(s)
+    return torch.as_tensor(e / e.sum(-1, keepdims=True))
+
+
+def float_constant(Q, K):
+    scale = torch.ones(Q.shape[-1], K.shape[-2])
+    return torch.softmax(Q @ scale, dim=-1)
+
+
+def helper_that_fails(Q, K):
+    return torch.softmax(_my_scores(Q, K), dim=-1)
+
+
+def _my_scores(Q, K):
+    return Q @ K
+
+
+def view_after_transpose(Q, K):
+    s = (Q @ K.transpose(-2, -1)).transpose(0, 1).view(-1)
+    return s
+
+
+@pytest.mark.parametrize("fn, words", [
+    (dot_T, ["`dot_T`", "`scores = Q @ K.T`", "reverses every axis", "only the last two"]),
+    (t_method, ["`t_method`", "matrix only", "only the last two"]),
+    (no_transpose, ["`no_transpose`", "4 meets 5", "transpose", "wrong order"]),
+    (no_keepdim, ["`no_keepdim`", "removes the axis it reduces over", "5 and 3"]),
+    (with_numpy, ["`with_numpy`", "`.numpy()` leaves PyTorch"]),
+    (np_function, ["`np_function`", "NumPy function"]),
+    (float_constant, ["`float_constant`", "float64 and float32", "float32 by default"]),
+    (helper_that_fails, ["`_my_scores`", "`return Q @ K`", "4 meets 5"]),
+    (view_after_transpose, ["contiguous", "the axes moved"]),
+])
+def test_raw_errors_are_translated_with_function_and_line(fn, words):
+    result = message_of(fn)
+    assert result.diagnosis == "raised", result.message
+    for word in words:
+        assert word in result.message, (word, result.message)
+    # the first tier names the mistake; the code of the fix is kept for the second tier
+    explanation = result.message.split("`): ", 1)[-1]  # what follows the learner's own quoted line
+    for fix in ("transpose(-2, -1)", "keepdim=True", ".mT", "dtype=x.dtype"):
+        assert fix not in explanation, result.message
+
+
+def test_the_fix_is_in_the_second_tier():
+    assert any(".transpose(-2, -1)" in h for h in message_of(dot_T).hints)
+    assert any("keepdim=True" in h for h in message_of(no_keepdim).hints)
+
+
+@pytest.mark.parametrize("type_name, text, where, words", [
+    ("RuntimeError", "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and "
+     "cpu!", "line 3: x = Q + torch.zeros(3)", ["two devices (cuda:0 and cpu)", "CPU by default"]),
+    ("RuntimeError", "a Tensor with 15 elements cannot be converted to Scalar", "line 2: m = s.max().item()",
+     ["holds 15", "whole tensors"]),
+    ("RuntimeError", "Boolean value of Tensor with more than one value is ambiguous", "line 4: if s > 0:",
+     ["one True/False"]),
+    ("IndexError", "Dimension out of range (expected to be in range of [-2, 1], but got 2)", "line 1: s.sum(2)",
+     ["axis 2 does not exist on a tensor with 2 axes"]),
+    ("RuntimeError", "masked_fill_ only supports boolean masks, but got mask with dtype double", "",
+     ["True/False"]),
+    ("RuntimeError", "shape '[2, 3, 2, 4]' is invalid for input of size 40", "line 5: x.view(2, 3, 2, 4)",
+     ["[2, 3, 2, 4]", "40 numbers"]),
+    ("NameError", "name 'scroes' is not defined", "line 2: return scroes", ["`scroes` is not defined"]),
+    ("NotImplementedError", "Could not run 'aten::foo' with arguments from the 'Sparse' backend", "line 1: y = f(x)",
+     ["not implemented for these inputs"]),
+    ("ValueError", "something only the learner knows", "line 9: raise ValueError('x')",
+     ["something only the learner knows", "line 9"]),
+])
+def test_translation_is_a_pure_function(type_name, text, where, words):
+    message, hint = translate_error(type_name, text, where, "f")
+    assert message.startswith(f"`f` raised {type_name}")
+    for word in words:
+        assert word in message, (word, message)
+    assert "\n" not in message
+
+
+def test_an_error_from_another_process_reads_like_a_local_one():
+    local = message_of(no_transpose)
+    try:
+        no_transpose(*_cases()[0].args)
+    except RuntimeError as exc:
+        where, function = learner_frame(exc)
+        text = str(exc)
+
+    def proxy(Q, K):
+        raise LearnerError("RuntimeError", text, where, function)
+
+    remote = message_of(proxy)
+    assert (remote.message, remote.diagnosis, remote.hints) == (local.message, local.diagnosis, local.hints)
+
+
+def test_a_proxy_can_report_a_timeout_and_forbidden_calls():
+    def slow(Q, K):
+        raise LearnerTimeout()
+
+    assert message_of(slow).diagnosis == "timeout"
+
+    def borrowed(Q, K):
+        raise ForbiddenUse(["attnbook.attention:softmax"])
+
+    result = message_of(borrowed)
+    assert result.diagnosis == "forbidden_call" and result.points == 0
+    assert "`softmax` from attnbook.attention" in result.message and "book's own implementation" in result.message
+
+
+def test_not_implemented_error_from_the_stub_elsewhere_and_from_torch():
+    def weights(Q, K):
+        raise NotImplementedError()
+
+    assert run_task(TASK, weights).status == "not attempted yet"
+
+    def scores(Q, K):
+        raise NotImplementedError()
+
+    def uses_unwritten(Q, K):
+        return torch.softmax(scores(Q, K), dim=-1)
+
+    result = message_of(uses_unwritten)
+    assert result.diagnosis == "calls_unwritten" and "`scores`" in result.message
+
+    def proxy_stub(Q, K):  # the proxy names the learner's function, whose stub line raised
+        raise LearnerError("NotImplementedError", "", "line 2: raise NotImplementedError()", "proxy_stub")
+
+    assert run_task(TASK, proxy_stub).status == "not attempted yet"
+
+    def library(Q, K):
+        raise LearnerError("NotImplementedError", "Could not run 'aten::x'", "line 3: y = torch.x(Q)", "library")
+
+    assert message_of(library).diagnosis == "raised"
+
+
+def test_the_success_line_shows_points():
+    result = run_task(TASK, _ref, guard=False)
+    assert result.passed and result.message == "passed 1 case, 2/2 points"
