@@ -1,0 +1,147 @@
+"""No free points: the forbidden-call guard (what it catches, what it lets through, what it costs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import types
+
+import torch
+
+from attnbook import attention
+from attnbook.grading import Case, ForbiddenCallGuard, Task, all_tasks, forbidden_names, run_task
+from attnbook.grading.engine import name_matches
+
+D = torch.float64
+
+
+def _ref(scores):
+    return torch.softmax(scores, dim=-1)
+
+
+def _cases():
+    g = torch.Generator().manual_seed(0)
+    return [Case("B=2, T_q=3, T_k=5", (torch.randn(2, 3, 5, generator=g, dtype=D),), dims={"B": 2})]
+
+
+# any registered task with misconceptions: its reference, misconceptions and module are the grader's code
+OTHER = next(t for t in all_tasks().values() if t.misconceptions and not t.hand)
+ARGS = OTHER.cases()[0].args  # computed here, outside any learner function
+
+TASK = Task("95.softmax", "softmax (guard test)", _ref, _cases, forbidden=("attnbook.attention:softmax",))
+
+
+def test_names_match_functions_classes_and_modules():
+    assert name_matches("attnbook.attention:softmax", "attnbook.attention", "softmax")
+    assert not name_matches("attnbook.attention:softmax", "attnbook.attention", "softmax_like")
+    assert name_matches("attnbook.multihead:MultiHeadAttention", "attnbook.multihead", "MultiHeadAttention.forward")
+    assert name_matches("attnbook.grading.tasks.*:*", "attnbook.grading.tasks.seq2seq", "_encoder_ref.<locals>.f")
+    assert not name_matches("attnbook.grading.tasks.*:*", "attnbook.grading.engine", "run_task")
+
+
+def test_forbidden_names_are_strings_and_always_cover_the_grader():
+    names = forbidden_names(TASK)
+    assert all(isinstance(n, str) for n in names)
+    assert "attnbook.attention:softmax" in names and "attnbook.grading.tasks.*:*" in names
+
+
+def test_the_books_implementation_earns_zero_and_says_why():
+    result = run_task(TASK, lambda scores: attention.softmax(scores, dim=-1))
+    assert not result.passed and result.points == 0 and result.diagnosis == "forbidden_call"
+    assert "`softmax` from attnbook.attention" in result.message and "book's own implementation" in result.message
+    # the same answer is fine where the task does not forbid it
+    assert run_task(dataclasses.replace(TASK, forbidden=()), lambda s: attention.softmax(s, dim=-1)).passed
+
+
+def test_any_graders_code_earns_zero_references_misconceptions_and_helpers():
+    ref, misconception = OTHER.reference, OTHER.misconceptions[0].fn
+    module = sys.modules[ref.__module__]
+    helper = next(v for v in vars(module).values() if isinstance(v, types.FunctionType)
+                  and v.__module__ == module.__name__ and v is not ref)
+    for fn in (lambda s: ref(*ARGS), lambda s: misconception(*ARGS), lambda s: OTHER.cases(),
+               lambda s: helper(*[None] * helper.__code__.co_argcount)):
+        result = run_task(TASK, fn)
+        assert result.diagnosis == "forbidden_call" and "grader's own code" in result.message, result.message
+
+
+def test_a_reference_rewrapped_in_the_learners_globals_is_still_seen():
+    ref = OTHER.reference
+    copy = types.FunctionType(ref.__code__, dict(vars(sys.modules[ref.__module__])), "mine")
+    assert run_task(TASK, lambda s: copy(*ARGS)).diagnosis == "forbidden_call"
+
+
+def test_grader_callables_given_as_arguments_may_be_used():
+    inner = OTHER.misconceptions[0].fn
+
+    def ref(scores, f):
+        return torch.softmax(scores, -1)
+
+    def cases():
+        return [dataclasses.replace(c, args=c.args + (inner,)) for c in _cases()]
+
+    def uses_it(scores, f):
+        try:
+            f(*ARGS)  # the given function may do anything; what it runs is not the learner's doing
+        except Exception:
+            pass
+        return torch.softmax(scores, -1)
+
+    task = Task("95.apply", "apply a given function (guard test)", ref, cases, check_grad=False)
+    assert run_task(task, uses_it).passed
+    assert run_task(task, lambda scores, f: (OTHER.reference, uses_it(scores, f))[1]).passed  # not called
+    assert run_task(task, lambda scores, f: uses_it(scores, OTHER.reference)
+                    ).diagnosis == "forbidden_call"  # the learner passing the reference along is caught
+
+
+def test_the_guard_restores_the_previous_profiler_and_records_per_use():
+    seen = []
+
+    def outer(frame, event, arg):
+        seen.append(event)
+
+    sys.setprofile(outer)
+    try:
+        guard = ForbiddenCallGuard(["attnbook.attention:softmax"])
+        with guard:
+            attention.softmax(torch.zeros(3))
+        assert guard.found == ["attnbook.attention:softmax"]
+        with guard:
+            torch.softmax(torch.zeros(3), -1)
+        assert guard.found == []
+        assert sys.getprofile() is outer and seen  # the outer profiler kept receiving events
+    finally:
+        sys.setprofile(None)
+
+
+def _learner(Q, K, V):
+    s = Q @ K.transpose(-2, -1) / K.shape[-1] ** 0.5
+    w = torch.softmax(s, dim=-1)
+    return w @ V
+
+
+def test_a_guarded_call_is_at_most_about_twice_as_slow():
+    # Relative measure, minimum of repeats (the machine is shared): plain calls against guarded ones.
+    g = torch.Generator().manual_seed(0)
+    Q, K, V = (torch.randn(2, 4, 8, generator=g, dtype=D) for _ in range(3))
+    guard = ForbiddenCallGuard(forbidden_names(TASK))
+
+    def plain():
+        for _ in range(200):
+            _learner(Q, K, V)
+
+    def guarded():
+        for _ in range(200):
+            with guard:
+                _learner(Q, K, V)
+
+    def best(f):
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    guarded()  # classify the code objects once
+    assert best(guarded) < 2.0 * best(plain)
