@@ -1,5 +1,5 @@
-"""Set 09 (self-attention and multi-head attention): every known-wrong implementation is caught, with the
-right diagnosis. Written the way learners write them, independently of the grader's misconception models.
+"""Set 09 (multi-head attention): every known-wrong implementation is caught, with the right diagnosis.
+Written the way learners write them, independently of the grader's misconception models.
 """
 
 from __future__ import annotations
@@ -7,72 +7,99 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import pytest
 import torch
 
 from attnbook.grading import get_task, run_task
 
-# ------------------------------------------------------------------------------------------ split / merge
+# ------------------------------------------------------------------------------------------ fold / unfold
 
 
-def split_reshape(x, h):
+def fold_bare_reshape(x, h):
     B, T, D = x.shape
-    return x.reshape(B, h, T, D // h)
+    return x.reshape(B * h, T, D // h)
 
 
-def split_view_only(x, h):
+def fold_head_major(x, h):
     B, T, D = x.shape
-    return x.view(B, T, h, D // h)
+    heads = x.view(B, T, h, D // h).permute(2, 0, 1, 3)  # (h, B, T, d_k): heads outside
+    return heads.reshape(h * B, T, D // h)
 
 
-def split_wrong_order(x, h):
+def fold_interleaved(x, h):
     B, T, D = x.shape
-    return x.view(B, T, D // h, h).permute(0, 3, 1, 2)
+    return x.view(B, T, D // h, h).permute(0, 3, 1, 2).reshape(B * h, T, D // h)
 
 
-def split_chunks_stacked_on_time(x, h):
-    return torch.stack(x.chunk(h, dim=-1), dim=2)  # (B, T, h, d_h): heads not moved in front of time
-
-
-def split_transpose_wrong_axes(x, h):
+def fold_not_folded(x, h):
     B, T, D = x.shape
-    return x.view(B, T, h, D // h).transpose(0, 2)  # (h, T, B, d_h)
+    return x.view(B, T, h, D // h).transpose(1, 2)
 
 
-def split_in_place(x, h):
-    x.mul_(1.0)
-    x.add_(0.0).unsqueeze_(0).squeeze_(0)
-    x.resize_(x.shape[0], x.shape[1], x.shape[2])
-    x[0, 0, 0] = x[0, 0, 0] + 1.0
+def fold_skips_permute(x, h):
     B, T, D = x.shape
-    return x.view(B, T, h, D // h).permute(0, 2, 1, 3)
+    return x.view(B, T, h, D // h).reshape(B * h, T, D // h)
 
 
-def merge_reshape(x):
-    B, h, T, d_h = x.shape
-    return x.reshape(B, T, h * d_h)
+def fold_sqrt_width(x, h):
+    B, T, D = x.shape
+    d_k = int(math.isqrt(D))  # right only when d_model is a perfect square with h == d_k
+    return x.view(B, T, h, d_k).permute(0, 2, 1, 3).reshape(B * h, T, d_k)
 
 
-def merge_view_after_transpose(x):
-    B, h, T, d_h = x.shape
-    return x.transpose(1, 2).view(B, T, h * d_h)  # view on a non-contiguous tensor raises
+def fold_view_after_permute(x, h):
+    B, T, D = x.shape
+    return x.view(B, T, h, D // h).permute(0, 2, 1, 3).view(B * h, T, D // h)
 
 
-def merge_wrong_permute(x):
-    B, h, T, d_h = x.shape
-    return x.permute(0, 2, 3, 1).reshape(B, T, -1)
+def fold_chapter_import(x, h):
+    from attnbook.multihead import split_heads
+
+    return split_heads(x, h).reshape(-1, x.shape[1], x.shape[2] // h)
 
 
-def merge_mean(x):
-    return x.mean(1)
+def fold_list(x, h):
+    B, T, D = x.shape
+    return [x[b, :, j * (D // h) : (j + 1) * (D // h)] for b in range(B) for j in range(h)]
 
 
-def merge_sum(x):
-    return torch.sum(x, dim=1)
+def unfold_bare_reshape(x, h):
+    Bh, T, d_k = x.shape
+    return x.reshape(Bh // h, T, h * d_k)
 
 
-def merge_cat_on_time(x):
-    return torch.cat(x.unbind(1), dim=1)  # (B, h·T, d_h)
+def unfold_head_major(x, h):
+    Bh, T, d_k = x.shape
+    return x.view(h, Bh // h, T, d_k).permute(1, 2, 0, 3).reshape(Bh // h, T, h * d_k)
+
+
+def unfold_interleaved(x, h):
+    Bh, T, d_k = x.shape
+    return x.view(Bh // h, h, T, d_k).permute(0, 2, 3, 1).reshape(Bh // h, T, -1)
+
+
+def unfold_mean(x, h):
+    return x.view(x.shape[0] // h, h, *x.shape[1:]).mean(1)
+
+
+def unfold_sum(x, h):
+    return x.view(x.shape[0] // h, h, *x.shape[1:]).sum(dim=1)
+
+
+def unfold_stops_early(x, h):
+    return x.view(x.shape[0] // h, h, *x.shape[1:])
+
+
+def unfold_view_after_transpose(x, h):
+    Bh, T, d_k = x.shape
+    return x.view(Bh // h, h, T, d_k).transpose(1, 2).view(Bh // h, T, h * d_k)
+
+
+def unfold_float32(x, h):
+    Bh, T, d_k = x.shape
+    out = torch.zeros(Bh // h, T, h * d_k)  # float32 by default
+    for j in range(h):
+        out[:, :, j * d_k : (j + 1) * d_k] = x[j::h]
+    return out.to(x.dtype)
 
 
 # ------------------------------------------------------------------------------------------ multi-head
@@ -84,68 +111,108 @@ def _heads(t, h):
 
 
 def _concat(t):
-    B, h, T, d_h = t.shape
-    return t.transpose(1, 2).contiguous().view(B, T, h * d_h)
+    B, h, T, d_k = t.shape
+    return t.transpose(1, 2).contiguous().view(B, T, h * d_k)
+
+
+def _lin(x, W):
+    return x @ W.T
 
 
 def mha_single_head(x, W_q, W_k, W_v, W_o, h):
-    Q, K, V = x @ W_q, x @ W_k, x @ W_v
+    Q, K, V = _lin(x, W_q), _lin(x, W_k), _lin(x, W_v)
     weights = torch.softmax(Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1]), dim=-1)
-    return (weights @ V) @ W_o
+    return _lin(weights @ V, W_o)
 
 
 def mha_scale_d_model(x, W_q, W_k, W_v, W_o, h):
-    Q, K, V = _heads(x @ W_q, h), _heads(x @ W_k, h), _heads(x @ W_v, h)
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
     weights = (Q @ K.transpose(-2, -1) / math.sqrt(x.shape[-1])).softmax(-1)
-    return _concat(weights @ V) @ W_o
+    return _lin(_concat(weights @ V), W_o)
+
+
+def mha_divide_by_d_k(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    weights = (Q @ K.transpose(-2, -1) / Q.shape[-1]).softmax(-1)
+    return _lin(_concat(weights @ V), W_o)
+
+
+def mha_scale_T(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    weights = (Q @ K.mT / Q.shape[-2] ** 0.5).softmax(-1)
+    return _lin(_concat(weights @ V), W_o)
 
 
 def mha_no_scale(x, W_q, W_k, W_v, W_o, h):
-    Q, K, V = _heads(x @ W_q, h), _heads(x @ W_k, h), _heads(x @ W_v, h)
-    return _concat((Q @ K.transpose(-2, -1)).softmax(-1) @ V) @ W_o
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    return _lin(_concat((Q @ K.transpose(-2, -1)).softmax(-1) @ V), W_o)
 
 
 def mha_no_W_o(x, W_q, W_k, W_v, W_o, h):
-    Q, K, V = _heads(x @ W_q, h), _heads(x @ W_k, h), _heads(x @ W_v, h)
-    d_h = Q.shape[-1]
-    return _concat(torch.softmax(Q @ K.transpose(-2, -1) / d_h ** 0.5, -1) @ V)
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    d_k = Q.shape[-1]
+    return _concat(torch.softmax(Q @ K.transpose(-2, -1) / d_k**0.5, -1) @ V)
 
 
 def mha_reshape_heads(x, W_q, W_k, W_v, W_o, h):
     B, T, D = x.shape
-    Q, K, V = ((x @ W).reshape(B, h, T, D // h) for W in (W_q, W_k, W_v))
+    Q, K, V = (_lin(x, W).reshape(B, h, T, D // h) for W in (W_q, W_k, W_v))
     weights = torch.softmax(Q @ K.transpose(-2, -1) / math.sqrt(D // h), -1)
-    return _concat(weights @ V) @ W_o
+    return _lin(_concat(weights @ V), W_o)
 
 
-def mha_linear_convention(x, W_q, W_k, W_v, W_o, h):
-    lin = torch.nn.functional.linear
-    Q, K, V = _heads(lin(x, W_q), h), _heads(lin(x, W_k), h), _heads(lin(x, W_v), h)
+def mha_x_at_W(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _heads(x @ W_q, h), _heads(x @ W_k, h), _heads(x @ W_v, h)
     weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), -1)
-    return lin(_concat(weights @ V), W_o)
+    return _concat(weights @ V) @ W_o
 
 
 def mha_softmax_dim2(x, W_q, W_k, W_v, W_o, h):
-    Q, K, V = _heads(x @ W_q, h), _heads(x @ W_k, h), _heads(x @ W_v, h)
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
     weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), dim=2)
-    return _concat(weights @ V) @ W_o
+    return _lin(_concat(weights @ V), W_o)
+
+
+def mha_softmax_heads(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), dim=1)
+    return _lin(_concat(weights @ V), W_o)
+
+
+def mha_softmax_batch_folded(x, W_q, W_k, W_v, W_o, h):
+    """Folded into (B·h, T, d_k) for bmm, then softmax over dim 0: heads and sentences mixed."""
+    B, T, D = x.shape
+    Q, K, V = (_heads(_lin(x, W), h).reshape(B * h, T, D // h) for W in (W_q, W_k, W_v))
+    weights = torch.bmm(Q, K.transpose(1, 2)).div(math.sqrt(D // h)).softmax(0)
+    return _lin(torch.bmm(weights, V).view(B, h, T, D // h).transpose(1, 2).reshape(B, T, D), W_o)
 
 
 def mha_returns_weights_too(x, W_q, W_k, W_v, W_o, h):
-    Q, K, V = _heads(x @ W_q, h), _heads(x @ W_k, h), _heads(x @ W_v, h)
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
     weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), -1)
-    return _concat(weights @ V) @ W_o, weights
+    return _lin(_concat(weights @ V), W_o), weights
 
 
 def mha_exp_without_max(x, W_q, W_k, W_v, W_o, h):
-    Q, K, V = _heads(x @ W_q, h), _heads(x @ W_k, h), _heads(x @ W_v, h)
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
     e = torch.exp(Q @ K.mT / math.sqrt(Q.shape[-1]))
-    return _concat(e / e.sum(-1, keepdim=True) @ V) @ W_o
+    return _lin(_concat(e / e.sum(-1, keepdim=True) @ V), W_o)
 
 
-def mha_numpy_detour(x, W_q, W_k, W_v, W_o, h):
-    out = torch.tensor(get_task("09.multi_head_attention").reference(x, W_q, W_k, W_v, W_o, h).detach().numpy())
-    return out
+def mha_detached(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), -1).detach()
+    return _lin(_concat(weights @ V), W_o)
+
+
+def mha_book_module(x, W_q, W_k, W_v, W_o, h):
+    from attnbook.multihead import MultiHeadAttention
+
+    layer = MultiHeadAttention(x.shape[-1], h, bias=False, dtype=x.dtype)
+    with torch.no_grad():
+        for lin, W in ((layer.W_q, W_q), (layer.W_k, W_k), (layer.W_v, W_v), (layer.W_o, W_o)):
+            lin.weight.copy_(W)
+    return layer(x, x, x)[0]
 
 
 def mha_loops_forever(x, W_q, W_k, W_v, W_o, h):
@@ -155,67 +222,115 @@ def mha_loops_forever(x, W_q, W_k, W_v, W_o, h):
 
 
 WRONG = {
-    "09.split_heads": [
-        ("bare reshape", split_reshape, "reshape_without_permute", "permute"),
-        ("view, no permute", split_view_only, "not_permuted", "(B, h, T, d_h)"),
-        ("split as (d_h, h)", split_wrong_order, "interleaved_heads", "consecutive"),
-        ("chunks stacked on axis 2", split_chunks_stacked_on_time, "not_permuted", "permute(0, 2, 1, 3)"),
-        ("transpose(0, 2)", split_transpose_wrong_axes, "wrong_shape", "should have shape"),
-        ("changes x in place", split_in_place, "mutates_input", "`x`"),
-        ("forgot return", lambda x, h: None if x.view(x.shape[0], x.shape[1], h, -1) is not None else 0,
-         "returned_none", "return"),
-        ("h does not divide", lambda x, h: x.view(x.shape[0], h, x.shape[1], 5), "raised", "RuntimeError"),
+    "09.fold_heads": [
+        ("bare reshape", fold_bare_reshape, "reshape_without_permute", "position"),
+        ("head-major rows", fold_head_major, "head_major", "b·h + j"),
+        ("split as (d_k, h)", fold_interleaved, "interleaved_heads", "consecutive"),
+        ("split but not folded", fold_not_folded, "not_folded", "(B·h, T, d_k)"),
+        ("fold without the permute", fold_skips_permute, "reshape_without_permute", "in front of time"),
+        ("d_k = isqrt(d_model)", fold_sqrt_width, "raised", "fold_sqrt_width"),
+        ("view after permute", fold_view_after_permute, "raised", "contiguous"),
+        ("the book's split_heads", fold_chapter_import, "forbidden_call", "0 points"),
+        ("a list of slices", fold_list, "wrong_type", "torch.Tensor"),
     ],
-    "09.merge_heads": [
-        ("bare reshape", merge_reshape, "reshape_without_permute", "mixes positions and heads"),
-        ("view after transpose", merge_view_after_transpose, "raised", "contiguous"),
-        ("permute (0, 2, 3, 1)", merge_wrong_permute, "interleaved_heads", "interleaves"),
-        ("mean over heads", merge_mean, "averaged_heads", "concatenates"),
-        ("sum over heads", merge_sum, "summed_heads", "concatenates"),
-        ("cat along time", merge_cat_on_time, "wrong_shape", "should have shape"),
-        ("list of heads", lambda x: list(x.unbind(1)), "wrong_type", "torch.Tensor"),
+    "09.unfold_heads": [
+        ("bare reshape", unfold_bare_reshape, "reshape_without_permute", "mixes positions and heads"),
+        ("head-major rows", unfold_head_major, "head_major", "head j of sentence b"),
+        ("head axis last", unfold_interleaved, "interleaved_heads", "interleaves"),
+        ("mean over heads", unfold_mean, "averaged_heads", "concatenates"),
+        ("sum over heads", unfold_sum, "summed_heads", "concatenates"),
+        ("stops at (B, h, T, d_k)", unfold_stops_early, "not_concatenated", "(B, T, h·d_k)"),
+        ("view after transpose", unfold_view_after_transpose, "raised", "contiguous"),
+        ("float32 buffer, rows j::h", unfold_float32, "float32_computation", "float32"),
     ],
     "09.multi_head_attention": [
         ("one big head", mha_single_head, "heads_not_split", "split Q, K and V"),
-        ("√d_model", mha_scale_d_model, "scaled_by_d_model", "√d_h"),
-        ("no scaling", mha_no_scale, "not_scaled", "√d_h"),
+        ("√d_model", mha_scale_d_model, "scaled_by_d_model", "√d_k"),
+        ("divided by d_k", mha_divide_by_d_k, "scaled_by_d_k", "square root"),
+        ("√T", mha_scale_T, "scaled_by_T", "number of positions"),
+        ("no scaling", mha_no_scale, "not_scaled", "√d_k"),
         ("no W_o", mha_no_W_o, "no_output_projection", "W_o"),
         ("reshape to heads", mha_reshape_heads, "reshape_without_permute", "mixes positions and heads"),
-        ("F.linear", mha_linear_convention, "transposed_weights", "x @ W_q"),
+        ("x @ W", mha_x_at_W, "weights_not_transposed", "(out_features, in_features)"),
         ("softmax over dim 2", mha_softmax_dim2, "softmax_over_queries", "over the keys"),
+        ("softmax over the heads", mha_softmax_heads, "softmax_over_heads", "each head has its own"),
+        ("softmax over the folded batch", mha_softmax_batch_folded, "softmax_over_batch", "batch axis"),
         ("also returns weights", mha_returns_weights_too, "wrong_type", "tuple"),
-        ("exp without the max", mha_exp_without_max, "not_finite", "subtract the maximum"),
-        ("through NumPy", mha_numpy_detour, "breaks_autograd", "autograd"),
+        ("exp without the max", mha_exp_without_max, "not_finite", "maximum"),
+        ("detached weights", mha_detached, "breaks_autograd", "autograd"),
+        ("the book's MultiHeadAttention", mha_book_module, "forbidden_call", "0 points"),
     ],
 }
 
 
-def test_other_correct_implementations_pass():
-    assert run_task(get_task("09.split_heads"), lambda x, h: torch.stack(x.chunk(h, -1), dim=1)).passed
-    assert run_task(get_task("09.merge_heads"), lambda x: torch.cat(x.unbind(1), dim=-1)).passed
-    assert run_task(get_task("09.multi_head_attention"), mha_single_head_per_slice).passed
-
-
-def mha_single_head_per_slice(x, W_q, W_k, W_v, W_o, h):
+def mha_head_loop(x, W_q, W_k, W_v, W_o, h):
     """Correct, written with a loop over heads and torch's SDPA."""
-    d_h = x.shape[-1] // h
-    Q, K, V = x @ W_q, x @ W_k, x @ W_v
-    heads = [torch.nn.functional.scaled_dot_product_attention(Q[..., j * d_h:(j + 1) * d_h], K[..., j * d_h:(j + 1) * d_h],
-                                                              V[..., j * d_h:(j + 1) * d_h]) for j in range(h)]
-    return torch.cat(heads, dim=-1) @ W_o
+    d_k = x.shape[-1] // h
+    Q, K, V = _lin(x, W_q), _lin(x, W_k), _lin(x, W_v)
+    heads = []
+    for j in range(h):
+        part = slice(j * d_k, (j + 1) * d_k)
+        heads.append(
+            torch.nn.functional.scaled_dot_product_attention(Q[..., part], K[..., part], V[..., part])
+        )
+    return _lin(torch.cat(heads, dim=-1), W_o)
+
+
+def mha_einsum(x, W_q, W_k, W_v, W_o, h):
+    B, T, D = x.shape
+    Q, K, V = (torch.nn.functional.linear(x, W).view(B, T, h, D // h) for W in (W_q, W_k, W_v))
+    s = torch.einsum("bqhd,bkhd->bhqk", Q, K) / math.sqrt(D // h)
+    out = torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), V).reshape(B, T, D)
+    return torch.nn.functional.linear(out, W_o)
+
+
+def mha_folded_bmm(x, W_q, W_k, W_v, W_o, h):
+    B, T, D = x.shape
+    fold = lambda t: t.view(B, T, h, D // h).permute(0, 2, 1, 3).reshape(B * h, T, D // h)
+    Q, K, V = (fold(_lin(x, W)) for W in (W_q, W_k, W_v))
+    w = torch.softmax(torch.bmm(Q, K.transpose(1, 2)) / math.sqrt(D // h), dim=-1)
+    out = torch.bmm(w, V).view(B, h, T, D // h).permute(0, 2, 1, 3).reshape(B, T, D)
+    return _lin(out, W_o)
+
+
+CORRECT = {
+    "09.fold_heads": [
+        lambda x, h: torch.stack(x.chunk(h, dim=-1), dim=1).flatten(0, 1),
+        lambda x, h: torch.cat(
+            [x[b : b + 1].view(1, x.shape[1], h, -1).permute(2, 0, 1, 3)[:, 0] for b in range(x.shape[0])]
+        ),
+    ],
+    "09.unfold_heads": [
+        lambda x, h: torch.cat(x.view(x.shape[0] // h, h, *x.shape[1:]).unbind(1), dim=-1),
+        lambda x, h: x.unflatten(0, (-1, h)).permute(0, 2, 1, 3).flatten(2),
+    ],
+    "09.multi_head_attention": [mha_head_loop, mha_einsum, mha_folded_bmm],
+}
+
+
+def test_fold_and_unfold_are_inverse():
+    fold, unfold = get_task("09.fold_heads").reference, get_task("09.unfold_heads").reference
+    x = torch.randn(3, 4, 10, dtype=torch.float64)
+    assert torch.equal(unfold(fold(x, 2), 2), x)
+    # row b·h + j is head j of sentence b
+    assert torch.equal(fold(x, 2)[1 * 2 + 1], x[1, :, 5:])
 
 
 def test_multi_head_attention_reference_equals_the_book_module():
-    """The task's convention (x @ W) is nn.Linear's with the weights transposed, without biases."""
-    from attnbook.multihead import MultiHeadAttention
-
+    """The task's convention (x @ W.T, weights (out, in)) is nn.Linear's, without biases."""
     task = get_task("09.multi_head_attention")
-    x, W_q, W_k, W_v, W_o, h = task.cases()[0].args
-    mha = MultiHeadAttention(x.shape[-1], h, bias=False, dtype=x.dtype)
-    with torch.no_grad():
-        for linear, W in ((mha.W_q, W_q), (mha.W_k, W_k), (mha.W_v, W_v), (mha.W_o, W_o)):
-            linear.weight.copy_(W.T)
-    torch.testing.assert_close(mha(x, x, x)[0], task.reference(x, W_q, W_k, W_v, W_o, h))
+    for case in task.cases():
+        x, W_q, W_k, W_v, W_o, h = case.args
+        torch.testing.assert_close(mha_book_module(x, W_q, W_k, W_v, W_o, h), task.reference(*case.args))
+
+
+def test_cases_never_have_square_heads():
+    """A width computed as √d_model agrees with d_model / h only when h == d_k: no case allows it."""
+    for task_id in ("09.fold_heads", "09.unfold_heads", "09.multi_head_attention"):
+        for case in get_task(task_id).cases():
+            x, h = case.args[0], case.args[-1]
+            width = x.shape[-1] if task_id != "09.unfold_heads" else x.shape[-1] * h
+            assert width // h != h, (task_id, case.name)
 
 
 def test_infinite_loop_is_stopped():
