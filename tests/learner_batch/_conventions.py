@@ -8,6 +8,7 @@ the mistake, not yesterday's convention. The text is read from ``solutions/`` (t
 """
 
 import re
+from functools import cache
 from pathlib import Path
 
 import nbformat
@@ -15,15 +16,16 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cells(set_id: str) -> list[tuple[str, str]]:
+@cache
+def _cells(set_id: str) -> tuple[tuple[str, str], ...]:
     path = next((ROOT / "solutions").glob(f"{set_id}_*.ipynb"))
     nb = nbformat.read(path, as_version=4)
-    return [(c.cell_type, c.source.split("### BEGIN SOLUTION")[0]) for c in nb.cells]
+    return tuple((c.cell_type, c.source.split("### BEGIN SOLUTION")[0]) for c in nb.cells)
 
 
 def task_text(set_id: str, name: str) -> str:
     """The markdown cell that introduces task ``name`` and the signature/docstring of its function."""
-    cells = _cells(set_id)
+    cells = list(_cells(set_id))
     for i, (kind, src) in enumerate(cells):
         if kind == "code" and f"def {name}(" in src:
             intro = next((s for k, s in reversed(cells[:i]) if k == "markdown"), "")
@@ -63,3 +65,12 @@ def numbers_in_text(set_id: str, name: str, n: int = 4) -> list[float] | None:
         if len(values) == n:
             return values
     return None
+
+
+def task_id(set_id: str, fn_name: str) -> str:
+    """The id under which the graded cell of set ``set_id`` checks the function ``fn_name``."""
+    for kind, src in _cells(set_id):
+        match = re.search(r'check\("([^"]+)",\s*' + re.escape(fn_name) + r"\)", src)
+        if kind == "code" and match:
+            return match.group(1)
+    return f"{set_id}.{fn_name}"

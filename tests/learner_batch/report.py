@@ -24,9 +24,27 @@ def run() -> list[dict]:
         module = importlib.import_module(f"learner_batch.set_{s}")
         for kind, items in (("WRONG", module.WRONG), ("VALID", module.VALID)):
             for item in items:
+                try:
+                    task = get_task(item["task"])
+                except KeyError:
+                    rows.append(
+                        dict(
+                            set=s,
+                            kind=kind,
+                            task=item["task"],
+                            name=item["name"],
+                            passed=False,
+                            diagnosis="TASK_MISSING",
+                            named=False,
+                            mistake="",
+                            cls="",
+                            message="",
+                        )
+                    )
+                    continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    result = run_task(get_task(item["task"]), item["fn"])
+                    result = run_task(task, item["fn"])
                 rows.append(
                     dict(
                         set=s,

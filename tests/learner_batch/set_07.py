@@ -4,7 +4,15 @@ import torch
 
 from attnbook.analysis import gru_cell
 
-T = "07."
+from ._conventions import task_id
+
+SET = "07"
+
+
+def _t(fn_name):
+    return task_id(SET, fn_name)
+
+
 PAD, SOS, EOS = 0, 1, 2
 NEG_INF = float("-inf")
 
@@ -258,175 +266,175 @@ def gd_valid_feed_pad(step, s_0, H, src_mask, E, max_len):
 
 WRONG = [
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="old_state_query",
         fn=dstep_old_state_query,
         cls="query",
         mistake="uses s_{t-1} as the query instead of the new state s_t",
     ),
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="no_mask",
         fn=dstep_no_mask,
         cls="padding ignored",
         mistake="ignores src_mask",
     ),
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="fill_zero",
         fn=dstep_fill_zero,
         cls="masked scores",
         mistake="fills padded scores with 0",
     ),
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="concat_s_a",
         fn=dstep_concat_s_a,
         cls="order of concat",
         mistake="concatenates [s_t; a_t]",
     ),
-    dict(task=T + "attention_decoder_step", name="relu", fn=dstep_relu, cls="ReLU for tanh", mistake="ReLU"),
+    dict(task=_t("attention_decoder_step"), name="relu", fn=dstep_relu, cls="ReLU for tanh", mistake="ReLU"),
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="logits",
         fn=dstep_logits,
         cls="symptom",
         mistake="returns logits instead of probabilities",
     ),
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="swapped_order",
         fn=dstep_swapped_order,
         cls="swapped tuple order",
         mistake="returns (y_hat, alpha_t, s_t)",
     ),
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="gru_args_swapped",
         fn=dstep_gru_args_swapped,
         cls="only-square shapes (e == d)",
         mistake="passes the state as GRU input and the word as state",
     ),
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="detached_params",
         fn=dstep_detached_params,
         cls="gradients through dict params",
         mistake="detaches the params dict, no gradient reaches the weights",
     ),
     dict(
-        task=T + "attention_decoder_step",
+        task=_t("attention_decoder_step"),
         name="book_softmax",
         fn=dstep_book_softmax,
         cls="book shortcut",
         mistake="uses attnbook.attention's softmax/attention_value for the attention part",
     ),
     dict(
-        task=T + "alignment_agreement",
+        task=_t("alignment_agreement"),
         name="all_steps",
         fn=agree_all_steps,
         cls="padding",
         mistake="averages over every step, padded ones included",
     ),
     dict(
-        task=T + "alignment_agreement",
+        task=_t("alignment_agreement"),
         name="mean_of_sentences",
         fn=agree_mean_of_sentences,
         cls="pooling",
         mistake="averages per sentence, then over sentences",
     ),
     dict(
-        task=T + "alignment_agreement",
+        task=_t("alignment_agreement"),
         name="per_aligned_entry",
         fn=agree_per_aligned_entry,
         cls="formula",
         mistake="divides by the number of aligned entries instead of steps",
     ),
     dict(
-        task=T + "alignment_agreement",
+        task=_t("alignment_agreement"),
         name="max_aligned",
         fn=agree_max_aligned,
         cls="two aligned words",
         mistake="counts only the largest aligned weight of a step",
     ),
     dict(
-        task=T + "alignment_agreement",
+        task=_t("alignment_agreement"),
         name="off_by_one",
         fn=agree_off_by_one,
         cls="off by one",
         mistake="counts step tgt_len[b] as real",
     ),
     dict(
-        task=T + "alignment_agreement",
+        task=_t("alignment_agreement"),
         name="hard_argmax",
         fn=agree_hard_argmax,
         cls="formula",
         mistake="scores whether the argmax is aligned instead of the aligned weight",
     ),
     dict(
-        task=T + "alignment_agreement",
+        task=_t("alignment_agreement"),
         name="first_sentence_length",
         fn=agree_first_sentence_length,
         cls="one sentence's lengths for all",
         mistake="uses tgt_len[0] for every sentence",
     ),
     dict(
-        task=T + "greedy_decode",
+        task=_t("greedy_decode"),
         name="words_after_eos",
         fn=gd_words_after_eos,
         cls="words after <eos>",
         mistake="a finished sentence keeps emitting words after EOS",
     ),
     dict(
-        task=T + "greedy_decode",
+        task=_t("greedy_decode"),
         name="alpha_not_zeroed",
         fn=gd_alpha_not_zeroed,
         cls="finished rows",
         mistake="finished sentences keep their weights",
     ),
     dict(
-        task=T + "greedy_decode",
+        task=_t("greedy_decode"),
         name="stops_at_first_eos",
         fn=gd_stops_at_first_eos,
         cls="stop rule",
         mistake="stops the batch when any sentence finishes",
     ),
     dict(
-        task=T + "greedy_decode",
+        task=_t("greedy_decode"),
         name="always_max_len",
         fn=gd_always_max_len,
         cls="stop rule",
         mistake="always runs max_len steps",
     ),
     dict(
-        task=T + "greedy_decode",
+        task=_t("greedy_decode"),
         name="static_state",
         fn=gd_static_state,
         cls="state",
         mistake="passes s_0 at every step",
     ),
     dict(
-        task=T + "greedy_decode",
+        task=_t("greedy_decode"),
         name="eos_step_zeroed",
         fn=gd_eos_step_zeroed,
         cls="finished rows",
         mistake="zeroes the weights of the step that produces EOS too",
     ),
     dict(
-        task=T + "greedy_decode",
+        task=_t("greedy_decode"),
         name="time_first",
         fn=gd_time_first,
         cls="only-square shapes (B == T_out)",
         mistake="stacks along time first: (T_out, B)",
     ),
-    dict(task=T + "greedy_decode", name="float_ids", fn=gd_float_ids, cls="dtype", mistake="ids as floats"),
+    dict(task=_t("greedy_decode"), name="float_ids", fn=gd_float_ids, cls="dtype", mistake="ids as floats"),
 ]
 
 VALID = [
-    dict(task=T + "attention_decoder_step", name="einsum", fn=dstep_valid),
-    dict(task=T + "attention_decoder_step", name="bmm_finfo", fn=dstep_valid_bmm_finfo),
-    dict(task=T + "alignment_agreement", name="boolean_index", fn=agree_valid),
-    dict(task=T + "alignment_agreement", name="loops", fn=agree_valid_loops),
-    dict(task=T + "greedy_decode", name="vectorised", fn=gd_valid),
-    dict(task=T + "greedy_decode", name="feeds_pad_after_eos", fn=gd_valid_feed_pad),
+    dict(task=_t("attention_decoder_step"), name="einsum", fn=dstep_valid),
+    dict(task=_t("attention_decoder_step"), name="bmm_finfo", fn=dstep_valid_bmm_finfo),
+    dict(task=_t("alignment_agreement"), name="boolean_index", fn=agree_valid),
+    dict(task=_t("alignment_agreement"), name="loops", fn=agree_valid_loops),
+    dict(task=_t("greedy_decode"), name="vectorised", fn=gd_valid),
+    dict(task=_t("greedy_decode"), name="feeds_pad_after_eos", fn=gd_valid_feed_pad),
 ]

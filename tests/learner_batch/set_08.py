@@ -4,7 +4,15 @@ import math
 
 import torch
 
-T = "08."
+from ._conventions import task_id
+
+SET = "08"
+
+
+def _t(fn_name):
+    return task_id(SET, fn_name)
+
+
 NEG_INF = float("-inf")
 
 
@@ -212,182 +220,182 @@ def pad_valid_view(lengths, T_k):
 
 WRONG = [
     dict(
-        task=T + "sdpa", name="no_scale", fn=sdpa_no_scale, cls="wrong scale", mistake="forgets 1/sqrt(d_k)"
+        task=_t("sdpa"), name="no_scale", fn=sdpa_no_scale, cls="wrong scale", mistake="forgets 1/sqrt(d_k)"
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="scale_dv",
         fn=sdpa_scale_dv,
         cls="wrong scale (agrees when d_k == d_v)",
         mistake="scales by sqrt(d_v), the width of the values",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="scale_Tk",
         fn=sdpa_scale_Tk,
         cls="wrong scale",
         mistake="scales by sqrt(T_k), the number of keys",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="scale_d",
         fn=sdpa_scale_d,
         cls="wrong scale",
         mistake="divides by d_k, not sqrt",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="fill_zero",
         fn=sdpa_fill_zero,
         cls="masked large scores",
         mistake="fills masked scores with 0",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="polarity",
         fn=sdpa_polarity,
         cls="mask polarity",
         mistake="removes the keys where the mask is True",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="swapped_order",
         fn=sdpa_swapped,
         cls="swapped tuple order",
         mistake="returns (weights, output)",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="softmax_queries",
         fn=sdpa_softmax_queries,
         cls="wrong axis",
         mistake="softmax over the queries",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="softmax_batch",
         fn=sdpa_softmax_batch,
         cls="softmax over batch",
         mistake="softmax over the batch axis",
     ),
-    dict(task=T + "sdpa", name="dot_T_3d", fn=sdpa_dot_T, cls=".T on 3-D", mistake="K.T on a 3-D tensor"),
+    dict(task=_t("sdpa"), name="dot_T_3d", fn=sdpa_dot_T, cls=".T on 3-D", mistake="K.T on a 3-D tensor"),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="mask_after_renorm",
         fn=sdpa_mask_after_renorm,
         cls="masked large scores",
         mistake="masks after the softmax and renormalises; underflows when masked keys hold the large scores",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="additive_bool",
         fn=sdpa_additive_bool,
         cls="mask semantics",
         mistake="adds the boolean mask to the scores as if it were an additive mask",
     ),
     dict(
-        task=T + "sdpa", name="ignores_mask", fn=sdpa_ignores_mask, cls="mask ignored", mistake="ignores mask"
+        task=_t("sdpa"), name="ignores_mask", fn=sdpa_ignores_mask, cls="mask ignored", mistake="ignores mask"
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="book_import",
         fn=sdpa_book,
         cls="book shortcut",
         mistake="calls attnbook.attention.scaled_dot_product_attention",
     ),
     dict(
-        task=T + "sdpa",
+        task=_t("sdpa"),
         name="grader_reference",
         fn=sdpa_reference,
         cls="book shortcut",
         mistake="returns get_task('08.sdpa').reference",
     ),
     dict(
-        task=T + "causal_mask", name="triu", fn=causal_triu, cls="direction", mistake="upper instead of lower"
+        task=_t("causal_mask"), name="triu", fn=causal_triu, cls="direction", mistake="upper instead of lower"
     ),
     dict(
-        task=T + "causal_mask",
+        task=_t("causal_mask"),
         name="strict",
         fn=causal_strict,
         cls="diagonal",
         mistake="excludes the diagonal: a position may not attend to itself",
     ),
     dict(
-        task=T + "causal_mask", name="float", fn=causal_float, cls="dtype", mistake="returns floats, not bool"
+        task=_t("causal_mask"), name="float", fn=causal_float, cls="dtype", mistake="returns floats, not bool"
     ),
     dict(
-        task=T + "causal_mask",
+        task=_t("causal_mask"),
         name="masked_positions",
         fn=causal_masked_positions,
         cls="mask polarity",
         mistake="True at the future positions (nn.Transformer's 'masked' convention)",
     ),
-    dict(task=T + "causal_mask", name="batched", fn=causal_batched, cls="shape", mistake="adds a batch axis"),
+    dict(task=_t("causal_mask"), name="batched", fn=causal_batched, cls="shape", mistake="adds a batch axis"),
     dict(
-        task=T + "causal_mask",
+        task=_t("causal_mask"),
         name="additive",
         fn=causal_additive,
         cls="mask semantics",
         mistake="returns an additive float mask of 0 and -inf",
     ),
     dict(
-        task=T + "causal_mask",
+        task=_t("causal_mask"),
         name="book_import",
         fn=causal_book,
         cls="book shortcut",
         mistake="calls attnbook.attention.causal_mask",
     ),
     dict(
-        task=T + "padding_mask",
+        task=_t("padding_mask"),
         name="off_by_one",
         fn=pad_off_by_one,
         cls="off by one",
         mistake="keeps position lengths[b] too",
     ),
     dict(
-        task=T + "padding_mask",
+        task=_t("padding_mask"),
         name="no_middle_axis",
         fn=pad_no_middle_axis,
         cls="shape",
         mistake="returns (B, T_k) without the query axis",
     ),
     dict(
-        task=T + "padding_mask",
+        task=_t("padding_mask"),
         name="wrong_axis",
         fn=pad_wrong_axis,
         cls="only-square shapes",
         mistake="puts the axis of size 1 last: (B, T_k, 1)",
     ),
     dict(
-        task=T + "padding_mask",
+        task=_t("padding_mask"),
         name="polarity",
         fn=pad_polarity,
         cls="mask polarity",
         mistake="True at the padding",
     ),
     dict(
-        task=T + "padding_mask",
+        task=_t("padding_mask"),
         name="first_length",
         fn=pad_first_length,
         cls="one sentence's keys for all",
         mistake="uses lengths[0] for every sentence",
     ),
     dict(
-        task=T + "padding_mask",
+        task=_t("padding_mask"),
         name="int_dtype",
         fn=pad_int_dtype,
         cls="dtype",
         mistake="returns 0/1 integers",
     ),
     dict(
-        task=T + "padding_mask",
+        task=_t("padding_mask"),
         name="book_import",
         fn=pad_book,
         cls="book shortcut",
         mistake="calls attnbook.attention.padding_mask",
     ),
     dict(
-        task=T + "padding_mask",
+        task=_t("padding_mask"),
         name="cumsum_trick",
         fn=pad_cumsum_trick,
         cls="length 0",
@@ -396,11 +404,11 @@ WRONG = [
 ]
 
 VALID = [
-    dict(task=T + "sdpa", name="finfo_min_einsum", fn=sdpa_valid_finfo),
-    dict(task=T + "sdpa", name="torch_sdpa", fn=sdpa_valid_torch),
-    dict(task=T + "sdpa", name="scale_query_by_hand", fn=sdpa_valid_scale_query),
-    dict(task=T + "causal_mask", name="arange", fn=causal_valid_arange),
-    dict(task=T + "causal_mask", name="compare", fn=causal_valid_compare),
-    dict(task=T + "padding_mask", name="loop", fn=pad_valid_loop),
-    dict(task=T + "padding_mask", name="view", fn=pad_valid_view),
+    dict(task=_t("sdpa"), name="finfo_min_einsum", fn=sdpa_valid_finfo),
+    dict(task=_t("sdpa"), name="torch_sdpa", fn=sdpa_valid_torch),
+    dict(task=_t("sdpa"), name="scale_query_by_hand", fn=sdpa_valid_scale_query),
+    dict(task=_t("causal_mask"), name="arange", fn=causal_valid_arange),
+    dict(task=_t("causal_mask"), name="compare", fn=causal_valid_compare),
+    dict(task=_t("padding_mask"), name="loop", fn=pad_valid_loop),
+    dict(task=_t("padding_mask"), name="view", fn=pad_valid_view),
 ]

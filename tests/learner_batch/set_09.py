@@ -8,9 +8,13 @@ import math
 
 import torch
 
-from ._conventions import x_at_W_transposed_09
+from ._conventions import task_id, x_at_W_transposed_09
 
-T = "09."
+SET = "09"
+
+
+def _t(fn_name):
+    return task_id(SET, fn_name)
 
 
 def _proj(x, W):
@@ -21,87 +25,98 @@ def _proj_other(x, W):
     return x @ W if x_at_W_transposed_09() else x @ W.T
 
 
-# ---------------------------------------------------------------- 09.split_heads(x, h)
-def split_reshape(x, h):
+# ---------------------------------------------------------------- 09.fold_heads(x, h) -> (B·h, T, d_k)
+def fold_reshape(x, h):
     B, T_, D = x.shape
-    return x.reshape(B, h, T_, D // h)
+    return x.reshape(B * h, T_, D // h)
 
 
-def split_interleaved(x, h):
+def fold_head_major(x, h):
     B, T_, D = x.shape
-    return x.view(B, T_, D // h, h).permute(0, 3, 1, 2)
+    return x.view(B, T_, h, D // h).permute(2, 0, 1, 3).reshape(B * h, T_, D // h)
 
 
-def split_no_transpose(x, h):
+def fold_interleaved(x, h):
     B, T_, D = x.shape
-    return x.view(B, T_, h, D // h)
+    return x.view(B, T_, D // h, h).permute(0, 3, 1, 2).reshape(B * h, T_, D // h)
 
 
-def split_transpose_last(x, h):
+def fold_no_permute(x, h):
     B, T_, D = x.shape
-    return x.view(B, T_, h, D // h).transpose(1, 3)
+    return x.view(B, T_, h, D // h).reshape(B * h, T_, D // h)
 
 
-def split_dot_T(x, h):
+def fold_not_folded(x, h):
     B, T_, D = x.shape
-    return x.T.reshape(D // h, h, T_, B).T.transpose(1, 2)
+    return x.view(B, T_, h, D // h).transpose(1, 2)
 
 
-def split_book(x, h):
+def fold_view_after_transpose(x, h):
+    B, T_, D = x.shape
+    return x.view(B, T_, h, D // h).transpose(1, 2).view(B * h, T_, D // h)
+
+
+def fold_book(x, h):
     from attnbook.multihead import split_heads
 
-    return split_heads(x, h)
+    y = split_heads(x, h)
+    return y.reshape(-1, y.shape[2], y.shape[3])
 
 
-def split_valid_unflatten(x, h):
-    return x.unflatten(-1, (h, -1)).transpose(1, 2)
+def fold_valid(x, h):
+    B, T_, D = x.shape
+    return x.view(B, T_, h, D // h).transpose(1, 2).reshape(B * h, T_, D // h)
 
 
-def split_valid_chunks(x, h):
-    return torch.stack(x.chunk(h, dim=-1), dim=1)
+def fold_valid_chunks(x, h):
+    return torch.stack(x.chunk(h, dim=-1), dim=1).flatten(0, 1)
 
 
-# ---------------------------------------------------------------- 09.merge_heads(x)
-def merge_reshape(x):
-    B, h, T_, d_h = x.shape
-    return x.reshape(B, T_, h * d_h)
+# ---------------------------------------------------------------- 09.unfold_heads(x, h) -> (B, T, h·d_k)
+def unfold_reshape(x, h):
+    Bh, T_, d = x.shape
+    return x.reshape(Bh // h, T_, h * d)
 
 
-def merge_view_after_transpose(x):
-    B, h, T_, d_h = x.shape
-    return x.transpose(1, 2).view(B, T_, h * d_h)
+def unfold_head_major(x, h):
+    Bh, T_, d = x.shape
+    return x.view(h, Bh // h, T_, d).permute(1, 2, 0, 3).reshape(Bh // h, T_, h * d)
 
 
-def merge_interleaved(x):
-    B, h, T_, d_h = x.shape
-    return x.permute(0, 2, 3, 1).reshape(B, T_, h * d_h)
+def unfold_interleaved(x, h):
+    Bh, T_, d = x.shape
+    return x.view(Bh // h, h, T_, d).permute(0, 2, 3, 1).reshape(Bh // h, T_, h * d)
 
 
-def merge_sum_heads(x):
-    return x.sum(dim=1)
+def unfold_sum_heads(x, h):
+    Bh, T_, d = x.shape
+    return x.view(Bh // h, h, T_, d).sum(dim=1)
 
 
-def merge_heads_along_time(x):
-    B, h, T_, d_h = x.shape
-    return torch.cat(list(x.unbind(1)), dim=1).reshape(B, T_, h * d_h)
+def unfold_view_after_transpose(x, h):
+    Bh, T_, d = x.shape
+    return x.view(Bh // h, h, T_, d).transpose(1, 2).view(Bh // h, T_, h * d)
 
 
-def merge_book(x):
+def unfold_book(x, h):
     from attnbook.multihead import merge_heads
 
-    return merge_heads(x)
+    Bh, T_, d = x.shape
+    return merge_heads(x.view(Bh // h, h, T_, d))
 
 
-def merge_valid_cat(x):
-    return torch.cat(list(x.unbind(1)), dim=-1)
+def unfold_valid(x, h):
+    Bh, T_, d = x.shape
+    return x.view(Bh // h, h, T_, d).transpose(1, 2).reshape(Bh // h, T_, h * d)
 
 
-def merge_valid_flatten(x):
-    return x.transpose(1, 2).flatten(2)
+def unfold_valid_cat(x, h):
+    Bh, T_, d = x.shape
+    return torch.cat(x.view(Bh // h, h, T_, d).unbind(1), dim=-1)
 
 
 # ---------------------------------------------------------------- 09.multi_head_attention
-def _split(x, h):
+def _split(x, h):  # (B, h, T, d_k), the chapter's layout
     return x.unflatten(-1, (h, -1)).transpose(1, 2)
 
 
@@ -180,153 +195,153 @@ def mha_valid_head_loop(x, W_q, W_k, W_v, W_o, h):
 
 WRONG = [
     dict(
-        task=T + "split_heads",
+        task=_t("fold_heads"),
         name="reshape",
-        fn=split_reshape,
+        fn=fold_reshape,
         cls="reshape for permute",
-        mistake="reshapes straight to (B, h, T, d_h), mixing positions and heads",
+        mistake="reshapes straight to (B·h, T, d_k), mixing positions and heads",
     ),
     dict(
-        task=T + "split_heads",
+        task=_t("fold_heads"),
+        name="head_major",
+        fn=fold_head_major,
+        cls="only-square shapes (B == 1)",
+        mistake="folds head-major: row j·B + b instead of b·h + j",
+    ),
+    dict(
+        task=_t("fold_heads"),
         name="interleaved",
-        fn=split_interleaved,
-        cls="only-square shapes (h == d_h)",
-        mistake="views as (B, T, d_h, h): head j gets every h-th feature",
+        fn=fold_interleaved,
+        cls="only-square shapes (h == d_k)",
+        mistake="splits the features as (d_k, h): head j gets every h-th feature",
     ),
     dict(
-        task=T + "split_heads",
-        name="no_transpose",
-        fn=split_no_transpose,
-        cls="shape",
-        mistake="forgets to move the head axis before time: (B, T, h, d_h)",
-    ),
-    dict(
-        task=T + "split_heads",
-        name="transpose_last",
-        fn=split_transpose_last,
-        cls="axis",
-        mistake="swaps time with the feature axis instead of the head axis",
-    ),
-    dict(
-        task=T + "split_heads",
-        name="dot_T",
-        fn=split_dot_T,
-        cls=".T on 3-D",
-        mistake="juggles .T on a 3-D tensor",
-    ),
-    dict(
-        task=T + "split_heads",
-        name="book_import",
-        fn=split_book,
-        cls="book shortcut",
-        mistake="calls attnbook.multihead.split_heads",
-    ),
-    dict(
-        task=T + "merge_heads",
-        name="reshape",
-        fn=merge_reshape,
+        task=_t("fold_heads"),
+        name="no_permute",
+        fn=fold_no_permute,
         cls="reshape for permute",
-        mistake="reshapes without moving the head axis back",
+        mistake="views as (B, T, h, d_k) and reshapes to (B·h, T, d_k) without moving the head axis",
     ),
     dict(
-        task=T + "merge_heads",
+        task=_t("fold_heads"),
+        name="not_folded",
+        fn=fold_not_folded,
+        cls="shape",
+        mistake="returns (B, h, T, d_k), the chapter's split, without folding",
+    ),
+    dict(
+        task=_t("fold_heads"),
         name="view_after_transpose",
-        fn=merge_view_after_transpose,
+        fn=fold_view_after_transpose,
         cls="raw error",
         mistake="calls .view on a transposed (non-contiguous) tensor",
     ),
     dict(
-        task=T + "merge_heads",
+        task=_t("fold_heads"),
+        name="book_import",
+        fn=fold_book,
+        cls="book shortcut",
+        mistake="uses attnbook.multihead.split_heads and reshapes",
+    ),
+    dict(
+        task=_t("unfold_heads"),
+        name="reshape",
+        fn=unfold_reshape,
+        cls="reshape for permute",
+        mistake="reshapes straight to (B, T, h·d_k)",
+    ),
+    dict(
+        task=_t("unfold_heads"),
+        name="head_major",
+        fn=unfold_head_major,
+        cls="only-square shapes (B == 1)",
+        mistake="reads row j·B + b as head j of sentence b",
+    ),
+    dict(
+        task=_t("unfold_heads"),
         name="interleaved",
-        fn=merge_interleaved,
-        cls="only-square shapes (h == d_h)",
+        fn=unfold_interleaved,
+        cls="only-square shapes (h == d_k)",
         mistake="puts the head axis last, interleaving the heads' features",
     ),
     dict(
-        task=T + "merge_heads",
+        task=_t("unfold_heads"),
         name="sum_heads",
-        fn=merge_sum_heads,
+        fn=unfold_sum_heads,
         cls="concat",
         mistake="sums the heads instead of concatenating them",
     ),
     dict(
-        task=T + "merge_heads",
-        name="along_time",
-        fn=merge_heads_along_time,
-        cls="axis",
-        mistake="concatenates the heads along time, then reshapes",
+        task=_t("unfold_heads"),
+        name="view_after_transpose",
+        fn=unfold_view_after_transpose,
+        cls="raw error",
+        mistake="calls .view on a transposed (non-contiguous) tensor",
     ),
     dict(
-        task=T + "merge_heads",
+        task=_t("unfold_heads"),
         name="book_import",
-        fn=merge_book,
+        fn=unfold_book,
         cls="book shortcut",
-        mistake="calls attnbook.multihead.merge_heads",
+        mistake="uses attnbook.multihead.merge_heads",
     ),
     dict(
-        task=T + "multi_head_attention",
+        task=_t("multi_head_attention"),
         name="scale_dmodel",
         fn=mha_scale_dmodel,
         cls="wrong scale",
         mistake="scales by sqrt(d_model) instead of sqrt(d_h)",
     ),
     dict(
-        task=T + "multi_head_attention",
+        task=_t("multi_head_attention"),
         name="scale_T",
         fn=mha_scale_T,
         cls="wrong scale",
         mistake="scales by sqrt(T)",
     ),
     dict(
-        task=T + "multi_head_attention",
+        task=_t("multi_head_attention"),
         name="no_W_o",
         fn=mha_no_W_o,
         cls="missing parameter",
         mistake="forgets the output projection W_o",
     ),
     dict(
-        task=T + "multi_head_attention",
+        task=_t("multi_head_attention"),
         name="softmax_heads",
         fn=mha_softmax_heads,
         cls="softmax over heads",
         mistake="softmax over the heads axis",
     ),
     dict(
-        task=T + "multi_head_attention",
+        task=_t("multi_head_attention"),
         name="reshape_split",
         fn=mha_reshape_split,
         cls="reshape for permute",
         mistake="splits heads with a plain reshape",
     ),
     dict(
-        task=T + "multi_head_attention",
+        task=_t("multi_head_attention"),
         name="other_layout",
         fn=mha_other_layout,
         cls="weight layout",
         mistake="applies the weights in the other layout than the task states",
     ),
     dict(
-        task=T + "multi_head_attention",
+        task=_t("multi_head_attention"),
         name="one_head",
         fn=mha_one_head,
         cls="ignores h",
         mistake="computes single-head attention, ignoring h",
     ),
-    dict(
-        task=T + "multi_head_attention",
-        name="book_import",
-        fn=mha_book,
-        cls="book shortcut",
-        mistake="uses attnbook.multihead's split_heads/merge_heads",
-    ),
 ]
 
 VALID = [
-    dict(task=T + "split_heads", name="unflatten", fn=split_valid_unflatten),
-    dict(task=T + "split_heads", name="chunks", fn=split_valid_chunks),
-    dict(task=T + "merge_heads", name="cat", fn=merge_valid_cat),
-    dict(task=T + "merge_heads", name="flatten", fn=merge_valid_flatten),
-    dict(task=T + "multi_head_attention", name="batched", fn=mha_valid),
-    dict(task=T + "multi_head_attention", name="torch_sdpa", fn=mha_valid_torch_sdpa),
-    dict(task=T + "multi_head_attention", name="head_loop", fn=mha_valid_head_loop),
+    dict(task=_t("fold_heads"), name="transpose_reshape", fn=fold_valid),
+    dict(task=_t("fold_heads"), name="chunks", fn=fold_valid_chunks),
+    dict(task=_t("unfold_heads"), name="transpose_reshape", fn=unfold_valid),
+    dict(task=_t("unfold_heads"), name="cat", fn=unfold_valid_cat),
+    dict(task=_t("multi_head_attention"), name="batched", fn=mha_valid),
+    dict(task=_t("multi_head_attention"), name="torch_sdpa", fn=mha_valid_torch_sdpa),
+    dict(task=_t("multi_head_attention"), name="head_loop", fn=mha_valid_head_loop),
 ]

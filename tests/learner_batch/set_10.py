@@ -4,7 +4,15 @@ import math
 
 import torch
 
-T = "10."
+from ._conventions import task_id
+
+SET = "10"
+
+
+def _t(fn_name):
+    return task_id(SET, fn_name)
+
+
 NEG_INF = float("-inf")
 
 
@@ -263,168 +271,168 @@ def online_valid_lse(Q, K, V, block_size):
 
 WRONG = [
     dict(
-        task=T + "combine_max_sum",
+        task=_t("combine_max_sum"),
         name="no_rescale",
         fn=combine_no_rescale,
         cls="formula",
         mistake="adds l1 and l2 without rescaling to the common maximum",
     ),
     dict(
-        task=T + "combine_max_sum",
+        task=_t("combine_max_sum"),
         name="wrong_direction",
         fn=combine_wrong_direction,
         cls="formula",
         mistake="rescales by exp(m - m_j) instead of exp(m_j - m)",
     ),
     dict(
-        task=T + "combine_max_sum",
+        task=_t("combine_max_sum"),
         name="absolute",
         fn=combine_absolute,
         cls="large scores",
         mistake="goes through exp(m1) and exp(m2), which overflow",
     ),
     dict(
-        task=T + "combine_max_sum",
+        task=_t("combine_max_sum"),
         name="both_empty_nan",
         fn=combine_both_empty_nan,
         cls="empty parts",
         mistake="two empty parts give -inf - (-inf) = NaN",
     ),
     dict(
-        task=T + "combine_max_sum",
+        task=_t("combine_max_sum"),
         name="only_first_rescaled",
         fn=combine_only_first_rescaled,
         cls="formula",
         mistake="rescales only the first part",
     ),
     dict(
-        task=T + "combine_max_sum",
+        task=_t("combine_max_sum"),
         name="python_max",
         fn=combine_python_max,
         cls="raw error",
         mistake="uses Python's max on tensors (ambiguous truth value)",
     ),
     dict(
-        task=T + "combine_max_sum",
+        task=_t("combine_max_sum"),
         name="swapped_order",
         fn=combine_swapped,
         cls="swapped tuple order",
         mistake="returns (l, m)",
     ),
     dict(
-        task=T + "running_max_sum",
+        task=_t("running_max_sum"),
         name="whole_row",
         fn=running_whole_row,
         cls="blockwise ignores block_size",
         mistake="reads the whole row at once, ignoring block_size",
     ),
     dict(
-        task=T + "running_max_sum",
+        task=_t("running_max_sum"),
         name="one_column",
         fn=running_one_column_at_a_time,
         cls="blockwise ignores block_size",
         mistake="reads one key per step whatever block_size says",
     ),
     dict(
-        task=T + "running_max_sum",
+        task=_t("running_max_sum"),
         name="drops_last_block",
         fn=running_drops_last_block,
         cls="ragged last block",
         mistake="drops the last, shorter block",
     ),
     dict(
-        task=T + "running_max_sum",
+        task=_t("running_max_sum"),
         name="no_rescale",
         fn=running_no_rescale,
         cls="formula",
         mistake="never rescales the running sum when the maximum grows",
     ),
     dict(
-        task=T + "running_max_sum",
+        task=_t("running_max_sum"),
         name="start_at_zero",
         fn=running_start_at_zero,
         cls="all-negative rows",
         mistake="starts the running maximum at 0 instead of -inf",
     ),
     dict(
-        task=T + "running_max_sum",
+        task=_t("running_max_sum"),
         name="block_max_only",
         fn=running_block_max_only,
         cls="formula",
         mistake="sums each block against its own maximum",
     ),
     dict(
-        task=T + "running_max_sum",
+        task=_t("running_max_sum"),
         name="book_import",
         fn=running_book,
         cls="book shortcut",
         mistake="calls attnbook.blockwise.running_max_sum",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="full_softmax",
         fn=online_full_softmax,
         cls="blockwise ignores block_size",
         mistake="builds the whole score matrix, ignoring block_size",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="no_scale",
         fn=online_no_scale,
         cls="wrong scale",
         mistake="forgets 1/sqrt(d_k)",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="acc_not_rescaled",
         fn=online_acc_not_rescaled,
         cls="formula",
         mistake="rescales l but not acc",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="start_at_zero",
         fn=online_start_at_zero,
         cls="rows below exp underflow",
         mistake="starts m at 0: rows of very negative scores underflow",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="float32",
         fn=online_float32,
         cls="float32 in a float64 task",
         mistake="computes in float32",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="missing_keepdim",
         fn=online_missing_keepdim,
         cls="missing keepdim",
         mistake="block maximum without keepdim",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="drops_last_block",
         fn=online_drops_last_block,
         cls="ragged last block",
         mistake="drops the last, shorter block",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="average_of_blocks",
         fn=online_average_of_blocks,
         cls="formula",
         mistake="normalises each block on its own and averages the blocks",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="book_import",
         fn=online_book,
         cls="book shortcut",
         mistake="calls attnbook.blockwise.online_softmax_attention",
     ),
     dict(
-        task=T + "online_softmax_attention",
+        task=_t("online_softmax_attention"),
         name="grader_reference",
         fn=online_reference,
         cls="book shortcut",
@@ -433,11 +441,11 @@ WRONG = [
 ]
 
 VALID = [
-    dict(task=T + "combine_max_sum", name="where_safe", fn=combine_valid),
-    dict(task=T + "combine_max_sum", name="stacked", fn=combine_valid_stacked),
-    dict(task=T + "running_max_sum", name="blocks", fn=running_valid),
-    dict(task=T + "running_max_sum", name="logsumexp_blocks", fn=running_valid_logsumexp),
-    dict(task=T + "online_softmax_attention", name="blocks", fn=online_valid),
-    dict(task=T + "online_softmax_attention", name="logsumexp_blocks", fn=online_valid_lse),
-    dict(task=T + "online_softmax_attention", name="detached_max", fn=online_valid_detached_max),
+    dict(task=_t("combine_max_sum"), name="where_safe", fn=combine_valid),
+    dict(task=_t("combine_max_sum"), name="stacked", fn=combine_valid_stacked),
+    dict(task=_t("running_max_sum"), name="blocks", fn=running_valid),
+    dict(task=_t("running_max_sum"), name="logsumexp_blocks", fn=running_valid_logsumexp),
+    dict(task=_t("online_softmax_attention"), name="blocks", fn=online_valid),
+    dict(task=_t("online_softmax_attention"), name="logsumexp_blocks", fn=online_valid_lse),
+    dict(task=_t("online_softmax_attention"), name="detached_max", fn=online_valid_detached_max),
 ]
