@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from attnbook.grading import get_task, run_task
 
-# ------------------------------------------------------------------------------ 05.stable_softmax
+# ------------------------------------------------------------------------------ helpers (05.stable_softmax was replaced by 05.log_weights)
 
 
 def softmax_dim1(scores):
@@ -55,7 +55,7 @@ def global_max_softmax(scores):
     return e / e.sum(dim=-1, keepdim=True)
 
 
-def log_softmax(scores):
+def log_softmax_last(scores):
     return F.log_softmax(scores, dim=-1)
 
 
@@ -94,6 +94,97 @@ def softmax_python_loop(scores):
 def loops_forever(*args):
     while True:
         pass
+
+
+# ------------------------------------------------------------------------------ 05.log_weights
+
+
+def log_of_softmax(scores, dim):
+    return torch.log(torch.softmax(scores, dim=dim))
+
+
+def log_of_naive(scores, dim):
+    e = torch.exp(scores)
+    return torch.log(e / e.sum(dim, keepdim=True))
+
+
+def log_last_axis(scores, dim):
+    m = scores.max(-1, keepdim=True).values
+    return scores - m - (scores - m).exp().sum(-1, keepdim=True).log()
+
+
+def log_returns_weights(scores, dim):
+    e = torch.exp(scores - scores.amax(dim, keepdim=True))
+    return e / e.sum(dim, keepdim=True)
+
+
+def log_no_shift(scores, dim):
+    return scores - torch.log(torch.sum(torch.exp(scores), dim=dim, keepdim=True))
+
+
+def log_shift_only(scores, dim):
+    return scores - scores.amax(dim=dim, keepdim=True)
+
+
+def log_forgot_m(scores, dim):
+    m = scores.amax(dim=dim, keepdim=True)
+    return scores - torch.log(torch.exp(scores - m).sum(dim=dim, keepdim=True))
+
+
+def log_plus_lse(scores, dim):
+    m = scores.amax(dim=dim, keepdim=True)
+    return scores + m + torch.log(torch.exp(scores - m).sum(dim=dim, keepdim=True))
+
+
+def log_global_max(scores, dim):
+    m = scores.max()
+    return scores - m - torch.log(torch.exp(scores - m).sum(dim=dim, keepdim=True))
+
+
+def log_sigmoid(scores, dim):
+    return F.logsigmoid(scores)
+
+
+def log_flat(scores, dim):
+    flat = scores.flatten()
+    return (flat - torch.logsumexp(flat, 0)).view_as(scores)
+
+
+def log_no_keepdim(scores, dim):
+    m = scores.amax(dim=dim)
+    return scores - m - torch.log(torch.exp(scores - m).sum(dim=dim))
+
+
+def log_in_place(scores, dim):
+    scores -= scores.amax(dim=dim, keepdim=True)
+    return scores - scores.exp().sum(dim=dim, keepdim=True).log()
+
+
+def log_float32(scores, dim):
+    return torch.log_softmax(scores.float(), dim)
+
+
+def log_float32_inside(scores, dim):
+    x = scores.float()
+    m = x.amax(dim=dim, keepdim=True)
+    return (x - m - torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))).double()
+
+
+def log_detached(scores, dim):
+    return torch.log_softmax(scores.detach(), dim)
+
+
+def log_numpy(scores, dim):
+    x = scores.numpy()
+    m = x.max(axis=dim, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=dim, keepdims=True))
+
+
+def log_moved(scores, dim):
+    x = scores.movedim(dim, -1)
+    m = x.amax(-1, keepdim=True)
+    out = x - m - (x - m).exp().sum(-1, keepdim=True).log()
+    return out.movedim(-1, dim)
 
 
 # ------------------------------------------------------------------------------ 05.masked_softmax
@@ -157,6 +248,39 @@ def masked_in_place(scores, mask):
 
 def masked_float_mask(scores, mask):
     return torch.nan_to_num(torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)).float()
+
+
+def masked_sigmoid(scores, mask):
+    return torch.sigmoid(scores) * mask
+
+
+def masked_log(scores, mask):
+    return torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def masked_batch_axis(scores, mask):
+    return torch.nan_to_num(torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=0))
+
+
+def masked_finfo_min_only(scores, mask):
+    return torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)
+
+
+def masked_empty_sentence_only(scores, mask):
+    # zeroes a sentence whose mask is entirely False, but not a single query without keys
+    w = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    m = mask.expand_as(scores)
+    return torch.where(m.flatten(-2).any(-1)[..., None, None], w, torch.zeros_like(w))
+
+
+def masked_where_valid(scores, mask):
+    w = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return torch.where(mask.any(dim=-1, keepdim=True), w, torch.zeros_like(w))
+
+
+def masked_finfo_valid(scores, mask):
+    w = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)
+    return w * mask.any(-1, keepdim=True)
 
 
 # ------------------------------------------------------------------------------ 05.attention_weights_from_lengths
@@ -225,6 +349,24 @@ def lengths_loop_in_place(scores, lengths):
     return _rows_to_zero(torch.softmax(scores, -1))
 
 
+def lengths_first_only(scores, lengths):
+    n = int(lengths[0])
+    mask = (torch.arange(scores.shape[-1]) < n)[None, None, :]
+    return _rows_to_zero(torch.softmax(scores.masked_fill(~mask, float("-inf")), -1))
+
+
+def lengths_max_first(scores, lengths):
+    mask = (torch.arange(scores.shape[-1])[None, :] < lengths[:, None])[:, None, :]
+    e = torch.exp(scores - scores.amax(-1, keepdim=True)) * mask
+    s = e.sum(-1, keepdim=True)
+    return e / torch.where(s > 0, s, torch.ones_like(s))
+
+
+def lengths_dim0(scores, lengths):
+    mask = (torch.arange(scores.shape[-1])[None, :] < lengths[:, None])[:, None, :]
+    return _rows_to_zero(torch.softmax(scores.masked_fill(~mask, float("-inf")), 0))
+
+
 def lengths_float_lengths(scores, lengths):
     mask = torch.arange(scores.shape[-1]) < lengths.float()  # broadcasts (T_k,) with (B,): wrong unless B = T_k
     return _rows_to_zero(torch.softmax(scores.masked_fill(~mask, float("-inf")), -1))
@@ -262,6 +404,24 @@ def temp_squared(scores, tau):
     return torch.softmax(scores / tau**2, dim=-1)
 
 
+def temp_sqrt(scores, tau):
+    return torch.softmax(scores / math.sqrt(tau), dim=-1)
+
+
+def temp_hard_when_cold(scores, tau):
+    if tau < 0.1:
+        return F.one_hot(scores.argmax(-1), scores.shape[-1]).to(scores.dtype)
+    return torch.softmax(scores / tau, dim=-1)
+
+
+def temp_log(scores, tau):
+    return F.log_softmax(scores / tau, dim=-1)
+
+
+def temp_float32_inside(scores, tau):
+    return torch.softmax(scores.float() / tau, dim=-1).double()
+
+
 def temp_in_place(scores, tau):
     scores /= tau
     return torch.softmax(scores, -1)
@@ -269,7 +429,7 @@ def temp_in_place(scores, tau):
 
 # ------------------------------------------------------------------------------ 05.hand_weights
 
-E3 = [1.0, 1.5, 0.5, 3.0]  # the worked example's scores at t=3 (exercise 04.hand_scores)
+E = [1.0, 3.0, -1.0, 2.0]  # the scores of the by-hand task; the last key is padding
 
 
 def hand_softmax(scores):
@@ -278,23 +438,26 @@ def hand_softmax(scores):
 
 
 WRONG = {
-    "05.stable_softmax": [
-        ("softmax over dim 1", softmax_dim1, "wrong_axis", "sum to 1 over queries, not keys"),
-        ("softmax over dim 0", softmax_dim0, "batch_axis", "batch axis"),
-        ("one softmax over everything", softmax_flat, "all_entries", "all entries"),
-        ("exp only", exp_only, "no_normalisation", "did not divide by the sum"),
-        ("exp(x - max) only", exp_minus_max_only, "no_normalisation", "did not divide by the sum"),
-        ("divided by the sum, no exp", divide_by_sum, "no_exp", "without taking exp"),
-        ("no max subtraction", naive_softmax, "overflow", "Subtract each row's maximum"),
-        ("max of the whole tensor", global_max_softmax, "global_max", "whole tensor"),
-        ("log_softmax", log_softmax, "log_softmax", "log-probabilities"),
-        ("max without keepdim", softmax_max_without_keepdim, "raised", "RuntimeError"),
-        ("subtracts in place", softmax_in_place, "mutates_input", "`scores`"),
-        ("NumPy", softmax_numpy, "wrong_type", "NumPy"),
-        ("float32", softmax_float32, "wrong_dtype", "float32"),
-        ("detached", softmax_detached, "breaks_autograd", "autograd"),
-        ("no return", softmax_no_return, "returned_none", "return"),
-        ("Python list", softmax_python_loop, "wrong_type", "torch.Tensor"),
+    "05.log_weights": [
+        ("log of torch.softmax", log_of_softmax, "log_of_softmax", "log of the softmax"),
+        ("log of exp / sum", log_of_naive, "overflow", "log domain"),
+        ("always the last axis", log_last_axis, "ignores_dim", "`dim`"),
+        ("returns the weights", log_returns_weights, "returned_softmax", "logarithm"),
+        ("no max subtraction", log_no_shift, "overflow", "Shift by the maximum"),
+        ("subtracts the max only", log_shift_only, "shift_only", "log of the sum"),
+        ("forgot m", log_forgot_m, "forgot_max_in_lse", "not m itself"),
+        ("adds the log-sum-exp", log_plus_lse, "lse_sign", "instead of subtracting"),
+        ("max of the whole tensor", log_global_max, "global_max", "whole tensor"),
+        ("log-sigmoid", log_sigmoid, "log_sigmoid", "log-sigmoid"),
+        ("one normaliser for everything", log_flat, "all_entries", "all entries"),
+        ("no keepdim", log_no_keepdim, "raised", "keepdim"),
+        ("subtracts in place", log_in_place, "mutates_input", "`scores`"),
+        ("NumPy", log_numpy, "wrong_type", "NumPy"),
+        ("float32", log_float32, "wrong_dtype", "float32"),
+        ("float32 inside", log_float32_inside, "float32_computation", "float32"),
+        ("detached", log_detached, "breaks_autograd", "autograd"),
+        ("no return", lambda scores, dim: None, "returned_none", "return"),
+        ("one argument", lambda scores: torch.log_softmax(scores, -1), "wrong_signature", "(scores, dim)"),
     ],
     "05.masked_softmax": [
         ("mask after the softmax", masked_after, "mask_after_softmax", "no longer sum to 1"),
@@ -310,6 +473,11 @@ WRONG = {
         ("exp(x) * mask", masked_naive, "overflow", "overflows"),
         ("masked_fill_ in place", masked_in_place, "mutates_input", "`scores`"),
         ("float32 result", masked_float_mask, "wrong_dtype", "float32"),
+        ("sigmoid", masked_sigmoid, "sigmoid", "sigmoid"),
+        ("log_softmax", masked_log, "log_softmax", "log-probabilities"),
+        ("softmax over the batch", masked_batch_axis, "batch_axis", "batch axis"),
+        ("finfo.min, empty rows left uniform", masked_finfo_min_only, "large_negative_fill", "uniform"),
+        ("only empty sentences zeroed", masked_empty_sentence_only, "nan_fully_masked", "NaN"),
     ],
     "05.attention_weights_from_lengths": [
         ("mask over the queries", lengths_query_axis, "mask_wrong_axis", "queries (rows) instead of keys"),
@@ -324,6 +492,9 @@ WRONG = {
         ("fill with -1e9", lengths_minus_1e9, "large_negative_fill", "1/T_k"),
         ("writes -inf into scores", lengths_loop_in_place, "mutates_input", "`scores`"),
         ("mask without a batch axis", lengths_float_lengths, "raised", "RuntimeError"),
+        ("first sentence's length for all", lengths_first_only, "one_length_for_all", "first sentence"),
+        ("max over the padded scores too", lengths_max_first, "max_includes_masked", "includes the masked scores"),
+        ("softmax over the batch", lengths_dim0, "batch_axis", "batch axis"),
     ],
     "05.softmax_with_temperature": [
         ("multiplied by tau", temp_times, "multiplied_temperature", "divide them"),
@@ -333,30 +504,39 @@ WRONG = {
         ("softmax over dim 0", temp_dim0, "wrong_axis", "over queries"),
         ("exp(e / tau) without the max", temp_naive, "overflow", "tau is small"),
         ("divided scores in place", temp_in_place, "mutates_input", "`scores`"),
-        ("divided by tau²", temp_squared, "wrong_values", "is wrong"),
+        ("divided by tau²", temp_squared, "tau_squared", "twice"),
+        ("divided by √tau", temp_sqrt, "sqrt_tau", "√tau"),
+        ("argmax when cold", temp_hard_when_cold, "hard_argmax", "one-hot"),
+        ("log_softmax", temp_log, "log_softmax", "log-probabilities"),
+        ("float32 inside", temp_float32_inside, "float32_computation", "float32"),
     ],
     "05.hand_weights": [
-        ("the scores", lambda: E3, "returned_scores", "before the softmax"),
-        ("scores over their sum", lambda: [x / sum(E3) for x in E3], "no_exp", "exp(e_i)"),
-        ("scaled by 1/2", lambda: hand_softmax([x / 2 for x in E3]), "scaled", "√d = 2"),
-        ("step 1", lambda: hand_softmax([2.5, 0.0, 2.0, 0.5]), "wrong_step_1", "t=1"),
-        ("step 2", lambda: hand_softmax([0.0, 2.0, 1.5, 1.0]), "wrong_step_2", "t=2"),
-        ("uniform", lambda: [0.25] * 4, "wrong_values", "is wrong"),
-        ("a tensor", lambda: torch.tensor(hand_softmax(E3)), "wrong_type", "list"),
-        ("three numbers", lambda: hand_softmax(E3)[:3], "wrong_values", "is wrong"),
+        ("softmax of all four", lambda: hand_softmax(E), "ignored_mask", "padded last key"),
+        ("softmax, then the last set to 0", lambda: hand_softmax(E)[:3] + [0.0], "mask_after_softmax",
+         "no longer sum to 1"),
+        ("padded score 0", lambda: hand_softmax(E[:3] + [0.0]), "fill_zero", "exp(0) = 1"),
+        ("the scores", lambda: E, "returned_scores", "scores"),
+        ("scores over their sum", lambda: [x / sum(E[:3]) for x in E[:3]] + [0.0], "no_exp", "exp(e_i)"),
+        ("halved first", lambda: hand_softmax([x / 2 for x in E[:3]]) + [0.0], "scaled", "√d = 2"),
+        ("uniform over three", lambda: [1 / 3, 1 / 3, 1 / 3, 0.0], "wrong_values", "is wrong"),
+        ("a tensor", lambda: torch.tensor(hand_softmax(E[:3]) + [0.0]), "wrong_type", "list"),
+        ("three numbers", lambda: hand_softmax(E[:3]), "wrong_values", "is wrong"),
     ],
 }
 
 CORRECT = {
-    "05.stable_softmax": [
-        lambda scores: torch.softmax(scores, dim=-1),
-        lambda scores: (lambda e: e / e.sum(-1, keepdim=True))(torch.exp(scores - scores.max(-1, keepdim=True)[0])),
-        lambda scores: torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True)),
+    "05.log_weights": [
+        lambda scores, dim: torch.log_softmax(scores, dim),
+        lambda scores, dim: scores - torch.logsumexp(scores, dim=dim, keepdim=True),
+        lambda scores, dim: F.log_softmax(scores, dim=dim),
+        log_moved,
     ],
     "05.masked_softmax": [
         lambda scores, mask: torch.nan_to_num(torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)),
         lambda scores, mask: torch.where(mask.any(-1, keepdim=True),
                                          torch.softmax(scores.masked_fill(~mask, -1e9), -1), 0.0),
+        masked_where_valid,
+        masked_finfo_valid,
     ],
     "05.attention_weights_from_lengths": [
         lambda scores, lengths: torch.nan_to_num(torch.softmax(scores.masked_fill(
@@ -367,23 +547,23 @@ CORRECT = {
         lambda scores, tau: F.softmax(scores * (1.0 / tau), -1),
     ],
     "05.hand_weights": [
-        lambda: hand_softmax(E3),
-        lambda: [0.0939, 0.1549, 0.0570, 0.6942],  # rounded to 4 decimals: within the tolerance of 1e-3
+        lambda: hand_softmax(E[:3]) + [0.0],
+        lambda: [0.1173, 0.8668, 0.0159, 0.0],  # rounded to 4 decimals: within the tolerance of 1e-3
     ],
 }
 
 
 def test_infinite_loop_is_stopped():
-    task = dataclasses.replace(get_task("05.stable_softmax"), timeout_s=0.5)
+    task = dataclasses.replace(get_task("05.log_weights"), timeout_s=0.5)
     result = run_task(task, loops_forever)
     assert result.diagnosis == "timeout" and "stopped after 0.5 s" in result.message
 
 
 def test_a_learner_exception_is_one_line_naming_it():
-    def typo(scores):
-        return torch.softmax(score, dim=-1)  # noqa: F821 (the learner's typo)
+    def typo(scores, dim):
+        return torch.log_softmax(score, dim=dim)  # noqa: F821 (the learner's typo)
 
-    result = run_task(get_task("05.stable_softmax"), typo)
+    result = run_task(get_task("05.log_weights"), typo)
     assert result.diagnosis == "raised" and "NameError" in result.message and "\n" not in result.message
 
 
@@ -407,10 +587,9 @@ def _plus_one(e):
     return e / (e.sum(-1, keepdim=True) + 1)
 
 
-WRONG["05.stable_softmax"] += [
-    ("subtracts a constant", lambda scores: torch.softmax(scores, -1) - 0.05, "negative_weights", "negative"),
-    ("adds 1 to the denominator", lambda scores: _plus_one(torch.exp(scores - scores.amax(-1, keepdim=True))),
-     "not_normalised", "do not sum to 1"),
+WRONG["05.log_weights"] += [
+    ("adds 1", lambda scores, dim: torch.log_softmax(scores, dim) + 1.0, "positive_log_weight", "positive"),
+    ("subtracts 0.1", lambda scores, dim: torch.log_softmax(scores, dim) - 0.1, "not_normalised", "does not sum to 1"),
 ]
 WRONG["05.softmax_with_temperature"] += [
     ("adds 1 to the denominator", lambda scores, tau: _plus_one(torch.exp(scores / tau - (scores / tau).amax(-1, keepdim=True))),

@@ -15,6 +15,14 @@ from ... import worked_example as wx
 from ..cases import DTYPE, generator, randn, tied
 from ..engine import Case, Misconception, Task
 from ..registry import register
+from ... import attention as _book
+
+#: the book's own softmax and attention functions: calling one earns 0 in the tasks of this set
+BOOK_SOFTMAX = (
+    "attnbook.attention:softmax",
+    "attnbook.attention:attention_weights",
+    "attnbook.attention:scaled_dot_product_attention",
+)
 
 NEG_INF = float("-inf")
 
@@ -115,114 +123,169 @@ _masked_not_zero.key = "masked_weight_not_zero"
 # large_negative_fill, whose messages are more specific; no property is needed for it.
 
 
-# --------------------------------------------------------------------------------------------- 05.stable_softmax
+# --------------------------------------------------------------------------------------------- 05.log_weights
 
 
-def _stable_softmax_ref(scores):
-    return _stable(scores)
+def _log_softmax(x, dim=-1):
+    """``log softmax(x)`` along ``dim``, in the log domain: x - m - log Σ exp(x - m)."""
+    m = x.amax(dim=dim, keepdim=True)
+    return x - m - torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))
 
 
-def _stable_softmax_cases():
+def _log_weights_ref(scores, dim):
+    return _log_softmax(scores, dim)
+
+
+def _log_weights_cases():
     g = generator(50)
     large = randn(g, 2, 3, 5, scale=1e3)
     large[0, 0] = torch.tensor([1000.0, 999.0, 998.0, -1000.0, 0.0], dtype=DTYPE)
-    large[1, 2] = torch.tensor([-1000.0, -1001.0, -999.0, -1000.0, -1002.0], dtype=DTYPE)
-    far_apart = torch.stack([randn(g, 4) - 1000.0, randn(g, 4) + 1000.0, randn(g, 4)])
+    far = torch.tensor([[0.0, -800.0, -1.0, -2000.0], [-5.0, -3.0, -900.0, -4.0],
+                        [-1000.0, -1001.0, -1300.0, -999.0]], dtype=DTYPE)
+    apart = torch.stack([randn(g, 4) - 1000.0, randn(g, 4) + 1000.0, randn(g, 4)])
     return [
-        Case("B=2, T_q=3, T_k=5", (randn(g, 2, 3, 5, scale=2.0),), dims={"B": 2, "T_q": 3, "T_k": 5}),
-        Case("T_q=3, T_k=4, rows far apart", (far_apart,), dims={"T_q": 3, "T_k": 4},
+        Case("B=2, T_q=3, T_k=5, dim=-1", (randn(g, 2, 3, 5, scale=2.0), -1),
+             dims={"B": 2, "T_q": 3, "T_k": 5}),
+        Case("T_q=3, T_k=4, dim=1, rows far apart", (apart, 1), dims={"T_q": 3, "T_k": 4},
              note="one row near -1000, one near +1000, one near 0"),
-        Case("B=2, T_q=3, T_k=5, scores of ±1e3", (large,), dims={"B": 2, "T_q": 3, "T_k": 5},
-             note="exp(1000) overflows float64"),
-        Case("worked example e^3, N=4", (wx.encoder_states() @ wx.decoder_states()[2],), dims={"N": 4},
-             note="a single query: scores of shape (N,)"),
-        Case("B=3, T_q=2, T_k=4, tied, zero and negative", (torch.stack([tied(2, 4), tied(2, 4, value=0.0),
-                                                                         -randn(g, 2, 4).abs()]),),
-             dims={"B": 3, "T_q": 2, "T_k": 4}, note="equal scores must give equal weights"),
-        Case("heads: B=2, h=3, T_q=4, T_k=6", (randn(g, 2, 3, 4, 6, scale=3.0),),
-             dims={"B": 2, "h": 3, "T_q": 4, "T_k": 6}, note="two leading axes"),
+        Case("T_q=3, T_k=4, dim=-1, far below the maximum", (far, -1), dims={"T_q": 3, "T_k": 4},
+             note="some weights underflow to 0, but their logs are ordinary numbers such as -800"),
+        Case("B=2, T_q=3, T_k=5, dim=1, scores of ±1e3", (large, 1), dims={"B": 2, "T_q": 3, "T_k": 5},
+             note="over the query axis; exp(1000) overflows"),
+        Case("B=4, T_k=3, dim=0", (randn(g, 4, 3, scale=300.0), 0), dims={"B": 4, "T_k": 3},
+             note="over the first axis"),
+        Case("heads: B=2, h=3, T_q=4, T_k=6, dim=-2", (randn(g, 2, 3, 4, 6, scale=3.0), -2),
+             dims={"B": 2, "h": 3, "T_q": 4, "T_k": 6}, note="a middle axis"),
+        Case("N=5, dim=0, tied", (tied(5, value=-2.5), 0), dims={"N": 5},
+             note="equal scores: every log-weight is log(1/5)"),
+        Case("B=2, T_q=2, T_k=3, dim=2", (randn(g, 2, 2, 3, scale=5.0), 2), dims={"B": 2, "T_q": 2, "T_k": 3},
+             note="a positive axis number"),
     ]
 
 
-def _over_axis(dim):
-    return lambda scores: _stable(scores, dim=dim)
+def _log_of(fn):
+    return lambda scores, dim: torch.log(fn(scores, dim))
 
 
-def _all_entries(scores):
-    flat = _stable(scores.reshape(-1))
-    return flat.reshape(scores.shape)
+def _global_max_log(scores, dim):
+    m = scores.max()
+    return scores - m - torch.log(torch.exp(scores - m).sum(dim=dim, keepdim=True))
 
 
-def _global_max(scores):
-    e = torch.exp(scores - scores.max())
-    return e / e.sum(-1, keepdim=True)
+def _log_not_normalised(case, outputs):
+    got, (scores, dim) = outputs[0], case.args
+    if not isinstance(got, torch.Tensor) or got.shape != scores.shape or not torch.isfinite(got).all():
+        return None
+    sums = got.exp().sum(dim=dim)
+    if not torch.allclose(sums, torch.ones_like(sums), atol=1e-6):
+        return (f"exp of your log-weights does not sum to 1 over the axis dim={dim}: sums range from "
+                f"{float(sums.min()):.4f} to {float(sums.max()):.4f}")
+    return None
 
 
-WRONG_AXIS = Misconception(
-    "wrong_axis",
-    "your weights sum to 1 over queries, not keys: the softmax must run over the last axis "
-    "(dim=-1, the source positions), one distribution per query",
-    _over_axis(-2),
-)
-BATCH_AXIS = Misconception(
-    "batch_axis",
-    "your weights sum to 1 over the batch axis (dim=0): each sentence's weights must be normalised on "
-    "their own, over the last axis (dim=-1)",
-    _over_axis(0),
-)
+_log_not_normalised.key = "not_normalised"
+
+
+def _log_positive(case, outputs):
+    got, scores = outputs[0], case.args[0]
+    if isinstance(got, torch.Tensor) and got.shape == scores.shape and (got > 1e-9).any():
+        return ("some of your log-weights are positive: a weight is at most 1, so its log is at most 0")
+    return None
+
+
+_log_positive.key = "positive_log_weight"
+
 OVERFLOW = Misconception(
     "overflow",
     "your softmax overflows: exp(1000) is inf in float64 and inf/inf is NaN (and exp(-1000) is 0, so "
-    "0/0 is NaN). Subtract each row's maximum before exp: softmax(x) = softmax(x - max(x))",
+    "0/0 is NaN). Shift each row by its own maximum before exp: softmax(x) = softmax(x - max(x))",
     lambda scores: _naive(scores),
+)
+WRONG_AXIS = Misconception(
+    "wrong_axis",
+    "your weights sum to 1 over queries, not keys: the softmax must run over the last axis "
+    "(the source positions), one distribution per query",
+    lambda scores: _stable(scores, dim=-2),
 )
 
 register(Task(
-    id="05.stable_softmax",
-    title="a numerically stable softmax over the last axis",
+    id="05.log_weights",
+    title="log-weights over any axis, in the log domain",
     points=2,
-    reference=_stable_softmax_ref,
-    cases=_stable_softmax_cases,
+    reference=_log_weights_ref,
+    cases=_log_weights_cases,
     misconceptions=[
-        WRONG_AXIS,
-        BATCH_AXIS,
         Misconception(
-            "all_entries",
-            "you normalised over all entries at once: each query (each row along the last axis) "
-            "needs its own distribution that sums to 1",
-            _all_entries,
+            "log_of_softmax",
+            "you took the log of the softmax: a weight that underflows to 0 gives -inf, although its "
+            "log is an ordinary number (such as -800). Stay in the log domain: subtract the log-sum-exp "
+            "from the scores",
+            _log_of(_stable),
         ),
         Misconception(
-            "no_normalisation",
-            "you computed exp but did not divide by the sum: the weights must sum to 1 over the keys",
-            lambda scores: torch.exp(scores - scores.amax(-1, keepdim=True)),
+            "ignores_dim",
+            "you normalised over the last axis whatever `dim` says: the log-weights must be normalised "
+            "over the axis given by `dim`",
+            lambda scores, dim: _log_softmax(scores, -1),
         ),
         Misconception(
-            "no_normalisation",
-            "you computed exp but did not divide by the sum: the weights must sum to 1 over the keys",
-            torch.exp,
+            "returned_softmax",
+            "you returned the weights themselves; this task asks for their logarithm, log α",
+            lambda scores, dim: _stable(scores, dim),
         ),
         Misconception(
-            "no_exp",
-            "you divided the scores by their sum without taking exp first: that can give negative "
-            "weights (or divide by zero); softmax is exp(e_i) / Σ_j exp(e_j)",
-            lambda scores: scores / scores.sum(-1, keepdim=True),
+            "overflow",
+            "your log-sum-exp overflows: log(Σ exp(e)) with e = 1000 is log(inf). Shift by the maximum "
+            "first: logsumexp(e) = m + log Σ exp(e - m)",
+            lambda scores, dim: scores - torch.log(torch.exp(scores).sum(dim=dim, keepdim=True)),
         ),
-        OVERFLOW,
+        Misconception(
+            "overflow",
+            "your softmax breaks before you take its log: without the shift by the maximum, exp "
+            "overflows for large scores (inf/inf) and underflows for very negative ones (0/0 = NaN). "
+            "Stay in the log domain, with the maximum subtracted",
+            _log_of(lambda scores, dim: _naive(scores, dim)),
+        ),
+        Misconception(
+            "shift_only",
+            "you subtracted the maximum but not the log of the sum: log α_i = e_i - m - log Σ_j exp(e_j - m)",
+            lambda scores, dim: scores - scores.amax(dim=dim, keepdim=True),
+        ),
+        Misconception(
+            "forgot_max_in_lse",
+            "you subtracted log Σ exp(e_j - m) but not m itself: logsumexp(e) = m + log Σ exp(e_j - m)",
+            lambda scores, dim: scores - torch.log(torch.exp(scores - scores.amax(dim=dim, keepdim=True))
+                                                   .sum(dim=dim, keepdim=True)),
+        ),
+        Misconception(
+            "lse_sign",
+            "you added the log-sum-exp instead of subtracting it: log α_i = e_i - logsumexp(e)",
+            lambda scores, dim: scores + torch.logsumexp(scores, dim=dim, keepdim=True),
+        ),
         Misconception(
             "global_max",
-            "you subtracted the maximum of the whole tensor, not of each row: a row far below the "
-            "global maximum underflows to 0/0. Use scores.amax(dim=-1, keepdim=True)",
-            _global_max,
+            "you subtracted the maximum of the whole tensor, not of each slice along `dim`: a slice far "
+            "below the global maximum underflows to log(0) = -inf",
+            _global_max_log,
         ),
         Misconception(
-            "log_softmax",
-            "you returned log-probabilities (log_softmax); the weights are the probabilities themselves",
-            lambda scores: torch.log_softmax(scores, dim=-1),
+            "log_sigmoid",
+            "you used a log-sigmoid, which treats every score on its own; log-softmax normalises the "
+            "scores against each other along `dim`",
+            lambda scores, dim: torch.nn.functional.logsigmoid(scores),
+        ),
+        Misconception(
+            "all_entries",
+            "you normalised over all entries at once: each slice along `dim` needs its own normaliser",
+            lambda scores, dim: _log_softmax(scores.reshape(-1), 0).reshape(scores.shape),
         ),
     ],
-    properties=[_negative, _not_normalised],
-    hint="Subtract the row maximum (amax over dim=-1, keepdim=True), exponentiate, divide by the row sum.",
+    properties=[_log_positive, _log_not_normalised],
+    hint="m = scores.amax(dim=dim, keepdim=True); log α = scores - m - log(Σ exp(scores - m)) along dim.",
+    forbidden=BOOK_SOFTMAX,
+    shortcut_example=_book.softmax,
+    atol=1e-9,
+    rtol=1e-9,
 ))
 
 # --------------------------------------------------------------------------------------------- 05.masked_softmax
@@ -247,6 +310,13 @@ def _masked_softmax_cases():
     m5 = _length_mask(torch.tensor([4, 0, 2]), 4)
     s6 = randn(g, 2, 3, 5)
     m6 = torch.ones(3, 5, dtype=torch.bool).tril()
+    s7 = randn(g, 2, 3, 5, scale=3.0)
+    m7 = _keep_row_max(s7, _bool_mask(g, 2, 3, 5))
+    m7[1, 1] = False  # query 1 of sentence 1 has no key; the other queries keep theirs
+    s7[1, 1] = 1e3    # ... and its masked scores are huge
+    s8 = torch.tensor([[[-1000.0, -1900.0, -950.0, 5.0], [-1200.0, -1150.0, -1100.0, -1e4]],
+                       [[-800.0, -1700.0, 3.0, 2.0], [-3.0, -2.0, -1.0, -4.0]]], dtype=DTYPE)
+    m8 = _length_mask(torch.tensor([3, 2]), 4)
     return [
         Case("B=2, T_q=3, T_k=5, mask (B, T_q, T_k)", (s1, m1), dims={"B": 2, "T_q": 3, "T_k": 5},
              note="every query keeps at least one key"),
@@ -260,6 +330,11 @@ def _masked_softmax_cases():
              note="valid lengths 4, 0, 2: item 1 has no key at all"),
         Case("B=2, T_q=3, T_k=5, causal mask (T_q, T_k)", (s6, m6), dims={"B": 2, "T_q": 3, "T_k": 5},
              note="one mask shared by the batch"),
+        Case("B=2, T_q=3, T_k=5, one query without a key", (s7, m7), dims={"B": 2, "T_q": 3, "T_k": 5},
+             note="query 1 of item 1 has no key left (its masked scores are 1000); the other queries "
+                  "of that item keep theirs"),
+        Case("B=2, T_q=2, T_k=4, all-negative rows", (s8, m8), dims={"B": 2, "T_q": 2, "T_k": 4},
+             note="rows of scores near -1000 (exp underflows to 0 without the shift), valid lengths 3, 2"),
     ]
 
 
@@ -343,6 +418,24 @@ MASKED_OVERFLOW = Misconception(
     _naive_masked,
 )
 
+LOG_WEIGHTS = Misconception(
+    "log_softmax",
+    "you returned log-probabilities (a log-softmax); the weights are the probabilities themselves",
+    lambda scores, mask: _stable(scores.masked_fill(~mask, NEG_INF)).log(),
+)
+SIGMOID = Misconception(
+    "sigmoid",
+    "you used a sigmoid, which squashes every score on its own: the weights of one query must be "
+    "normalised against each other (a softmax over the keys) so that they sum to 1",
+    lambda scores, mask: torch.sigmoid(scores) * mask,
+)
+BATCH_AXIS_MASKED = Misconception(
+    "batch_axis",
+    "your weights sum to 1 over the batch axis (the first one): each sentence's weights must be "
+    "normalised on their own, over the keys (the last axis)",
+    lambda scores, mask: _stable(scores.masked_fill(~mask, NEG_INF), dim=0),
+)
+
 register(Task(
     id="05.masked_softmax",
     title="softmax with a mask over the keys",
@@ -358,14 +451,23 @@ register(Task(
         NO_MASK,
         Misconception(WRONG_AXIS.key, WRONG_AXIS.message,
                       lambda scores, mask: _stable(scores.masked_fill(~mask, NEG_INF), dim=-2)),
+        BATCH_AXIS_MASKED,
         NAN_ROWS,  # before the next two: on a row without keys all three give NaN
         MAX_INCLUDES_MASKED,
         MASKED_OVERFLOW,
         LARGE_NEGATIVE,
+        Misconception(LOG_WEIGHTS.key, LOG_WEIGHTS.message,
+                      lambda scores, mask: torch.log_softmax(scores.masked_fill(~mask, NEG_INF), dim=-1)),
+        LOG_WEIGHTS,
+        SIGMOID,
     ],
     properties=[_negative, _masked_not_zero, _not_normalised],
     hint="scores.masked_fill(~mask, float('-inf')), then a stable softmax over dim=-1, then zeros for "
          "rows without any key.",
+    forbidden=BOOK_SOFTMAX,
+    shortcut_example=_book.attention_weights,
+    atol=1e-9,
+    rtol=1e-9,
 ))
 
 # --------------------------------------------------------------------------------------------- 05.attention_weights_from_lengths
@@ -379,7 +481,10 @@ def _from_lengths_cases():
     g = generator(52)
     s3 = randn(g, 2, 3, 6, scale=1e3)
     s3[0, 0, 0] = 1000.0
+    s5 = torch.tensor([[[-1000.0, -1040.0, 1e3, 1e3]], [[1e3, 1e3, 1e3, 1e3]]], dtype=DTYPE)
     return [
+        Case("B=3, T_q=4, T_k=5, lengths 2, 5, 3", (randn(g, 3, 4, 5), torch.tensor([2, 5, 3])),
+             dims={"B": 3, "T_q": 4, "T_k": 5}),
         Case("B=3, T_q=5, T_k=4, lengths 4, 2, 3", (randn(g, 3, 5, 4), torch.tensor([4, 2, 3])),
              dims={"B": 3, "T_q": 5, "T_k": 4}, note="the chapter's lengths"),
         Case("B=4, T_q=3, T_k=6, lengths 6, 1, 5, 3", (randn(g, 4, 3, 6, scale=2.0), torch.tensor([6, 1, 5, 3])),
@@ -388,6 +493,9 @@ def _from_lengths_cases():
              dims={"B": 2, "T_q": 3, "T_k": 6}, note="exp(1000) overflows float64"),
         Case("B=3, T_q=2, T_k=5, a length of 0", (randn(g, 3, 2, 5), torch.tensor([5, 0, 2])),
              dims={"B": 3, "T_q": 2, "T_k": 5}, note="item 1 has no valid key: its weights are all 0"),
+        Case("B=2, T_q=1, T_k=4, padding holds 1e3, all-negative", (s5, torch.tensor([2, 0])),
+             dims={"B": 2, "T_q": 1, "T_k": 4},
+             note="valid scores near -1000, padded scores of 1000; item 1 has length 0"),
     ]
 
 
@@ -446,8 +554,23 @@ register(Task(
         Misconception(NAN_ROWS.key, NAN_ROWS.message, _with_length_mask(_nan_rows)),
         Misconception(MASKED_OVERFLOW.key, MASKED_OVERFLOW.message, _with_length_mask(_naive_masked)),
         Misconception(LARGE_NEGATIVE.key, LARGE_NEGATIVE.message, _with_length_mask(_fill_value(-1e9))),
+        Misconception(MAX_INCLUDES_MASKED.key, MAX_INCLUDES_MASKED.message,
+                      _with_length_mask(_max_includes_masked_guarded)),
+        Misconception(
+            "one_length_for_all",
+            "you used the length of the first sentence for every sentence of the batch: each sentence b "
+            "has its own length lengths[b]",
+            _lengths_with(lambda lengths, scores: _length_mask(lengths[:1].expand_as(lengths),
+                                                               scores.shape[-1]).expand_as(scores)),
+        ),
+        Misconception(BATCH_AXIS_MASKED.key, BATCH_AXIS_MASKED.message,
+                      _with_length_mask(BATCH_AXIS_MASKED.fn)),
     ],
     properties=[_negative, _masked_not_zero, _not_normalised],
+    forbidden=BOOK_SOFTMAX + ("attnbook.attention:padding_mask",),
+    shortcut_example=_book.attention_weights,
+    atol=1e-9,
+    rtol=1e-9,
     hint="Build the mask as torch.arange(T_k) < lengths[:, None] (shape (B, T_k)), add a query axis with "
          "unsqueeze(1), then use it like in 05.masked_softmax.",
 ))
@@ -472,8 +595,29 @@ def _temperature_cases():
              note="a large temperature: nearly uniform weights"),
         Case("B=2, T_q=3, T_k=5, tau=1", (randn(g, 2, 3, 5), 1.0), dims={"B": 2, "T_q": 3, "T_k": 5},
              note="tau = 1 is the plain softmax"),
+        Case("T_q=2, T_k=4, tau=0.02, close top scores",
+             (torch.tensor([[1.0, 0.99, -0.5, 0.2], [0.3, 0.31, 0.305, -2.0]], dtype=DTYPE), 0.02),
+             dims={"T_q": 2, "T_k": 4}, note="a small temperature, but the top scores differ by only 0.01"),
+        Case("T_q=2, T_k=3, tau=3.0", (torch.tensor([[2.0, 2.0, -1.0], [-800.0, -801.0, -799.5]], dtype=DTYPE), 3.0),
+             dims={"T_q": 2, "T_k": 3}, note="tied and all-negative scores"),
     ]
 
+
+def _hard_at_small_tau(case, outputs):
+    """Weights that are one-hot where the softmax at this temperature is not (close top scores)."""
+    got, (scores, tau) = outputs[0], case.args
+    if not isinstance(got, torch.Tensor) or got.shape != scores.shape or not torch.isfinite(got).all():
+        return None
+    one_hot = ((got == 0) | (got == 1)).all(dim=-1)
+    expected = _stable(scores / tau)
+    soft = expected.max(dim=-1).values < 0.99
+    if (one_hot & soft).any():
+        return (f"your weights are one-hot (a hard argmax) where the softmax at tau = {tau:g} is not: the "
+                "top scores are close, so even a small temperature leaves them weight to share")
+    return None
+
+
+_hard_at_small_tau.key = "hard_argmax"
 
 register(Task(
     id="05.softmax_with_temperature",
@@ -507,21 +651,48 @@ register(Task(
         ),
         Misconception(WRONG_AXIS.key, WRONG_AXIS.message, lambda scores, tau: _stable(scores / tau, dim=-2)),
         Misconception(
+            "tau_squared",
+            "you divided the scores by tau twice (by tau²): the temperature divides them once, softmax(e / tau)",
+            lambda scores, tau: _stable(scores / tau**2),
+        ),
+        Misconception(
+            "sqrt_tau",
+            "you divided the scores by √tau: the temperature divides them as it is, softmax(e / tau)",
+            lambda scores, tau: _stable(scores / tau**0.5),
+        ),
+        Misconception(
+            "log_softmax",
+            "you returned log-probabilities (a log-softmax); the weights are the probabilities themselves",
+            lambda scores, tau: _log_softmax(scores / tau, -1),
+        ),
+        Misconception(
             OVERFLOW.key,
             "your softmax overflows when tau is small: e / tau reaches ±1000 and exp(1000) is inf. "
             "Subtract the row maximum of e / tau before exp",
             lambda scores, tau: _naive(scores / tau),
         ),
     ],
-    properties=[_negative, _not_normalised],
+    properties=[_negative, _not_normalised, _hard_at_small_tau],
     hint="softmax(e / tau) over the last axis: tau > 1 flattens the weights, tau < 1 sharpens them.",
+    forbidden=BOOK_SOFTMAX,
+    shortcut_example=_book.softmax,
+    atol=1e-9,
+    rtol=1e-9,
 ))
 
 # --------------------------------------------------------------------------------------------- 05.hand_weights
 
+#: the scores of the by-hand task; the last key is padding. Neither these scores nor their weights appear
+#: in the book.
+HAND_SCORES = (1.0, 3.0, -1.0, 2.0)
 
-def _hand_scores(step=wx.STEP_ETUDIANT):
-    return wx.encoder_states() @ wx.decoder_states()[step - 1]  # e^t: (4,)
+
+def _hand_e():
+    return torch.tensor(HAND_SCORES, dtype=DTYPE)
+
+
+def _hand_keep():
+    return torch.tensor([True, True, True, False])
 
 
 def _as_list(x):
@@ -530,24 +701,29 @@ def _as_list(x):
 
 register(Task(
     id="05.hand_weights",
-    title="the worked example's weights, by hand",
+    title="a masked softmax, by hand",
     points=1,
-    reference=lambda: _as_list(_stable(_hand_scores())),
-    cases=lambda: [Case("worked example", (), note="step t=3, which emits 'étudiant'")],
+    reference=lambda: _as_list(_masked(_hand_e(), _hand_keep())),
+    cases=lambda: [Case("scores [1, 3, -1, 2], last key padded", (), note="one query, 4 keys")],
     misconceptions=[
-        Misconception("returned_scores", "those are the scores e^3 (before the softmax); the task asks for "
-                      "the weights α^3 = softmax(e^3)", lambda: _as_list(_hand_scores())),
+        Misconception("ignored_mask", "the padded last key got weight: a removed key gets exactly 0, and "
+                      "the other three share the whole weight", lambda: _as_list(_stable(_hand_e()))),
+        Misconception("mask_after_softmax", "you took the softmax over all four scores and then set the "
+                      "last weight to 0: the other three no longer sum to 1. Remove the key first",
+                      lambda: _as_list(_stable(_hand_e()) * _hand_keep())),
+        Misconception("fill_zero", "you gave the padded key a score of 0: exp(0) = 1, so it still takes "
+                      "weight. A removed key's score is -∞ (exp(-∞) = 0)",
+                      lambda: _as_list(_stable(_hand_e().masked_fill(~_hand_keep(), 0.0)))),
+        Misconception("returned_scores", "those are the scores; the task asks for the weights (after the "
+                      "softmax)", lambda: _as_list(_hand_e())),
         Misconception("no_exp", "you divided each score by the sum of the scores; softmax divides exp(e_i) "
-                      "by Σ_j exp(e_j)", lambda: _as_list(_hand_scores() / _hand_scores().sum())),
-        Misconception("scaled", "you divided the scores by √d = 2 first: this chapter's weights are the "
-                      "softmax of the plain dot products", lambda: _as_list(_stable(_hand_scores() / 2.0))),
-        Misconception("wrong_step_1", "those are the weights of step t=1 ('je'); the task asks for t=3 "
-                      "('étudiant')", lambda: _as_list(_stable(_hand_scores(1)))),
-        Misconception("wrong_step_2", "those are the weights of step t=2 ('suis'); the task asks for t=3 "
-                      "('étudiant')", lambda: _as_list(_stable(_hand_scores(2)))),
+                      "by Σ_j exp(e_j)", lambda: _as_list((_hand_e() * _hand_keep()) / (_hand_e() * _hand_keep()).sum())),
+        Misconception("scaled", "you divided the scores by √d = 2 first: here the weights are the softmax "
+                      "of the scores as given", lambda: _as_list(_masked(_hand_e() / 2, _hand_keep()))),
     ],
     atol=1e-3,
     rtol=0.0,
     check_grad=False,
-    hint="α^3_i = exp(e^3_i) / Σ_j exp(e^3_j) with e^3 = [1, 1.5, 0.5, 3]; the four numbers sum to 1.",
+    hint="Drop the padded key (weight 0), then α_i = exp(e_i) / Σ_j exp(e_j) over the three others; they "
+         "sum to 1.",
 ))
