@@ -1,19 +1,24 @@
-"""`attnbook-grade` on whole notebooks: not attempted, passed, failed, not run; the file is never changed."""
+"""`attnbook-grade` on whole notebooks: not attempted, passed, failed, not run; one task; a class; bad
+files; marks and exit codes; the file is never changed."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import nbformat
 import pytest
+from conftest import ROOT
 
 from attnbook.grading import cli
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 EXERCISE = ROOT / "exercises" / "04_attention_scores.ipynb"
 SOLUTION = ROOT / "solutions" / "04_attention_scores.ipynb"
+SET_08 = ROOT / "solutions" / "08_attention_matrix_form.ipynb"
 
 
 def test_blank_exercise_is_not_attempted_everywhere_and_the_file_is_untouched(tmp_path):
@@ -24,11 +29,6 @@ def test_blank_exercise_is_not_attempted_everywhere_and_the_file_is_untouched(tm
     assert [t["status"] for t in report["tasks"]] == ["not attempted yet"] * len(report["tasks"])
     assert report["points"] == 0 and report["max_points"] > 0
     assert copy.read_bytes() == before
-
-
-def test_solution_gets_full_marks():
-    report = cli.grade_notebook(SOLUTION)
-    assert report["points"] == report["max_points"], cli.format_report(report)
 
 
 def test_wrong_answer_crash_and_loop_are_reported_per_task(tmp_path):
@@ -42,21 +42,78 @@ def test_wrong_answer_crash_and_loop_are_reported_per_task(tmp_path):
             cell.source = cell.source.replace("raise NotImplementedError()", "while True:\n        pass")
         if "def hand_scores" in cell.source:  # a syntax error: the function is never defined
             cell.source = cell.source.replace("raise NotImplementedError()", "return [1, 1.5, 0.5, 3")
-    path = tmp_path / "work.ipynb"
+    path = tmp_path / "04_work.ipynb"
     nbformat.write(nb, path)
     report = {t["task"]: t for t in cli.grade_notebook(path)["tasks"]}
     assert report["04.dot_scores"]["status"] == "passed"
     assert report["04.dot_scores_batch"]["diagnosis"] == "transposed"
     assert report["04.scaled_dot_scores"]["diagnosis"] == "timeout"
     assert report["04.hand_scores"]["status"] == "failed"
-    assert "NameError" in report["04.hand_scores"]["message"] or "not defined" in report["04.hand_scores"]["message"]
+    assert "SyntaxError" in report["04.hand_scores"]["message"], report["04.hand_scores"]["message"]
 
 
-def test_command_line_report_and_json(tmp_path, capsys):
-    assert cli.main([str(EXERCISE)]) == 0
-    out = capsys.readouterr().out
-    assert "Grade report" in out and "Total: 0/" in out and "not attempted yet" in out
-    assert cli.main(["--json", str(SOLUTION)]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert data[0]["points"] == data[0]["max_points"]
-    assert cli.main([str(tmp_path / "missing.ipynb")]) == 2
+def _run(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "attnbook.grading.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_one_task_report_marks_and_no_kernel_noise():
+    done = _run("--task", "08.causal_mask", SET_08)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Grade report for") and "exercise set 08" in lines[0]
+    assert [line.split()[1] for line in lines[1:-1]] == ["08.causal_mask"] and lines[1].split()[0] == "✔"
+    assert lines[-1] == "Total: 2/2"
+    assert "TCP" not in done.stderr and "Traceback" not in done.stderr and "warning" not in done.stderr.lower()
+
+
+def test_marks_name_every_status():
+    report = {"notebook": "x.ipynb", "points": 0, "max_points": 4, "tasks": [
+        {"task": f"t{i}", "status": status, "message": "m", "points": 0, "max_points": 1}
+        for i, status in enumerate(["passed", "failed", "not attempted yet", "not run"])]}
+    marks = [line.split()[0] for line in cli.format_report(report).splitlines()[1:-1]]
+    assert marks == ["✔", "✘", "…", "?"]
+
+
+def test_bad_files_get_one_line_and_exit_status_2(tmp_path, capsys):
+    garbage = tmp_path / "08_garbage.ipynb"
+    garbage.write_text("{ not json")
+    binary = tmp_path / "08_binary.ipynb"
+    binary.write_bytes(b"\xff\xfe\x00\x01")
+    stranger = tmp_path / "notes.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), stranger)
+    for args, phrase in [([tmp_path / "missing.ipynb"], "no notebook at"), ([garbage], "not a readable notebook"),
+                         ([binary], "not a notebook"), ([stranger], "not one of the book's exercise notebooks"),
+                         ([tmp_path], "is not a file"),
+                         (["--set", "05", SET_08], "looks like exercise set 08, not set 05"),
+                         (["--task", "05.masked_softmax", SET_08], "has no task 05.masked_softmax")]:
+        assert cli.main([str(a) for a in args]) == 2
+        err = capsys.readouterr().err
+        assert phrase in err and "Traceback" not in err, (args, err)
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["--jobs", "0", str(SET_08)])
+    assert usage.value.code == 2
+
+
+def test_a_class_in_parallel_gives_json_csv_and_feedback(tmp_path):
+    folders = []
+    for learner, source in (("ana", SET_08), ("ben", ROOT / "exercises" / SET_08.name)):
+        folder = tmp_path / "submissions" / learner
+        folder.mkdir(parents=True)
+        shutil.copy(source, folder / SET_08.name)
+        folders.append(folder / SET_08.name)
+    broken = tmp_path / "submissions" / "cem" / SET_08.name
+    broken.parent.mkdir()
+    broken.write_text("{}")
+    out = tmp_path / "grades"
+    done = _run("-j", "2", "--set", "08", "--out", out, "--json", *folders, broken)
+    assert done.returncode == 2 and "cem" in done.stderr
+    reports = json.loads(done.stdout)
+    assert [r["points"] for r in reports] == [8, 0]
+    rows = list(csv.DictReader(open(out / "gradebook.csv", encoding="utf-8")))
+    assert [r["learner"] for r in rows] == ["ana", "ben", "cem"]
+    assert rows[0]["08.sdpa"] == "4" and rows[0]["total"] == "8" and rows[1]["total"] == "0"
+    assert rows[2]["notes"] and rows[2]["08.sdpa"] == ""
+    assert "✔ 08.sdpa" in (out / "feedback" / "ana.txt").read_text(encoding="utf-8")
+    assert "not attempted yet" in (out / "feedback" / "ben.txt").read_text(encoding="utf-8")
+    assert json.loads((out / "grades.json").read_text(encoding="utf-8"))[2]["error"]

@@ -16,10 +16,10 @@ import threading
 
 import numpy as np
 import pytest
-import torch
-
 import test_catalogue_02
 import test_catalogue_08
+import torch
+
 from attnbook.grading import get_task, run_task, wire
 from attnbook.grading.kernel_side import Kernel
 from attnbook.grading.sandbox import Limits

@@ -324,12 +324,15 @@ class Peer:
     # requests
     def request(self, header: dict, blob: bytes = b"", deadline: float | None = None) -> tuple[dict, bytes]:
         self.send(header, blob)
-        return self.wait_reply(deadline)
+        return self.wait_reply(deadline, header.get("op"))
 
-    def wait_reply(self, deadline: float | None = None) -> tuple[dict, bytes]:
+    def wait_reply(self, deadline: float | None = None, op: str | None = None) -> tuple[dict, bytes]:
         while True:
             message, data = self.receive(deadline)
             if "re" in message:
+                if op is not None and message["re"] != op:
+                    self.closed = True
+                    raise WireError("a reply to another request")
                 return message, data
             self.serve_one(message, data)
 
