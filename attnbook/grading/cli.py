@@ -129,14 +129,17 @@ def _grade_job(path: str, prefetch: bool):
         return "error", f"cannot grade {path}: {type(exc).__name__}: {str(exc).strip()[:200]}"
 
 
-def grade_many(paths: list[Path], jobs: int = 1, **options) -> list[tuple[str, object]]:
-    """``[("ok", report) or ("error", reason), ...]`` in the order of ``paths``; ``jobs`` processes."""
+def grade_many(paths: list[Path], jobs: int = 1, prefetch: bool = True, **options) -> list[tuple[str, object]]:
+    """``[("ok", report) or ("error", reason), ...]`` in the order of ``paths``; ``jobs`` processes.
+
+    ``prefetch``: start the next submission's sandbox (and its torch import) while this one is graded;
+    each sandbox still serves one submission only."""
     options = {"cell_timeout": 60.0, "memory_mb": 3072, "only": None, "set_id": None, "release_dir": None,
                **options}
     if jobs <= 1:
         _worker_init(options)
         try:
-            return [_grade_job(str(p), prefetch=i < len(paths) - 1) for i, p in enumerate(paths)]
+            return [_grade_job(str(p), prefetch=prefetch and i < len(paths) - 1) for i, p in enumerate(paths)]
         finally:
             _WORKER["pool"].close()
     results: list = [None] * len(paths)
@@ -145,7 +148,7 @@ def grade_many(paths: list[Path], jobs: int = 1, **options) -> list[tuple[str, o
                                                 initargs=(options,)) as executor:
         futures = {}
         for i, p in enumerate(paths):
-            futures[executor.submit(_grade_job, str(p), len(paths) - i > jobs)] = i
+            futures[executor.submit(_grade_job, str(p), prefetch and len(paths) - i > jobs)] = i
         for future, i in futures.items():
             try:
                 results[i] = future.result()
