@@ -1321,7 +1321,11 @@ def _blame_dependency(task: Task, fn, failure: Fail, dependencies) -> Fail:
 
         deps = {}
         for name, value in dependencies.items():
-            for other_id in [i for i in _task_ids_named(task, name)]:
+            known = getattr(value, "task", None)  # a proxy may say which task its function answers
+            if isinstance(known, Task) and known.id != task.id:
+                deps[name] = (known, value)
+                continue
+            for other_id in _task_ids_named(task, name):
                 deps[name] = (get_task(other_id), value)
     for name, (other, dep_fn) in deps.items():
         result = run_task(other, dep_fn, dependencies={})
@@ -1366,7 +1370,9 @@ def run_task(task: Task, fn: Any, *, guard: bool = True,
     ``fn`` may be any callable, a proxy for a function that runs elsewhere included (see
     :class:`LearnerError`). ``guard=False`` turns the forbidden-call guard off (for the grader's own
     tests of its references). ``dependencies``: ``{name: callable}`` of the learner's functions of
-    earlier tasks that ``fn`` uses (a proxy's); by default they are found in ``fn``'s globals."""
+    earlier tasks that ``fn`` uses (a proxy's; a value with a ``task`` attribute says which task it
+    answers, else the name is matched with ``Task.function_name``); by default they are found in
+    ``fn``'s globals."""
 
     def result(status: str, message: str, diagnosis: str = "", hints: tuple = ()) -> Result:
         points = task.points if status == PASSED else 0
