@@ -127,6 +127,12 @@ def test_the_fix_is_in_the_second_tier():
     ("NameError", "name 'scroes' is not defined", "line 2: return scroes", ["`scroes` is not defined"]),
     ("NotImplementedError", "Could not run 'aten::foo' with arguments from the 'Sparse' backend", "line 1: y = f(x)",
      ["not implemented for these inputs"]),
+    ("TypeError", "unsupported operand type(s) for -: 'Tensor' and 'torch.return_types.max'",
+     "line 2: x = scores - scores.max(dim=-1)", ["gives a pair (values, indices)"]),
+    ("RuntimeError", "Class values must be non-negative.", "line 3: F.one_hot(lengths - 1, T)",
+     ["one_hot needs class indices of 0 or more"]),
+    ("RuntimeError", "The size of tensor a (5) must match the size of tensor b (3) at non-singleton dimension 1",
+     "line 4: y = torch.tanh(v @ W_c.T + b_y)", ["a bias added", "5 and 3"]),
     ("ValueError", "something only the learner knows", "line 9: raise ValueError('x')",
      ["something only the learner knows", "line 9"]),
 ])
@@ -157,7 +163,8 @@ def test_a_proxy_can_report_a_timeout_and_forbidden_calls():
     def slow(Q, K):
         raise LearnerTimeout()
 
-    assert message_of(slow).diagnosis == "timeout"
+    result = message_of(slow)
+    assert result.diagnosis == "timeout" and "time limit" in result.message
 
     def borrowed(Q, K):
         raise ForbiddenUse(["attnbook.attention:softmax"])
