@@ -85,33 +85,33 @@ def loops_forever(*args):
 
 def dpa_keys(Q, K, V):
     alpha = torch.softmax(torch.bmm(Q, K.transpose(1, 2)), dim=-1)
-    return alpha, torch.bmm(alpha, K)
+    return torch.bmm(alpha, K), alpha
 
 
 def dpa_swapped(Q, K, V):
     alpha = torch.softmax(Q @ K.transpose(1, 2), dim=-1)
-    return alpha @ V, alpha
+    return alpha, alpha @ V
 
 
 def dpa_dim1(Q, K, V):
     alpha = F.softmax(Q @ K.transpose(1, 2), dim=1)
-    return alpha, alpha @ V
+    return alpha @ V, alpha
 
 
 def dpa_scaled(Q, K, V):
     alpha = torch.softmax(Q @ K.transpose(1, 2) / math.sqrt(K.shape[-1]), dim=-1)
-    return alpha, alpha @ V
+    return alpha @ V, alpha
 
 
 def dpa_scores_as_weights(Q, K, V):
     e = Q @ K.transpose(1, 2)
-    return e, e @ V
+    return e @ V, e
 
 
 def dpa_naive(Q, K, V):
     e = torch.exp(Q @ K.transpose(1, 2))
     alpha = e / e.sum(2, keepdim=True)
-    return alpha, alpha @ V
+    return alpha @ V, alpha
 
 
 def dpa_value_only(Q, K, V):
@@ -120,12 +120,12 @@ def dpa_value_only(Q, K, V):
 
 def dpa_uses_q_for_values(Q, K, V):
     alpha = torch.softmax(Q @ K.transpose(1, 2), -1)
-    return alpha, Q
+    return Q, alpha
 
 
 def dpa_no_transpose(Q, K, V):
     alpha = torch.softmax(Q @ K, -1)
-    return alpha, alpha @ V
+    return alpha @ V, alpha
 
 
 # ------------------------------------------------------------------------------ 06.attention_step
@@ -138,69 +138,69 @@ def _mask(H, lengths):
 def step_no_mask(s_t, H, lengths):
     e = torch.einsum("bnd,bd->bn", H, s_t)
     alpha_t = torch.softmax(e, dim=-1)
-    return alpha_t, torch.einsum("bn,bnd->bd", alpha_t, H)
+    return torch.einsum("bn,bnd->bd", alpha_t, H), alpha_t
 
 
 def step_mask_after(s_t, H, lengths):
     e = torch.bmm(H, s_t.unsqueeze(2)).squeeze(2)
     alpha_t = torch.softmax(e, dim=1) * _mask(H, lengths)
-    return alpha_t, torch.bmm(alpha_t.unsqueeze(1), H).squeeze(1)
+    return torch.bmm(alpha_t.unsqueeze(1), H).squeeze(1), alpha_t
 
 
 def step_softmax_dim0(s_t, H, lengths):
     e = (H * s_t[:, None, :]).sum(-1).masked_fill(~_mask(H, lengths), float("-inf"))
     alpha_t = torch.nan_to_num(torch.softmax(e, dim=0))
-    return alpha_t, (alpha_t[:, :, None] * H).sum(1)
+    return (alpha_t[:, :, None] * H).sum(1), alpha_t
 
 
 def step_average(s_t, H, lengths):
     m = _mask(H, lengths).double()
     alpha_t = m / m.sum(1, keepdim=True).clamp(min=1)
-    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
 
 
 def step_average_all(s_t, H, lengths):
     B, N, d = H.shape
     alpha_t = torch.ones(B, N, dtype=H.dtype) / N
-    return alpha_t, H.mean(dim=1)
+    return H.mean(dim=1), alpha_t
 
 
 def step_swapped(s_t, H, lengths):
     e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
     alpha_t = torch.nan_to_num(torch.softmax(e, -1))
-    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
+    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
 
 
 def step_matmul_2d(s_t, H, lengths):
     e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
     alpha_t = torch.nan_to_num(torch.softmax(e, -1))
-    return alpha_t, alpha_t @ H
+    return alpha_t @ H, alpha_t
 
 
 def step_nan_rows(s_t, H, lengths):
     e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
     alpha_t = torch.softmax(e, -1)
-    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
 
 
 def step_naive(s_t, H, lengths):
     e = torch.exp((H @ s_t.unsqueeze(-1)).squeeze(-1)) * _mask(H, lengths)
     alpha_t = e / e.sum(-1, keepdim=True)
-    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
 
 
 def step_value_from_scores(s_t, H, lengths):
     e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
     alpha_t = torch.nan_to_num(torch.softmax(e, -1))
     e0 = torch.nan_to_num(e, neginf=0.0)
-    return alpha_t, (e0.unsqueeze(-1) * H).sum(1)
+    return (e0.unsqueeze(-1) * H).sum(1), alpha_t
 
 
 def step_last_state_query(s_t, H, lengths):
     q = H[:, -1]
     e = (H @ q.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
     alpha_t = torch.nan_to_num(torch.softmax(e, -1))
-    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
 
 
 def step_in_place(s_t, H, lengths):
@@ -208,7 +208,7 @@ def step_in_place(s_t, H, lengths):
         H[b, int(lengths[b]):] = 0.0
     e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
     alpha_t = torch.nan_to_num(torch.softmax(e, -1))
-    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
 
 
 # ------------------------------------------------------------------------------ 06.decoder_attention
@@ -222,58 +222,58 @@ def dec_first_state(S, H, lengths):
     e = torch.bmm(H, S[:, 0].unsqueeze(2)).squeeze(2)  # (B, N), computed once
     e = e.masked_fill(~_dec_mask(H, lengths)[:, 0], float("-inf"))
     alpha = torch.softmax(e, -1).unsqueeze(1).repeat(1, S.shape[1], 1)
-    return alpha, alpha @ H
+    return alpha @ H, alpha
 
 
 def dec_last_state(S, H, lengths):
     s_T = S[:, -1, :]
     e = torch.einsum("bnd,bd->bn", H, s_T).masked_fill(~_dec_mask(H, lengths)[:, 0], float("-inf"))
     alpha = torch.softmax(e, -1)[:, None, :].expand(-1, S.size(1), -1)
-    return alpha, torch.bmm(alpha, H)
+    return torch.bmm(alpha, H), alpha
 
 
 def dec_mean_state(S, H, lengths):
     q = S.mean(dim=1, keepdim=True)
     alpha = torch.softmax((q @ H.transpose(1, 2)).masked_fill(~_dec_mask(H, lengths), float("-inf")), -1)
     alpha = alpha.expand(-1, S.shape[1], -1)
-    return alpha, alpha @ H
+    return alpha @ H, alpha
 
 
 def dec_reshape(S, H, lengths):
     B, N, d = H.shape
     e = torch.bmm(S, H.view(B, d, N)).masked_fill(~_dec_mask(H, lengths), float("-inf"))
     alpha = torch.softmax(e, -1)
-    return alpha, alpha @ H
+    return alpha @ H, alpha
 
 
 def dec_no_mask(S, H, lengths):
     alpha = torch.softmax(S @ H.mT, dim=2)
-    return alpha, alpha @ H
+    return alpha @ H, alpha
 
 
 def dec_dim1(S, H, lengths):
     alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), dim=1)
-    return alpha, alpha @ H
+    return alpha @ H, alpha
 
 
 def dec_swapped(S, H, lengths):
     alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), dim=-1)
-    return alpha @ H, alpha
+    return alpha, alpha @ H
 
 
 def dec_alpha_transposed(S, H, lengths):
     alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), dim=-1)
-    return alpha.transpose(1, 2), alpha @ H
+    return alpha @ H, alpha.transpose(1, 2)
 
 
 def dec_python_loop_over_steps(S, H, lengths):
     alphas, values = [], []
     for t in range(S.shape[1]):
         e = torch.einsum("bnd,bd->bn", H, S[:, t]).masked_fill(~_dec_mask(H, lengths)[:, 0], float("-inf"))
-        alpha_t = torch.softmax(e, -1)
+        alpha_t = torch.nan_to_num(torch.softmax(e, -1))  # a sentence of length 0: zeros
         alphas.append(alpha_t)
         values.append((alpha_t.unsqueeze(-1) * H).sum(1))
-    return torch.stack(alphas, 1), torch.stack(values, 1)  # correct
+    return torch.stack(values, 1), torch.stack(alphas, 1)  # correct
 
 
 # ------------------------------------------------------------------------------ 06.luong_output
@@ -336,9 +336,116 @@ def out_relu(a_t, s_t, W_c, b_c, W_y, b_y):
     return torch.softmax(s_tilde @ W_y.T + b_y, -1)
 
 
+# ------------------------------------------------------------------------------ new classes (issue 14)
+
+
+def value_renormalised(weights, values):
+    return (weights @ values) / weights.sum(-1, keepdim=True)
+
+
+def value_first_sentence(weights, values):
+    return torch.matmul(weights, values[0])
+
+
+def value_float32_inside(weights, values):
+    return (weights.float() @ values.float()).to(values.dtype)
+
+
+def dpa_sigmoid(Q, K, V):
+    alpha = torch.sigmoid(Q @ K.transpose(1, 2))
+    return alpha @ V, alpha
+
+
+def dpa_log_softmax(Q, K, V):
+    alpha = F.log_softmax(Q @ K.transpose(1, 2), dim=-1)
+    return alpha @ V, alpha
+
+
+def dpa_batch_axis(Q, K, V):
+    alpha = torch.softmax(Q @ K.transpose(1, 2), dim=0)
+    return alpha @ V, alpha
+
+
+def dpa_first_sentence(Q, K, V):
+    alpha = torch.softmax(Q @ K[0].T, dim=-1)
+    return alpha @ V[0], alpha
+
+
+def dpa_float32_inside(Q, K, V):
+    alpha = torch.softmax((Q.float() @ K.float().transpose(1, 2)), dim=-1).double()
+    return alpha @ V, alpha
+
+
+def step_minus_1e9(s_t, H, lengths):
+    e = torch.einsum("bnd,bd->bn", H, s_t).masked_fill(~_mask(H, lengths), -1e9)
+    alpha_t = torch.softmax(e, -1)
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
+
+
+def step_max_over_padding(s_t, H, lengths):
+    e = torch.einsum("bnd,bd->bn", H, s_t)
+    x = torch.exp(e - e.max(-1, keepdim=True).values) * _mask(H, lengths)
+    total = x.sum(-1, keepdim=True)
+    alpha_t = x / torch.where(total == 0, torch.ones_like(total), total)
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
+
+
+def step_first_sentence(s_t, H, lengths):
+    e = (H[0] @ s_t.T).T  # every sentence's query against sentence 0's states
+    alpha_t = torch.nan_to_num(torch.softmax(e.masked_fill(~_mask(H, lengths), float("-inf")), -1))
+    return alpha_t @ H[0], alpha_t
+
+
+def step_book_softmax(s_t, H, lengths):
+    from attnbook.attention import softmax
+
+    alpha_t = softmax(torch.einsum("bnd,bd->bn", H, s_t), mask=_mask(H, lengths))
+    return torch.einsum("bn,bnd->bd", alpha_t, H), alpha_t
+
+
+def dec_nan_rows(S, H, lengths):
+    alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), -1)
+    return alpha @ H, alpha
+
+
+def dec_minus_1e9(S, H, lengths):
+    alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), -1e9), -1)
+    return alpha @ H, alpha
+
+
+def dec_batch_axis(S, H, lengths):
+    alpha = torch.nan_to_num(torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), 0))
+    return alpha @ H, alpha
+
+
+def out_sigmoid_act(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.sigmoid(torch.cat([a_t, s_t], -1) @ W_c.T + b_c)
+    return torch.softmax(s_tilde @ W_y.T + b_y, -1)
+
+
+def out_swapped_biases(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_y)
+    return torch.softmax(s_tilde @ W_y.T + b_c, -1)
+
+
+def out_log_softmax(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_c)
+    return F.log_softmax(s_tilde @ W_y.T + b_y, -1)
+
+
+def out_sigmoid_final(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_c)
+    return torch.sigmoid(s_tilde @ W_y.T + b_y)
+
+
+def out_float32_inside(a_t, s_t, W_c, b_c, W_y, b_y):
+    s_tilde = torch.tanh(torch.cat([a_t, s_t], -1).float() @ W_c.float().T + b_c.float())
+    return torch.softmax(s_tilde.double() @ W_y.T + b_y, -1)
+
+
 # ------------------------------------------------------------------------------ 06.hand_attention_value
 
-ALPHA3 = [0.0939, 0.1549, 0.0570, 0.6942]  # the worked example's weights at t=3 (exercise 05.hand_weights)
+ALPHA = [0.1, 0.6, 0.3, 0.0]  # the weights of the by-hand task
 H = [[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 2]]  # h_1..h_4
 
 
@@ -366,10 +473,13 @@ WRONG = {
         ("in-place ops on the inputs", value_in_place, "mutates_input", "in place"),
         ("nested Python lists", value_nested_loops, "wrong_type", "torch.Tensor"),
         ("values @ weights", lambda weights, values: values @ weights, "raised", "RuntimeError"),
+        ("divided by the weight sum", value_renormalised, "renormalised_empty_row", "0/0"),
+        ("the first sentence's values", value_first_sentence, "first_sentence_values", "first sentence"),
+        ("float32 inside", value_float32_inside, "float32_computation", "float32"),
     ],
     "06.dot_product_attention": [
         ("weighted sum of the keys", dpa_keys, "value_from_keys", "weighted sum of the keys"),
-        ("(a, alpha)", dpa_swapped, "swapped_outputs", "wrong order"),
+        ("(alpha, a)", dpa_swapped, "swapped_outputs", "(output, weights)"),
         ("softmax over dim 1", dpa_dim1, "wrong_axis", "over queries, not keys"),
         ("scaled by √d_k", dpa_scaled, "scaled", "without scaling"),
         ("scores as weights", dpa_scores_as_weights, "no_softmax", "raw scores"),
@@ -378,6 +488,11 @@ WRONG = {
         ("returns Q", dpa_uses_q_for_values, "wrong_shape", "should have shape"),
         ("Q @ K", dpa_no_transpose, "raised", "RuntimeError"),
         ("None", lambda Q, K, V: None, "returned_none", "return"),
+        ("sigmoid weights", dpa_sigmoid, "sigmoid", "sigmoid"),
+        ("log_softmax weights", dpa_log_softmax, "log_softmax", "log-probabilities"),
+        ("softmax over the batch", dpa_batch_axis, "softmax_over_batch", "batch axis"),
+        ("the first sentence's keys", dpa_first_sentence, "first_sentence_keys", "first sentence"),
+        ("float32 inside", dpa_float32_inside, "float32_computation", "float32"),
     ],
     "06.attention_step": [
         ("padding not masked", step_no_mask, "padding_not_masked", "padding is not masked"),
@@ -385,25 +500,31 @@ WRONG = {
         ("softmax over dim 0", step_softmax_dim0, "softmax_over_batch", "batch axis"),
         ("average of the valid states", step_average, "plain_average", "averaged"),
         ("average of all states", step_average_all, "plain_average", "averaged"),
-        ("(a_t, alpha_t)", step_swapped, "swapped_outputs", "Keep α (weights) and a (value) apart"),
+        ("(alpha_t, a_t)", step_swapped, "swapped_outputs", "Keep α (weights) and a (value) apart"),
         ("alpha_t @ H", step_matmul_2d, "mixes_batch_items", "(B, B, d)"),
         ("NaN for length 0", step_nan_rows, "nan_fully_masked", "length 0"),
         ("exp(e) * mask", step_naive, "overflow", "overflows"),
-        ("value weighted by the scores", step_value_from_scores, "value_not_weighted_sum", "your own alpha_t"),
+        ("value weighted by the scores", step_value_from_scores, "value_not_weighted_sum", "your own weights"),
         ("encoder's last state as the query", step_last_state_query, "wrong_values", "is wrong"),
         ("zeroes the padding of H in place", step_in_place, "mutates_input", "`H`"),
+        ("fill with -1e9", step_minus_1e9, "large_negative_fill", "uniform"),
+        ("max over the padding too", step_max_over_padding, "max_includes_masked", "padded scores"),
+        ("sentence 0's states for all", step_first_sentence, "first_sentence_states", "first sentence"),
     ],
     "06.decoder_attention": [
         ("weights from s_1 only", dec_first_state, "static_query", "first decoder state"),
         ("weights from s_T only", dec_last_state, "static_query", "last decoder state"),
         ("weights from the mean state", dec_mean_state, "static_query", "every step t"),
-        ("H.view(B, d, N)", dec_reshape, "reshape_not_transpose", "transpose(1, 2)"),
+        ("H.view(B, d, N)", dec_reshape, "reshape_not_transpose", "transposed"),
         ("padding not masked", dec_no_mask, "padding_not_masked", "padding is not masked"),
         ("softmax over the steps", dec_dim1, "wrong_axis", "over the decoder steps"),
-        ("(a, alpha)", dec_swapped, "swapped_outputs", "(a, alpha)"),
+        ("(alpha, a)", dec_swapped, "swapped_outputs", "(output, weights)"),
         ("alpha (B, N, T)", dec_alpha_transposed, "transposed", "swapped (transposed)"),
-        ("S @ H", lambda S, H, lengths: (torch.softmax(S @ H, -1), torch.softmax(S @ H, -1) @ H), "raised",
+        ("S @ H", lambda S, H, lengths: (torch.softmax(S @ H, -1) @ H, torch.softmax(S @ H, -1)), "raised",
          "RuntimeError"),
+        ("NaN for length 0", dec_nan_rows, "nan_fully_masked", "length 0"),
+        ("fill with -1e9", dec_minus_1e9, "large_negative_fill", "uniform"),
+        ("softmax over the batch", dec_batch_axis, "softmax_over_batch", "batch axis"),
     ],
     "06.luong_output": [
         ("[s_t; a_t]", out_order, "wrong_concat_order", "[a_t; s_t]"),
@@ -414,19 +535,23 @@ WRONG = {
         ("no b_y", out_no_b_y, "missing_b_y", "b_y"),
         ("exp without the max", out_naive, "overflow", "overflows"),
         ("W not transposed", out_no_transpose, "raised", "RuntimeError"),
-        ("a_t + s_t instead of the concatenation", out_sum_not_concat, "wrong_values", "is wrong"),
+        ("a_t + s_t instead of the concatenation", out_sum_not_concat, "sum_not_concat", "concatenating"),
         ("argmax", out_argmax, "wrong_dtype", "torch.int64"),
-        ("ReLU instead of tanh", out_relu, "wrong_values", "is wrong"),
+        ("ReLU instead of tanh", out_relu, "relu_not_tanh", "ReLU"),
+        ("sigmoid instead of tanh", out_sigmoid_act, "sigmoid_not_tanh", "sigmoid"),
+        ("biases swapped", out_swapped_biases, "swapped_biases", "swapped the biases"),
+        ("log_softmax", out_log_softmax, "log_softmax", "log-probabilities"),
+        ("sigmoid on the logits", out_sigmoid_final, "sigmoid", "sigmoid"),
+        ("float32 inside", out_float32_inside, "float32_computation", "float32"),
     ],
     "06.hand_attention_value": [
-        ("the weights α^3", lambda: ALPHA3, "returned_weights", "not the attention value"),
-        ("the scores e^3", lambda: [1.0, 1.5, 0.5, 3.0], "returned_scores", "scores"),
-        ("weighted by the scores", lambda: weighted_sum([1.0, 1.5, 0.5, 3.0]), "weighted_by_scores", "α^3_i"),
+        ("the weights", lambda: ALPHA, "returned_weights", "not the attention value"),
+        ("columns of H", lambda: [0.4, 0.6, 0.7, 0.3], "columns_not_rows", "columns"),
         ("average of h_i", lambda: weighted_sum([0.25] * 4), "plain_average", "plain average"),
-        ("a_1", lambda: weighted_sum(hand_softmax([2.5, 0.0, 2.0, 0.5])), "wrong_step_1", "a_1"),
-        ("a_2", lambda: weighted_sum(hand_softmax([0.0, 2.0, 1.5, 1.0])), "wrong_step_2", "a_2"),
+        ("sum of h_i", lambda: [2.0, 2.0, 2.0, 3.0], "unweighted_sum", "without weights"),
+        ("the worked example's a_3", lambda: [0.1509, 0.2119, 0.7881, 1.5433], "worked_example_a3", "own weights"),
         ("the decoder state s_3", lambda: [0.0, 0.5, 1.0, 1.0], "wrong_values", "is wrong"),
-        ("a tuple of three", lambda: (0.15, 0.21, 0.79), "wrong_values", "is wrong"),
+        ("a tuple of three", lambda: (0.4, 0.9, 0.1), "wrong_values", "is wrong"),
     ],
 }
 
@@ -437,20 +562,22 @@ CORRECT = {
         torch.bmm,
     ],
     "06.dot_product_attention": [
-        lambda Q, K, V: (lambda al: (al, al @ V))(torch.softmax(torch.einsum("bqd,bkd->bqk", Q, K), -1)),
+        lambda Q, K, V: (lambda al: (al @ V, al))(torch.softmax(torch.einsum("bqd,bkd->bqk", Q, K), -1)),
+        lambda Q, K, V: (F.scaled_dot_product_attention(Q, K, V, scale=1.0),
+                         torch.softmax(Q @ K.mT, -1)),
     ],
     "06.attention_step": [
-        lambda s_t, H, lengths: (lambda al: (al, torch.bmm(al.unsqueeze(1), H).squeeze(1)))(
+        lambda s_t, H, lengths: (lambda al: (torch.bmm(al.unsqueeze(1), H).squeeze(1), al))(
             torch.nan_to_num(torch.softmax(torch.bmm(H, s_t.unsqueeze(2)).squeeze(2).masked_fill(
                 ~_mask(H, lengths), float("-inf")), -1))),
+        step_book_softmax,
     ],
     "06.decoder_attention": [dec_python_loop_over_steps],
     "06.luong_output": [
         lambda a_t, s_t, W_c, b_c, W_y, b_y: torch.softmax(
             F.linear(torch.tanh(F.linear(torch.cat([a_t, s_t], 1), W_c, b_c)), W_y, b_y), dim=1),
     ],
-    "06.hand_attention_value": [lambda: weighted_sum(hand_softmax([1.0, 1.5, 0.5, 3.0])),
-                                lambda: [0.1509, 0.2119, 0.7881, 1.5433]],
+    "06.hand_attention_value": [lambda: weighted_sum(ALPHA), lambda: [0.4, 0.9, 0.1, 0.6]],
 }
 
 
@@ -474,7 +601,7 @@ def test_numpy_arrays_are_not_accepted_for_a_tuple_output():
         return alpha_t, np.zeros((H.shape[0], H.shape[2]))
 
     result = run_task(get_task("06.attention_step"), numpy_step)
-    assert result.diagnosis == "wrong_type" and "`alpha_t`" in result.message
+    assert result.diagnosis == "wrong_type" and "`a_t`" in result.message
 
 
 # Wrong answers that match no known misconception: the property checks must name what is wrong.
@@ -490,11 +617,11 @@ def _soft(x, mask=None):
 
 def _step(s_t, H, lengths, damp=1.0, value_factor=1.0):
     alpha = damp * _soft((H @ s_t.unsqueeze(-1)).squeeze(-1), _keep(lengths, H.shape[1]))
-    return alpha, value_factor * (alpha.unsqueeze(-1) * H).sum(1)
+    return value_factor * (alpha.unsqueeze(-1) * H).sum(1), alpha
 
 
 WRONG["06.dot_product_attention"] += [
-    ("damped weights", lambda Q, K, V: (lambda a: (a, a @ V))(0.9 * torch.softmax(Q @ K.transpose(1, 2), -1)),
+    ("damped weights", lambda Q, K, V: (lambda a: (a @ V, a))(0.9 * torch.softmax(Q @ K.transpose(1, 2), -1)),
      "not_normalised", "do not sum to 1"),
 ]
 WRONG["06.attention_step"] += [
@@ -503,7 +630,7 @@ WRONG["06.attention_step"] += [
      "weighted sum"),
 ]
 WRONG["06.decoder_attention"] += [
-    ("damped weights", lambda S, H, lengths: (lambda a: (a, a @ H))(0.9 * _soft(S @ H.transpose(1, 2), _keep(lengths, H.shape[1])[:, None, :])),
+    ("damped weights", lambda S, H, lengths: (lambda a: (a @ H, a))(0.9 * _soft(S @ H.transpose(1, 2), _keep(lengths, H.shape[1])[:, None, :])),
      "not_normalised", "do not sum to 1"),
 ]
 WRONG["06.luong_output"] += [
@@ -511,6 +638,6 @@ WRONG["06.luong_output"] += [
      "not_normalised", "over the vocabulary"),
 ]
 WRONG["06.decoder_attention"] += [
-    ("value doubled", lambda S, H, lengths: (lambda a: (a, 2 * (a @ H)))(_soft(S @ H.transpose(1, 2), _keep(lengths, H.shape[1])[:, None, :])),
+    ("value doubled", lambda S, H, lengths: (lambda a: (2 * (a @ H), a))(_soft(S @ H.transpose(1, 2), _keep(lengths, H.shape[1])[:, None, :])),
      "value_not_weighted_sum", "weighted sum"),
 ]

@@ -3,6 +3,12 @@
 Tasks go from the weighted sum alone, through full dot-product attention with keys different from the
 values, to one decoder step with padding, every decoder step at once, and the output layer
 ``y_hat_t = softmax(W_y tanh(W_c [a_t; s_t] + b_c) + b_y)``.
+
+Every task that returns an attention value and its weights returns them in PyTorch's order,
+``(output, weights)``. The masked softmax is set 05's step: here a learner may use the book's
+``attnbook.attention.softmax`` for it (it is not forbidden); the book's functions for the steps this set
+asks (the weighted sum, the scores, whole attention) are. Tolerances are 1e-9, so a step computed in
+float32 is named.
 """
 
 from __future__ import annotations
@@ -11,11 +17,22 @@ import math
 
 import torch
 
+from ... import attention as _book
 from ... import worked_example as wx
 from ...attention import padding_mask, softmax
 from ..cases import DTYPE, generator, randn
 from ..engine import Case, Misconception, Task
 from ..registry import register
+
+#: the book's implementations of the steps this set asks for; calling one earns 0
+BOOK_VALUE = (
+    "attnbook.attention:attention_value",
+    "attnbook.attention:dot_scores",
+    "attnbook.attention:scaled_dot_scores",
+    "attnbook.attention:general_scores",
+    "attnbook.attention:scaled_dot_product_attention",
+)
+TOL = {"atol": 1e-9, "rtol": 1e-9}
 
 
 def _weights(gen, *shape, scale=2.0):
@@ -35,19 +52,19 @@ def _naive_softmax(x, dim=-1):
 # --------------------------------------------------------------------------------------------- properties
 
 
-def _sums_to_one_over(n_keys, what="your weights for one query do not sum to 1 over the source positions"):
-    """Property: ``alpha`` (the first output) sums to 1 (or to 0 for an empty row) over its last axis, which
-    must have ``n_keys(case)`` entries (otherwise the shape check speaks instead)."""
+def _sums_to_one_over(n_keys, what="your weights for one query do not sum to 1 over the source positions",
+                      index=1):
+    """Property: output ``index`` (the weights) sums to 1 (or to 0 for an empty row) over its last axis,
+    which must have ``n_keys(case)`` entries (otherwise the shape check speaks instead)."""
 
     def prop(case, outputs):
-        return _sums_to_one(case, outputs, n_keys(case), what)
+        return _sums_to_one(outputs[index] if index < len(outputs) else None, n_keys(case), what)
 
     prop.key = "not_normalised"
     return prop
 
 
-def _sums_to_one(case, outputs, n, what):
-    alpha = outputs[0]
+def _sums_to_one(alpha, n, what):
     if not isinstance(alpha, torch.Tensor) or alpha.dim() == 0 or alpha.shape[-1] != n:
         return None
     if not torch.isfinite(alpha).all():
@@ -62,16 +79,16 @@ def _sums_to_one(case, outputs, n, what):
 def _padding_gets_weight(case, outputs):
     """Padded source positions (``>= lengths[b]``) must get weight exactly 0."""
     lengths = case.args[-1]
-    alpha = outputs[0]
+    alpha = outputs[1]
     H = case.args[1]
     B, N = H.shape[0], H.shape[1]
-    if not isinstance(alpha, torch.Tensor) or alpha.shape[0] != B or alpha.shape[-1] != N:
+    if not isinstance(alpha, torch.Tensor) or alpha.dim() < 2 or alpha.shape[0] != B or alpha.shape[-1] != N:
         return None
     pad = ~(torch.arange(N)[None, :] < lengths[:, None])  # (B, N)
     pad = pad.view(B, *([1] * (alpha.dim() - 2)), N).expand_as(alpha)
     if (alpha[pad].abs() > 1e-12).any():
-        return ("padded source positions (index ≥ lengths[b]) got a non-zero weight: mask them with -inf "
-                "before the softmax")
+        return ("padded source positions (index ≥ lengths[b]) got a non-zero weight: a padded position "
+                "must be removed before the softmax, so that its weight is exactly 0")
     return None
 
 
@@ -82,7 +99,7 @@ def _value_not_from_own_weights(case, outputs):
     """``a`` should be the weighted sum of ``H`` with the learner's own ``alpha``."""
     if len(outputs) != 2:
         return None
-    alpha, a = outputs
+    a, alpha = outputs
     H = case.args[1]
     if not (isinstance(alpha, torch.Tensor) and isinstance(a, torch.Tensor)):
         return None
@@ -93,8 +110,8 @@ def _value_not_from_own_weights(case, outputs):
     alpha = alpha.detach().to(H.dtype)
     own = (alpha.unsqueeze(-1) * H).sum(1) if alpha.dim() == 2 else alpha @ H  # (B, d) or (B, T, d)
     if own.shape == a.shape and not torch.allclose(own, a.detach().to(own.dtype), atol=1e-6):
-        return ("your a_t is not the weighted sum of the encoder states with your own alpha_t: "
-                "a_t = Σ_i alpha_t[i] · h_i")
+        return ("your attention value is not the weighted sum of the encoder states with your own "
+                "weights: a_t = Σ_i alpha_t[i] · h_i")
     return None
 
 
@@ -111,6 +128,7 @@ def _value_cases():
     g = generator(60)
     one_hot = torch.nn.functional.one_hot(torch.tensor([[2, 0, 4], [1, 1, 3]]), 5).to(DTYPE)
     masked = _masked_weights(randn(g, 3, 2, 6), torch.tensor([6, 2, 4]))
+    empty_row = _masked_weights(randn(g, 2, 3, 4), torch.tensor([4, 0]))
     return [
         Case("B=2, T_q=T_k=4, d_v=3", (_weights(g, 2, 4, 4), randn(g, 2, 4, 3)),
              dims={"B": 2, "T": 4, "d_v": 3}, note="T_q = T_k, as in self-attention"),
@@ -123,6 +141,9 @@ def _value_cases():
         Case("B=1, T_q=1, T_k=4, d_v=4, worked example t=3",
              (softmax(wx.encoder_states() @ wx.decoder_states()[2])[None, None], wx.encoder_states()[None]),
              dims={"T_k": 4, "d_v": 4}, note="alpha^3 and H"),
+        Case("B=2, T_q=3, T_k=4, d_v=5, a sentence with no key", (empty_row, randn(g, 2, 4, 5)),
+             dims={"B": 2, "T_q": 3, "T_k": 4, "d_v": 5},
+             note="item 1 has no key: its weights are all 0, so its attention values must be 0"),
     ]
 
 
@@ -144,8 +165,8 @@ register(Task(
         Misconception("plain_average", PLAIN_AVERAGE, lambda weights, values: values.mean(dim=-2)),
         Misconception(
             "weights_transposed",
-            "you used the weights transposed (rows as keys): row q of the weights (one query) must meet "
-            "the values, a = weights @ values with weights (B, T_q, T_k)",
+            "you used the weights transposed (rows as keys): row q of the weights belongs to one query, "
+            "and its T_k entries must meet the T_k values",
             lambda weights, values: weights.transpose(-1, -2) @ values,
         ),
         Misconception(
@@ -166,8 +187,23 @@ register(Task(
             lambda weights, values: values.sum(-2, keepdim=True).expand(
                 *values.shape[:-2], weights.shape[-2], values.shape[-1]),
         ),
+        Misconception(
+            "renormalised_empty_row",
+            "you divided by the sum of the weights: for a query with no key that sum is 0, and 0/0 is NaN. "
+            "The weights already sum to 1 (or are all 0): use them as they are",
+            lambda weights, values: (weights @ values) / weights.sum(-1, keepdim=True),
+        ),
+        Misconception(
+            "first_sentence_values",
+            "every sentence used the values of the first sentence of the batch: each sentence's weights "
+            "must meet its own values",
+            lambda weights, values: weights @ values[0],
+        ),
     ],
     hint="For each query q: a[q] = Σ_i weights[q, i] · values[i]; with batches, weights @ values.",
+    forbidden=BOOK_VALUE,
+    shortcut_example=_book.attention_value,
+    **TOL,
 ))
 
 # --------------------------------------------------------------------------------------------- 06.dot_product_attention
@@ -175,7 +211,14 @@ register(Task(
 
 def _dpa_ref(Q, K, V):
     alpha = softmax(Q @ K.transpose(-1, -2))  # (B, T_q, T_k)
-    return alpha, alpha @ V  # (B, T_q, T_k), (B, T_q, d_v)
+    return alpha @ V, alpha  # (B, T_q, d_v), (B, T_q, T_k)
+
+
+def _dpa_with(weights_fn, value_of=lambda Q, K, V: V):
+    def fn(Q, K, V):
+        alpha = weights_fn(Q, K)
+        return alpha @ value_of(Q, K, V), alpha
+    return fn
 
 
 def _dpa_cases():
@@ -191,7 +234,14 @@ def _dpa_cases():
         Case("B=1, T_q=3, T_k=4, d=4, worked example (K = V = H)",
              (wx.decoder_states()[None], wx.encoder_states()[None], wx.encoder_states()[None]),
              dims={"T_q": 3, "T_k": 4, "d": 4}, note="all three decoder steps"),
+        Case("B=2, T_q=2, T_k=3, d_k=3, d_v=5, all-negative scores",
+             (-randn(g, 2, 2, 3, scale=20.0).abs(), randn(g, 2, 3, 3, scale=20.0).abs(), randn(g, 2, 3, 5)),
+             dims={"B": 2, "T_q": 2, "T_k": 3, "d_v": 5}, note="every score is negative, some below -700"),
     ]
+
+
+def _scores(Q, K):
+    return Q @ K.transpose(-1, -2)
 
 
 register(Task(
@@ -200,46 +250,72 @@ register(Task(
     points=3,
     reference=_dpa_ref,
     cases=_dpa_cases,
-    output_names=("alpha", "a"),
+    output_names=("a", "alpha"),
     misconceptions=[
         Misconception(
             "value_from_keys",
-            "your attention value is a weighted sum of the keys K; the weights score the keys but "
-            "average the values: a = alpha @ V",
-            lambda Q, K, V: (lambda al: (al, al @ K))(softmax(Q @ K.transpose(-1, -2))),
+            "your attention value is a weighted sum of the keys K; the keys decide the weights, but the "
+            "values V are what gets mixed",
+            _dpa_with(lambda Q, K: softmax(_scores(Q, K)), lambda Q, K, V: K),
         ),
         Misconception(
             "swapped_outputs",
-            "you returned (a, alpha) in the wrong order: return the weights alpha first, then the "
-            "attention value a",
+            "you returned (alpha, a): the book returns PyTorch's order, (output, weights): the attention "
+            "value a first, then the weights alpha",
             lambda Q, K, V: tuple(reversed(_dpa_ref(Q, K, V))),
         ),
         Misconception(
             "wrong_axis",
-            "your weights sum to 1 over queries, not keys: take the softmax over the last axis (dim=-1)",
-            lambda Q, K, V: (lambda al: (al, al @ V))(softmax(Q @ K.transpose(-1, -2), dim=-2)),
+            "your weights sum to 1 over queries, not keys: the softmax runs over the last axis (the keys)",
+            _dpa_with(lambda Q, K: softmax(_scores(Q, K), dim=-2)),
+        ),
+        Misconception(
+            "softmax_over_batch",
+            "your weights sum to 1 over the batch axis: each sentence's weights are normalised over its "
+            "own keys (the last axis)",
+            _dpa_with(lambda Q, K: softmax(_scores(Q, K), dim=0)),
         ),
         Misconception(
             "scaled",
             "you divided the scores by √d_k: this task asks for Luong's plain dot product, "
             "softmax(Q Kᵀ) V, without scaling",
-            lambda Q, K, V: (lambda al: (al, al @ V))(softmax(Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]))),
+            _dpa_with(lambda Q, K: softmax(_scores(Q, K) / math.sqrt(Q.shape[-1]))),
         ),
         Misconception(
             "no_softmax",
             "you used the raw scores as weights: the weights are softmax(Q Kᵀ), non-negative and summing "
             "to 1 over the keys",
-            lambda Q, K, V: (lambda e: (e, e @ V))(Q @ K.transpose(-1, -2)),
+            _dpa_with(lambda Q, K: _scores(Q, K)),
+        ),
+        Misconception(
+            "sigmoid",
+            "you used a sigmoid for the weights: it squashes every score on its own, while the weights of "
+            "one query must be normalised against each other (softmax)",
+            _dpa_with(lambda Q, K: torch.sigmoid(_scores(Q, K))),
+        ),
+        Misconception(
+            "log_softmax",
+            "you used log-probabilities (a log-softmax) as weights; the weights are the probabilities",
+            _dpa_with(lambda Q, K: torch.log_softmax(_scores(Q, K), dim=-1)),
         ),
         Misconception(
             "overflow",
-            "your softmax overflows on large scores (exp of a score in the thousands is inf, inf/inf is "
-            "NaN): subtract each row's maximum first, or use torch.softmax",
-            lambda Q, K, V: (lambda al: (al, al @ V))(_naive_softmax(Q @ K.transpose(-1, -2))),
+            "your softmax overflows or underflows on large scores (exp of a score in the thousands is inf, "
+            "of one far below zero is 0; inf/inf and 0/0 are NaN): shift each row by its maximum first",
+            _dpa_with(lambda Q, K: _naive_softmax(_scores(Q, K))),
+        ),
+        Misconception(
+            "first_sentence_keys",
+            "every sentence's queries met the keys and values of the first sentence of the batch: each "
+            "sentence attends to its own keys and values",
+            lambda Q, K, V: _dpa_ref(Q, K[:1].expand_as(K), V[:1].expand_as(V)),
         ),
     ],
     properties=[_sums_to_one_over(lambda case: case.args[1].shape[-2])],
-    hint="alpha = softmax(Q @ K.transpose(-1, -2), dim=-1); a = alpha @ V.",
+    hint="alpha = softmax(Q @ K.transpose(-1, -2), dim=-1); a = alpha @ V; return (a, alpha).",
+    forbidden=BOOK_VALUE,
+    shortcut_example=_book.scaled_dot_product_attention,
+    **TOL,
 ))
 
 # --------------------------------------------------------------------------------------------- 06.attention_step
@@ -249,12 +325,14 @@ def _step_ref(s_t, H, lengths):
     scores = (H @ s_t.unsqueeze(-1)).squeeze(-1)  # (B, N): e^t_i = s_t · h_i
     alpha_t = softmax(scores, dim=-1, mask=padding_mask(lengths, H.shape[1]).squeeze(1))
     a_t = (alpha_t.unsqueeze(-1) * H).sum(dim=1)  # (B, d)
-    return alpha_t, a_t
+    return a_t, alpha_t
 
 
 def _step_cases():
     g = generator(62)
     H_wx, s_wx = wx.encoder_states(), wx.decoder_states()
+    H_big = randn(g, 2, 4, 3)
+    H_big[0, 2:] = 500.0  # padded encoder states with huge entries: huge masked scores
     return [
         Case("B=3, N=5, d=4, lengths 5, 2, 4", (randn(g, 3, 4), randn(g, 3, 5, 4), torch.tensor([5, 2, 4])),
              dims={"B": 3, "N": 5, "d": 4}),
@@ -264,9 +342,12 @@ def _step_cases():
                                              torch.tensor([6, 3, 5, 2])),
              dims={"B": 4, "N": 6, "d": 2}, note="scores in the hundreds and thousands"),
         Case("B=3, N=4, d=5, a length of 0", (randn(g, 3, 5), randn(g, 3, 4, 5), torch.tensor([4, 0, 3])),
-             dims={"B": 3, "N": 4, "d": 5}, note="item 1 has no source word: alpha_t and a_t are zeros"),
+             dims={"B": 3, "N": 4, "d": 5}, note="item 1 has no source word: a_t and alpha_t are zeros"),
         Case("B=3, N=4, d=4, worked example", (s_wx, H_wx.expand(3, 4, 4).clone(), torch.tensor([4, 4, 4])),
              dims={"B": 3, "N": 4, "d": 4}, note="the three steps of the worked example as a batch"),
+        Case("B=2, N=4, d=3, padding with huge states", (randn(g, 2, 3).abs(), H_big, torch.tensor([2, 0])),
+             dims={"B": 2, "N": 4, "d": 3},
+             note="the padded states of item 0 hold 500s (their scores are huge); item 1 has length 0"),
     ]
 
 
@@ -276,35 +357,44 @@ def _step_with(alpha_fn, value_fn=None):
         mask = padding_mask(lengths, H.shape[1]).squeeze(1)  # (B, N)
         alpha_t = alpha_fn(scores, mask)
         a_t = value_fn(alpha_t, H) if value_fn else (alpha_t.unsqueeze(-1) * H).sum(dim=1)
-        return alpha_t, a_t
+        return a_t, alpha_t
     return fn
 
 
 def _plain_average_valid(s_t, H, lengths):
     mask = padding_mask(lengths, H.shape[1]).squeeze(1).to(H.dtype)  # (B, N)
     alpha_t = mask / mask.sum(-1, keepdim=True).clamp(min=1)
-    return alpha_t, (alpha_t.unsqueeze(-1) * H).sum(1)
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
 
 
 def _plain_average_all(s_t, H, lengths):
     alpha_t = torch.full(H.shape[:2], 1.0 / H.shape[1], dtype=H.dtype)
-    return alpha_t, H.mean(1)
+    return H.mean(1), alpha_t
 
 
 PADDING_NOT_MASKED = ("padding is not masked: source positions at index ≥ lengths[b] are padding and must "
-                      "get weight exactly 0 (fill their scores with -inf before the softmax)")
+                      "get weight exactly 0 (removed before the softmax)")
 STEP_MISCONCEPTIONS = [
+    # first: where a padded score is huge it gives zeros, like a mask applied after the softmax
+    Misconception(
+        "max_includes_masked",
+        "you subtracted a maximum that includes the padded scores: when a padded position holds a huge "
+        "score every real exp underflows to 0. Remove the padding first, then take the maximum",
+        _step_with(lambda e, m: (lambda x: x / torch.where(x.sum(-1, keepdim=True) > 0, x.sum(-1, keepdim=True),
+                                                           torch.ones_like(x[..., :1])))(
+            torch.exp(e - e.amax(-1, keepdim=True)) * m)),
+    ),
     Misconception("padding_not_masked", PADDING_NOT_MASKED, _step_with(lambda e, m: softmax(e))),
     Misconception(
         "mask_after_softmax",
         "you applied the padding mask after the softmax, so the weights of a padded sentence no longer "
-        "sum to 1: mask the scores (with -inf) before the softmax",
+        "sum to 1: remove the padded positions from the scores before the softmax",
         _step_with(lambda e, m: softmax(e) * m),
     ),
     Misconception(
         "softmax_over_batch",
-        "your softmax runs over the batch axis (dim=0): alpha_t has shape (B, N) and each sentence's weights "
-        "must sum to 1 over its own N source positions (dim=-1)",
+        "your softmax runs over the batch axis (the first one): alpha_t has shape (B, N) and each "
+        "sentence's weights must sum to 1 over its own N source positions (the last axis)",
         _step_with(lambda e, m: softmax(e, dim=0, mask=m)),
     ),
     Misconception("plain_average", "you averaged the encoder states instead of attending: the weights must "
@@ -313,27 +403,41 @@ STEP_MISCONCEPTIONS = [
                   "come from the scores s_t · h_i, so they change with the decoder state", _plain_average_all),
     Misconception(
         "swapped_outputs",
-        "you returned (a_t, alpha_t): the task asks for the weights alpha_t (B, N) first and the attention "
-        "value a_t (B, d) second. Keep α (weights) and a (value) apart",
+        "you returned (alpha_t, a_t): the book returns PyTorch's order, (output, weights): the attention "
+        "value a_t (B, d) first, then the weights alpha_t (B, N). Keep α (weights) and a (value) apart",
         lambda s_t, H, lengths: tuple(reversed(_step_ref(s_t, H, lengths))),
     ),
     Misconception(
         "mixes_batch_items",
-        "alpha_t @ H with alpha_t of shape (B, N) and H of shape (B, N, d) multiplies every sentence's "
-        "weights with every sentence's states, shape (B, B, d): use (alpha_t.unsqueeze(1) @ H).squeeze(1) "
-        "or (alpha_t.unsqueeze(-1) * H).sum(1)",
+        "you multiplied the weights (B, N) with H (B, N, d) as matrices: that pairs every sentence's "
+        "weights with every sentence's states, shape (B, B, d). Each sentence's weights must meet only "
+        "its own states",
         _step_with(lambda e, m: softmax(e, mask=m), lambda alpha_t, H: alpha_t @ H),
+        hint="(alpha_t.unsqueeze(1) @ H).squeeze(1), or (alpha_t.unsqueeze(-1) * H).sum(1).",
+    ),
+    Misconception(
+        "first_sentence_states",
+        "every sentence used the encoder states of the first sentence of the batch: each sentence's "
+        "query meets its own states H[b]",
+        lambda s_t, H, lengths: _step_ref(s_t, H[:1].expand_as(H), lengths),
     ),
     Misconception(
         "nan_fully_masked",
-        "a sentence of length 0 came out NaN (the softmax of a row of -inf is 0/0): its weights and its "
-        "attention value must be zeros",
+        "a sentence of length 0 came out NaN (the softmax of a row of -inf is 0/0): with no source word, "
+        "its weights and its attention value must be zeros",
         _step_with(lambda e, m: torch.softmax(e.masked_fill(~m, float("-inf")), dim=-1)),
     ),
     Misconception(
+        "large_negative_fill",
+        "you filled the padded scores with a large negative number instead of -inf: a sentence of length "
+        "0 then gets uniform weights over its padding, and an attention value made of padding, instead "
+        "of zeros",
+        _step_with(lambda e, m: torch.softmax(e.masked_fill(~m, -1e9), dim=-1)),
+    ),
+    Misconception(
         "overflow",
-        "your softmax overflows on large scores (exp(1000) is inf, inf/inf is NaN): subtract the maximum "
-        "of the kept scores first, or use torch.softmax on scores filled with -inf",
+        "your softmax overflows on large scores (exp(1000) is inf, inf/inf is NaN): shift by the maximum "
+        "of the kept scores first",
         _step_with(lambda e, m: (lambda x: x / x.sum(-1, keepdim=True))(torch.exp(e) * m)),
     ),
 ]
@@ -344,12 +448,16 @@ register(Task(
     points=3,
     reference=_step_ref,
     cases=_step_cases,
-    output_names=("alpha_t", "a_t"),
+    output_names=("a_t", "alpha_t"),
     misconceptions=STEP_MISCONCEPTIONS,
     properties=[_padding_gets_weight, _sums_to_one_over(lambda case: case.args[1].shape[1]),
                 _value_not_from_own_weights],
-    hint="scores (B, N) = (H @ s_t.unsqueeze(-1)).squeeze(-1); mask positions ≥ lengths; softmax over "
-         "dim=-1; a_t = Σ_i alpha_t[:, i] · H[:, i].",
+    hint="scores (B, N) = (H @ s_t.unsqueeze(-1)).squeeze(-1); remove positions ≥ lengths; softmax over "
+         "the last axis (the book's softmax(scores, mask=...) gives zeros for a sentence without words); "
+         "a_t = Σ_i alpha_t[:, i] · H[:, i].",
+    forbidden=BOOK_VALUE,
+    shortcut_example=_book.scaled_dot_product_attention,
+    **TOL,
 ))
 
 # --------------------------------------------------------------------------------------------- 06.decoder_attention
@@ -358,7 +466,7 @@ register(Task(
 def _decoder_ref(S, H, lengths):
     scores = S @ H.transpose(1, 2)  # (B, T, N)
     alpha = _masked_weights(scores, lengths)
-    return alpha, alpha @ H  # (B, T, N), (B, T, d)
+    return alpha @ H, alpha  # (B, T, d), (B, T, N)
 
 
 def _decoder_cases():
@@ -374,6 +482,9 @@ def _decoder_cases():
         Case("B=1, T=3, N=4, d=4, worked example",
              (wx.decoder_states()[None], wx.encoder_states()[None], torch.tensor([4])),
              dims={"T": 3, "N": 4, "d": 4}, note="'i am a student' → 'je suis étudiant'"),
+        Case("B=3, T=2, N=4, d=5, a length of 0",
+             (randn(g, 3, 2, 5), randn(g, 3, 4, 5), torch.tensor([2, 0, 4])),
+             dims={"B": 3, "T": 2, "N": 4, "d": 5}, note="item 1 has no source word: its a and alpha are zeros"),
     ]
 
 
@@ -383,7 +494,14 @@ def _static(pick):
         q = pick(S)  # (B, d)
         alpha_one = _masked_weights((q.unsqueeze(1) @ H.transpose(1, 2)), lengths)  # (B, 1, N)
         alpha = alpha_one.expand(S.shape[0], S.shape[1], H.shape[1])
-        return alpha, alpha @ H
+        return alpha @ H, alpha
+    return fn
+
+
+def _dec_with(weights_fn):
+    def fn(S, H, lengths):
+        alpha = weights_fn(S, H, lengths)
+        return alpha @ H, alpha
     return fn
 
 
@@ -396,7 +514,7 @@ register(Task(
     points=3,
     reference=_decoder_ref,
     cases=_decoder_cases,
-    output_names=("alpha", "a"),
+    output_names=("a", "alpha"),
     misconceptions=[
         Misconception("static_query", STATIC.format(which="the first decoder state s_1"), _static(lambda S: S[:, 0])),
         Misconception("static_query", STATIC.format(which="the last decoder state s_T"), _static(lambda S: S[:, -1])),
@@ -405,46 +523,70 @@ register(Task(
         Misconception(
             "reshape_not_transpose",
             "you turned H (B, N, d) into (B, d, N) with reshape/view: that only regroups the numbers in "
-            "memory order and mixes positions with components; swap the axes with H.transpose(1, 2)",
-            lambda S, H, lengths: (lambda al: (al, al @ H))(
-                _masked_weights(S @ H.reshape(H.shape[0], H.shape[2], H.shape[1]), lengths)),
+            "memory order and mixes positions with components; the axes must be swapped (transposed)",
+            _dec_with(lambda S, H, lengths: _masked_weights(S @ H.reshape(H.shape[0], H.shape[2], H.shape[1]),
+                                                            lengths)),
         ),
         Misconception("padding_not_masked", PADDING_NOT_MASKED,
-                      lambda S, H, lengths: (lambda al: (al, al @ H))(softmax(S @ H.transpose(1, 2)))),
+                      _dec_with(lambda S, H, lengths: softmax(S @ H.transpose(1, 2)))),
         Misconception(
             "wrong_axis",
             "your weights sum to 1 over the decoder steps, not over the source positions: the softmax "
             "runs over the last axis (N)",
-            lambda S, H, lengths: (lambda al: (al, al @ H))(softmax(
-                S @ H.transpose(1, 2), dim=-2, mask=padding_mask(lengths, H.shape[1]))),
+            _dec_with(lambda S, H, lengths: softmax(S @ H.transpose(1, 2), dim=-2,
+                                                    mask=padding_mask(lengths, H.shape[1]))),
         ),
         Misconception(
             "wrong_axis",
             "your weights sum to 1 over the decoder steps, not over the source positions (and a padded "
             "position, -inf at every step, becomes NaN): the softmax runs over the last axis (N)",
-            lambda S, H, lengths: (lambda al: (al, al @ H))(torch.softmax(
+            _dec_with(lambda S, H, lengths: torch.softmax(
                 (S @ H.transpose(1, 2)).masked_fill(~padding_mask(lengths, H.shape[1]), float("-inf")), dim=-2)),
         ),
         Misconception(
+            "softmax_over_batch",
+            "your weights sum to 1 over the batch axis: each sentence's weights are normalised over its "
+            "own source positions (the last axis)",
+            _dec_with(lambda S, H, lengths: softmax(S @ H.transpose(1, 2), dim=0,
+                                                    mask=padding_mask(lengths, H.shape[1]))),
+        ),
+        Misconception(
             "swapped_outputs",
-            "you returned (a, alpha): return the weights alpha (B, T, N) first and the attention values "
-            "a (B, T, d) second",
+            "you returned (alpha, a): the book returns PyTorch's order, (output, weights): the attention "
+            "values a (B, T, d) first, then the weights alpha (B, T, N)",
             lambda S, H, lengths: tuple(reversed(_decoder_ref(S, H, lengths))),
+        ),
+        Misconception(
+            "nan_fully_masked",
+            "a sentence of length 0 came out NaN (the softmax of a row of -inf is 0/0): with no source "
+            "word, its weights and attention values must be zeros",
+            _dec_with(lambda S, H, lengths: torch.softmax(
+                (S @ H.transpose(1, 2)).masked_fill(~padding_mask(lengths, H.shape[1]), float("-inf")), dim=-1)),
+        ),
+        Misconception(
+            "large_negative_fill",
+            "you filled the padded scores with a large negative number instead of -inf: a sentence of "
+            "length 0 then gets uniform weights over its padding instead of zeros",
+            _dec_with(lambda S, H, lengths: torch.softmax(
+                (S @ H.transpose(1, 2)).masked_fill(~padding_mask(lengths, H.shape[1]), -1e9), dim=-1)),
         ),
     ],
     properties=[_padding_gets_weight, _sums_to_one_over(lambda case: case.args[1].shape[1]),
                 _value_not_from_own_weights],
-    hint="All steps at once: scores = S @ H.transpose(1, 2) (B, T, N); mask padded positions; softmax over "
-         "dim=-1; a = alpha @ H.",
+    hint="All steps at once: scores = S @ H.transpose(1, 2) (B, T, N); remove padded positions; softmax "
+         "over the last axis; a = alpha @ H; return (a, alpha).",
+    forbidden=BOOK_VALUE,
+    shortcut_example=_book.scaled_dot_product_attention,
+    **TOL,
 ))
 
 # --------------------------------------------------------------------------------------------- 06.luong_output
 
 
 def _output_ref(a_t, s_t, W_c, b_c, W_y, b_y):
-    v_t = torch.cat([a_t, s_t], dim=-1)  # (B, 2d)
-    s_tilde = torch.tanh(v_t @ W_c.T + b_c)  # (B, d)
-    return softmax(s_tilde @ W_y.T + b_y)  # (B, V)
+    u_t = torch.cat([a_t, s_t], dim=-1)  # (B, 2d)
+    s_tilde = torch.tanh(u_t @ W_c.T + b_c)  # (B, d)
+    return softmax(s_tilde @ W_y.T + b_y)  # (B, n_vocab)
 
 
 def _output_cases():
@@ -457,20 +599,25 @@ def _output_cases():
         return randn(g, d, 2 * d), randn(g, d), randn(g, V, d, scale=scale_y), randn(g, V)
 
     return [
-        Case("B=2, d=3, V=5", (randn(g, 2, 3), randn(g, 2, 3), *params(3, 5)), dims={"B": 2, "d": 3, "V": 5}),
-        Case("B=3, d=4, V=7", (randn(g, 3, 4), randn(g, 3, 4), *params(4, 7)), dims={"B": 3, "d": 4, "V": 7}),
-        Case("B=3, d=4, V=5, worked example", (A, S, P["W_c"], P["b_c"], P["W_y"], P["b_y"]),
-             dims={"B": 3, "d": 4, "V": 5}, note="the three steps of 'je suis étudiant'"),
-        Case("B=2, d=2, V=6, large logits", (randn(g, 2, 2), randn(g, 2, 2), *params(2, 6, scale_y=600.0)),
-             dims={"B": 2, "d": 2, "V": 6}, note="logits in the hundreds: exp overflows without the max trick"),
+        Case("B=2, d=5, n_vocab=5", (randn(g, 2, 5, scale=2.0), randn(g, 2, 5, scale=2.0), *params(5, 5)),
+             dims={"B": 2, "d": 5}, note="as many words as components: b_c and b_y have the same shape"),
+        Case("B=2, d=3, n_vocab=5", (randn(g, 2, 3), randn(g, 2, 3), *params(3, 5)),
+             dims={"B": 2, "d": 3, "n_vocab": 5}),
+        Case("B=3, d=4, n_vocab=7", (randn(g, 3, 4), randn(g, 3, 4), *params(4, 7)),
+             dims={"B": 3, "d": 4, "n_vocab": 7}),
+        Case("B=3, d=4, n_vocab=5, worked example", (A, S, P["W_c"], P["b_c"], P["W_y"], P["b_y"]),
+             dims={"B": 3, "d": 4, "n_vocab": 5}, note="the three steps of 'je suis étudiant'"),
+        Case("B=2, d=2, n_vocab=6, large logits", (randn(g, 2, 2), randn(g, 2, 2), *params(2, 6, scale_y=600.0)),
+             dims={"B": 2, "d": 2, "n_vocab": 6}, note="logits in the hundreds: exp overflows without the max trick"),
     ]
 
 
-def _output_with(order="as", act=torch.tanh, use_b_c=True, use_b_y=True, final=softmax):
+def _output_with(order="as", act=torch.tanh, use_b_c=True, use_b_y=True, final=softmax, swap_b=False):
     def fn(a_t, s_t, W_c, b_c, W_y, b_y):
-        v_t = torch.cat([a_t, s_t] if order == "as" else [s_t, a_t], dim=-1)
-        s_tilde = act(v_t @ W_c.T + (b_c if use_b_c else 0))
-        return final(s_tilde @ W_y.T + (b_y if use_b_y else 0))
+        first, second = (b_y, b_c) if swap_b else (b_c, b_y)
+        u_t = torch.cat([a_t, s_t] if order == "as" else [s_t, a_t], dim=-1)
+        s_tilde = act(u_t @ W_c.T + (first if use_b_c else 0))
+        return final(s_tilde @ W_y.T + (second if use_b_y else 0))
     return fn
 
 
@@ -483,37 +630,58 @@ register(Task(
     misconceptions=[
         Misconception(
             "wrong_concat_order",
-            "you concatenated [s_t; a_t]; the attention value comes first: v_t = [a_t; s_t] (W_c's first d "
+            "you concatenated [s_t; a_t]; the attention value comes first: u_t = [a_t; s_t] (W_c's first d "
             "columns read a_t, its last d columns read s_t)",
             _output_with(order="sa"),
         ),
-        Misconception("missing_tanh", "you left out the tanh: s̃_t = tanh(W_c v_t + b_c)",
+        Misconception("missing_tanh", "you left out the tanh: s̃_t = tanh(W_c u_t + b_c)",
                       _output_with(act=lambda x: x)),
+        Misconception("relu_not_tanh", "you used ReLU where Luong's output step has tanh: "
+                      "s̃_t = tanh(W_c u_t + b_c)", _output_with(act=torch.relu)),
+        Misconception("sigmoid_not_tanh", "you used a sigmoid where Luong's output step has tanh: "
+                      "s̃_t = tanh(W_c u_t + b_c)", _output_with(act=torch.sigmoid)),
         Misconception("returned_logits", "you returned the logits W_y s̃_t + b_y; ŷ_t is their softmax, "
                       "a probability distribution over the vocabulary", _output_with(final=lambda x: x)),
-        Misconception("softmax_over_batch", "your softmax runs over the batch axis (dim=0); ŷ_t is a "
-                      "distribution over the vocabulary, the last axis (dim=-1)",
+        Misconception("log_softmax", "you returned log-probabilities (a log-softmax); ŷ_t is the "
+                      "probability distribution itself", _output_with(final=lambda x: torch.log_softmax(x, -1))),
+        Misconception("sigmoid", "you used a sigmoid on the logits: ŷ_t must be a distribution over the "
+                      "vocabulary (a softmax), summing to 1", _output_with(final=torch.sigmoid)),
+        Misconception("softmax_over_batch", "your softmax runs over the batch axis (the first one); ŷ_t is "
+                      "a distribution over the vocabulary, the last axis",
                       _output_with(final=lambda x: softmax(x, dim=0))),
-        Misconception("missing_b_c", "you left out the bias b_c: s̃_t = tanh(W_c v_t + b_c)",
+        Misconception("swapped_biases", "you swapped the biases: b_c belongs inside the tanh, "
+                      "s̃_t = tanh(W_c u_t + b_c), and b_y to the logits, W_y s̃_t + b_y",
+                      _output_with(swap_b=True)),
+        Misconception("missing_b_c", "you left out the bias b_c: s̃_t = tanh(W_c u_t + b_c)",
                       _output_with(use_b_c=False)),
         Misconception("missing_b_y", "you left out the bias b_y: ŷ_t = softmax(W_y s̃_t + b_y)",
                       _output_with(use_b_y=False)),
-        Misconception("overflow", "your softmax overflows on large logits (exp(1000) is inf): subtract the "
-                      "maximum first, or use torch.softmax", _output_with(final=_naive_softmax)),
+        Misconception("overflow", "your softmax overflows on large logits (exp(1000) is inf): shift by the "
+                      "maximum first", _output_with(final=_naive_softmax)),
+        Misconception(
+            "sum_not_concat",
+            "you added a_t and s_t instead of concatenating them: u_t = [a_t; s_t] has 2d entries, and "
+            "W_c (d, 2d) reads a_t with its first d columns and s_t with its last d",
+            lambda a_t, s_t, W_c, b_c, W_y, b_y: softmax(
+                torch.tanh((a_t + s_t) @ W_c[:, :a_t.shape[-1]].T + b_c) @ W_y.T + b_y),
+        ),
     ],
     properties=[_sums_to_one_over(lambda case: case.args[4].shape[0],
-                                  "your probabilities for one sentence do not sum to 1 over the vocabulary")],
-    hint="v_t = torch.cat([a_t, s_t], dim=-1) (B, 2d); s̃_t = tanh(v_t @ W_c.T + b_c) (B, d); "
-         "ŷ_t = softmax(s̃_t @ W_y.T + b_y, dim=-1) (B, V).",
+                                  "your probabilities for one sentence do not sum to 1 over the vocabulary",
+                                  index=0)],
+    hint="u_t = torch.cat([a_t, s_t], dim=-1) (B, 2d); s̃_t = tanh(u_t @ W_c.T + b_c) (B, d); "
+         "ŷ_t = softmax(s̃_t @ W_y.T + b_y, dim=-1) (B, n_vocab).",
+    **TOL,
 ))
 
 # --------------------------------------------------------------------------------------------- 06.hand_attention_value
 
+#: the weights of the by-hand task (not the worked example's); with the worked example's H
+HAND_WEIGHTS = (0.1, 0.6, 0.3, 0.0)
 
-def _hand(step=wx.STEP_ETUDIANT, weights_fn=softmax):
-    H = wx.encoder_states()
-    e = H @ wx.decoder_states()[step - 1]  # (4,)
-    return H, e, weights_fn(e)
+
+def _hand_w():
+    return torch.tensor(HAND_WEIGHTS, dtype=DTYPE)
 
 
 def _as_list(x):
@@ -522,26 +690,26 @@ def _as_list(x):
 
 register(Task(
     id="06.hand_attention_value",
-    title="the worked example's attention value a_3, by hand",
+    title="an attention value, by hand",
     points=1,
-    reference=lambda: _as_list(_hand()[2] @ _hand()[0]),
-    cases=lambda: [Case("worked example", (), note="step t=3, which emits 'étudiant'")],
+    reference=lambda: _as_list(_hand_w() @ wx.encoder_states()),
+    cases=lambda: [Case("weights [0.1, 0.6, 0.3, 0] and the worked example's H", ())],
     misconceptions=[
-        Misconception("returned_weights", "those are the weights α^3, not the attention value a_3: a_3 is "
-                      "the weighted sum Σ_i α^3_i h_i, a vector of d = 4 numbers", lambda: _as_list(_hand()[2])),
-        Misconception("returned_scores", "those are the scores e^3; the attention value is Σ_i α^3_i h_i "
-                      "with α^3 = softmax(e^3)", lambda: _as_list(_hand()[1])),
-        Misconception("weighted_by_scores", "you weighted the h_i with the scores e^3_i; weight them with "
-                      "α^3_i = softmax(e^3)_i", lambda: _as_list(_hand()[1] @ _hand()[0])),
+        Misconception("returned_weights", "those are the weights, not the attention value: the attention "
+                      "value is the weighted sum Σ_i α_i h_i, a vector of d = 4 numbers", lambda: _as_list(_hand_w())),
+        Misconception("columns_not_rows", "you weighted the columns of H, not its rows: the attention value "
+                      "adds up the encoder states h_i (the rows), each times its weight",
+                      lambda: _as_list(wx.encoder_states() @ _hand_w())),
         Misconception("plain_average", "that is the plain average of h_1..h_4; attention weights each h_i "
-                      "by α^3_i", lambda: _as_list(wx.encoder_states().mean(0))),
-        Misconception("wrong_step_1", "that is a_1 (step 'je'); the task asks for a_3 ('étudiant')",
-                      lambda: _as_list(_hand(1)[2] @ _hand(1)[0])),
-        Misconception("wrong_step_2", "that is a_2 (step 'suis'); the task asks for a_3 ('étudiant')",
-                      lambda: _as_list(_hand(2)[2] @ _hand(2)[0])),
+                      "by α_i", lambda: _as_list(wx.encoder_states().mean(0))),
+        Misconception("unweighted_sum", "that is the sum of h_1..h_4 without weights: multiply each h_i by "
+                      "its weight first", lambda: _as_list(wx.encoder_states().sum(0))),
+        Misconception("worked_example_a3", "that is the worked example's a_3; this task has its own weights "
+                      "[0.1, 0.6, 0.3, 0]", lambda: _as_list(softmax(wx.encoder_states() @ wx.decoder_states()[2])
+                                                             @ wx.encoder_states())),
     ],
     atol=1e-3,
     rtol=0.0,
     check_grad=False,
-    hint="a_3 = α^3_1 h_1 + α^3_2 h_2 + α^3_3 h_3 + α^3_4 h_4, with the weights from exercise 05.hand_weights.",
+    hint="a = 0.1·h_1 + 0.6·h_2 + 0.3·h_3 + 0·h_4, component by component.",
 ))
