@@ -20,11 +20,20 @@ every block for the backward pass, so the memory saving holds for the forward co
 from __future__ import annotations
 
 import math
+import os
+import sys
+import sysconfig
 
 import torch
 from torch import Tensor
 
-__all__ = ["running_max_sum", "online_softmax_attention", "peak_intermediate_elements"]
+__all__ = [
+    "running_max_sum",
+    "online_softmax_attention",
+    "peak_intermediate_elements",
+    "ScoreWatch",
+    "watch_scores",
+]
 
 
 def running_max_sum(scores: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
@@ -44,7 +53,7 @@ def running_max_sum(scores: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
     m = torch.full(scores.shape[:-1], float("-inf"), dtype=scores.dtype, device=scores.device)
     l = torch.zeros(scores.shape[:-1], dtype=scores.dtype, device=scores.device)
     for start in range(0, scores.shape[-1], block_size):
-        block = scores[..., start:start + block_size]  # (..., <= block_size)
+        block = scores[..., start : start + block_size]  # (..., <= block_size)
         m_new = torch.maximum(m, block.amax(dim=-1))
         m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))  # no (-inf) - (-inf)
         l = l * torch.exp(m - m_safe) + torch.exp(block - m_safe[..., None]).sum(dim=-1)
@@ -52,7 +61,9 @@ def running_max_sum(scores: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
     return m, l
 
 
-def online_softmax_attention(Q: Tensor, K: Tensor, V: Tensor, block_size: int, mask: Tensor | None = None) -> Tensor:
+def online_softmax_attention(
+    Q: Tensor, K: Tensor, V: Tensor, block_size: int, mask: Tensor | None = None
+) -> Tensor:
     """``softmax(Q Kᵀ / √d_k) V`` computed over blocks of ``block_size`` keys with a running max and sum.
 
     Args:
@@ -105,3 +116,160 @@ def peak_intermediate_elements(T_q: int, T_k: int, d_v: int, block_size: int | N
         return 2 * T_q * T_k + T_q * d_v
     block = min(block_size, T_k)
     return 2 * T_q * block + 2 * T_q * d_v + 2 * T_q
+
+
+# --------------------------------------------------------------------------------------------------
+# Watching the widths of score blocks (chapter 10 measures them; the set-10 grader checks them)
+# --------------------------------------------------------------------------------------------------
+
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+_STDLIB_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")})
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: operations that only select or describe part of a tensor: a full row of scores may be *indexed*
+#: (``scores[..., a:b]``, ``scores.split(block)``) without counting as computed at once
+_SELECTING = frozenset(
+    {
+        "__getitem__",
+        "narrow",
+        "split",
+        "chunk",
+        "unbind",
+        "tensor_split",
+        "unfold",
+        "size",
+        "dim",
+        "numel",
+        "__len__",
+        "__iter__",
+        "__format__",
+        "__repr__",
+    }
+)
+#: operations that copy, convert or relabel a whole tensor without computing with it (nor looked at)
+_COPYING = frozenset(
+    {
+        "__get__",
+        "detach",
+        "clone",
+        "contiguous",
+        "to",
+        "double",
+        "float",
+        "requires_grad_",
+        "__deepcopy__",
+        "new_empty",
+        "new_zeros",
+        "new_full",
+        "new_ones",
+        "new_tensor",
+        "zeros_like",
+        "ones_like",
+        "empty_like",
+        "full_like",
+    }
+)
+
+
+def _op_name(func) -> str:
+    return getattr(func, "__name__", "") or type(func).__name__
+
+
+def _called_from_outside_package() -> bool:
+    """True when the innermost caller that is not PyTorch, the standard library or this module lies
+    outside the attnbook package (a learner's code, a notebook cell)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = os.path.realpath(frame.f_code.co_filename)
+        if path.startswith(_TORCH_DIR) or path.startswith(_STDLIB_DIRS) or path == os.path.realpath(__file__):
+            frame = frame.f_back
+            continue
+        return not path.startswith(_PACKAGE_DIR)
+    return False
+
+
+class ScoreWatch(torch.Tensor):
+    """A tensor that records the widths of the score blocks computed from it.
+
+    Use :func:`watch_scores` to make one. Every PyTorch operation on a watched tensor (or on a tensor made
+    from one) is looked at: a floating tensor of shape ``(..., rows, w)`` (or ``(..., w, rows)``), with
+    ``w`` not one of the ``exempt`` widths (such as ``d_k`` and ``d_v``), is a block of scores (or weights,
+    or exponentials) of ``w`` keys for each of the ``rows`` queries, and ``w`` is recorded in ``widths``;
+    so is a vector ``(w,)`` (one query's scores) whose length is neither ``rows`` nor exempt. The sizes
+    must be chosen distinct (``rows``, the exempt widths and the block widths), or the record is ambiguous.
+    Outputs are always looked at; inputs too, except for operations that only select part of a tensor
+    (indexing, ``split``, ``narrow``...), so that reading a full row of scores block by block is fine but
+    computing with it at once is recorded. With ``outside_only``, only operations called from code outside
+    the ``attnbook`` package are recorded (a learner's function); ``on_inside`` is then called (with the
+    class) at the first operation made from inside the package after recorded ones, for example by a
+    grader that compares the learner's result. Subclasses hold the settings; :func:`watch_scores` makes a
+    fresh one per use.
+    """
+
+    rows: int = 0
+    exempt: frozenset = frozenset()
+    outside_only: bool = False
+    on_inside = None
+    widths: list
+    ran: bool = False
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = super().__torch_function__(func, types, args, kwargs)
+        if not cls.rows:
+            return out
+        with torch._C.DisableTorchFunctionSubclass():  # looking at shapes must not come back here
+            outside = _called_from_outside_package() if cls.outside_only else True
+            if outside:
+                cls.ran = True
+                name = _op_name(func)
+                if name not in _COPYING:
+                    if name not in _SELECTING:
+                        cls._look(args)
+                        cls._look(list(kwargs.values()))
+                    cls._look(out)
+        if not outside and cls.ran and cls.on_inside is not None:
+            cls.ran = False
+            cls.on_inside(cls)
+        return out
+
+    @classmethod
+    def _look(cls, value, depth: int = 0) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and value.dim() == 1:  # one query's scores, (w,)
+                w = value.shape[0]
+                if w > 1 and w != cls.rows and w not in cls.exempt:
+                    cls.widths.append(int(w))
+            elif value.is_floating_point() and value.dim() >= 2:
+                a, b = value.shape[-2], value.shape[-1]
+                if a == cls.rows and b > 1 and b not in cls.exempt:
+                    cls.widths.append(int(b))
+                elif b == cls.rows and a > 1 and a not in cls.exempt:
+                    cls.widths.append(int(a))
+        elif isinstance(value, (list, tuple)) and depth < 3:
+            for v in value:
+                cls._look(v, depth + 1)
+
+    def __deepcopy__(self, memo):
+        return self.detach().clone()
+
+
+def watch_scores(tensors, rows: int, exempt=(), outside_only: bool = False, on_inside=None) -> list:
+    """The ``tensors`` as :class:`ScoreWatch` tensors of one fresh subclass (they share one record).
+
+    ``rows``: the number of queries (the axis a block of scores has besides its keys); ``exempt``: widths
+    that are not blocks of keys (``d_k``, ``d_v``). The record is ``type(result[0]).widths``.
+    """
+    watch = type(
+        "ScoreWatch",
+        (ScoreWatch,),
+        {
+            "rows": int(rows),
+            "exempt": frozenset(int(e) for e in exempt),
+            "outside_only": outside_only,
+            "on_inside": staticmethod(on_inside) if on_inside else None,
+            "widths": [],
+            "ran": False,
+        },
+    )
+    return [t.as_subclass(watch) for t in tensors]

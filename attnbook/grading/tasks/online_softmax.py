@@ -1,4 +1,18 @@
-"""Set 10, the online softmax: a running maximum and sum, and exact attention one block of keys at a time."""
+"""Set 10, the online softmax: a running maximum and sum, and exact attention one block of keys at a time.
+
+Chapter 10 shows the loops for one row of scores and for one query; the set asks for them batched (rows
+``(R, T_k)``, queries ``(B, T_q, d_k)``), with empty parts (``m = -inf``) handled.
+
+**Block by block, checked.** In the blockwise tasks the case tensors are
+:class:`attnbook.blockwise.ScoreWatch` tensors: every operation the learner's code makes on them (or on
+tensors made from them) is looked at, and the widths of the blocks of scores it computes are recorded.
+A block wider than ``block_size`` (the whole row at once, ``torch.logsumexp`` of the full row, the full
+``Q @ Kᵀ``) or blocks never as wide as ``block_size`` (one key at a time) fail with a message that says so.
+What it does not see: work done outside PyTorch on these tensors (NumPy, Python floats), which fails
+other checks; in the trusted grader's separate process the tensors travel as plain tensors, so there only
+the values are checked. The sizes of every watched case are distinct (queries, ``d_k``, ``d_v``, block
+widths) so that a width is never ambiguous; ``tests/test_catalogue_10.py`` checks that.
+"""
 
 from __future__ import annotations
 
@@ -6,79 +20,210 @@ import math
 
 import torch
 
+from ... import blockwise as _book
+from ...blockwise import watch_scores
 from ..cases import generator, randn
-from ..engine import Case, Misconception, Task
+from ..engine import Case, Fail, Misconception, Task
 from ..registry import register
 
 NEG_INF = float("-inf")
+TOL = 1e-9
+#: the book's own implementations of these steps (and of attention): calling one earns 0
+BOOK_RUNNING = (
+    "attnbook.blockwise:running_max_sum",
+    "attnbook.blockwise:online_softmax_attention",
+    "attnbook.attention:*",
+)
+BOOK_ONLINE = (
+    "attnbook.blockwise:online_softmax_attention",
+    "attnbook.blockwise:running_max_sum",
+    "attnbook.attention:*",
+)
+
+
+def _block_check(block_size: int, T_k: int):
+    """``on_inside`` callback of a watched case: the learner's blocks must be ``block_size`` wide."""
+
+    def check(watch):
+        widths, watch.widths = list(watch.widths), []
+        if block_size >= T_k:
+            return
+        widest = max(widths, default=1)
+        if widest > block_size:
+            raise Fail(
+                f"your function computed scores for {widest} keys at once, but block_size is {block_size}: "
+                "the task reads the keys one block at a time, and no block of scores (nor its exponentials) "
+                "may hold more than block_size keys",
+                "block_size_ignored",
+                "Slice the keys as K[:, start:start + block_size] (and the same rows of V) inside the loop, "
+                "and compute the scores of that slice only.",
+            )
+        if block_size > 1 and widest < block_size:
+            raise Fail(
+                f"your function never worked on block_size = {block_size} keys at once (at most {widest}): "
+                "read the keys in blocks of block_size, not fewer",
+                "blocks_too_small",
+                "range(0, T_k, block_size) gives the start of each block.",
+            )
+
+    return check
+
+
+def _watched(tensors, rows, exempt, block_size, T_k):
+    return tuple(
+        watch_scores(
+            tensors, rows=rows, exempt=exempt, outside_only=True, on_inside=_block_check(block_size, T_k)
+        )
+    )
+
+
+def _plain(*tensors):
+    return [t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else t for t in tensors]
+
 
 # ------------------------------------------------------------------------------------------ 10.combine_max_sum
 
 
 def _combine_ref(m1, l1, m2, l2):
-    """Two partial (max, sum) pairs of one row -> the pair of the whole row. All (R,) -> (R,), (R,)."""
+    """Two partial (max, sum) pairs of one row -> the pair of the whole row. All (R,) -> (R,), (R,).
+    Both parts empty (m1 = m2 = -inf): m = -inf and l = 0."""
     m = torch.maximum(m1, m2)
-    return m, l1 * torch.exp(m1 - m) + l2 * torch.exp(m2 - m)
+    safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # no (-inf) - (-inf)
+    return m, l1 * torch.exp(m1 - safe) + l2 * torch.exp(m2 - safe)
 
 
 def _combine_cases():
     g = generator(101)
     m1, m2 = randn(g, 5, scale=3.0), randn(g, 5, scale=3.0)
-    l1, l2 = 1.0 + 4.0 * torch.rand(5, generator=g, dtype=torch.float64), 1.0 + 4.0 * torch.rand(5, generator=g, dtype=torch.float64)
+    l1, l2 = (
+        1.0 + 4.0 * torch.rand(5, generator=g, dtype=torch.float64),
+        1.0 + 4.0 * torch.rand(5, generator=g, dtype=torch.float64),
+    )
     big1, big2 = randn(g, 3, scale=1e3), randn(g, 3, scale=1e3)
-    lb1, lb2 = 1.0 + torch.rand(3, generator=g, dtype=torch.float64), 1.0 + torch.rand(3, generator=g, dtype=torch.float64)
+    lb1, lb2 = (
+        1.0 + torch.rand(3, generator=g, dtype=torch.float64),
+        1.0 + torch.rand(3, generator=g, dtype=torch.float64),
+    )
     empty = torch.tensor([float("-inf"), 0.5], dtype=torch.float64)
+    f64 = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     return [
         Case("R=5", (m1, l1, m2, l2), dims={"R": 5}, note="the larger maximum is sometimes m1, sometimes m2"),
-        Case("maxima of about ±1e3", (big1, lb1, big2, lb2), dims={"R": 3},
-             note="exp(m) overflows: work with differences of maxima"),
-        Case("an empty first part", (empty, torch.tensor([0.0, 2.0], dtype=torch.float64),
-                                     torch.tensor([1.5, -0.5], dtype=torch.float64),
-                                     torch.tensor([3.0, 1.0], dtype=torch.float64)),
-             dims={"R": 2}, note="m1 = -inf and l1 = 0: a part with no scores (all masked)"),
+        Case(
+            "maxima of about ±1e3",
+            (big1, lb1, big2, lb2),
+            dims={"R": 3},
+            note="exp(m) overflows: work with differences of maxima",
+        ),
+        Case(
+            "an empty first part",
+            (empty, f64(0.0, 2.0), f64(1.5, -0.5), f64(3.0, 1.0)),
+            dims={"R": 2},
+            note="m1 = -inf and l1 = 0: a part with no scores (all masked)",
+        ),
+        Case(
+            "rows with empty parts",
+            (
+                f64(NEG_INF, 2.0, NEG_INF, -700.0),
+                f64(0.0, 1.5, 0.0, 2.0),
+                f64(NEG_INF, NEG_INF, 0.25, -710.0),
+                f64(0.0, 0.0, 3.0, 1.0),
+            ),
+            dims={"R": 4},
+            note="row 0: both parts empty (m = -inf, l = 0); rows 1, 2: one part empty; "
+            "row 3: maxima far below 0",
+        ),
     ]
 
 
-register(Task(
-    id="10.combine_max_sum",
-    title="combine the maximum and sum of two parts",
-    points=2,
-    reference=_combine_ref,
-    cases=_combine_cases,
-    output_names=("m", "l"),
-    misconceptions=[
-        Misconception(
-            "sum_not_rescaled",
-            "you added l1 and l2 as they are: each was computed relative to its own maximum, so first move "
-            "both to the common maximum, l1·exp(m1 - m) + l2·exp(m2 - m)",
-            lambda m1, l1, m2, l2: (torch.maximum(m1, m2), l1 + l2),
-        ),
-        Misconception(
-            "rescaled_wrong_way",
-            "your rescaling factors are upside down: a sum computed against a smaller maximum must shrink, "
-            "so multiply by exp(m_j - m), not exp(m - m_j)",
-            lambda m1, l1, m2, l2: (torch.maximum(m1, m2),
-                                    l1 * torch.exp(torch.maximum(m1, m2) - m1) + l2 * torch.exp(torch.maximum(m1, m2) - m2)),
-        ),
-        Misconception(
-            "max_not_updated",
-            "you kept m1 as the maximum: m must be the larger of m1 and m2 (torch.maximum), and l relative to it",
-            lambda m1, l1, m2, l2: (m1, l1 + l2 * torch.exp(m2 - m1)),
-        ),
-        Misconception(
-            "maxima_added",
-            "you added the two maxima: the maximum of the whole row is the larger of the two, torch.maximum(m1, m2)",
-            lambda m1, l1, m2, l2: (m1 + m2, l1 * torch.exp(m1 - torch.maximum(m1, m2)) + l2 * torch.exp(m2 - torch.maximum(m1, m2))),
-        ),
-    ],
-    hint="m = torch.maximum(m1, m2); l = l1·exp(m1 - m) + l2·exp(m2 - m).",
-))
+def _combine_naive(m1, l1, m2, l2):
+    """Right except where both parts are empty: (-inf) - (-inf) is NaN."""
+    m = torch.maximum(m1, m2)
+    return m, l1 * torch.exp(m1 - m) + l2 * torch.exp(m2 - m)
+
+
+register(
+    Task(
+        id="10.combine_max_sum",
+        title="combine the maximum and sum of two parts",
+        points=2,
+        reference=_combine_ref,
+        cases=_combine_cases,
+        output_names=("m", "l"),
+        misconceptions=[
+            Misconception(
+                "both_empty_nan",
+                "your l is NaN for a row where both parts are empty (m1 = m2 = -inf): the common maximum is then "
+                "-inf, and -inf - (-inf) is NaN. Such a row has m = -inf and l = 0; make sure it survives",
+                _combine_naive,
+                hint="Subtract a maximum that is finite: torch.where(torch.isfinite(m), m, 0).",
+            ),
+            Misconception(
+                "sum_not_rescaled",
+                "you added l1 and l2 as they are: each was computed relative to its own maximum, so first move "
+                "both to the common maximum, l1·exp(m1 - m) + l2·exp(m2 - m)",
+                lambda m1, l1, m2, l2: (torch.maximum(m1, m2), l1 + l2),
+            ),
+            Misconception(
+                "rescaled_wrong_way",
+                "your rescaling factors are upside down: a sum computed against a smaller maximum must shrink, "
+                "so multiply by exp(m_j - m), not exp(m - m_j)",
+                lambda m1, l1, m2, l2: (
+                    torch.maximum(m1, m2),
+                    l1 * torch.exp(torch.maximum(m1, m2) - m1) + l2 * torch.exp(torch.maximum(m1, m2) - m2),
+                ),
+            ),
+            Misconception(
+                "max_not_updated",
+                "you kept m1 as the maximum: m must be the larger of m1 and m2 (torch.maximum), and l relative to it",
+                lambda m1, l1, m2, l2: (m1, l1 + l2 * torch.exp(m2 - m1)),
+            ),
+            Misconception(
+                "maxima_added",
+                "you added the two maxima: the maximum of the whole row is the larger of the two, torch.maximum(m1, m2)",
+                lambda m1, l1, m2, l2: (
+                    m1 + m2,
+                    l1 * torch.exp(m1 - torch.maximum(m1, m2)) + l2 * torch.exp(m2 - torch.maximum(m1, m2)),
+                ),
+            ),
+            Misconception(
+                "second_not_rescaled",
+                "you rescaled l1 but added l2 as it is: l2 was computed relative to m2, so it also has to be "
+                "moved to the common maximum",
+                lambda m1, l1, m2, l2: (
+                    torch.maximum(m1, m2),
+                    l1 * torch.exp(m1 - torch.maximum(m1, m2)) + l2,
+                ),
+            ),
+            Misconception(
+                "first_not_rescaled",
+                "you rescaled l2 but added l1 as it is: l1 was computed relative to m1, so it also has to be "
+                "moved to the common maximum",
+                lambda m1, l1, m2, l2: (
+                    torch.maximum(m1, m2),
+                    l1 + l2 * torch.exp(m2 - torch.maximum(m1, m2)),
+                ),
+            ),
+            Misconception(
+                "swapped_outputs",
+                "you returned (l, m): the task's order is (m, l), the maximum first",
+                lambda m1, l1, m2, l2: tuple(reversed(_combine_ref(m1, l1, m2, l2))),
+            ),
+        ],
+        hint="m = torch.maximum(m1, m2); l = l1·exp(m1 - m) + l2·exp(m2 - m), with a finite m to subtract.",
+        # maxima of -inf (empty parts) have no meaningful gradient, and right answers differ there (maximum,
+        # amax, where): the values are checked, not the gradients
+        check_grad=False,
+        atol=TOL,
+        rtol=TOL,
+    )
+)
 
 # ------------------------------------------------------------------------------------------ 10.running_max_sum
 
 
 def _running_ref(scores, block_size):
     """Exact: m = max, l = Σ exp(scores - m) over the last axis. scores (R, T_k) -> (R,), (R,)."""
+    (scores,) = _plain(scores)
     m = scores.amax(dim=-1)
     return m, torch.exp(scores - m[..., None]).sum(dim=-1)
 
@@ -88,13 +233,16 @@ def _blocks(T_k, block_size, drop_last=False):
     return [(s, min(s + block_size, T_k)) for s in range(0, stop, block_size)]
 
 
-def _running(scores, block_size, *, rescale="right", update_max=True, drop_last=False):
-    m = torch.full(scores.shape[:-1], NEG_INF, dtype=scores.dtype)
+def _running(scores, block_size, *, rescale="right", update_max=True, drop_last=False, m0=NEG_INF):
+    (scores,) = _plain(scores)
+    m = torch.full(scores.shape[:-1], m0, dtype=scores.dtype)
     l = torch.zeros(scores.shape[:-1], dtype=scores.dtype)
     for i, (a, b) in enumerate(_blocks(scores.shape[-1], block_size, drop_last)):
         block = scores[..., a:b]
         m_new = torch.maximum(m, block.amax(dim=-1)) if (update_max or i == 0) else m
-        factor = {"right": torch.exp(m - m_new), "none": torch.ones_like(m), "inverse": torch.exp(m_new - m)}[rescale]
+        factor = {"right": torch.exp(m - m_new), "none": torch.ones_like(m), "inverse": torch.exp(m_new - m)}[
+            rescale
+        ]
         factor = torch.nan_to_num(factor, nan=0.0)
         l = l * factor + torch.exp(block - m_new[..., None]).sum(dim=-1)
         m = m_new
@@ -104,75 +252,112 @@ def _running(scores, block_size, *, rescale="right", update_max=True, drop_last=
 def _running_cases():
     g = generator(10)
     base = randn(g, 3, 10, scale=2.0)
-    increasing = torch.linspace(-5.0, 5.0, 7, dtype=torch.float64).repeat(2, 1)  # the max changes every block
+    increasing = torch.linspace(-5.0, 5.0, 7, dtype=torch.float64).repeat(3, 1)  # the max changes every block
     large = randn(g, 2, 9, scale=1e3)
+    negative = -800.0 + randn(g, 5, 11)  # every score far below 0: exp(score) underflows to 0
+
+    def case(name, scores, block, note):
+        R, T_k = scores.shape
+        (watched,) = _watched([scores], rows=R, exempt=(), block_size=block, T_k=T_k)
+        return Case(name, (watched, block), dims={"R": R, "T_k": T_k}, note=note)
+
     return [
-        Case("R=3, T_k=10, block 4", (base, 4), dims={"R": 3, "T_k": 10}, note="4 does not divide 10"),
-        Case("increasing scores, block 2", (increasing, 2), dims={"R": 2, "T_k": 7},
-             note="the maximum grows in every block"),
-        Case("R=3, T_k=10, block 1", (base, 1), dims={"R": 3, "T_k": 10}, note="one score at a time"),
-        Case("R=3, T_k=10, block 10", (base, 10), dims={"R": 3, "T_k": 10}, note="one block holds everything"),
-        Case("R=3, T_k=10, block 16", (base, 16), dims={"R": 3, "T_k": 10}, note="block larger than T_k"),
-        Case("scores of ±1e3, block 4", (large, 4), dims={"R": 2, "T_k": 9}, note="exp() overflows without the max"),
+        case("R=3, T_k=10, block 4", base, 4, "4 does not divide 10"),
+        case("increasing scores, block 2", increasing, 2, "the maximum grows in every block"),
+        case("R=3, T_k=10, block 1", base, 1, "one score at a time"),
+        case("R=3, T_k=10, block 10", base, 10, "one block holds everything"),
+        case("R=3, T_k=10, block 16", base, 16, "block larger than T_k"),
+        case("scores of ±1e3, block 4", large, 4, "exp() overflows without the max"),
+        case("scores near -800, block 3", negative, 3, "exp() underflows to 0 without the max"),
     ]
 
 
-register(Task(
-    id="10.running_max_sum",
-    title="running maximum and sum of exponentials",
-    points=3,
-    reference=_running_ref,
-    cases=_running_cases,
-    output_names=("m", "l"),
-    misconceptions=[
-        Misconception(
-            "sum_not_rescaled",
-            "your running sum is not rescaled when the maximum changes: the old sum was computed relative to "
-            "the old maximum, so multiply it by exp(m_old - m_new) before adding the new block",
-            lambda s, b: _running(s, b, rescale="none"),
-        ),
-        Misconception(
-            "rescaled_wrong_way",
-            "you rescaled the running sum by exp(m_new - m_old); it must shrink when the maximum grows: "
-            "multiply by exp(m_old - m_new)",
-            lambda s, b: _running(s, b, rescale="inverse"),
-        ),
-        Misconception(
-            "max_not_updated",
-            "your maximum is the one of the first block only: update it with every block, "
-            "m = max(m, max of the block)",
-            lambda s, b: _running(s, b, update_max=False),
-        ),
-        Misconception(
-            "last_block_dropped",
-            "you dropped the last, shorter block: when block_size does not divide T_k the final block has fewer "
-            "scores, but it still counts (range(0, T_k, block_size) and slicing handle it)",
-            lambda s, b: _running(s, b, drop_last=True),
-        ),
-        Misconception(
-            "sum_not_shifted",
-            "your l is Σ exp(score) without subtracting the maximum: l is defined relative to m, "
-            "l = Σ exp(score - m), which is also what keeps exp() from overflowing",
-            lambda s, b: (s.amax(dim=-1), torch.exp(s).sum(dim=-1)),
-        ),
-    ],
-    check_grad=False,
-    hint="Start with m = -inf and l = 0; per block: m_new = max(m, block max); "
-         "l = l·exp(m - m_new) + Σ exp(block - m_new); m = m_new.",
-))
+register(
+    Task(
+        id="10.running_max_sum",
+        title="running maximum and sum of exponentials",
+        points=3,
+        reference=_running_ref,
+        cases=_running_cases,
+        output_names=("m", "l"),
+        misconceptions=[
+            Misconception(
+                "sum_not_rescaled",
+                "your running sum is not rescaled when the maximum changes: the old sum was computed relative to "
+                "the old maximum, so multiply it by exp(m_old - m_new) before adding the new block",
+                lambda s, b: _running(s, b, rescale="none"),
+            ),
+            Misconception(
+                "rescaled_wrong_way",
+                "you rescaled the running sum by exp(m_new - m_old); it must shrink when the maximum grows: "
+                "multiply by exp(m_old - m_new)",
+                lambda s, b: _running(s, b, rescale="inverse"),
+            ),
+            Misconception(
+                "max_not_updated",
+                "your maximum is the one of the first block only: update it with every block, "
+                "m = max(m, max of the block)",
+                lambda s, b: _running(s, b, update_max=False),
+            ),
+            Misconception(
+                "last_block_dropped",
+                "you dropped the last, shorter block: when block_size does not divide T_k the final block has fewer "
+                "scores, but it still counts (range(0, T_k, block_size) and slicing handle it)",
+                lambda s, b: _running(s, b, drop_last=True),
+            ),
+            Misconception(
+                "max_starts_at_zero",
+                "your running maximum starts at 0 instead of -inf: when every score of a row is far below 0, "
+                "exp(score - 0) underflows to 0 and the sum is lost. Start from m = -inf (and l = 0)",
+                lambda s, b: _running(s, b, m0=0.0),
+            ),
+            Misconception(
+                "sum_not_shifted",
+                "your l is Σ exp(score) without subtracting the maximum: l is defined relative to m, "
+                "l = Σ exp(score - m), which is also what keeps exp() from overflowing",
+                lambda s, b: (
+                    s.as_subclass(torch.Tensor).amax(dim=-1),
+                    torch.exp(s.as_subclass(torch.Tensor)).sum(dim=-1),
+                ),
+            ),
+        ],
+        check_grad=False,
+        hint="Start with m = -inf and l = 0; per block: m_new = max(m, block max); "
+        "l = l·exp(m - m_new) + Σ exp(block - m_new); m = m_new.",
+        forbidden=BOOK_RUNNING,
+        shortcut_example=lambda scores, block_size: _book.running_max_sum(scores, block_size),
+        atol=TOL,
+        rtol=TOL,
+    )
+)
 
 # ------------------------------------------------------------------------------------------ 10.online_softmax_attention
 
 
 def _attention_ref(Q, K, V, block_size):
+    Q, K, V = _plain(Q, K, V)
     w = torch.softmax(Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]), dim=-1)
     return w @ V  # (B, T_q, d_v)
 
 
-def _online(Q, K, V, block_size, *, rescale_l=True, rescale_acc=True, update_max=True, divide=True,
-            drop_last=False, scale=True, per_block_softmax=False):
+def _online(
+    Q,
+    K,
+    V,
+    block_size,
+    *,
+    rescale_l=True,
+    rescale_acc=True,
+    update_max=True,
+    divide=True,
+    drop_last=False,
+    scale=True,
+    per_block_softmax=False,
+    m0=NEG_INF,
+):
+    Q, K, V = _plain(Q, K, V)
     B, T_q, T_k = Q.shape[0], Q.shape[1], K.shape[1]
-    m = torch.full((B, T_q, 1), NEG_INF, dtype=Q.dtype)
+    m = torch.full((B, T_q, 1), m0, dtype=Q.dtype)
     l = torch.zeros((B, T_q, 1), dtype=Q.dtype)
     acc = torch.zeros((B, T_q, V.shape[-1]), dtype=Q.dtype)
     blocks = _blocks(T_k, block_size, drop_last)
@@ -194,77 +379,123 @@ def _online(Q, K, V, block_size, *, rescale_l=True, rescale_acc=True, update_max
 
 def _attention_cases():
     g = generator(100)
-    Q, K, V = randn(g, 2, 3, 4, scale=2.0), randn(g, 2, 7, 4), randn(g, 2, 7, 5)
-    dims = {"B": 2, "T_q": 3, "T_k": 7, "d_k": 4, "d_v": 5}
-    cases = [Case(f"T_k=7, block {b}", (Q, K, V, b), dims=dims, note=note) for b, note in [
-        (3, "3 does not divide 7: the last block has 1 key"),
-        (2, "the last block has 1 key"),
-        (1, "one key at a time"),
-        (7, "one block holds every key"),
-        (10, "block larger than T_k"),
-    ]]
+    Q, K, V = randn(g, 2, 6, 4, scale=2.0), randn(g, 2, 11, 4), randn(g, 2, 11, 5)
+
+    def case(name, Q, K, V, block, note):
+        (B, T_q, d_k), (T_k, d_v) = Q.shape, V.shape[1:]
+        args = _watched([Q, K, V], rows=T_q, exempt=(d_k, d_v), block_size=block, T_k=T_k)
+        dims = {"B": B, "T_q": T_q, "T_k": T_k, "d_k": d_k, "d_v": d_v}
+        return Case(name, (*args, block), dims=dims, note=note)
+
+    cases = [
+        case(f"T_k=11, block {b}", Q, K, V, b, note)
+        for b, note in [
+            (3, "3 does not divide 11: the last block has 2 keys"),
+            (2, "the last block has 1 key"),
+            (1, "one key at a time"),
+            (11, "one block holds every key"),
+            (16, "block larger than T_k"),
+        ]
+    ]
     Q2, K2, V2 = randn(g, 3, 5, 2, scale=1e3), randn(g, 3, 11, 2), randn(g, 3, 11, 6)
-    cases.append(Case("scores of ±1e3, block 4", (Q2, K2, V2, 4),
-                      dims={"B": 3, "T_q": 5, "T_k": 11, "d_k": 2, "d_v": 6},
-                      note="exp() overflows unless the running maximum is subtracted"))
-    Q3 = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64).reshape(1, 2, 3)
-    K3 = torch.arange(8, dtype=torch.float64)[None, :, None].expand(1, 8, 3).contiguous()
-    V3 = randn(g, 1, 8, 4)
-    cases.append(Case("maximum changes between blocks, block 3", (Q3, K3, V3, 3),
-                      dims={"B": 1, "T_q": 2, "T_k": 8, "d_k": 3, "d_v": 4},
-                      note="the scores grow (or fall) from key to key"))
+    cases.append(
+        case(
+            "scores of ±1e3, block 4",
+            Q2,
+            K2,
+            V2,
+            4,
+            "exp() overflows unless the running maximum is subtracted",
+        )
+    )
+    Q4, K4, V4 = -200.0 + randn(g, 2, 2, 4), 2.0 + 0.1 * randn(g, 2, 10, 4), randn(g, 2, 10, 5)
+    cases.append(
+        case(
+            "every score near -800, block 3",
+            Q4,
+            K4,
+            V4,
+            3,
+            "exp(score) underflows to 0 unless the running maximum is subtracted",
+        )
+    )
+    Q3 = torch.linspace(-1.0, 1.0, 14, dtype=torch.float64).reshape(1, 2, 7)
+    K3 = torch.arange(9, dtype=torch.float64)[None, :, None].expand(1, 9, 7).contiguous()
+    V3 = randn(g, 1, 9, 4)
+    cases.append(
+        case(
+            "maximum changes between blocks, block 3",
+            Q3,
+            K3,
+            V3,
+            3,
+            "the scores grow (or fall) from key to key",
+        )
+    )
     return cases
 
 
-register(Task(
-    id="10.online_softmax_attention",
-    title="attention with the online softmax, block by block",
-    points=4,
-    reference=_attention_ref,
-    cases=_attention_cases,
-    misconceptions=[
-        Misconception(
-            "sum_not_rescaled",
-            "your running sum and running output are not rescaled when the maximum changes: both were "
-            "computed relative to the old maximum, so multiply them by exp(m_old - m_new) before adding the "
-            "new block",
-            lambda Q, K, V, b: _online(Q, K, V, b, rescale_l=False, rescale_acc=False),
-        ),
-        Misconception(
-            "output_not_rescaled",
-            "you rescale the running sum but not the running output (the weighted sum of values): it also "
-            "has to be multiplied by exp(m_old - m_new)",
-            lambda Q, K, V, b: _online(Q, K, V, b, rescale_acc=False),
-        ),
-        Misconception(
-            "max_not_updated",
-            "your maximum is the one of the first block only: update it with every block",
-            lambda Q, K, V, b: _online(Q, K, V, b, update_max=False),
-        ),
-        Misconception(
-            "no_final_division",
-            "you forgot the final division: the output is the running weighted sum divided by the running "
-            "sum l",
-            lambda Q, K, V, b: _online(Q, K, V, b, divide=False),
-        ),
-        Misconception(
-            "last_block_dropped",
-            "you dropped the last, shorter block: when block_size does not divide T_k the final block has "
-            "fewer keys, but they count",
-            lambda Q, K, V, b: _online(Q, K, V, b, drop_last=True),
-        ),
-        Misconception(
-            "not_scaled",
-            "you did not scale the scores: divide Q Kᵀ by √d_k in every block",
-            lambda Q, K, V, b: _online(Q, K, V, b, scale=False),
-        ),
-        Misconception(
-            "softmax_per_block",
-            "you normalised each block on its own and averaged the blocks: a block's softmax only knows its "
-            "own keys. Keep one running maximum and one running sum across all blocks",
-            lambda Q, K, V, b: _online(Q, K, V, b, per_block_softmax=True),
-        ),
-    ],
-    hint="Keep m (B, T_q, 1), l (B, T_q, 1) and acc (B, T_q, d_v); for each block rescale l and acc by "
-         "exp(m - m_new), add the block's exp(scores - m_new) terms, and return acc / l at the end.",
-))
+register(
+    Task(
+        id="10.online_softmax_attention",
+        title="attention with the online softmax, block by block",
+        points=4,
+        reference=_attention_ref,
+        cases=_attention_cases,
+        misconceptions=[
+            Misconception(
+                "sum_not_rescaled",
+                "your running sum and running output are not rescaled when the maximum changes: both were "
+                "computed relative to the old maximum, so multiply them by exp(m_old - m_new) before adding the "
+                "new block",
+                lambda Q, K, V, b: _online(Q, K, V, b, rescale_l=False, rescale_acc=False),
+            ),
+            Misconception(
+                "output_not_rescaled",
+                "you rescale the running sum but not the running output (the weighted sum of values): it also "
+                "has to be multiplied by exp(m_old - m_new)",
+                lambda Q, K, V, b: _online(Q, K, V, b, rescale_acc=False),
+            ),
+            Misconception(
+                "max_not_updated",
+                "your maximum is the one of the first block only: update it with every block",
+                lambda Q, K, V, b: _online(Q, K, V, b, update_max=False),
+            ),
+            Misconception(
+                "no_final_division",
+                "you forgot the final division: the output is the running weighted sum divided by the running "
+                "sum l",
+                lambda Q, K, V, b: _online(Q, K, V, b, divide=False),
+            ),
+            Misconception(
+                "last_block_dropped",
+                "you dropped the last, shorter block: when block_size does not divide T_k the final block has "
+                "fewer keys, but they count",
+                lambda Q, K, V, b: _online(Q, K, V, b, drop_last=True),
+            ),
+            Misconception(
+                "not_scaled",
+                "you did not scale the scores: divide Q Kᵀ by √d_k in every block",
+                lambda Q, K, V, b: _online(Q, K, V, b, scale=False),
+            ),
+            Misconception(
+                "max_starts_at_zero",
+                "your running maximum starts at 0 instead of -inf: when every score of a query is far below 0, "
+                "exp(score - 0) underflows to 0, and the output becomes 0 / 0. Start from m = -inf (and l = 0)",
+                lambda Q, K, V, b: _online(Q, K, V, b, m0=0.0),
+            ),
+            Misconception(
+                "softmax_per_block",
+                "you normalised each block on its own and averaged the blocks: a block's softmax only knows its "
+                "own keys. Keep one running maximum and one running sum across all blocks",
+                lambda Q, K, V, b: _online(Q, K, V, b, per_block_softmax=True),
+            ),
+        ],
+        hint="Keep m (B, T_q, 1), l (B, T_q, 1) and acc (B, T_q, d_v); for each block rescale l and acc by "
+        "exp(m - m_new), add the block's exp(scores - m_new) terms, and return acc / l at the end.",
+        forbidden=BOOK_ONLINE,
+        shortcut_example=lambda Q, K, V, block_size: _book.online_softmax_attention(Q, K, V, block_size),
+        atol=TOL,
+        rtol=TOL,
+    )
+)
