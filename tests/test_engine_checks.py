@@ -200,3 +200,19 @@ def test_a_proxy_passes_the_dependencies_it_knows(two_tasks):
     result = run_task(two_tasks[1], lambda x: x * 3.0 + 1.0, dependencies={"first": first})
     assert result.diagnosis == "dependency_fails"
     assert run_task(two_tasks[1], lambda x: x * 3.0 + 1.0, dependencies={}).diagnosis == "wrong_values"
+
+
+def test_the_right_values_in_the_wrong_order_are_named():
+    def ref(Q, K):
+        w = torch.softmax(Q @ K.transpose(-2, -1), -1)
+        return w @ K, w
+
+    def cases():
+        g = _g(4)
+        return [Case("B=2, T_q=3, T_k=5, d=4", (torch.randn(2, 3, 4, generator=g, dtype=D),
+                                               torch.randn(2, 5, 4, generator=g, dtype=D)), dims={"B": 2})]
+
+    task = Task("97.pair", "a pair (engine test)", ref, cases, output_names=("output", "weights"))
+    result = run_task(task, lambda Q, K: ref(Q, K)[::-1])
+    assert result.diagnosis == "swapped_outputs", result.message
+    assert "(weights, output) instead of the task's (output, weights)" in result.message

@@ -1131,11 +1131,35 @@ _DOT_T_FAIL = Fail(
     "transpose_all_axes", _TRANSPOSE_HINT)
 
 
+def _check_order(task: Task, case: Case, outputs: tuple, expected: tuple) -> None:
+    """The right values returned in another order than the task's: say so (after the task's own
+    misconceptions, which may name it more precisely)."""
+    import itertools
+
+    n = len(expected)
+    if n < 2 or n > 4:
+        return
+    if all(close(g, e, task.atol, task.rtol, equal_nan=True) for g, e in zip(outputs, expected)):
+        return
+    for order in itertools.permutations(range(n)):
+        if order == tuple(range(n)):
+            continue
+        if all(close(outputs[j], expected[i], task.atol, task.rtol, equal_nan=True) for i, j in enumerate(order)):
+            _diagnose(task, case, outputs, properties=False)
+            got = ", ".join(task.output_names[i] for i in sorted(range(n), key=lambda i: order[i]))
+            raise Fail(
+                f"your function returns the right values in the wrong order: ({got}) instead of the "
+                f"task's ({', '.join(task.output_names)}). Seen on {case.describe()}.",
+                "swapped_outputs",
+            )
+
+
 def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=None) -> None:
     """Compare with the reference; when wrong, give the most specific diagnosis available: the task's
     misconceptions and properties first, then the engine's task-independent detectors, then the generic
     message. ``fn`` (the learner's callable) lets the engine re-run it to word a message."""
     local = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else None
+    _check_order(task, case, outputs, expected)
     for name, got, exp in zip(task.output_names, outputs, expected):
         label = "your result" if len(expected) == 1 else f"`{name}`"
         if isinstance(exp, torch.Tensor) and got.shape != exp.shape:
