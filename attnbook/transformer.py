@@ -201,10 +201,14 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence of {end} tokens; the position table covers {self.positions.shape[0]}")
         return embedding(ids) * math.sqrt(self.d_model) + self.positions[start:end]
 
-    def encode(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor]:
-        """src (B, N) ids, src_len (B,) -> memory (B, N, d_model), src_mask (B, N) bool."""
+    def encode(self, src: Tensor, src_len: Tensor, embedded: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """src (B, N) ids, src_len (B,) -> memory (B, N, d_model), src_mask (B, N) bool.
+        ``embedded`` (B, N, d_model), if given, replaces ``src_embedding(src)`` (to take gradients)."""
         src_mask = torch.arange(src.shape[1], device=src.device)[None, :] < src_len[:, None]
-        x = self.embed(src, self.src_embedding)
+        if embedded is None:
+            x = self.embed(src, self.src_embedding)
+        else:
+            x = embedded * math.sqrt(self.d_model) + self.positions[: src.shape[1]]
         for layer in self.encoder_layers:
             x, _ = layer(x, src_mask)
         return self.encoder_norm(x), src_mask
@@ -224,8 +228,9 @@ class Transformer(nn.Module):
             crosses.append(cross)
         return self.out(self.decoder_norm(y)), crosses
 
-    def forward(self, batch, return_attention: bool = False):
-        memory, src_mask = self.encode(batch.src, batch.src_len)
+    def forward(self, batch, return_attention: bool = False, embedded: Tensor | None = None):
+        """logits (B, T, V), and the cross-attention weights of every layer if ``return_attention``."""
+        memory, src_mask = self.encode(batch.src, batch.src_len, embedded)
         logits, crosses = self.decode(batch.tgt_in, memory, src_mask)
         return (logits, crosses) if return_attention else logits
 
