@@ -5,7 +5,7 @@ The states are chosen by us (not learned) so that every number can be verified w
 
 * ``H``: ``(N, d) = (4, 4)``, encoder states ``h_1..h_4`` for "i", "am", "a", "student".
 * ``S``: ``(T, d) = (3, 4)``, decoder states ``s_1..s_3`` at the steps that emit "je", "suis", "étudiant".
-* Output layer (Luong): ``v_t = [a_t; s_t]`` (8,), ``s~_t = tanh(W_c v_t + b_c)`` (4,),
+* Output layer (Luong): ``u_t = [a_t; s_t]`` (8,), ``s~_t = tanh(W_c u_t + b_c)`` (4,),
   ``y^_t = softmax(W_y s~_t + b_y)`` over ``TARGET_VOCAB`` (5,).
 
 Functions return fresh float64 tensors, so a notebook may change them freely.

@@ -72,6 +72,8 @@ WRONG = {
          "tanh_separately", "add first"),
         ("keys first", lambda Q, K, W_q, W_k, w: torch.tanh((Q @ W_q.T)[:, None] + (K @ W_k.T)[:, :, None]) @ w,
          "transposed", "transposed"),
+        ("hidden layer summed", lambda Q, K, W_q, W_k, w: torch.tanh((Q @ W_q.T)[:, :, None] + (K @ W_k.T)[:, None]).sum(-1),
+         "summed_not_projected", "dot product with w"),
         ("ReLU", lambda Q, K, W_q, W_k, w: torch.relu((Q @ W_q.T).unsqueeze(2) + (K @ W_k.T).unsqueeze(1)) @ w,
          "relu_not_tanh", "ReLU"),
         ("sigmoid", lambda Q, K, W_q, W_k, w: torch.sigmoid((Q @ W_q.T).unsqueeze(2) + (K @ W_k.T).unsqueeze(1)) @ w,
@@ -94,6 +96,11 @@ WRONG = {
         ("divided by 2", lambda: [-0.25, 1.5, 0.5, 1.25], "scaled", "√d"),
         ("lost the minus sign", lambda: [1.5, 3.0, 3.0, 2.5], "sign_slip", "sign"),
         ("the worked example's e^3", lambda: [1.0, 1.5, 0.5, 3.0], "worked_example_step", "its own query"),
+        ("the worked example's e^1", lambda: [2.5, 0.0, 2.0, 0.5], "worked_example_step", "t = 1"),
+        ("computed with the book's dot_scores", lambda: __import__("attnbook.attention").attention.dot_scores(
+            torch.tensor([-1.0, 2.0, 0.5, 1.0], dtype=torch.float64), torch.tensor(
+                [[1.0, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 2]], dtype=torch.float64)).tolist(),
+         "forbidden_call", "0 points"),
         ("arithmetic slip", lambda: [-0.5, 3.0, 1.0, 2.0], "wrong_values", "not what the check computes"),
         ("three numbers", lambda: [-0.5, 3.0, 1.0], "wrong_values", "not what the check computes"),
     ],

@@ -414,6 +414,17 @@ def temp_hard_when_cold(scores, tau):
     return torch.softmax(scores / tau, dim=-1)
 
 
+def temp_uniform_when_hot(scores, tau):
+    if tau >= 50:
+        return torch.full_like(scores, 1.0 / scores.shape[-1])
+    return torch.softmax(scores / tau, dim=-1)
+
+
+def temp_power_renormalised(scores, tau):
+    w = torch.softmax(scores, dim=-1) ** (1 / tau)
+    return w / w.sum(-1, keepdim=True)
+
+
 def temp_log(scores, tau):
     return F.log_softmax(scores / tau, dim=-1)
 
@@ -507,6 +518,8 @@ WRONG = {
         ("divided by tau²", temp_squared, "tau_squared", "twice"),
         ("divided by √tau", temp_sqrt, "sqrt_tau", "√tau"),
         ("argmax when cold", temp_hard_when_cold, "hard_argmax", "one-hot"),
+        ("uniform when hot", temp_uniform_when_hot, "uniform_at_large_tau", "exactly uniform"),
+        ("weights to the power 1/tau, renormalised", temp_power_renormalised, "power_underflow", "underflow"),
         ("log_softmax", temp_log, "log_softmax", "log-probabilities"),
         ("float32 inside", temp_float32_inside, "float32_computation", "float32"),
     ],
@@ -520,7 +533,9 @@ WRONG = {
         ("halved first", lambda: hand_softmax([x / 2 for x in E[:3]]) + [0.0], "scaled", "√d = 2"),
         ("uniform over three", lambda: [1 / 3, 1 / 3, 1 / 3, 0.0], "wrong_values", "is wrong"),
         ("a tensor", lambda: torch.tensor(hand_softmax(E[:3]) + [0.0]), "wrong_type", "list"),
-        ("three numbers", lambda: hand_softmax(E[:3]), "wrong_values", "is wrong"),
+        ("three numbers", lambda: hand_softmax(E[:3]), "padded_key_left_out", "four weights"),
+        ("the exponentials", lambda: [math.exp(x) for x in E[:3]] + [0.0], "no_normalisation", "exponentials"),
+        ("last key first", lambda: [0.0] + hand_softmax(E[:3])[::-1], "reversed", "reverse order"),
     ],
 }
 

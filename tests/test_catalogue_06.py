@@ -418,6 +418,12 @@ def dec_batch_axis(S, H, lengths):
     return alpha @ H, alpha
 
 
+def dec_previous_state(S, H, lengths):
+    prev = F.pad(S, (0, 0, 1, 0))[:, :-1]  # s_0 = 0, then s_1 .. s_{T-1}
+    alpha = torch.nan_to_num(torch.softmax((prev @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), -1))
+    return alpha @ H, alpha
+
+
 def out_sigmoid_act(a_t, s_t, W_c, b_c, W_y, b_y):
     s_tilde = torch.sigmoid(torch.cat([a_t, s_t], -1) @ W_c.T + b_c)
     return torch.softmax(s_tilde @ W_y.T + b_y, -1)
@@ -474,6 +480,8 @@ WRONG = {
         ("nested Python lists", value_nested_loops, "wrong_type", "torch.Tensor"),
         ("values @ weights", lambda weights, values: values @ weights, "raised", "RuntimeError"),
         ("divided by the weight sum", value_renormalised, "renormalised_empty_row", "0/0"),
+        ("divided by T_k", lambda weights, values: torch.bmm(weights, values) / weights.shape[-1], "divided_by_T_k",
+         "number of keys"),
         ("the first sentence's values", value_first_sentence, "first_sentence_values", "first sentence"),
         ("float32 inside", value_float32_inside, "float32_computation", "float32"),
     ],
@@ -489,6 +497,10 @@ WRONG = {
         ("Q @ K", dpa_no_transpose, "raised", "RuntimeError"),
         ("None", lambda Q, K, V: None, "returned_none", "return"),
         ("sigmoid weights", dpa_sigmoid, "sigmoid", "sigmoid"),
+        ("scores times values", lambda Q, K, V: ((Q @ K.mT) @ V, torch.softmax(Q @ K.mT, -1)), "value_from_scores",
+         "raw scores"),
+        ("F.scaled_dot_product_attention's default scale", lambda Q, K, V: (
+            F.scaled_dot_product_attention(Q, K, V), torch.softmax(Q @ K.mT, -1)), "scaled", "scale"),
         ("log_softmax weights", dpa_log_softmax, "log_softmax", "log-probabilities"),
         ("softmax over the batch", dpa_batch_axis, "softmax_over_batch", "batch axis"),
         ("the first sentence's keys", dpa_first_sentence, "first_sentence_keys", "first sentence"),
@@ -525,6 +537,7 @@ WRONG = {
         ("NaN for length 0", dec_nan_rows, "nan_fully_masked", "length 0"),
         ("fill with -1e9", dec_minus_1e9, "large_negative_fill", "uniform"),
         ("softmax over the batch", dec_batch_axis, "softmax_over_batch", "batch axis"),
+        ("query s_{t-1}", dec_previous_state, "previous_state_query", "s_{t-1}"),
     ],
     "06.luong_output": [
         ("[s_t; a_t]", out_order, "wrong_concat_order", "[a_t; s_t]"),
@@ -551,6 +564,9 @@ WRONG = {
         ("sum of h_i", lambda: [2.0, 2.0, 2.0, 3.0], "unweighted_sum", "without weights"),
         ("the worked example's a_3", lambda: [0.1509, 0.2119, 0.7881, 1.5433], "worked_example_a3", "own weights"),
         ("the decoder state s_3", lambda: [0.0, 0.5, 1.0, 1.0], "wrong_values", "is wrong"),
+        ("only the largest weight", lambda: [0.0, 1.0, 0.0, 1.0], "hard_attention", "largest weight"),
+        ("weighted by the scores [1, 3, -1, 2]", lambda: weighted_sum([1.0, 3.0, -1.0, 2.0]), "weighted_by_scores",
+         "other numbers"),
         ("a tuple of three", lambda: (0.4, 0.9, 0.1), "wrong_values", "is wrong"),
     ],
 }

@@ -8,6 +8,7 @@ done in float32 is off by about 1e-7 and is named. Weight matrices follow the bo
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -419,6 +420,12 @@ register(Task(
             lambda Q, K, W_q, W_k, w: torch.tanh(_hidden(Q, K, W_q, W_k) @ w),
         ),
         Misconception(
+            "summed_not_projected",
+            "you added up the entries of the hidden layer instead of taking its dot product with w: the "
+            "score is wᵀ tanh(W_q q + W_k k), each hidden unit weighted by its entry of w",
+            lambda Q, K, W_q, W_k, w: torch.tanh(_hidden(Q, K, W_q, W_k)).sum(-1),
+        ),
+        Misconception(
             "tanh_separately",
             "you applied tanh to the query and key terms separately and then added them; add first, then tanh",
             lambda Q, K, W_q, W_k, w: (torch.tanh(Q @ W_q.T).unsqueeze(-2) + torch.tanh(K @ W_k.T).unsqueeze(-3)) @ w,
@@ -484,9 +491,17 @@ register(Task(
         Misconception("worked_example_step", "those are the scores of the worked example's step t = 3; "
                       "this task has its own query s = [-1, 2, 0.5, 1]",
                       lambda: [1.0, 1.5, 0.5, 3.0]),
+        Misconception("worked_example_step", "those are the scores of the worked example's step t = 1; "
+                      "this task has its own query s = [-1, 2, 0.5, 1]",
+                      _listed(lambda: _hand_H() @ torch.tensor([2, 0, 0.5, 0], dtype=torch.float64))),
+        Misconception("worked_example_step", "those are the scores of the worked example's step t = 2; "
+                      "this task has its own query s = [-1, 2, 0.5, 1]",
+                      _listed(lambda: _hand_H() @ torch.tensor([0, 1.5, 0, 0.5], dtype=torch.float64))),
     ],
     atol=1e-3,
     rtol=0.0,
     check_grad=False,
     hint="e_i = s · h_i: multiply component by component and add, once for each of the 4 rows of H.",
+    forbidden=BOOK_SCORES,
+    shortcut_example=functools.partial(_book.dot_scores, _hand_q(), _hand_H()),
 ))

@@ -13,6 +13,7 @@ float32 is named.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -188,6 +189,12 @@ register(Task(
                 *values.shape[:-2], weights.shape[-2], values.shape[-1]),
         ),
         Misconception(
+            "divided_by_T_k",
+            "you divided the weighted sum by the number of keys: the weights already sum to 1, so "
+            "Σ_i α_i v_i is the average, with nothing left to divide",
+            lambda weights, values: (weights @ values) / values.shape[-2],
+        ),
+        Misconception(
             "renormalised_empty_row",
             "you divided by the sum of the weights: for a query with no key that sum is 0, and 0/0 is NaN. "
             "The weights already sum to 1 (or are all 0): use them as they are",
@@ -263,6 +270,18 @@ register(Task(
             "you returned (alpha, a): the book returns PyTorch's order, (output, weights): the attention "
             "value a first, then the weights alpha",
             lambda Q, K, V: tuple(reversed(_dpa_ref(Q, K, V))),
+        ),
+        Misconception(
+            "value_from_scores",
+            "you mixed the values with the raw scores Q Kᵀ: the attention value mixes them with the weights "
+            "(the softmax of the scores)",
+            lambda Q, K, V: (_scores(Q, K) @ V, softmax(_scores(Q, K))),
+        ),
+        Misconception(
+            "scaled",
+            "your attention value is scaled by 1/√d_k (F.scaled_dot_product_attention's default scale) "
+            "while your weights are not: this task is Luong's unscaled attention everywhere",
+            lambda Q, K, V: (softmax(_scores(Q, K) / math.sqrt(Q.shape[-1])) @ V, softmax(_scores(Q, K))),
         ),
         Misconception(
             "wrong_axis",
@@ -521,6 +540,13 @@ register(Task(
         Misconception("static_query", STATIC.format(which="the mean of the decoder states"),
                       _static(lambda S: S.mean(1))),
         Misconception(
+            "previous_state_query",
+            "step t used the previous state s_{t-1} as its query (Bahdanau's order): in this book's (Luong's) "
+            "attention, step t queries with its own state s_t, row t of S",
+            lambda S, H, lengths: _decoder_ref(torch.cat([torch.zeros_like(S[:, :1]), S[:, :-1]], dim=1), H,
+                                               lengths),
+        ),
+        Misconception(
             "reshape_not_transpose",
             "you turned H (B, N, d) into (B, d, N) with reshape/view: that only regroups the numbers in "
             "memory order and mixes positions with components; the axes must be swapped (transposed)",
@@ -704,6 +730,11 @@ register(Task(
                       "by α_i", lambda: _as_list(wx.encoder_states().mean(0))),
         Misconception("unweighted_sum", "that is the sum of h_1..h_4 without weights: multiply each h_i by "
                       "its weight first", lambda: _as_list(wx.encoder_states().sum(0))),
+        Misconception("hard_attention", "that is the single state with the largest weight: attention mixes "
+                      "all the states, each times its weight", lambda: _as_list(wx.encoder_states()[1])),
+        Misconception("weighted_by_scores", "you weighted the states with other numbers than the given weights "
+                      "(scores?): use α = [0.1, 0.6, 0.3, 0]",
+                      lambda: _as_list(torch.tensor([1.0, 3.0, -1.0, 2.0], dtype=DTYPE) @ wx.encoder_states())),
         Misconception("worked_example_a3", "that is the worked example's a_3; this task has its own weights "
                       "[0.1, 0.6, 0.3, 0]", lambda: _as_list(softmax(wx.encoder_states() @ wx.decoder_states()[2])
                                                              @ wx.encoder_states())),
@@ -712,4 +743,6 @@ register(Task(
     rtol=0.0,
     check_grad=False,
     hint="a = 0.1·h_1 + 0.6·h_2 + 0.3·h_3 + 0·h_4, component by component.",
+    forbidden=BOOK_VALUE,
+    shortcut_example=functools.partial(_book.attention_value, _hand_w(), wx.encoder_states()),
 ))

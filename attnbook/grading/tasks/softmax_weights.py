@@ -8,6 +8,8 @@ including rows whose keys are all masked (their weights must be zeros, not NaN).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -393,9 +395,9 @@ NO_MASK = Misconception(
 NAN_ROWS = Misconception(
     "nan_fully_masked",
     "a query whose keys are all masked came out NaN (softmax of a row of -inf is 0/0); its weights "
-    "must be all zeros. After the softmax, replace those rows by 0 (e.g. torch.nan_to_num, or "
-    "torch.where(mask.any(-1, keepdim=True), weights, 0))",
+    "must be all zeros, as chapter 5 shows: after the softmax, set the rows that have no key to 0",
     _nan_rows,
+    hint="torch.where(mask.any(-1, keepdim=True), weights, 0.0), or torch.nan_to_num(weights).",
 )
 LARGE_NEGATIVE = Misconception(
     "large_negative_fill",
@@ -598,6 +600,10 @@ def _temperature_cases():
         Case("T_q=2, T_k=4, tau=0.02, close top scores",
              (torch.tensor([[1.0, 0.99, -0.5, 0.2], [0.3, 0.31, 0.305, -2.0]], dtype=DTYPE), 0.02),
              dims={"T_q": 2, "T_k": 4}, note="a small temperature, but the top scores differ by only 0.01"),
+        Case("T_q=2, T_k=5, tau=0.001, near ties",
+             (torch.tensor([[0.3, 0.3005, 0.2995, 0.3002, -1.0], [2.0, 2.001, 1.999, 2.0005, 1.0]], dtype=DTYPE),
+              0.001),
+             dims={"T_q": 2, "T_k": 5}, note="a tiny temperature and four nearly tied top scores"),
         Case("T_q=2, T_k=3, tau=3.0", (torch.tensor([[2.0, 2.0, -1.0], [-800.0, -801.0, -799.5]], dtype=DTYPE), 3.0),
              dims={"T_q": 2, "T_k": 3}, note="tied and all-negative scores"),
     ]
@@ -618,6 +624,21 @@ def _hard_at_small_tau(case, outputs):
 
 
 _hard_at_small_tau.key = "hard_argmax"
+
+
+def _uniform_at_large_tau(case, outputs):
+    """Exactly uniform weights where the softmax at this temperature is close to, but not, uniform."""
+    got, (scores, tau) = outputs[0], case.args
+    if not isinstance(got, torch.Tensor) or got.shape != scores.shape or not torch.isfinite(got).all():
+        return None
+    uniform = torch.full_like(got, 1.0 / got.shape[-1])
+    if torch.allclose(got, uniform, atol=1e-12) and not torch.allclose(_stable(scores / tau), uniform, atol=1e-9):
+        return (f"your weights are exactly uniform at tau = {tau:g}: a large temperature brings the weights "
+                "close to 1/T_k, but the order of the scores still shows in them")
+    return None
+
+
+_uniform_at_large_tau.key = "uniform_at_large_tau"
 
 register(Task(
     id="05.softmax_with_temperature",
@@ -651,6 +672,13 @@ register(Task(
         ),
         Misconception(WRONG_AXIS.key, WRONG_AXIS.message, lambda scores, tau: _stable(scores / tau, dim=-2)),
         Misconception(
+            "power_underflow",
+            "you raised the weights to the power 1/tau and normalised again: right in exact arithmetic, but "
+            "for a small tau the powers underflow to 0 and the row becomes 0/0. Divide the scores by tau "
+            "before the softmax instead",
+            lambda scores, tau: (lambda w: w / w.sum(-1, keepdim=True))(_stable(scores) ** (1.0 / tau)),
+        ),
+        Misconception(
             "tau_squared",
             "you divided the scores by tau twice (by tau²): the temperature divides them once, softmax(e / tau)",
             lambda scores, tau: _stable(scores / tau**2),
@@ -672,7 +700,7 @@ register(Task(
             lambda scores, tau: _naive(scores / tau),
         ),
     ],
-    properties=[_negative, _not_normalised, _hard_at_small_tau],
+    properties=[_negative, _not_normalised, _hard_at_small_tau, _uniform_at_large_tau],
     hint="softmax(e / tau) over the last axis: tau > 1 flattens the weights, tau < 1 sharpens them.",
     forbidden=BOOK_SOFTMAX,
     shortcut_example=_book.softmax,
@@ -720,10 +748,23 @@ register(Task(
                       "by Σ_j exp(e_j)", lambda: _as_list((_hand_e() * _hand_keep()) / (_hand_e() * _hand_keep()).sum())),
         Misconception("scaled", "you divided the scores by √d = 2 first: here the weights are the softmax "
                       "of the scores as given", lambda: _as_list(_masked(_hand_e() / 2, _hand_keep()))),
+        Misconception("no_normalisation", "those are the exponentials exp(e_i); the weights divide each by "
+                      "their sum over the kept keys", lambda: _as_list(torch.exp(_hand_e()) * _hand_keep())),
+        Misconception("no_normalisation", "those are the exponentials exp(e_i); the weights divide each by "
+                      "their sum over the kept keys (and the padded key gets 0)",
+                      lambda: _as_list(torch.exp(_hand_e()))),
+        Misconception("reversed", "your weights are in reverse order: list them key by key, from the first "
+                      "key to the last (the padded one)",
+                      lambda: _as_list(_masked(_hand_e(), _hand_keep()).flip(0))),
+        Misconception("padded_key_left_out", "you left the padded key out: the task asks for four weights, "
+                      "one per key, the padded key's included",
+                      lambda: _as_list(_masked(_hand_e(), _hand_keep())[:3])),
     ],
     atol=1e-3,
     rtol=0.0,
     check_grad=False,
     hint="Drop the padded key (weight 0), then α_i = exp(e_i) / Σ_j exp(e_j) over the three others; they "
          "sum to 1.",
+    forbidden=BOOK_SOFTMAX,
+    shortcut_example=functools.partial(_book.softmax, _hand_e(), -1, _hand_keep()),
 ))
