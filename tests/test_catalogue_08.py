@@ -9,7 +9,6 @@ import dataclasses
 import math
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -138,6 +137,67 @@ def sdpa_loops_forever(Q, K, V, mask=None):
         pass
 
 
+def sdpa_mask_after_renormalised(Q, K, V, mask=None):
+    weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), dim=-1)
+    if mask is not None:
+        weights = weights * mask
+        weights = weights / weights.sum(-1, keepdim=True)
+    return weights @ V, weights
+
+
+def sdpa_sqrt_T_k(Q, K, V, mask=None):
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(K.size(1)), mask), -1)
+    return weights @ V, weights
+
+
+def sdpa_power_precedence(Q, K, V, mask=None):
+    scale = Q.shape[-1] ** 1 / 2  # meant: the square root
+    weights = torch.softmax(_masked(Q @ K.mT / scale, mask), -1)
+    return weights @ V, weights
+
+
+def sdpa_softmax_dim0(Q, K, V, mask=None):
+    weights = F.softmax(_masked(torch.bmm(Q, K.transpose(1, 2)) / math.sqrt(Q.shape[2]), mask), dim=0)
+    return torch.bmm(weights, V), weights
+
+
+def sdpa_mask_added(Q, K, V, mask=None):
+    scores = Q @ K.mT / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores + mask.to(scores.dtype)
+    weights = scores.softmax(-1)
+    return weights @ V, weights
+
+
+def sdpa_book_function(Q, K, V, mask=None):
+    from attnbook.attention import scaled_dot_product_attention
+
+    return scaled_dot_product_attention(Q, K, V, mask)
+
+
+def sdpa_finfo_min(Q, K, V, mask=None):
+    s = torch.einsum("bqd,bkd->bqk", Q, K) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
+    w = s.softmax(-1)
+    return torch.einsum("bqk,bkv->bqv", w, V), w
+
+
+def sdpa_loops(Q, K, V, mask=None):
+    B, T_q, T_k = Q.shape[0], Q.shape[1], K.shape[1]
+    full = torch.ones(B, T_q, T_k, dtype=torch.bool) if mask is None else mask.expand(B, T_q, T_k)
+    outs, ws = [], []
+    for b in range(B):
+        for t in range(T_q):
+            keep = full[b, t]
+            e = (K[b][keep] @ Q[b, t]) / math.sqrt(Q.shape[-1])
+            a = torch.softmax(e, dim=0)
+            w = torch.zeros(T_k, dtype=Q.dtype).masked_scatter(keep, a)
+            ws.append(w)
+            outs.append(w @ V[b])
+    return torch.stack(outs).view(B, T_q, -1), torch.stack(ws).view(B, T_q, T_k)
+
+
 WRONG = {
     "08.sdpa": [
         ("softmax over dim 1", sdpa_softmax_dim1, "softmax_over_queries", "over the keys"),
@@ -152,49 +212,137 @@ WRONG = {
         ("plain average", sdpa_average, "ignores_scores", "average"),
         ("exp without the max", sdpa_naive_exp, "not_finite", "subtract the maximum"),
         ("output only", sdpa_output_only, "wrong_type", "2 values"),
-        ("outputs swapped", sdpa_swapped_outputs, "wrong_shape", "should have shape"),
+        ("outputs swapped", sdpa_swapped_outputs, "swapped_outputs", "(output, weights)"),
         ("divides Q in place", sdpa_in_place, "mutates_input", "`Q`"),
         ("NumPy", sdpa_numpy, "wrong_type", "NumPy"),
         ("float32", sdpa_float32, "wrong_dtype", "float32"),
         ("detached weights", sdpa_detached, "breaks_autograd", "autograd"),
         ("no return", sdpa_forgot_return, "returned_none", "return"),
-        ("Q @ K without the transpose", lambda Q, K, V, mask=None: (torch.softmax(Q @ K, -1) @ V, torch.softmax(Q @ K, -1)),
-         "raised", "RuntimeError"),
+        (
+            "mask after the softmax, renormalised",
+            sdpa_mask_after_renormalised,
+            "mask_after_softmax_renormalised",
+            "underflow",
+        ),
+        ("√T_k", sdpa_sqrt_T_k, "scaled_by_sqrt_T_k", "number of keys"),
+        ("d_k ** 1 / 2", sdpa_power_precedence, "scaled_by_half_d_k", "d_k / 2"),
+        ("softmax over the batch", sdpa_softmax_dim0, "softmax_over_batch", "batch axis"),
+        ("mask added to the scores", sdpa_mask_added, "bool_mask_added", "True counts as 1"),
+        ("the book's function", sdpa_book_function, "forbidden_call", "0 points"),
+        (
+            "Q @ K without the transpose",
+            lambda Q, K, V, mask=None: (torch.softmax(Q @ K, -1) @ V, torch.softmax(Q @ K, -1)),
+            "raised",
+            "RuntimeError",
+        ),
     ],
     "08.causal_mask": [
         ("triu", lambda T: torch.triu(torch.ones(T, T)).bool(), "upper_triangle", "LOWER"),
-        ("tril(-1)", lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1), "strict_triangle",
-         "itself"),
+        (
+            "tril(-1)",
+            lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1),
+            "strict_triangle",
+            "itself",
+        ),
         ("j > i", lambda T: torch.arange(T)[None, :] > torch.arange(T)[:, None], "inverted", "inverted"),
         ("no mask at all", lambda T: torch.ones(T, T) > 0, "all_true", "every key"),
         ("float mask", lambda T: torch.tril(torch.ones(T, T)), "wrong_dtype", "torch.bool"),
-        ("additive float mask", lambda T: torch.triu(torch.full((T, T), float("-inf")), 1), "wrong_dtype", "torch.bool"),
-        ("batch axis added", lambda T: torch.tril(torch.ones(1, T, T, dtype=torch.bool)), "wrong_shape", "(T="),
-        ("nested lists", lambda T: [[j <= i for j in range(T)] for i in range(T)], "wrong_type", "torch.Tensor"),
+        (
+            "additive float mask",
+            lambda T: torch.triu(torch.full((T, T), float("-inf")), 1),
+            "wrong_dtype",
+            "torch.bool",
+        ),
+        (
+            "batch axis added",
+            lambda T: torch.tril(torch.ones(1, T, T, dtype=torch.bool)),
+            "wrong_shape",
+            "(T=",
+        ),
+        (
+            "nested lists",
+            lambda T: [[j <= i for j in range(T)] for i in range(T)],
+            "wrong_type",
+            "torch.Tensor",
+        ),
+        (
+            "the book's causal_mask",
+            lambda T: __import__("attnbook.attention").attention.causal_mask(T),
+            "forbidden_call",
+            "0 points",
+        ),
     ],
     "08.padding_mask": [
-        ("padding marked True", lambda lengths, T_k: (torch.arange(T_k) >= lengths[:, None])[:, None, :], "inverted",
-         "True at the padding"),
-        ("<= length", lambda lengths, T_k: (torch.arange(T_k)[None] <= lengths.unsqueeze(1)).unsqueeze(1),
-         "off_by_one", "<="),
-        ("mask on the query axis", lambda lengths, T_k: (torch.arange(T_k)[None] < lengths[:, None])[:, :, None],
-         "query_axis", "(B, 1, T_k)"),
-        ("no query axis", lambda lengths, T_k: torch.arange(T_k)[None] < lengths[:, None], "wrong_shape", "(B=3, 1, T_k=6)"),
-        ("0/1 integers", lambda lengths, T_k: (torch.arange(T_k)[None] < lengths[:, None]).long()[:, None],
-         "wrong_dtype", "torch.bool"),
-        ("writes into lengths", lambda lengths, T_k: (torch.arange(T_k)[None] < lengths.clamp_(max=T_k)[:, None])[:, None] & (lengths.sub_(lengths) == 0)[:, None, None],
-         "mutates_input", "`lengths`"),
+        (
+            "padding marked True",
+            lambda lengths, T_k: (torch.arange(T_k) >= lengths[:, None])[:, None, :],
+            "inverted",
+            "True at the padding",
+        ),
+        (
+            "<= length",
+            lambda lengths, T_k: (torch.arange(T_k)[None] <= lengths.unsqueeze(1)).unsqueeze(1),
+            "off_by_one",
+            "<=",
+        ),
+        (
+            "mask on the query axis",
+            lambda lengths, T_k: (torch.arange(T_k)[None] < lengths[:, None])[:, :, None],
+            "query_axis",
+            "(B, 1, T_k)",
+        ),
+        (
+            "no query axis",
+            lambda lengths, T_k: torch.arange(T_k)[None] < lengths[:, None],
+            "wrong_shape",
+            "(B=3, 1, T_k=6)",
+        ),
+        (
+            "0/1 integers",
+            lambda lengths, T_k: (torch.arange(T_k)[None] < lengths[:, None]).long()[:, None],
+            "wrong_dtype",
+            "torch.bool",
+        ),
+        (
+            "writes into lengths",
+            lambda lengths, T_k: (
+                (torch.arange(T_k)[None] < lengths.clamp_(max=T_k)[:, None])[:, None]
+                & (lengths.sub_(lengths) == 0)[:, None, None]
+            ),
+            "mutates_input",
+            "`lengths`",
+        ),
+        (
+            "the book's padding_mask",
+            lambda lengths, T_k: __import__("attnbook.attention").attention.padding_mask(lengths, T_k),
+            "forbidden_call",
+            "0 points",
+        ),
     ],
 }
 
 
 CORRECT = {
-    "08.sdpa": lambda Q, K, V, mask=None: (
-        F.scaled_dot_product_attention(Q, K, V, attn_mask=mask),
-        torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]) + (0 if mask is None else torch.zeros_like(mask, dtype=Q.dtype).masked_fill(~mask, float("-inf"))), -1),
-    ),
+    "08.sdpa": [
+        sdpa_finfo_min,
+        sdpa_loops,
+        lambda Q, K, V, mask=None: (
+            F.scaled_dot_product_attention(Q, K, V, attn_mask=mask),
+            torch.softmax(
+                Q @ K.mT / math.sqrt(Q.shape[-1])
+                + (
+                    0
+                    if mask is None
+                    else torch.zeros_like(mask, dtype=Q.dtype).masked_fill(~mask, float("-inf"))
+                ),
+                -1,
+            ),
+        ),
+    ],
     "08.causal_mask": lambda T: torch.arange(T)[:, None] >= torch.arange(T)[None, :],
-    "08.padding_mask": lambda lengths, T_k: (torch.arange(T_k).expand(len(lengths), T_k) < lengths[:, None]).unsqueeze(-2),
+    "08.padding_mask": lambda lengths, T_k: (
+        torch.arange(T_k).expand(len(lengths), T_k) < lengths[:, None]
+    ).unsqueeze(-2),
 }
 
 
@@ -212,8 +360,23 @@ def _soft(x, mask=None):
 
 
 WRONG["08.sdpa"] += [
-    ("damped weights", lambda Q, K, V, mask=None: (lambda w: (w @ V, w))(0.9 * _soft(Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]), mask)),
-     "weights_not_normalised", "do not sum to 1"),
-    ("last key never masked", lambda Q, K, V, mask=None: (lambda w: (w @ V, w))(_soft(Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]), None if mask is None else mask | (torch.arange(K.shape[-2]) == K.shape[-2] - 1))),
-     "masked_weight_not_zero", "not 0"),
+    (
+        "damped weights",
+        lambda Q, K, V, mask=None: (lambda w: (w @ V, w))(
+            0.9 * _soft(Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]), mask)
+        ),
+        "weights_not_normalised",
+        "do not sum to 1",
+    ),
+    (
+        "last key never masked",
+        lambda Q, K, V, mask=None: (lambda w: (w @ V, w))(
+            _soft(
+                Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]),
+                None if mask is None else mask | (torch.arange(K.shape[-2]) == K.shape[-2] - 1),
+            )
+        ),
+        "masked_weight_not_zero",
+        "not 0",
+    ),
 ]
