@@ -217,7 +217,6 @@ ATTACKS = {
     "hang_cell": (SOLUTION, _hang_cell),
     "hang_function_and_memory": (SOLUTION, _hang_function_and_memory),
     "forge_wire": (EXERCISE, _forge_wire),
-    "solution": (SOLUTION, lambda nb: None),
 }
 
 
@@ -303,8 +302,10 @@ def test_no_process_outlives_grading(graded):
 
 
 def test_a_cell_that_ignores_signals_is_stopped_and_the_rest_is_graded(graded):
+    # the solution with a hanging cell: still full points (the plain solution: test_grade_cli.py)
     report = graded["reports"]["hang_cell"]
     assert (report["points"], report["max_points"]) == (8, 8), cli.format_report(report)
+    assert report["isolation"] == "bwrap"
     assert report["timing"]["restarts"] == 1
     # the hanging cell cost its limit and one fresh kernel, not more
     assert report["timing"]["learner_cells"] < 3 * CELL_TIMEOUT
@@ -321,9 +322,3 @@ def test_a_function_that_cancels_its_alarm_or_eats_memory_fails_only_its_task(gr
 def test_forged_wire_messages_earn_nothing(graded):
     report = graded["reports"]["forge_wire"]
     assert (report["points"], report["max_points"]) == (0, 8), cli.format_report(report)
-
-
-def test_the_solution_gets_full_points_through_the_trusted_path(graded):
-    report = graded["reports"]["solution"]
-    assert (report["points"], report["max_points"]) == (8, 8), cli.format_report(report)
-    assert report["isolation"] == "bwrap"

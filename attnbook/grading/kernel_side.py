@@ -121,6 +121,22 @@ def _stub_for(peer):
 # --------------------------------------------------------------------------------------------------
 
 
+def _cpu_budget(seconds) -> None:
+    """A soft CPU-time limit for the next request (a cell, a call); the hard one, set before any
+    learner code ran, stays. Beyond it the kernel gets SIGXCPU; the grader's wall clock is the limit
+    that counts."""
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+        try:
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+            want = int(used.ru_utime + used.ru_stime + seconds) + 1
+            if hard != resource.RLIM_INFINITY:
+                want = min(want, hard)
+            resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
+        except (ValueError, OSError):
+            pass
+
+
 class _Namespace:
     """A stand-in for IPython's shell when the kernel serves functions given directly (tests)."""
 
@@ -149,17 +165,7 @@ class Kernel:
         return {"run": self.run, "resolve": self.resolve, "call": self.call, "backward": self.backward}
 
     def run(self, peer, message, blob):
-        cpu = message.get("cpu")
-        if isinstance(cpu, (int, float)) and cpu > 0:  # a soft limit per cell; the hard one stays
-            try:
-                used = resource.getrusage(resource.RUSAGE_SELF)
-                soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-                want = int(used.ru_utime + used.ru_stime + cpu) + 1
-                if hard != resource.RLIM_INFINITY:
-                    want = min(want, hard)
-                resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
-            except (ValueError, OSError):
-                pass
+        _cpu_budget(message.get("cpu"))
         start = time.perf_counter()
         result = self.shell.run_cell(str(message.get("code", "")), store_history=True)
         error = result.error_before_exec or result.error_in_exec
@@ -195,6 +201,7 @@ class Kernel:
             raise wire.WireError("malformed arguments")
         inputs = [t for t in decoder.tensors if t.requires_grad]
         grad = bool(message.get("grad", True))
+        _cpu_budget(message.get("cpu"))
         guard = _guard([str(n) for n in message.get("forbid") or []], list(_STUBS.values()))
         value, error = None, None
         try:

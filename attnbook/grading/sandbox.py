@@ -5,7 +5,8 @@ Backends, best first (``ATTNBOOK_SANDBOX=bwrap|unshare|none`` forces one):
 * ``bwrap`` (bubblewrap, the Debian package ``bubblewrap``): new user, PID, network, IPC, UTS and mount
   namespaces; no network at all (not even the grader's loopback); a read-only view of only what Python
   needs (the interpreter, the virtual environment, the ``attnbook`` package with ``grading/tasks``
-  hidden); a private, size-capped writable working folder and ``/tmp``; no capabilities; killed with the
+  hidden); a private working folder and ``/tmp``, both in memory and size-capped (nothing is written
+  to the grader's disk); no capabilities; killed with the
   grader (``--die-with-parent``) and, being the PID namespace's init, taking every process of the
   submission with it.
 * ``unshare`` (util-linux): new user, PID and network namespaces, killed with its child; the file system
@@ -48,7 +49,8 @@ class Limits:
     memory_mb: int = 3072
     cpu_s: int = 900
     file_mb: int = 64
-    tmp_mb: int = 256
+    tmp_mb: int = 128
+    work_mb: int = 128
     start_timeout: float = 120.0
 
 
@@ -86,7 +88,7 @@ def _python_paths() -> list[str]:
     return sorted(p for p in paths if p not in system and not p.startswith("/usr/"))
 
 
-def _bwrap_command(limits: Limits, workdir: str) -> list[str]:
+def _bwrap_command(limits: Limits) -> list[str]:
     bwrap = shutil.which("bwrap")
     cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--cap-drop", "ALL",
            "--die-with-parent", "--new-session", "--disable-userns", "--clearenv"]
@@ -106,7 +108,7 @@ def _bwrap_command(limits: Limits, workdir: str) -> list[str]:
         cmd += ["--tmpfs", str(TASKS_DIR), "--remount-ro", str(TASKS_DIR)]
     cmd += ["--dev", "/dev", "--proc", "/proc",
             "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp",
-            "--bind", workdir, WORKDIR, "--remount-ro", "/", "--chdir", WORKDIR]
+            "--size", str(limits.work_mb * 2**20), "--tmpfs", WORKDIR, "--remount-ro", "/", "--chdir", WORKDIR]
     env = {"HOME": WORKDIR, "PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "IPYTHONDIR": "/tmp/ipython",
            "MPLCONFIGDIR": "/tmp/mpl", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
@@ -126,17 +128,16 @@ def backend() -> str:
     forced = os.environ.get("ATTNBOOK_SANDBOX")
     if forced in ("bwrap", "unshare", "none"):
         return forced
-    with tempfile.TemporaryDirectory(prefix="attnbook-probe-") as tmp:
-        if shutil.which("bwrap"):
-            probe = _bwrap_command(Limits(), tmp) + [sys.executable, "-c", "import attnbook"]
-            if subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
-                return "bwrap"
-        if shutil.which("unshare"):
-            probe = _unshare_command() + ["true"]
-            if subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
-                return "unshare"
+    if shutil.which("bwrap"):
+        probe = _bwrap_command(Limits()) + [sys.executable, "-c", "import attnbook"]
+        if subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
+            return "bwrap"
+    if shutil.which("unshare"):
+        probe = _unshare_command() + ["true"]
+        if subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
+            return "unshare"
     return "none"
 
 
@@ -173,7 +174,7 @@ class Sandbox:
                                       read_fd=to_kernel_r, write_fd=from_kernel_w)
         python = [sys.executable, "-c", bootstrap]
         if self.kind == "bwrap":
-            cmd = _bwrap_command(limits, self.workdir) + python
+            cmd = _bwrap_command(limits) + python
         elif self.kind == "unshare":
             cmd = _unshare_command() + python
         else:
