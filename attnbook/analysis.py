@@ -92,8 +92,11 @@ def alignment_error_rate(alpha: Tensor, align: Tensor, steps: Tensor) -> Tensor:
     """Alignment error rate of the hard links "step t → its most attended source position".
 
     With ``A`` the set of predicted links (one per real target step) and ``S`` the true links,
-    ``AER = 1 - 2 |A ∩ S| / (|A| + |S|)``: 0 when the links are exactly the true ones, 1 when none is.
-    Shapes as in :func:`aligned_mass`; returns a 0-dim tensor.
+    ``AER = 1 - 2 |A ∩ S| / (|A| + |S|)``: 0 only when the predicted links are exactly the true ones, 1
+    when none is right. A target word aligned to two source words has two true links but only one
+    predicted link, so such words keep the AER above 0 even when every predicted link is right: see
+    ``"aer_best"`` in :func:`attention_agreement`. Shapes as in :func:`aligned_mass`; returns a 0-dim
+    tensor.
     """
     real = real_steps_mask(steps, alpha.shape[1])  # (B, T)
     hits = align.gather(-1, alpha.argmax(-1, keepdim=True)).squeeze(-1)  # (B, T): 1 if the argmax is aligned
@@ -132,14 +135,17 @@ def teacher_forced_attention(model: AttnSeq2Seq, pairs: Sequence[Pair], batch_si
         yield batch, alpha
 
 
-def attention_agreement(model: AttnSeq2Seq, pairs: Sequence[Pair], shift: int = 0,
+def attention_agreement(model, pairs: Sequence[Pair], shift: int = 0,
                         batch_size: int = 256) -> dict:
     """Agreement of the model's attention with the true alignment (or with it shifted by ``shift``).
 
     Under teacher forcing, over every target word of every pair (the ``<eos>`` step left out, as in
     :func:`attnbook.models.alignment_agreement`). Returns ``{"mass": mean weight on the aligned words,
-    "aer": alignment error rate of the argmax links, "uniform_mass": what uniform attention over the real
-    source positions would score}``.
+    "aer": alignment error rate of the argmax links, "aer_best": the lowest AER that one link per step
+    can reach (every predicted link right; above 0 when some word is aligned to two source words),
+    "link_precision": the share of steps whose most attended position is truly aligned (1 when every
+    link is right), "uniform_mass": what uniform attention over the real source positions would score}``.
+    Works for every model that returns its weights (Luong and Bahdanau).
     """
     mass = aer_hits = n_steps = n_true = uniform = 0.0
     for batch, alpha in teacher_forced_attention(model, pairs, batch_size):
@@ -153,7 +159,9 @@ def attention_agreement(model: AttnSeq2Seq, pairs: Sequence[Pair], shift: int = 
         n_true += float(align[real].sum())
         uniform += float((align.sum(-1) / batch.src_len[:, None])[real].sum())
         n_steps += n
-    return {"mass": mass / n_steps, "aer": 1 - 2 * aer_hits / (n_steps + n_true), "uniform_mass": uniform / n_steps}
+    return {"mass": mass / n_steps, "aer": 1 - 2 * aer_hits / (n_steps + n_true),
+            "aer_best": 1 - 2 * n_steps / (n_steps + n_true), "link_precision": aer_hits / n_steps,
+            "uniform_mass": uniform / n_steps}
 
 
 def train_guided(model: AttnSeq2Seq, pairs: Sequence[Pair], target: Callable[[Batch], Tensor] | None = None,
@@ -205,8 +213,8 @@ def teacher_forced_accuracy(model: AttnSeq2Seq, pairs: Sequence[Pair], uniform_a
     source positions (everything else unchanged): if the accuracy falls, the outputs depend on where the
     model attends. Only for models without input feeding.
     """
-    if model.input_feeding:
-        raise ValueError("teacher_forced_accuracy supports models without input feeding only")
+    if not isinstance(model, AttnSeq2Seq) or model.input_feeding:
+        raise ValueError("teacher_forced_accuracy supports Luong models (AttnSeq2Seq) without input feeding only")
     model.eval()
     correct = total = 0
     for k in range(0, len(pairs), batch_size):

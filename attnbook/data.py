@@ -502,37 +502,48 @@ class Batch:
 
 
 def make_batch(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab) -> Batch:
-    """Encode and pad ``pairs`` into a :class:`Batch`."""
+    """Encode and pad ``pairs`` into a :class:`Batch`.
+
+    The padded rows are built as Python lists and turned into tensors once (one tensor operation per
+    batch, not one per word): batching then costs little next to training.
+    """
     pairs = list(pairs)
     B = len(pairs)
     N = max(len(p.src) for p in pairs) + 1
     T = max(len(p.tgt) for p in pairs) + 1
-    src = torch.full((B, N), PAD, dtype=torch.long)
-    tgt_in = torch.full((B, T), PAD, dtype=torch.long)
-    tgt_out = torch.full((B, T), PAD, dtype=torch.long)
-    align = torch.zeros(B, T, N)
+    src_rows, in_rows, out_rows = [], [], []
+    links_b, links_t, links_i = [], [], []  # the (b, t, i) of every alignment link
     for b, p in enumerate(pairs):
-        s = src_vocab.encode(p.src)
+        s = src_vocab.encode(p.src)  # words + <eos>
         t = tgt_vocab.encode(p.tgt, add_eos=False)
-        src[b, :len(s)] = torch.tensor(s)
-        tgt_in[b, :len(t) + 1] = torch.tensor([SOS] + t)
-        tgt_out[b, :len(t) + 1] = torch.tensor(t + [EOS])
+        src_rows.append(s + [PAD] * (N - len(s)))
+        in_rows.append([SOS] + t + [PAD] * (T - len(t) - 1))
+        out_rows.append(t + [EOS] + [PAD] * (T - len(t) - 1))
         for j, positions in enumerate(p.align):
-            align[b, j, list(positions)] = 1.0
-        align[b, len(t), len(s) - 1] = 1.0
+            links_b += [b] * len(positions)
+            links_t += [j] * len(positions)
+            links_i += positions
+        links_b.append(b)  # the <eos> step aligns to the source <eos>
+        links_t.append(len(t))
+        links_i.append(len(s) - 1)
+    align = torch.zeros(B, T, N)
+    align[links_b, links_t, links_i] = 1.0
     src_len = torch.tensor([len(p.src) + 1 for p in pairs])
     tgt_len = torch.tensor([len(p.tgt) + 1 for p in pairs])
-    return Batch(src, src_len, tgt_in, tgt_out, tgt_len, align, pairs)
+    return Batch(torch.tensor(src_rows, dtype=torch.long), src_len, torch.tensor(in_rows, dtype=torch.long),
+                 torch.tensor(out_rows, dtype=torch.long), tgt_len, align, pairs)
 
 
 def iterate_batches(pairs: Sequence[Pair], batch_size: int, shuffle: bool = False, seed: int = 0, *,
-                    src_vocab: Vocab, tgt_vocab: Vocab, sort_window: int = 20) -> Iterator[Batch]:
+                    src_vocab: Vocab, tgt_vocab: Vocab, sort_window: int | None = 20) -> Iterator[Batch]:
     """Yield :class:`Batch` es covering ``pairs`` once.
 
     Without ``shuffle`` the batches follow the order of ``pairs``. With ``shuffle`` (deterministic given
     ``seed``) the pairs are shuffled, then each window of ``sort_window`` batches is sorted by source
     length before being cut, so that a batch holds sentences of similar length (less padding, faster
-    training); the order of the batches is then shuffled too.
+    training); the order of the batches is then shuffled too. ``sort_window=None`` sorts the whole set
+    at once (bucketing by length: the least padding; sentences of equal length still meet in a new
+    order at every seed, since the sort keeps the shuffled order among them).
     """
     pairs = list(pairs)
     if not shuffle:
@@ -542,8 +553,8 @@ def iterate_batches(pairs: Sequence[Pair], batch_size: int, shuffle: bool = Fals
     rng = random.Random(seed)
     rng.shuffle(pairs)
     chunks = []
-    window = batch_size * max(1, sort_window)
-    for w in range(0, len(pairs), window):
+    window = len(pairs) if sort_window is None else batch_size * max(1, sort_window)
+    for w in range(0, len(pairs), max(1, window)):
         part = sorted(pairs[w:w + window], key=lambda p: len(p.src))
         chunks += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
     rng.shuffle(chunks)

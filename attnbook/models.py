@@ -22,6 +22,7 @@ rebuilds the book's reference models deterministically in seconds.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -37,7 +38,10 @@ __all__ = [
     "Encoder",
     "Seq2Seq",
     "AttnSeq2Seq",
+    "BahdanauSeq2Seq",
+    "count_parameters",
     "train",
+    "validation_loss",
     "evaluate_by_length",
     "BucketScore",
     "alignment_agreement",
@@ -142,7 +146,11 @@ class _Base(nn.Module):
         """Y (B, t, emb) embedded previous words -> the decoder RNN's input (B, t, emb + extra)."""
         return Y
 
-    def _decode(self, Y, state, H, mask, context, s_tilde_prev=None):
+    def _prepare(self, H):
+        """What a model computes once per source batch before decoding (Bahdanau: the keys W_k h_i)."""
+        return None
+
+    def _decode(self, Y, state, H, mask, context, s_tilde_prev=None, prepared=None):
         """Run the decoder over the embedded inputs Y (B, t, emb) from ``state`` (1, B, d).
 
         Returns logits (B, t, V), alpha (B, t, N) or None, and the new (state, s̃ of the last step).
@@ -164,7 +172,8 @@ class _Base(nn.Module):
     def _run(self, batch, embedded=None):
         H, context = self.encoder(batch.src, batch.src_len, embedded)  # (B, N, d), (B, d)
         mask = source_mask(batch.src_len, batch.src.shape[1])  # (B, N)
-        logits, alpha, _ = self._decode(self.tgt_embedding(batch.tgt_in), context[None], H, mask, context)
+        logits, alpha, _ = self._decode(self.tgt_embedding(batch.tgt_in), context[None], H, mask, context,
+                                        prepared=self._prepare(H))
         return logits, alpha
 
     @torch.no_grad()
@@ -174,12 +183,13 @@ class _Base(nn.Module):
         H, context = self.encoder(src, src_len)  # (B, N, d), (B, d)
         mask = source_mask(src_len, N)
         state, s_tilde = context[None], None  # s_0 = context vector: (1, B, d)
+        prepared = self._prepare(H)
         y = torch.full((B,), SOS, dtype=torch.long)
         done = torch.zeros(B, dtype=torch.bool)
         out, alphas = [], []
         for _ in range(max_len):
             logits, alpha, (state, s_tilde) = self._decode(self.tgt_embedding(y)[:, None], state, H, mask,
-                                                           context, s_tilde)  # (B, 1, V), (B, 1, N)
+                                                           context, s_tilde, prepared)  # (B, 1, V), (B, 1, N)
             y = logits[:, 0].argmax(-1).masked_fill(done, PAD)  # (B,)
             out.append(y)
             if alpha is not None:
@@ -271,6 +281,73 @@ class AttnSeq2Seq(_Base):
         return self._greedy(src, src_len, max_len)
 
 
+class BahdanauSeq2Seq(_Base):
+    """Encoder–decoder with Bahdanau's additive attention, query = previous decoder state s_{t-1}.
+
+    The order of one step is the one of Bahdanau et al. (2015) and of the PyTorch seq2seq tutorial:
+    the decoder looks at the source *before* its recurrent step, and feeds what it saw into that step.
+
+    1. scores ``e^t_i = w · tanh(W_q s_{t-1} + W_k h_i)`` (B, N), masked at padding;
+    2. weights ``α^t = softmax(e^t)`` (B, N);
+    3. attention value ``a_t = Σ_i α^t_i h_i`` (B, d);
+    4. recurrent step ``s_t = GRU([y_{t-1}; a_t], s_{t-1})`` (B, d): the GRU reads the previous word and
+       the attention value;
+    5. logits ``W_y s_t + b_y`` (B, n_vocab).
+
+    The keys ``W_k h_i`` (B, N, d_a) do not depend on t and are computed once per batch. Because step t's
+    query is the state of step t-1, the steps cannot be computed at once: training runs the decoder one
+    step at a time. The decoder starts from s_0 = c, like the other models. ``attn_hidden`` is d_a
+    (default d). The matrices have no biases, as in the formula.
+    """
+
+    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, emb: int = 64, hidden: int = 128,
+                 cell: str = "gru", bidirectional: bool = True, attn_hidden: int | None = None):
+        super().__init__(src_vocab, tgt_vocab, emb, hidden, cell, hidden, bidirectional)
+        d_a = attn_hidden or hidden
+        self.W_q = nn.Linear(hidden, d_a, bias=False)
+        self.W_k = nn.Linear(hidden, d_a, bias=False)
+        self.w = nn.Linear(d_a, 1, bias=False)
+        self.W_y = nn.Linear(hidden, _vocab_size(tgt_vocab))
+
+    def _prepare(self, H):
+        return self.W_k(H)  # (B, N, d_a): the keys W_k h_i, the same at every step
+
+    def attend(self, s_prev: torch.Tensor, H: torch.Tensor, mask: torch.Tensor,
+               keys: torch.Tensor | None = None):
+        """Steps 1–3 for one decoder step: ``(a_t (B, d), alpha_t (B, N))`` from ``s_prev`` (B, d),
+        ``H`` (B, N, d) and ``mask`` (B, N) bool; ``keys`` (B, N, d_a) = ``W_k(H)`` if already computed."""
+        keys = self.W_k(H) if keys is None else keys
+        e = self.w(torch.tanh(self.W_q(s_prev)[:, None, :] + keys)).squeeze(-1)  # (B, N)
+        alpha = softmax(e, dim=-1, mask=mask)  # (B, N), 0 at padding
+        a = attention_value(alpha[:, None, :], H)[:, 0]  # (B, d)
+        return a, alpha
+
+    def _decode(self, Y, state, H, mask, context, s_tilde_prev=None, prepared=None):
+        keys = self._prepare(H) if prepared is None else prepared
+        outs, alphas = [], []
+        for k in range(Y.shape[1]):
+            a, alpha = self.attend(state[-1], H, mask, keys)  # query s_{t-1}: (B, d), (B, N)
+            x = torch.cat([Y[:, k], a], dim=-1)[:, None]  # (B, 1, emb + d): [y_{t-1}; a_t]
+            s, state = self.decoder(x, state)  # s: (B, 1, d), the new state s_t
+            outs.append(self.W_y(s))  # (B, 1, V)
+            alphas.append(alpha[:, None])
+        return torch.cat(outs, 1), torch.cat(alphas, 1), (state, None)
+
+    def forward(self, batch, return_attention: bool = False, embedded: torch.Tensor | None = None):
+        """logits (B, T, V), and α (B, T, N) if ``return_attention``."""
+        logits, alpha = self._run(batch, embedded)
+        return (logits, alpha) if return_attention else logits
+
+    def greedy_decode(self, src: torch.Tensor, src_len: torch.Tensor, max_len: int | None = None):
+        """``(ids, alphas)`` as in :meth:`AttnSeq2Seq.greedy_decode`."""
+        return self._greedy(src, src_len, max_len)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable numbers in ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
 # --------------------------------------------------------------------------------------------------
 # Training and evaluation
 # --------------------------------------------------------------------------------------------------
@@ -287,12 +364,54 @@ def _logits(model, batch):
     return out[0] if isinstance(out, tuple) else out
 
 
+def _lr_factor(schedule: str | None, step: int, total: int, warmup: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based, of ``total``) as a fraction of the peak."""
+    if schedule is None:
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def validation_loss(model: _Base, pairs: Sequence[Pair], batch_size: int = 256) -> float:
+    """Teacher-forced cross-entropy per target token (``<eos>`` included, padding ignored) on ``pairs``."""
+    src_vocab, tgt_vocab = _vocabs(model)
+    model.eval()
+    total, count = 0.0, 0
+    ordered = sorted(pairs, key=lambda p: len(p.src))
+    for k in range(0, len(ordered), batch_size):
+        batch = make_batch(ordered[k:k + batch_size], src_vocab, tgt_vocab)
+        logits = _logits(model, batch)
+        total += float(F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
+                                       reduction="sum"))
+        count += int((batch.tgt_out != PAD).sum())
+    return total / count
+
+
 def train(model: _Base, pairs: Sequence[Pair], epochs: int = 4, batch_size: int = 64, lr: float = 5e-3,
-          clip: float = 1.0, seed: int = 0, progress: bool = True) -> dict:
+          clip: float = 1.0, seed: int = 0, progress: bool = True, *, sort_window: int | None = 20,
+          schedule: str | None = None, warmup: int = 0, val_pairs: Sequence[Pair] | None = None) -> dict:
     """Train with Adam on cross-entropy (padding ignored), teacher forcing, gradient-norm clipping.
 
     Deterministic given ``seed`` (and the model's initial weights): batch order and torch's RNG are
-    seeded. Returns ``{"loss": mean loss per epoch, "step_loss": loss per batch, "seconds": wall time}``.
+    seeded. The defaults are the book's original recipe; the keyword-only options make training cheaper:
+
+    * ``sort_window``: batches are cut from windows of this many batches sorted by source length (see
+      :func:`attnbook.data.iterate_batches`); ``None`` sorts the whole set (buckets by length, the least
+      padding);
+    * ``schedule``: ``None`` keeps ``lr`` constant; ``"cosine"`` raises it linearly over the first
+      ``warmup`` optimiser steps and then lowers it along a half cosine to 0 at the last step (large
+      steps while far from a minimum, small ones to settle in it);
+    * ``val_pairs``: if given, the teacher-forced loss per token on them after every epoch
+      (:func:`validation_loss`) is recorded, to see when more epochs stop helping.
+
+    Returns ``{"loss": mean loss per epoch, "step_loss": loss per batch, "val_loss": validation loss per
+    epoch (empty without val_pairs), "seconds": wall time, "cpu_seconds": CPU time of this process}``.
+    The CPU time is the fairer figure on a machine that other programs share.
     """
     from attnbook.progress import progress as _progress
 
@@ -300,15 +419,19 @@ def train(model: _Base, pairs: Sequence[Pair], epochs: int = 4, batch_size: int 
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = (len(pairs) + batch_size - 1) // batch_size
+    total = epochs * n_batches
     steps = ((e, b) for e in range(epochs)
              for b in iterate_batches(pairs, batch_size, shuffle=True, seed=seed + e,
-                                      src_vocab=src_vocab, tgt_vocab=tgt_vocab))
+                                      src_vocab=src_vocab, tgt_vocab=tgt_vocab, sort_window=sort_window))
     if progress:
-        steps = _progress(steps, desc=f"training {type(model).__name__}", total=epochs * n_batches)
-    history = {"loss": [], "step_loss": [], "seconds": 0.0}
-    start, epoch_losses = time.perf_counter(), [[] for _ in range(epochs)]
+        steps = _progress(steps, desc=f"training {type(model).__name__}", total=total)
+    history = {"loss": [], "step_loss": [], "val_loss": [], "seconds": 0.0, "cpu_seconds": 0.0}
+    start, cpu_start = time.perf_counter(), time.process_time()
+    epoch_losses = [[] for _ in range(epochs)]
     model.train()
-    for epoch, batch in steps:
+    for k, (epoch, batch) in enumerate(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * _lr_factor(schedule, k, total, warmup)
         logits = _logits(model, batch)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD)
         opt.zero_grad()
@@ -317,9 +440,13 @@ def train(model: _Base, pairs: Sequence[Pair], epochs: int = 4, batch_size: int 
         opt.step()
         history["step_loss"].append(loss.item())
         epoch_losses[epoch].append(loss.item())
+        if val_pairs is not None and len(epoch_losses[epoch]) == n_batches:  # the epoch's last batch
+            history["val_loss"].append(validation_loss(model, val_pairs))
+            model.train()
     model.eval()
     history["loss"] = [sum(v) / len(v) for v in epoch_losses]
     history["seconds"] = time.perf_counter() - start
+    history["cpu_seconds"] = time.process_time() - cpu_start
     return history
 
 

@@ -1,5 +1,7 @@
 """Tests of attnbook.analysis: the GRU step, agreement measures, shifted alignments, guided training."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -121,3 +123,44 @@ def test_teacher_forced_accuracy(data):
     assert 0 <= teacher_forced_accuracy(model, pairs[:10], uniform_attention=True) <= 1
     with pytest.raises(ValueError):
         teacher_forced_accuracy(AttnSeq2Seq(sv, tv, 8, 12, input_feeding=True), pairs[:3])
+
+
+def test_aer_floor_with_one_to_many_links():
+    """A word aligned to two source words keeps the AER above 0 even when every argmax link is right."""
+    align = torch.zeros(1, 2, 3)
+    align[0, 0, 0] = 1.0  # step 0 -> position 0
+    align[0, 1, [1, 2]] = 1.0  # step 1 -> positions 1 and 2 (one-to-many)
+    alpha = torch.tensor([[[0.9, 0.05, 0.05], [0.0, 0.6, 0.4]]])  # both argmax links are right
+    aer = float(alignment_error_rate(alpha, align, torch.tensor([2])))
+    assert aer == pytest.approx(1 - 2 * 2 / (2 + 3)) and aer > 0
+
+
+def test_agreement_reports_the_best_reachable_aer_and_link_precision(data):
+    pairs, sv, tv = data
+    assert all(len(a) == 1 for p in pairs for a in p.align)  # the corpus links one source word per word
+    one_to_many = [dataclasses.replace(p, align=((0, 1), *p.align[1:])) for p in pairs]  # made by hand
+    torch.manual_seed(0)
+    model = AttnSeq2Seq(sv, tv, emb=8, hidden=12)
+    plain = attention_agreement(model, pairs)
+    assert plain["aer_best"] == 0 and plain["aer"] == pytest.approx(1 - plain["link_precision"])
+    scores = attention_agreement(model, one_to_many)
+    steps = sum(len(p.tgt) for p in pairs)
+    links = sum(len(a) for p in one_to_many for a in p.align)
+    assert links == steps + len(pairs)
+    assert scores["aer_best"] == pytest.approx(1 - 2 * steps / (steps + links)) and scores["aer_best"] > 0
+    assert scores["aer"] >= scores["aer_best"] - 1e-9
+    assert scores["aer"] == pytest.approx(1 - 2 * scores["link_precision"] * steps / (steps + links))
+
+
+def test_agreement_and_guided_training_work_for_bahdanau(data):
+    from attnbook.models import BahdanauSeq2Seq
+
+    pairs, sv, tv = data
+    torch.manual_seed(0)
+    model = BahdanauSeq2Seq(sv, tv, emb=8, hidden=12)
+    scores = attention_agreement(model, pairs[:10])
+    assert scores["mass"] == pytest.approx(alignment_agreement(model, pairs[:10]), abs=1e-5)
+    history = train_guided(model, pairs[:8], None, epochs=1, batch_size=4, progress=False)
+    assert len(history["loss"]) == 1
+    with pytest.raises(ValueError, match="Luong"):
+        teacher_forced_accuracy(model, pairs[:3])

@@ -195,3 +195,36 @@ def test_iterate_batches_covers_everything_once():
     assert [p for b in plain for p in b.pairs] == pairs
     again = [b.pairs for b in iterate_batches(pairs, 32, shuffle=True, seed=1, src_vocab=sv, tgt_vocab=tv)]
     assert again == [b.pairs for b in batches]
+
+
+def test_bucketed_batches_cover_everything_once_with_least_padding():
+    """sort_window=None sorts the whole set by length: every pair once, and less padding than windows."""
+    pairs = generate_corpus(600, seed=3)
+    sv, tv = Vocab.build(p.src for p in pairs), Vocab.build(p.tgt for p in pairs)
+
+    def padding(batches):
+        return sum(int(b.src.numel() - b.src_len.sum()) for b in batches)
+
+    windowed = list(iterate_batches(pairs, 32, shuffle=True, seed=1, src_vocab=sv, tgt_vocab=tv, sort_window=2))
+    bucketed = list(iterate_batches(pairs, 32, shuffle=True, seed=1, src_vocab=sv, tgt_vocab=tv,
+                                    sort_window=None))
+    assert sorted(p.src for b in bucketed for p in b.pairs) == sorted(p.src for p in pairs)
+    assert padding(bucketed) < padding(windowed) / 2
+    spans = sorted(max(len(p.src) for p in b.pairs) - min(len(p.src) for p in b.pairs) for b in bucketed)
+    assert spans[len(spans) // 2] <= 2  # most buckets hold up to three lengths (the rare long ones spread)
+    other = list(iterate_batches(pairs, 32, shuffle=True, seed=2, src_vocab=sv, tgt_vocab=tv, sort_window=None))
+    assert [b.pairs for b in other] != [b.pairs for b in bucketed]  # another seed, other batches
+
+
+def test_make_batch_alignment_links_are_exact():
+    """Every link of every pair, and nothing else, is 1 in the batch's alignment tensor."""
+    pairs = generate_corpus(50, seed=4)
+    sv, tv = Vocab.build(p.src for p in pairs), Vocab.build(p.tgt for p in pairs)
+    b = make_batch(pairs, sv, tv)
+    expected = torch.zeros_like(b.align)
+    for k, p in enumerate(pairs):
+        for j, positions in enumerate(p.align):
+            for i in positions:
+                expected[k, j, i] = 1.0
+        expected[k, len(p.tgt), len(p.src)] = 1.0
+    assert torch.equal(b.align, expected)

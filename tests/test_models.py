@@ -1,20 +1,28 @@
 """Tests of attnbook.models: shapes, padding invariance, decoding, attention weights, training."""
 
+import dataclasses
+
 import pytest
 import torch
 
+from attnbook.analysis import gru_cell
 from attnbook.data import EOS, PAD, Vocab, generate_corpus, make_batch
 from attnbook.models import (
+    STANDARD,
     AttnSeq2Seq,
+    BahdanauSeq2Seq,
     BucketScore,
     Encoder,
     Seq2Seq,
+    _lr_factor,
     alignment_agreement,
+    count_parameters,
     evaluate_by_length,
     reverse_padded,
     source_mask,
     train,
     translate,
+    validation_loss,
 )
 
 torch.set_num_threads(1)
@@ -35,6 +43,7 @@ def models(sv, tv):
         Seq2Seq(sv, tv, emb=8, hidden=12, feed_context=False, cell="rnn"),
         AttnSeq2Seq(sv, tv, emb=8, hidden=12),
         AttnSeq2Seq(sv, tv, emb=8, hidden=12, bidirectional=False, input_feeding=True),
+        BahdanauSeq2Seq(sv, tv, emb=8, hidden=12, attn_hidden=10),
     ]
 
 
@@ -115,6 +124,7 @@ def test_attention_rows_sum_to_one_and_ignore_padding(data):
     mask = source_mask(b.src_len, b.src.shape[1])  # (B, N)
     for model in models(sv, tv)[2:]:
         _, alpha = model(b, return_attention=True)
+        assert alpha.shape == (*b.tgt_in.shape, b.src.shape[1]), type(model).__name__
         assert torch.allclose(alpha.sum(-1), torch.ones(alpha.shape[:2]), atol=1e-5)
         assert (alpha >= 0).all()
         assert (alpha.masked_select(~mask[:, None, :].expand_as(alpha)) == 0).all()
@@ -125,7 +135,7 @@ def test_greedy_decoding_stops_at_eos(data):
     b = make_batch(pairs[:5], sv, tv)
     for model in models(sv, tv):
         with torch.no_grad():  # make <eos> the only choice after two steps
-            out = model.W_y if isinstance(model, AttnSeq2Seq) else model.out
+            out = model.out if isinstance(model, Seq2Seq) else model.W_y
             out.weight.zero_()
             out.bias.fill_(0.0)
             out.bias[EOS] = 1.0
@@ -138,9 +148,10 @@ def test_greedy_decoding_stops_at_eos(data):
         assert all(len(row) == 7 and EOS not in row and PAD not in row for row in ids)
 
 
-def test_greedy_attention_shapes(data):
+@pytest.mark.parametrize("k", [2, 4])
+def test_greedy_attention_shapes(data, k):
     pairs, sv, tv = data
-    model = models(sv, tv)[2]
+    model = models(sv, tv)[k]
     b = make_batch(pairs[:4], sv, tv)
     ids, alphas = model.greedy_decode(b.src, b.src_len, max_len=6)
     assert len(ids) == 4 and alphas.shape[0] == 4 and alphas.shape[2] == b.src.shape[1]
@@ -153,7 +164,7 @@ def test_greedy_attention_shapes(data):
 
 def test_training_reduces_the_loss_and_is_deterministic(data):
     pairs, sv, tv = data
-    for cls in (Seq2Seq, AttnSeq2Seq):
+    for cls in (Seq2Seq, AttnSeq2Seq, BahdanauSeq2Seq):
         results = []
         for _ in range(2):
             torch.manual_seed(0)
@@ -162,7 +173,8 @@ def test_training_reduces_the_loss_and_is_deterministic(data):
         h = results[0]
         assert h["loss"][-1] < 0.5 * h["loss"][0], h["loss"]
         assert results[0]["step_loss"] == results[1]["step_loss"]
-        assert set(h) == {"loss", "step_loss", "seconds"} and len(h["loss"]) == 25
+        assert set(h) == {"loss", "step_loss", "val_loss", "seconds", "cpu_seconds"} and len(h["loss"]) == 25
+        assert h["val_loss"] == [] and h["cpu_seconds"] > 0
 
 
 def test_evaluation_helpers(data):
@@ -192,3 +204,77 @@ def test_perfect_model_scores_one(data):
 
     scores = evaluate_by_length(Oracle(sv, tv, 8, 12), pairs, [(1, 100)])
     assert scores[0].token_acc == 1.0 and scores[0].sentence_acc == 1.0
+
+
+def test_bahdanau_step_order(data):
+    """Bahdanau: step t's weights come from s_{t-1}, before the word y_{t-1} is read; Luong's from s_t."""
+    pairs, sv, tv = data
+    b = make_batch(pairs[:5], sv, tv)
+    changed = dataclasses.replace(b, tgt_in=b.tgt_in.clone())
+    changed.tgt_in[:, 2] = (b.tgt_in[:, 2] + 1) % len(tv)  # another word read at step 3 (index 2)
+    luong, bahdanau = models(sv, tv)[2], models(sv, tv)[4]
+    with torch.no_grad():
+        _, a1 = bahdanau(b, return_attention=True)
+        _, a2 = bahdanau(changed, return_attention=True)
+        assert torch.equal(a1[:, :3], a2[:, :3])  # steps 1..3 look before reading the changed word
+        assert not torch.allclose(a1[:, 3], a2[:, 3])  # step 4's query s_3 has read it
+        _, l1 = luong(b, return_attention=True)
+        _, l2 = luong(changed, return_attention=True)
+        assert torch.equal(l1[:, :2], l2[:, :2]) and not torch.allclose(l1[:, 2], l2[:, 2])
+
+
+def test_bahdanau_equals_its_steps_written_out(data):
+    """The package model is exactly: additive scores from s_{t-1}, softmax, a_t, GRU([y; a_t]), W_y s_t."""
+    pairs, sv, tv = data
+    model = models(sv, tv)[4]
+    b = make_batch(pairs[:4], sv, tv)
+    with torch.no_grad():
+        logits, alpha = model(b, return_attention=True)
+        H, c = model.encoder(b.src, b.src_len)
+        mask = source_mask(b.src_len, b.src.shape[1])
+        g, s = model.decoder, c
+        for t in range(b.tgt_in.shape[1]):
+            e = torch.tanh(s @ model.W_q.weight.T + (H @ model.W_k.weight.T).transpose(0, 1)).transpose(0, 1)
+            e = (e @ model.w.weight[0]).masked_fill(~mask, float("-inf"))  # (B, N)
+            alpha_t = torch.softmax(e, -1)
+            a_t = (alpha_t[:, :, None] * H).sum(1)
+            x = torch.cat([model.tgt_embedding(b.tgt_in[:, t]), a_t], -1)
+            s = gru_cell(x, s, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+            torch.testing.assert_close(alpha[:, t], alpha_t, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(logits[:, t], s @ model.W_y.weight.T + model.W_y.bias, atol=1e-5, rtol=1e-5)
+
+
+def test_parameter_counts_at_the_reference_size():
+    """The figures the chapter quotes: W_c alone is 2d·d + d = 32,896 numbers at d = 128."""
+    V_src, V_tgt, e, d = 89, 131, STANDARD["emb"], STANDARD["hidden"]
+    luong = AttnSeq2Seq(V_src, V_tgt, emb=e, hidden=d)
+    assert count_parameters(luong.W_c) == 2 * d * d + d == 32_896
+    plain = Seq2Seq(V_src, V_tgt, emb=e, hidden=d, bidirectional=True)
+    bahdanau = BahdanauSeq2Seq(V_src, V_tgt, emb=e, hidden=d)
+    gru = lambda n_in, n: 3 * n * (n_in + n) + 6 * n  # noqa: E731
+    shared = count_parameters(luong.encoder) + count_parameters(luong.tgt_embedding)
+    assert count_parameters(luong) == shared + gru(e, d) + 32_896 + (d * V_tgt + V_tgt)
+    assert count_parameters(plain) == shared + gru(e + d, d) + (d * V_tgt + V_tgt)
+    assert count_parameters(bahdanau) == shared + gru(e + d, d) + 2 * d * d + d + (d * V_tgt + V_tgt)
+    assert count_parameters(plain) > count_parameters(luong)  # attention is not bought with parameters
+
+
+def test_learning_rate_schedule():
+    assert [_lr_factor(None, k, 10, 0) for k in (0, 9)] == [1.0, 1.0]
+    f = [_lr_factor("cosine", k, 10, 2) for k in range(10)]
+    assert f[:2] == [0.5, 1.0] and f[2] == 1.0 and all(a > b for a, b in zip(f[2:], f[3:]))
+    assert 0 < f[-1] < 0.05
+    with pytest.raises(ValueError, match="schedule"):
+        _lr_factor("linear", 0, 10, 0)
+
+
+def test_training_options(data):
+    """Bucketed batches, a cosine schedule and a validation curve; the default recipe is unchanged."""
+    pairs, sv, tv = data
+    torch.manual_seed(0)
+    model = AttnSeq2Seq(sv, tv, emb=16, hidden=32)
+    h = train(model, pairs[:16], epochs=25, batch_size=8, lr=2e-2, seed=1, progress=False, sort_window=None,
+              schedule="cosine", warmup=3, val_pairs=pairs[16:])
+    assert len(h["val_loss"]) == 25 and min(h["val_loss"]) < h["val_loss"][0]
+    assert h["val_loss"][-1] == pytest.approx(validation_loss(model, pairs[16:]))
+    assert h["loss"][-1] < 0.5 * h["loss"][0], h["loss"]
