@@ -971,8 +971,9 @@ def _float32_computation(task: Task, case: Case, got: torch.Tensor, exp: torch.T
         return False
     if not isinstance(low, torch.Tensor) or low.shape != exp.shape:
         return False
+    got, exp = got.detach(), exp.detach()
     scale = 1.0 + float(exp.abs().max()) if exp.numel() else 1.0
-    noise = float((low.double() - exp).abs().max()) if exp.numel() else 0.0
+    noise = float((low.detach().double() - exp).abs().max()) if exp.numel() else 0.0
     error = float((got.double() - exp).abs().max()) if exp.numel() else 0.0
     # the learner's error is float32 rounding: small, and of the size float32 rounding has here
     return 0 < noise and error <= 1e-4 * scale and error <= 50 * noise + 1e-7 * scale
