@@ -359,6 +359,16 @@ def osa_lse(Q, K, V, block_size):
     return out
 
 
+def rms_each_block_own_max(scores, block_size):
+    m = torch.full(scores.shape[:1], -INF, dtype=scores.dtype)
+    total = torch.zeros_like(m)
+    for blk in torch.split(scores, block_size, 1):
+        top = blk.max(1, keepdim=True).values
+        total = total + (blk - top).exp().sum(1)
+        m = torch.max(m, top.squeeze(1))
+    return m, total
+
+
 WRONG = {
     "10.combine_max_sum": [
         ("sums added", combine_added, "sum_not_rescaled", "own maximum"),
@@ -384,6 +394,7 @@ WRONG = {
         ("one key at a time", rms_one_key_at_a_time, "blocks_too_small", "never worked on block_size"),
         ("blocks twice as wide", rms_double_blocks, "block_size_ignored", "block_size is"),
         ("maximum starts at 0", rms_starts_at_zero, "max_starts_at_zero", "-inf"),
+        ("each block against its own maximum", rms_each_block_own_max, "block_own_max", "own maximum"),
         ("the book's running_max_sum", rms_book, "forbidden_call", "0 points"),
         ("Python floats", rms_floats, "wrong_type", "torch.Tensor"),
         ("only l", rms_only_sum, "wrong_type", "2 values"),

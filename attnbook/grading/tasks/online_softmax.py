@@ -249,6 +249,16 @@ def _running(scores, block_size, *, rescale="right", update_max=True, drop_last=
     return m, l
 
 
+def _running_own_max(scores, block_size):
+    (scores,) = _plain(scores)
+    m = torch.full(scores.shape[:-1], NEG_INF, dtype=scores.dtype)
+    l = torch.zeros(scores.shape[:-1], dtype=scores.dtype)
+    for block in scores.split(block_size, dim=-1):
+        m = torch.maximum(m, block.amax(dim=-1))
+        l = l + torch.exp(block - block.amax(dim=-1, keepdim=True)).sum(dim=-1)
+    return m, l
+
+
 def _running_cases():
     g = generator(10)
     base = randn(g, 3, 10, scale=2.0)
@@ -304,6 +314,13 @@ register(
                 "you dropped the last, shorter block: when block_size does not divide T_k the final block has fewer "
                 "scores, but it still counts (range(0, T_k, block_size) and slicing handle it)",
                 lambda s, b: _running(s, b, drop_last=True),
+            ),
+            Misconception(
+                "block_own_max",
+                "each block's sum is taken against that block's own maximum and the sums are added as they "
+                "are: they are relative to different maxima. Keep one running maximum, and move the running "
+                "sum to it whenever it grows",
+                lambda s, b: _running_own_max(s, b),
             ),
             Misconception(
                 "max_starts_at_zero",
