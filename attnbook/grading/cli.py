@@ -221,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--require-isolation", action="store_true",
                         help="refuse to grade (exit 4) unless bubblewrap isolates the learner's code")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.cell_timeout <= 0 or args.memory_mb < 512:
-        parser.error("--jobs must be at least 1, --cell-timeout positive, --memory-mb at least 512")
+    if args.jobs < 1 or args.cell_timeout <= 0 or args.memory_mb < 768:
+        parser.error("--jobs must be at least 1, --cell-timeout positive, --memory-mb at least 768 "
+                     "(importing torch needs between 512 and 768 MB of address space)")
 
     from .sandbox import WARNINGS, backend
 
