@@ -216,3 +216,27 @@ def test_the_right_values_in_the_wrong_order_are_named():
     result = run_task(task, lambda Q, K: ref(Q, K)[::-1])
     assert result.diagnosis == "swapped_outputs", result.message
     assert "(weights, output) instead of the task's (output, weights)" in result.message
+
+
+def test_a_constant_factor_is_named_with_the_sizes_it_comes_from():
+    def ref(Q, K):
+        return Q @ K.transpose(-2, -1) / Q.shape[-1] ** 0.5
+
+    def cases():
+        g = _g(5)
+        return [Case("B=2, T_q=3, T_k=5, d=7", (torch.randn(2, 3, 7, generator=g, dtype=D),
+                                               torch.randn(2, 5, 7, generator=g, dtype=D)),
+                     dims={"B": 2, "T_q": 3, "T_k": 5, "d": 7})]
+
+    task = Task("97.scaled", "scaled scores (engine test)", ref, cases)
+    result = run_task(task, lambda Q, K: Q @ K.transpose(-2, -1) / K.shape[-2] ** 0.5)
+    assert result.diagnosis == "constant_factor" and "√(d/T_k)" in result.message, result.message
+    assert run_task(task, lambda Q, K: -ref(Q, K)).diagnosis == "opposite_sign"
+
+
+def test_wrong_only_at_masked_positions_is_named():
+    def zero_filled(scores, mask):
+        return torch.softmax(scores.masked_fill(~mask, -torch.inf), -1).nan_to_num(0.0) + (~mask) * 0.25
+
+    result = run_task(MASKED, zero_filled)
+    assert result.diagnosis == "wrong_at_masked_positions", result.message

@@ -1017,6 +1017,8 @@ def _engine_diagnosis(task: Task, case: Case, label: str, got: torch.Tensor, exp
         return
     bad = ~torch.isclose(got.detach().double(), exp.detach().double(), atol=task.atol, rtol=task.rtol,
                          equal_nan=True)
+    _constant_factor(task, case, label, got, exp)
+    _wrong_at_masked_positions(task, case, label, got, exp, bad)
     B = case.dims.get("B")
     if fn is not None and isinstance(B, int) and B >= 2 and exp.dim() >= 1 and exp.shape[0] == B:
         bad_items = bad.reshape(B, -1).any(-1)
@@ -1033,6 +1035,72 @@ def _engine_diagnosis(task: Task, case: Case, label: str, got: torch.Tensor, exp
                 "Follow one batch item through your code: every tensor it touches should be indexed by "
                 "its own b, and reshapes should keep B as the first axis.",
             )
+
+
+def _factor_in_words(c: float, dims: dict) -> str:
+    """``"√(d_k/T_k)"`` when the factor ``c`` is a simple expression of the case's sizes, else ''."""
+    sizes = {name: float(n) for name, n in dims.items() if isinstance(n, int) and n > 1}
+    candidates = []
+    for a, na in sizes.items():
+        candidates += [(na, a), (na ** 0.5, f"√{a}"), (1 / na, f"1/{a}"), (na ** -0.5, f"1/√{a}")]
+        for b, nb in sizes.items():
+            if a != b and na != nb:
+                candidates += [(na / nb, f"{a}/{b}"), ((na / nb) ** 0.5, f"√({a}/{b})")]
+    for value, words in candidates:
+        if math.isclose(c, value, rel_tol=1e-6):
+            return words
+    return ""
+
+
+def _constant_factor(task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor) -> None:
+    """``got`` is ``exp`` times one constant everywhere: a scale factor is wrong or missing, or the sign."""
+    g, e = got.detach().double().flatten(), exp.detach().double().flatten()
+    if not (torch.isfinite(g).all() and torch.isfinite(e).all()) or e.numel() < 2:
+        return
+    scale = float(e.abs().max())
+    big = e.abs() > 1e-6 * max(scale, 1e-300)
+    if scale == 0 or int(big.sum()) < 2 or (g[~big].abs() > task.atol).any():
+        return
+    ratios = g[big] / e[big]
+    c = float(ratios.median())
+    if not math.isfinite(c) or abs(c) < 1e-12 or math.isclose(c, 1.0, rel_tol=1e-6):
+        return
+    if not torch.allclose(g, c * e, atol=task.atol, rtol=1e-6):
+        return
+    if math.isclose(c, -1.0, rel_tol=1e-6):
+        raise Fail(f"{label} has the opposite sign of the expected one everywhere on {case.describe()}: a "
+                   "difference or a product taken the other way round.", "opposite_sign")
+    words = _factor_in_words(c, case.dims)
+    named = f" = {words}" if words else ""
+    raise Fail(
+        f"{label} is the expected one times {c:.4g}{named} everywhere on {case.describe()}: a scale factor "
+        "is wrong, missing or applied twice (compare the factor with this case's sizes).",
+        "constant_factor",
+        "Write the formula with its scale factor next to your line: which size goes under the square "
+        "root, and is it applied exactly once?",
+    )
+
+
+def _wrong_at_masked_positions(task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor,
+                               bad: torch.Tensor) -> None:
+    """Wrong only where a boolean mask argument removes positions: the mask is not honoured there."""
+    if not bad.any():
+        return
+    for arg in list(case.args) + list(case.kwargs.values()):
+        if not (isinstance(arg, torch.Tensor) and arg.dtype == torch.bool):
+            continue
+        try:
+            keep = arg.expand(exp.shape)
+        except RuntimeError:
+            continue
+        if bool((bad & keep).any()) or not bool((~keep).any()):
+            continue
+        raise Fail(
+            f"{label} is right at every kept position but wrong at masked (removed) ones on "
+            f"{case.describe()}: a removed key must take no part (weight exactly 0).",
+            "wrong_at_masked_positions",
+            "Remove the masked keys before the softmax (their scores become -inf), not after it.",
+        )
 
 
 def _slice_item(value, B: int, b: int):
