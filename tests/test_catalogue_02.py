@@ -879,7 +879,7 @@ WRONG = {
     ],
     "02.gradient_norms_by_position": [
         ("norm of the whole gradient", gn_total, "whole_norm", "shape (N,)"),
-        ("norm over positions", gn_dim0, "wrong_axis", "dim=-1"),
+        ("norm over positions", gn_dim0, "wrong_axis", "its own components"),
         ("sum of the gradient", gn_sum, "signed_sum", "cancel"),
         ("sum of |gradient|", gn_abs_sum, "l1_norm", "L1"),
         ("squared norm", gn_squared, "squared_norm", "square root"),

@@ -1111,8 +1111,9 @@ register(
             Misconception(
                 "wrong_axis",
                 "you took the norm over the positions (axis 0), which gives one number per "
-                "embedding component, shape (e,): take it over the components, dim=-1",
+                "embedding component, shape (e,): each position's norm runs over its own components",
                 lambda loss_fn, x: _grad(loss_fn, x).norm(dim=0),
+                "grad.norm(dim=-1) takes the norm along the last axis, the components.",
             ),
             Misconception(
                 "signed_sum",
@@ -1123,8 +1124,9 @@ register(
             Misconception(
                 "l1_norm",
                 "you added up the absolute values (the L1 norm); this task uses the "
-                "Euclidean norm √(Σ_k g_k²), torch.linalg.vector_norm or .norm(dim=-1)",
+                "Euclidean norm √(Σ_k g_k²)",
                 lambda loss_fn, x: _grad(loss_fn, x).abs().sum(dim=-1),
+                "torch.linalg.vector_norm(grad, dim=-1), or grad.norm(dim=-1).",
             ),
             Misconception(
                 "squared_norm",
