@@ -11,6 +11,7 @@ import json
 import sys
 import warnings
 from collections import defaultdict
+from types import SimpleNamespace
 
 from attnbook.grading import get_task, run_task
 
@@ -42,9 +43,12 @@ def run() -> list[dict]:
                         )
                     )
                     continue
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    result = run_task(task, item["fn"])
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        result = run_task(task, item["fn"])
+                except Exception as exc:  # a grader that crashes is a finding too
+                    result = SimpleNamespace(passed=False, diagnosis="GRADER_CRASH", message=repr(exc)[:300])
                 rows.append(
                     dict(
                         set=s,
