@@ -9,6 +9,8 @@ Each ``tests/test_catalogue_NN.py`` holds the data of one set:
 
 plus tests specific to that set. This module runs the same checks over all of them, so that every set
 is held to the same standard, and checks that the catalogue and the solution notebooks cover every task.
+Every check runs with the engine's forbidden-call guard on, as a learner's would; the reference itself
+passes only with ``guard=False`` and, called as a learner's answer, earns 0 (``forbidden_call``).
 """
 
 from __future__ import annotations
