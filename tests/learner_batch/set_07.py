@@ -1,4 +1,4 @@
-"""Set 07, seq2seq with attention: learner-style answers."""
+"""Set 07, seq2seq with attention: learner-style answers (task 1 is now Bahdanau's step)."""
 
 import torch
 
@@ -17,101 +17,129 @@ PAD, SOS, EOS = 0, 1, 2
 NEG_INF = float("-inf")
 
 
-# ---------------------------------------------------------------- 07.attention_decoder_step
-def _step(
+# ---------------------------------------------------------------- 07.bahdanau_step
+# Bahdanau's order: attend with s_{t-1} (additive score), feed [y_{t-1}; a_t] to the GRU, predict from s_t.
+def _bstep(
     y_prev_emb,
     s_prev,
     H,
     src_mask,
     p,
     *,
-    query="new",
-    fill=NEG_INF,
-    use_mask=True,
-    concat="a_s",
+    layout="out_in",
+    swap_qk=False,
     act=torch.tanh,
+    score="additive",
+    use_mask=True,
+    fill=NEG_INF,
+    concat="y_a",
+    predict_from="new",
     probs=True,
-    swap_gru=False,
 ):
-    if swap_gru:
-        s_t = gru_cell(s_prev, y_prev_emb, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    W_q, W_k = (p["W_k"], p["W_q"]) if swap_qk else (p["W_q"], p["W_k"])
+
+    def lin(x, W):
+        return x @ W.T if layout == "out_in" else x @ W
+
+    if score == "dot":
+        e = torch.einsum("bd,bnd->bn", s_prev, H)
     else:
-        s_t = gru_cell(y_prev_emb, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
-    q = s_t if query == "new" else s_prev
-    e = torch.einsum("bd,bnd->bn", q, H)
+        e = act(lin(s_prev, W_q).unsqueeze(1) + lin(H, W_k)) @ p["w"]  # (B, N)
     if use_mask:
         e = e.masked_fill(~src_mask, fill)
     alpha = torch.softmax(e, dim=-1)
     a = torch.einsum("bn,bnd->bd", alpha, H)
-    v = torch.cat([a, s_t] if concat == "a_s" else [s_t, a], dim=-1)
-    s_tilde = act(v @ p["W_c"].T + p["b_c"])
-    logits = s_tilde @ p["W_y"].T + p["b_y"]
+    x = torch.cat([y_prev_emb, a] if concat == "y_a" else [a, y_prev_emb], dim=-1)
+    s_t = gru_cell(x, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    logits = (s_t if predict_from == "new" else s_prev) @ p["W_y"].T + p["b_y"]
     return (torch.softmax(logits, dim=-1) if probs else logits), s_t, alpha
 
 
-def dstep_old_state_query(y_prev_emb, s_prev, H, src_mask, params):
-    return _step(y_prev_emb, s_prev, H, src_mask, params, query="old")
+def bstep_concat_a_y(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, concat="a_y")
 
 
-def dstep_no_mask(y_prev_emb, s_prev, H, src_mask, params):
-    return _step(y_prev_emb, s_prev, H, src_mask, params, use_mask=False)
+def bstep_no_mask(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, use_mask=False)
 
 
-def dstep_fill_zero(y_prev_emb, s_prev, H, src_mask, params):
-    return _step(y_prev_emb, s_prev, H, src_mask, params, fill=0.0)
+def bstep_fill_zero(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, fill=0.0)
 
 
-def dstep_concat_s_a(y_prev_emb, s_prev, H, src_mask, params):
-    return _step(y_prev_emb, s_prev, H, src_mask, params, concat="s_a")
+def bstep_relu(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, act=torch.relu)
 
 
-def dstep_relu(y_prev_emb, s_prev, H, src_mask, params):
-    return _step(y_prev_emb, s_prev, H, src_mask, params, act=torch.relu)
+def bstep_no_tanh(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, act=lambda x: x)
 
 
-def dstep_logits(y_prev_emb, s_prev, H, src_mask, params):
-    return _step(y_prev_emb, s_prev, H, src_mask, params, probs=False)
+def bstep_dot_score(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, score="dot")
 
 
-def dstep_swapped_order(y_prev_emb, s_prev, H, src_mask, params):
-    y_hat, s_t, alpha = _step(y_prev_emb, s_prev, H, src_mask, params)
+def bstep_in_out_layout(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, layout="in_out")
+
+
+def bstep_swapped_qk(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, swap_qk=True)
+
+
+def bstep_predicts_from_old_state(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, predict_from="old")
+
+
+def bstep_logits(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params, probs=False)
+
+
+def bstep_swapped_order(y_prev_emb, s_prev, H, src_mask, params):
+    y_hat, s_t, alpha = _bstep(y_prev_emb, s_prev, H, src_mask, params)
     return y_hat, alpha, s_t
 
 
-def dstep_gru_args_swapped(y_prev_emb, s_prev, H, src_mask, params):
-    return _step(y_prev_emb, s_prev, H, src_mask, params, swap_gru=True)
-
-
-def dstep_detached_params(y_prev_emb, s_prev, H, src_mask, params):
+def bstep_detached_params(y_prev_emb, s_prev, H, src_mask, params):
     p = {k: v.detach() for k, v in params.items()}  # "the weights are fixed anyway"
-    return _step(y_prev_emb, s_prev, H, src_mask, p)
+    return _bstep(y_prev_emb, s_prev, H, src_mask, p)
 
 
-def dstep_book_softmax(y_prev_emb, s_prev, H, src_mask, params):
-    from attnbook.attention import attention_value, dot_scores, softmax
+def bstep_luong_order(y_prev_emb, s_prev, H, src_mask, params):
+    # runs the GRU first on [y; 0] and attends with the new state (the chapter's Luong order)
+    p = params
+    x = torch.cat([y_prev_emb, torch.zeros_like(s_prev)], dim=-1)
+    s_t = gru_cell(x, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    e = torch.tanh((s_t @ p["W_q"].T).unsqueeze(1) + H @ p["W_k"].T) @ p["w"]
+    alpha = torch.softmax(e.masked_fill(~src_mask, NEG_INF), dim=-1)
+    return torch.softmax(s_t @ p["W_y"].T + p["b_y"], dim=-1), s_t, alpha
+
+
+def bstep_book_additive(y_prev_emb, s_prev, H, src_mask, params):
+    from attnbook.attention import additive_scores, softmax
 
     p = params
-    s_t = gru_cell(y_prev_emb, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
-    alpha = softmax(dot_scores(s_t.unsqueeze(1), H).squeeze(1), mask=src_mask)
-    a = attention_value(alpha.unsqueeze(1), H).squeeze(1)
-    s_tilde = torch.tanh(torch.cat([a, s_t], -1) @ p["W_c"].T + p["b_c"])
-    return torch.softmax(s_tilde @ p["W_y"].T + p["b_y"], -1), s_t, alpha
+    e = additive_scores(s_prev.unsqueeze(1), H, p["W_q"], p["W_k"], p["w"]).squeeze(1)
+    alpha = softmax(e, mask=src_mask)
+    a = torch.einsum("bn,bnd->bd", alpha, H)
+    s_t = gru_cell(torch.cat([y_prev_emb, a], -1), s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    return torch.softmax(s_t @ p["W_y"].T + p["b_y"], dim=-1), s_t, alpha
 
 
-def dstep_valid(y_prev_emb, s_prev, H, src_mask, params):
-    return _step(y_prev_emb, s_prev, H, src_mask, params)
+def bstep_valid(y_prev_emb, s_prev, H, src_mask, params):
+    return _bstep(y_prev_emb, s_prev, H, src_mask, params)
 
 
-def dstep_valid_bmm_finfo(y_prev_emb, s_prev, H, src_mask, params):
-    p = params
+def bstep_valid_finfo_linear(y_prev_emb, s_prev, H, src_mask, params):
     F = torch.nn.functional
-    s_t = gru_cell(y_prev_emb, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
-    e = torch.bmm(H, s_t.unsqueeze(-1)).squeeze(-1)
+    p = params
+    hidden = torch.tanh(F.linear(s_prev, p["W_q"])[:, None, :] + F.linear(H, p["W_k"]))  # (B, N, d_a)
+    e = torch.einsum("bna,a->bn", hidden, p["w"])
     e = e.masked_fill(~src_mask, torch.finfo(e.dtype).min)
     alpha = F.softmax(e, dim=1)
     a = torch.bmm(alpha.unsqueeze(1), H).squeeze(1)
-    s_tilde = torch.tanh(F.linear(torch.cat([a, s_t], dim=1), p["W_c"], p["b_c"]))
-    return F.softmax(F.linear(s_tilde, p["W_y"], p["b_y"]), dim=1), s_t, alpha
+    s_t = gru_cell(torch.cat([y_prev_emb, a], dim=1), s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    return F.softmax(F.linear(s_t, p["W_y"], p["b_y"]), dim=1), s_t, alpha
 
 
 # ---------------------------------------------------------------- 07.alignment_agreement
@@ -266,68 +294,102 @@ def gd_valid_feed_pad(step, s_0, H, src_mask, E, max_len):
 
 WRONG = [
     dict(
-        task=_t("attention_decoder_step"),
-        name="old_state_query",
-        fn=dstep_old_state_query,
-        cls="query",
-        mistake="uses s_{t-1} as the query instead of the new state s_t",
+        task=_t("bahdanau_step"),
+        name="concat_a_y",
+        fn=bstep_concat_a_y,
+        cls="only-square shapes (e == d)",
+        mistake="feeds [a_t; y_{t-1}] to the GRU instead of [y_{t-1}; a_t]",
     ),
     dict(
-        task=_t("attention_decoder_step"),
+        task=_t("bahdanau_step"),
         name="no_mask",
-        fn=dstep_no_mask,
+        fn=bstep_no_mask,
         cls="padding ignored",
         mistake="ignores src_mask",
     ),
     dict(
-        task=_t("attention_decoder_step"),
+        task=_t("bahdanau_step"),
         name="fill_zero",
-        fn=dstep_fill_zero,
-        cls="masked scores",
-        mistake="fills padded scores with 0",
+        fn=bstep_fill_zero,
+        cls="masked large scores",
+        mistake="fills padded scores with 0 instead of -inf",
     ),
     dict(
-        task=_t("attention_decoder_step"),
-        name="concat_s_a",
-        fn=dstep_concat_s_a,
-        cls="order of concat",
-        mistake="concatenates [s_t; a_t]",
+        task=_t("bahdanau_step"),
+        name="relu",
+        fn=bstep_relu,
+        cls="ReLU for tanh",
+        mistake="uses ReLU instead of tanh in the additive score",
     ),
-    dict(task=_t("attention_decoder_step"), name="relu", fn=dstep_relu, cls="ReLU for tanh", mistake="ReLU"),
     dict(
-        task=_t("attention_decoder_step"),
+        task=_t("bahdanau_step"),
+        name="no_tanh",
+        fn=bstep_no_tanh,
+        cls="ReLU for tanh",
+        mistake="leaves the tanh out of the additive score",
+    ),
+    dict(
+        task=_t("bahdanau_step"),
+        name="dot_score",
+        fn=bstep_dot_score,
+        cls="wrong score",
+        mistake="uses the dot score s_{t-1} · h_i instead of the additive score",
+    ),
+    dict(
+        task=_t("bahdanau_step"),
+        name="in_out_layout",
+        fn=bstep_in_out_layout,
+        cls="weight layout",
+        mistake="applies W_q and W_k as x @ W instead of x @ W.T",
+    ),
+    dict(
+        task=_t("bahdanau_step"),
+        name="swapped_qk",
+        fn=bstep_swapped_qk,
+        cls="only-square shapes",
+        mistake="applies W_k to the state and W_q to the encoder states (same shapes, so no error)",
+    ),
+    dict(
+        task=_t("bahdanau_step"),
+        name="predicts_from_old_state",
+        fn=bstep_predicts_from_old_state,
+        cls="state",
+        mistake="predicts from s_{t-1} instead of the new state s_t",
+    ),
+    dict(
+        task=_t("bahdanau_step"),
         name="logits",
-        fn=dstep_logits,
+        fn=bstep_logits,
         cls="symptom",
         mistake="returns logits instead of probabilities",
     ),
     dict(
-        task=_t("attention_decoder_step"),
+        task=_t("bahdanau_step"),
         name="swapped_order",
-        fn=dstep_swapped_order,
+        fn=bstep_swapped_order,
         cls="swapped tuple order",
         mistake="returns (y_hat, alpha_t, s_t)",
     ),
     dict(
-        task=_t("attention_decoder_step"),
-        name="gru_args_swapped",
-        fn=dstep_gru_args_swapped,
-        cls="only-square shapes (e == d)",
-        mistake="passes the state as GRU input and the word as state",
-    ),
-    dict(
-        task=_t("attention_decoder_step"),
+        task=_t("bahdanau_step"),
         name="detached_params",
-        fn=dstep_detached_params,
+        fn=bstep_detached_params,
         cls="gradients through dict params",
         mistake="detaches the params dict, no gradient reaches the weights",
     ),
     dict(
-        task=_t("attention_decoder_step"),
-        name="book_softmax",
-        fn=dstep_book_softmax,
+        task=_t("bahdanau_step"),
+        name="luong_order",
+        fn=bstep_luong_order,
+        cls="query",
+        mistake="runs the GRU first and attends with the new state (Luong's order), no a_t in the GRU input",
+    ),
+    dict(
+        task=_t("bahdanau_step"),
+        name="book_additive",
+        fn=bstep_book_additive,
         cls="book shortcut",
-        mistake="uses attnbook.attention's softmax/attention_value for the attention part",
+        mistake="uses attnbook.attention's additive_scores and softmax for the attention part",
     ),
     dict(
         task=_t("alignment_agreement"),
@@ -431,8 +493,8 @@ WRONG = [
 ]
 
 VALID = [
-    dict(task=_t("attention_decoder_step"), name="einsum", fn=dstep_valid),
-    dict(task=_t("attention_decoder_step"), name="bmm_finfo", fn=dstep_valid_bmm_finfo),
+    dict(task=_t("bahdanau_step"), name="einsum", fn=bstep_valid),
+    dict(task=_t("bahdanau_step"), name="F_linear_finfo", fn=bstep_valid_finfo_linear),
     dict(task=_t("alignment_agreement"), name="boolean_index", fn=agree_valid),
     dict(task=_t("alignment_agreement"), name="loops", fn=agree_valid_loops),
     dict(task=_t("greedy_decode"), name="vectorised", fn=gd_valid),
