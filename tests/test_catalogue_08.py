@@ -198,6 +198,19 @@ def sdpa_loops(Q, K, V, mask=None):
     return torch.stack(outs).view(B, T_q, -1), torch.stack(ws).view(B, T_q, T_k)
 
 
+def sdpa_polarity_nan_to_zero(Q, K, V, mask=None):
+    scores = Q @ K.mT / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))  # hides the keys it should keep
+    weights = torch.nan_to_num(scores.softmax(-1))
+    return weights @ V, weights
+
+
+def sdpa_sqrt_T_q(Q, K, V, mask=None):
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[1]), mask), -1)
+    return weights @ V, weights
+
+
 WRONG = {
     "08.sdpa": [
         ("softmax over dim 1", sdpa_softmax_dim1, "softmax_over_queries", "over the keys"),
@@ -208,7 +221,7 @@ WRONG = {
         ("masked scores set to 0", sdpa_mask_zero, "mask_filled_with_zero", "-inf"),
         ("mask polarity inverted", sdpa_inverted, "inverted_mask", "MAY attend"),
         ("weighted sum of keys", sdpa_keys_as_values, "keys_as_values", "values"),
-        ("K Qᵀ with einsum", sdpa_transposed, "transposed_scores", "Q @ Kᵀ"),
+        ("K Qᵀ with einsum", sdpa_transposed, "transposed_scores", "rows must be queries"),
         ("plain average", sdpa_average, "ignores_scores", "average"),
         ("exp without the max", sdpa_naive_exp, "not_finite", "subtract the maximum"),
         ("output only", sdpa_output_only, "wrong_type", "2 values"),
@@ -225,6 +238,8 @@ WRONG = {
             "underflow",
         ),
         ("√T_k", sdpa_sqrt_T_k, "scaled_by_sqrt_T_k", "number of keys"),
+        ("√T_q", sdpa_sqrt_T_q, "scaled_by_sqrt_T_q", "number of queries"),
+        ("polarity inverted, NaN set to 0", sdpa_polarity_nan_to_zero, "inverted_mask", "MAY attend"),
         ("d_k ** 1 / 2", sdpa_power_precedence, "scaled_by_half_d_k", "d_k / 2"),
         ("softmax over the batch", sdpa_softmax_dim0, "softmax_over_batch", "batch axis"),
         ("mask added to the scores", sdpa_mask_added, "bool_mask_added", "True counts as 1"),

@@ -221,6 +221,12 @@ def mha_loops_forever(x, W_q, W_k, W_v, W_o, h):
         pass
 
 
+def mha_scale_sqrt_h(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    weights = (Q @ K.mT / math.sqrt(h)).softmax(-1)
+    return _lin(_concat(weights @ V), W_o)
+
+
 WRONG = {
     "09.fold_heads": [
         ("bare reshape", fold_bare_reshape, "reshape_without_permute", "position"),
@@ -248,6 +254,7 @@ WRONG = {
         ("√d_model", mha_scale_d_model, "scaled_by_d_model", "√d_k"),
         ("divided by d_k", mha_divide_by_d_k, "scaled_by_d_k", "square root"),
         ("√T", mha_scale_T, "scaled_by_T", "number of positions"),
+        ("√h", mha_scale_sqrt_h, "scaled_by_sqrt_h", "number of heads"),
         ("no scaling", mha_no_scale, "not_scaled", "√d_k"),
         ("no W_o", mha_no_W_o, "no_output_projection", "W_o"),
         ("reshape to heads", mha_reshape_heads, "reshape_without_permute", "mixes positions and heads"),

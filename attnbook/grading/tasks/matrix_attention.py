@@ -235,15 +235,18 @@ def _mask_filled_with_zero(Q, K, V, mask=None):
     return w @ V, w
 
 
-def _inverted_mask(fill):
-    """Fill where the mask is True; with fill -inf a row with every key allowed becomes NaN, with a large
-    negative number it becomes uniform: learners write both, so both are modelled."""
+def _inverted_mask(fill, nan_to_zero=False):
+    """Fill where the mask is True; with fill -inf a row with every key allowed becomes NaN (or zeros, for a
+    learner who then replaces NaN by 0), with a large negative number it becomes uniform: learners write all
+    three, so all are modelled."""
 
     def fn(Q, K, V, mask=None):
         s = _scores(Q, K)
         if mask is not None:
             s = s.masked_fill(mask, fill)
         w = torch.softmax(s, dim=-1)
+        if nan_to_zero:
+            w = torch.nan_to_num(w, nan=0.0)
         return w @ V, w
 
     return fn
@@ -291,14 +294,20 @@ register(
                 Misconception(
                     "softmax_over_queries",
                     "your softmax runs over the queries (axis -2): each query's weights must sum to 1 over the keys, "
-                    "so use the last axis, dim=-1",
+                    "the last axis",
                     _softmax_over_queries(fill),
                 )
                 for fill in (NEG_INF, -1e9)
             ),
             Misconception(
+                "scaled_by_sqrt_T_q",
+                "you scaled the scores by √T_q, the number of queries: the scale is √d_k, the width of the "
+                "queries and keys",
+                _wrong_scale(lambda Q, K, V: math.sqrt(Q.shape[-2])),
+            ),
+            Misconception(
                 "scaled_by_half_d_k",
-                "you divided the scores by d_k / 2 (`d_k ** 1/2` is (d_k ** 1) / 2 in Python): the scale is the "
+                "you divided the scores by d_k / 2 (a power written with 1/2 is divided by 2 in Python): the scale is the "
                 "square root of d_k; it agrees with d_k / 2 only when d_k = 4",
                 _wrong_scale(lambda Q, K, V: Q.shape[-1] / 2),
                 hint="math.sqrt(d_k), or d_k ** 0.5.",
@@ -354,7 +363,7 @@ register(
             Misconception(
                 "mask_filled_with_zero",
                 "you filled the masked scores with 0: exp(0) = 1, so masked keys still get weight. Fill them with "
-                "-inf (masked_fill(~mask, float('-inf')))",
+                "-inf, whose exp is exactly 0",
                 _mask_filled_with_zero,
             ),
             *(
@@ -362,19 +371,19 @@ register(
                     "inverted_mask",
                     "your mask works the wrong way round: True means the query MAY attend to the key, so fill the "
                     "scores where the mask is False (~mask), not where it is True",
-                    _inverted_mask(fill),
+                    fn,
                 )
-                for fill in (NEG_INF, -1e9)
+                for fn in (_inverted_mask(NEG_INF), _inverted_mask(-1e9), _inverted_mask(NEG_INF, True))
             ),
             Misconception(
                 "keys_as_values",
-                "you took the weighted sum of the keys: the attention value is weights @ V, the values",
+                "you took the weighted sum of the keys: the attention value mixes the values, V",
                 _keys_as_values,
             ),
             Misconception(
                 "transposed_scores",
                 "your scores are transposed (K Qᵀ): rows must be queries and columns keys, shape (B, T_q, T_k); "
-                "compute Q @ Kᵀ",
+                "each row is one query compared with every key",
                 _transposed_scores,
             ),
             Misconception(

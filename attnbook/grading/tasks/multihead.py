@@ -106,7 +106,7 @@ register(
             Misconception(
                 "not_folded",
                 "you split the heads into (B, h, T, d_k) but did not fold them into the batch axis: the result "
-                "must be 3-D, (B·h, T, d_k), the layout torch.bmm works on",
+                "must be 3-D, (B·h, T, d_k), the layout a batched matrix product (bmm) works on",
                 lambda x, h: _book.split_heads(x, h),
                 hint="After the permute, reshape to (B·h, T, d_k).",
             ),
@@ -295,6 +295,12 @@ register(
                 lambda x, W_q, W_k, W_v, W_o, h: _mha(x, W_q, W_k, W_v, W_o, h, scale=math.sqrt(x.shape[1])),
             ),
             Misconception(
+                "scaled_by_sqrt_h",
+                "you scaled the scores by √h, the number of heads: the scale is √d_k, the width of one head's "
+                "queries and keys",
+                lambda x, W_q, W_k, W_v, W_o, h: _mha(x, W_q, W_k, W_v, W_o, h, scale=math.sqrt(h)),
+            ),
+            Misconception(
                 "not_scaled",
                 "you did not scale the scores: divide them by √d_k, the width of one head",
                 lambda x, W_q, W_k, W_v, W_o, h: _mha(x, W_q, W_k, W_v, W_o, h, scale=1.0),
@@ -320,7 +326,7 @@ register(
             ),
             Misconception(
                 "weights_not_transposed",
-                "you multiplied by the weight matrices as they are (x @ W): the book stores them like "
+                "you multiplied by the weight matrices as they are stored: the book stores them like "
                 "nn.Linear, (out_features, in_features), so they are applied transposed",
                 lambda x, W_q, W_k, W_v, W_o, h: _mha(x, W_q, W_k, W_v, W_o, h, transpose=False),
                 hint="Q = x @ W_q.T (and the same for K, V and the output with W_o).",

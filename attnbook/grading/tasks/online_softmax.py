@@ -174,12 +174,12 @@ register(
             ),
             Misconception(
                 "max_not_updated",
-                "you kept m1 as the maximum: m must be the larger of m1 and m2 (torch.maximum), and l relative to it",
+                "you kept m1 as the maximum: m must be the larger of m1 and m2 (element by element), and l relative to it",
                 lambda m1, l1, m2, l2: (m1, l1 + l2 * torch.exp(m2 - m1)),
             ),
             Misconception(
                 "maxima_added",
-                "you added the two maxima: the maximum of the whole row is the larger of the two, torch.maximum(m1, m2)",
+                "you added the two maxima: the maximum of the whole row is the larger of the two",
                 lambda m1, l1, m2, l2: (
                     m1 + m2,
                     l1 * torch.exp(m1 - torch.maximum(m1, m2)) + l2 * torch.exp(m2 - torch.maximum(m1, m2)),
@@ -312,7 +312,7 @@ register(
             Misconception(
                 "last_block_dropped",
                 "you dropped the last, shorter block: when block_size does not divide T_k the final block has fewer "
-                "scores, but it still counts (range(0, T_k, block_size) and slicing handle it)",
+                "scores, but it still counts",
                 lambda s, b: _running(s, b, drop_last=True),
             ),
             Misconception(
