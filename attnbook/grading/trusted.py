@@ -190,7 +190,7 @@ def _signature(described) -> inspect.Signature | None:
             if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
                 return None
             kind = getattr(inspect.Parameter, str(kind), None)
-            if not isinstance(kind, inspect._ParameterKind):
+            if not isinstance(kind, type(inspect.Parameter.POSITIONAL_ONLY)):
                 return None
             default = None if has_default is True and kind not in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD) \
                 else inspect.Parameter.empty
