@@ -11,9 +11,9 @@ import sys
 
 import nbformat
 import pytest
-from conftest import ROOT
 
 from attnbook.grading import cli
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 EXERCISE = ROOT / "exercises" / "04_attention_scores.ipynb"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT
 
 from attnbook.grading import cli
 from attnbook.grading.sandbox import backend
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 EXERCISE = ROOT / "exercises" / "08_attention_matrix_form.ipynb"
@@ -307,6 +307,8 @@ def test_a_cell_that_ignores_signals_is_stopped_and_the_rest_is_graded(graded):
     assert (report["points"], report["max_points"]) == (8, 8), cli.format_report(report)
     assert report["isolation"] == "bwrap"
     assert report["timing"]["restarts"] == 1
+    assert [c["status"] for c in report["stopped_cells"]] == ["timeout"]
+    assert "was stopped after" in cli.format_report(report)
     # the hanging cell cost its limit and one fresh kernel, not more
     assert report["timing"]["learner_cells"] < 3 * CELL_TIMEOUT
 

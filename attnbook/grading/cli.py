@@ -91,6 +91,9 @@ def format_report(report: dict) -> str:
         if t["status"] == NOT_RUN:
             detail = f"not run: {detail}"
         lines.append(f"  {mark} {t['task']:<{width}}  {t['points']}/{t['max_points']}  {detail}")
+    for stopped in report.get("stopped_cells", []):
+        lines.append(f"  (cell {stopped['cell'] + 1} of the notebook {stopped['detail']}; it was skipped and "
+                     "the cells after it ran without it)")
     lines.append(f"Total: {report['points']}/{report['max_points']}")
     return "\n".join(lines)
 

@@ -362,11 +362,11 @@ class Session:
                                              deadline=time.monotonic() + self.limits.cell_timeout)
         except wire.PeerTimeout:
             self.kill()
-            self.cell_status[step.index] = ("timeout", f"stopped after {self.limits.cell_timeout:g} s")
+            self.cell_status[step.index] = ("timeout", f"was stopped after {self.limits.cell_timeout:g} s")
             return False
         except wire.WireError:
             self.kill()
-            self.cell_status[step.index] = ("crash", "it ended the kernel (a crash, os._exit(), or the memory "
+            self.cell_status[step.index] = ("crash", "ended the kernel (a crash, os._exit(), or the memory "
                                                      "or CPU-time limit)")
             return False
         finally:
@@ -564,7 +564,7 @@ def _not_defined(session: Session, steps: list[Step], step: Step, name: str) -> 
         if definer.search(earlier.source):
             state, detail = session.cell_status.get(earlier.index, ("not run", ""))
             if state == "timeout":
-                return (f"`{name}` is not defined: the cell that defines it was {detail} (a loop that never "
+                return (f"`{name}` is not defined: the cell that defines it {detail} (a loop that never "
                         "ends?), so it never finished", "cell_timeout")
             if state == "crash":
                 return f"`{name}` is not defined: the cell that defines it {detail}", "cell_crash"
@@ -667,6 +667,9 @@ def grade(path: Path, *, release_dir: str | None = None, set_id: str | None = No
         "tasks": tasks,
         "points": sum(t["points"] for t in tasks),
         "max_points": sum(get_task(g.task_id).points for g in selected),
+        "stopped_cells": [{"cell": index, "status": state, "detail": detail}
+                          for index, (state, detail) in sorted(session.cell_status.items())
+                          if state in ("timeout", "crash")],
         "isolation": backend(),
         "timing": session.timing.as_dict(),
     }
