@@ -18,14 +18,24 @@ def _randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=F64) * scale
 
 
-shapes = st.fixed_dictionaries({
-    "B": st.integers(1, 3), "T_q": st.integers(1, 7), "T_k": st.integers(1, 13),
-    "d_k": st.integers(1, 5), "d_v": st.integers(1, 6),
-})
+shapes = st.fixed_dictionaries(
+    {
+        "B": st.integers(1, 3),
+        "T_q": st.integers(1, 7),
+        "T_k": st.integers(1, 13),
+        "d_k": st.integers(1, 5),
+        "d_v": st.integers(1, 6),
+    }
+)
 
 
 @SETTINGS
-@given(s=shapes, block=st.integers(1, 16), scale=st.sampled_from([0.1, 1.0, 5.0, 300.0]), seed=st.integers(0, 10**6))
+@given(
+    s=shapes,
+    block=st.integers(1, 16),
+    scale=st.sampled_from([0.1, 1.0, 5.0, 300.0]),
+    seed=st.integers(0, 10**6),
+)
 def test_equals_full_attention_for_every_block_size(s, block, scale, seed):
     Q = _randn(seed, s["B"], s["T_q"], s["d_k"], scale=scale)
     K = _randn(seed + 1, s["B"], s["T_k"], s["d_k"])
@@ -58,8 +68,10 @@ def test_mask_with_key_axis_one_and_heads():
     mask = torch.tensor([True, False])[:, None, None, None]  # (B, 1, 1, 1): broadcast on every axis
     for block in (1, 4, 9):
         torch.testing.assert_close(
-            online_softmax_attention(Q, K, V, block, mask), scaled_dot_product_attention(Q, K, V, mask)[0],
-            atol=1e-10, rtol=1e-10,
+            online_softmax_attention(Q, K, V, block, mask),
+            scaled_dot_product_attention(Q, K, V, mask)[0],
+            atol=1e-10,
+            rtol=1e-10,
         )
 
 
@@ -90,8 +102,13 @@ def test_gradients_equal_full_attention():
 
 
 @SETTINGS
-@given(rows=st.integers(1, 4), T_k=st.integers(1, 20), block=st.integers(1, 25), seed=st.integers(0, 10**6),
-       scale=st.sampled_from([1.0, 1e3]))
+@given(
+    rows=st.integers(1, 4),
+    T_k=st.integers(1, 20),
+    block=st.integers(1, 25),
+    seed=st.integers(0, 10**6),
+    scale=st.sampled_from([1.0, 1e3]),
+)
 def test_running_max_sum(rows, T_k, block, seed, scale):
     scores = _randn(seed, rows, T_k, scale=scale)
     m, l = running_max_sum(scores, block)
@@ -122,3 +139,44 @@ def test_peak_intermediates_grow_linearly_with_blocks_and_quadratically_without(
         assert 3.5 < b / a <= 4
     for a, b in zip(blocked, blocked[1:]):
         assert b == 2 * a
+
+
+# ---------------------------------------------------------------------------------------------- ScoreWatch
+
+
+def test_watch_records_the_widest_block_of_scores():
+    from attnbook.blockwise import watch_scores
+
+    T, block = 50, 16
+    Q, K, V = watch_scores([_randn(s, 1, T, 8) for s in (1, 2, 3)], rows=T, exempt=(8,))
+    online_softmax_attention(Q, K, V, block)
+    assert max(type(Q).widths) == block
+    Q, K, V = watch_scores([_randn(s, 1, T, 8) for s in (1, 2, 3)], rows=T, exempt=(8,))
+    scaled_dot_product_attention(Q, K, V)
+    assert max(type(Q).widths) == T
+
+
+def test_watch_outside_only_records_callers_outside_the_package_and_reports_back():
+    from attnbook.blockwise import watch_scores
+
+    seen = []
+    (scores,) = watch_scores(
+        [_randn(4, 3, 10)], rows=3, outside_only=True, on_inside=lambda w: seen.append(list(w.widths))
+    )
+    scores[:, :4].exp()  # this test is outside the package: recorded
+    assert set(type(scores).widths) == {4}  # the slice and its exponential
+    before = list(type(scores).widths)
+    running_max_sum(scores, 10)  # the package's code: not recorded, and it reports what came before
+    assert seen == [before]
+    assert type(scores).widths == before
+
+
+def test_watched_tensors_copy_and_compare_like_tensors():
+    import copy
+
+    from attnbook.blockwise import watch_scores
+
+    (x,) = watch_scores([_randn(5, 2, 7)], rows=2)
+    y = copy.deepcopy(x)
+    assert torch.equal(y, x) and y.dtype == F64
+    assert torch.allclose((x * 2).sum(), 2 * x.as_subclass(torch.Tensor).sum())
