@@ -204,3 +204,29 @@ def test_a_pickle_on_the_wire_is_not_a_message():
     with pytest.raises(wire.WireError):
         wire.Peer(r, -1).receive()
     os.close(r)
+
+
+def _in_a_thread(compute):
+    def causal_mask(T):
+        out = {}
+        worker = threading.Thread(target=lambda: out.setdefault("mask", compute(T)))
+        worker.start()
+        worker.join()
+        return out["mask"]
+    return causal_mask
+
+
+def test_the_books_implementation_earns_nothing_even_from_a_thread_or_with_the_watch_switched_off():
+    import sys
+
+    import attnbook.attention as book
+
+    def switched_off(T):
+        sys.setprofile(None)
+        return book.causal_mask(T)
+
+    for fn in (book.causal_mask, _in_a_thread(book.causal_mask), switched_off):
+        result = grade_through_proxy("08.causal_mask", fn)
+        assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+    own_work = _in_a_thread(lambda T: torch.ones(T, T).tril().bool())
+    assert grade_through_proxy("08.causal_mask", own_work).passed

@@ -16,6 +16,7 @@ import inspect
 import os
 import resource
 import sys
+import threading
 import time
 
 _T_START = float(os.environ.pop("ATTNBOOK_T_START", time.time()))
@@ -204,11 +205,15 @@ class Kernel:
         _cpu_budget(message.get("cpu"))
         guard = _guard([str(n) for n in message.get("forbid") or []], list(_STUBS.values()))
         value, error = None, None
+        # threads the function starts are watched too (forked processes and C-level tricks are not)
+        threading.setprofile(getattr(guard, "_profile", None))
         try:
             with guard or contextlib.nullcontext(), torch.set_grad_enabled(grad):
                 value = fn(*args, **kwargs)
         except BaseException as exc:  # the learner's error, SystemExit and KeyboardInterrupt included
             error = exc
+        finally:
+            threading.setprofile(None)
         used = [wire.short(n, 200) for n in (guard.found if guard is not None else [])][:10]
         if used:
             return {"status": "forbidden", "names": used}, b""
