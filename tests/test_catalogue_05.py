@@ -504,6 +504,9 @@ WRONG = {
         ("writes -inf into scores", lengths_loop_in_place, "mutates_input", "`scores`"),
         ("mask without a batch axis", lengths_float_lengths, "raised", "RuntimeError"),
         ("first sentence's length for all", lengths_first_only, "one_length_for_all", "first sentence"),
+        ("< length - 1", lambda scores, lengths: _rows_to_zero(torch.softmax(scores.masked_fill(
+            ~(torch.arange(scores.shape[-1]) < lengths[:, None] - 1)[:, None, :], float("-inf")), -1)),
+         "off_by_one", "length - 1"),
         ("max over the padded scores too", lengths_max_first, "max_includes_masked", "includes the masked scores"),
         ("softmax over the batch", lengths_dim0, "batch_axis", "batch axis"),
     ],

@@ -403,6 +403,12 @@ def step_book_softmax(s_t, H, lengths):
     return torch.einsum("bn,bnd->bd", alpha_t, H), alpha_t
 
 
+def _step_masked(s_t, H, keep):
+    e = torch.einsum("bnd,bd->bn", H, s_t).masked_fill(~keep, float("-inf"))
+    alpha_t = torch.nan_to_num(torch.softmax(e, -1))
+    return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
+
+
 def dec_nan_rows(S, H, lengths):
     alpha = torch.softmax((S @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), -1)
     return alpha @ H, alpha
@@ -480,6 +486,8 @@ WRONG = {
         ("nested Python lists", value_nested_loops, "wrong_type", "torch.Tensor"),
         ("values @ weights", lambda weights, values: values @ weights, "raised", "RuntimeError"),
         ("divided by the weight sum", value_renormalised, "renormalised_empty_row", "0/0"),
+        ("softmax of the weights", lambda weights, values: torch.softmax(weights, -1) @ values, "softmax_again",
+         "already are weights"),
         ("divided by T_k", lambda weights, values: torch.bmm(weights, values) / weights.shape[-1], "divided_by_T_k",
          "number of keys"),
         ("the first sentence's values", value_first_sentence, "first_sentence_values", "first sentence"),
@@ -497,6 +505,9 @@ WRONG = {
         ("Q @ K", dpa_no_transpose, "raised", "RuntimeError"),
         ("None", lambda Q, K, V: None, "returned_none", "return"),
         ("sigmoid weights", dpa_sigmoid, "sigmoid", "sigmoid"),
+        ("scores over their sum", lambda Q, K, V: (lambda e: ((e / e.sum(-1, keepdim=True)) @ V,
+                                                              e / e.sum(-1, keepdim=True)))(Q @ K.mT),
+         "no_exp", "without taking exp"),
         ("scores times values", lambda Q, K, V: ((Q @ K.mT) @ V, torch.softmax(Q @ K.mT, -1)), "value_from_scores",
          "raw scores"),
         ("F.scaled_dot_product_attention's default scale", lambda Q, K, V: (
@@ -522,6 +533,10 @@ WRONG = {
         ("fill with -1e9", step_minus_1e9, "large_negative_fill", "uniform"),
         ("max over the padding too", step_max_over_padding, "max_includes_masked", "padded scores"),
         ("sentence 0's states for all", step_first_sentence, "first_sentence_states", "first sentence"),
+        ("positions <= length", lambda s_t, H, lengths: _step_masked(s_t, H, torch.arange(H.shape[1]) <= lengths[:, None]),
+         "off_by_one", "not <="),
+        ("positions < length - 1", lambda s_t, H, lengths: _step_masked(s_t, H, torch.arange(H.shape[1]) < lengths[:, None] - 1),
+         "off_by_one", "length - 1"),
     ],
     "06.decoder_attention": [
         ("weights from s_1 only", dec_first_state, "static_query", "first decoder state"),
@@ -538,6 +553,8 @@ WRONG = {
         ("fill with -1e9", dec_minus_1e9, "large_negative_fill", "uniform"),
         ("softmax over the batch", dec_batch_axis, "softmax_over_batch", "batch axis"),
         ("query s_{t-1}", dec_previous_state, "previous_state_query", "s_{t-1}"),
+        ("positions <= length", lambda S, H, lengths: (lambda a: (a @ H, a))(_soft(
+            S @ H.mT, (torch.arange(H.shape[1]) <= lengths[:, None])[:, None, :])), "off_by_one", "not <="),
     ],
     "06.luong_output": [
         ("[s_t; a_t]", out_order, "wrong_concat_order", "[a_t; s_t]"),
@@ -553,6 +570,8 @@ WRONG = {
         ("ReLU instead of tanh", out_relu, "relu_not_tanh", "ReLU"),
         ("sigmoid instead of tanh", out_sigmoid_act, "sigmoid_not_tanh", "sigmoid"),
         ("biases swapped", out_swapped_biases, "swapped_biases", "swapped the biases"),
+        ("b_c after the tanh", lambda a_t, s_t, W_c, b_c, W_y, b_y: torch.softmax(
+            (torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T) + b_c) @ W_y.T + b_y, -1), "bias_after_tanh", "inside"),
         ("log_softmax", out_log_softmax, "log_softmax", "log-probabilities"),
         ("sigmoid on the logits", out_sigmoid_final, "sigmoid", "sigmoid"),
         ("float32 inside", out_float32_inside, "float32_computation", "float32"),

@@ -90,8 +90,10 @@ def _not_normalised(case, outputs):
     sums = got.sum(-1)
     nonzero = sums.abs() > 1e-9  # rows that are all zero are checked by the mask properties
     if not torch.allclose(sums[nonzero], torch.ones_like(sums[nonzero]), atol=1e-6):
-        return ("the weights of one query do not sum to 1 over the keys (last axis): "
-                f"row sums range from {float(sums.min()):.4f} to {float(sums.max()):.4f}")
+        return (
+            "the weights of one query do not sum to 1 over the keys (last axis): "
+            f"row sums range from {float(sums.min()):.4f} to {float(sums.max()):.4f}"
+        )
     return None
 
 
@@ -113,8 +115,10 @@ def _masked_not_zero(case, outputs):
     mask = _mask_of(case)
     leaked = got[~mask]
     if leaked.numel() and (leaked.abs() > 1e-12).any():
-        return ("masked (padded) keys got a non-zero weight: a removed key must get exactly 0 "
-                "(fill its score with -inf before the softmax)")
+        return (
+            "masked (padded) keys got a non-zero weight: a removed key must get exactly 0 "
+            "(fill its score with -inf before the softmax)"
+        )
     return None
 
 
@@ -142,26 +146,57 @@ def _log_weights_cases():
     g = generator(50)
     large = randn(g, 2, 3, 5, scale=1e3)
     large[0, 0] = torch.tensor([1000.0, 999.0, 998.0, -1000.0, 0.0], dtype=DTYPE)
-    far = torch.tensor([[0.0, -800.0, -1.0, -2000.0], [-5.0, -3.0, -900.0, -4.0],
-                        [-1000.0, -1001.0, -1300.0, -999.0]], dtype=DTYPE)
+    far = torch.tensor(
+        [[0.0, -800.0, -1.0, -2000.0], [-5.0, -3.0, -900.0, -4.0], [-1000.0, -1001.0, -1300.0, -999.0]],
+        dtype=DTYPE,
+    )
     apart = torch.stack([randn(g, 4) - 1000.0, randn(g, 4) + 1000.0, randn(g, 4)])
     return [
-        Case("B=2, T_q=3, T_k=5, dim=-1", (randn(g, 2, 3, 5, scale=2.0), -1),
-             dims={"B": 2, "T_q": 3, "T_k": 5}),
-        Case("T_q=3, T_k=4, dim=1, rows far apart", (apart, 1), dims={"T_q": 3, "T_k": 4},
-             note="one row near -1000, one near +1000, one near 0"),
-        Case("T_q=3, T_k=4, dim=-1, far below the maximum", (far, -1), dims={"T_q": 3, "T_k": 4},
-             note="some weights underflow to 0, but their logs are ordinary numbers such as -800"),
-        Case("B=2, T_q=3, T_k=5, dim=1, scores of ±1e3", (large, 1), dims={"B": 2, "T_q": 3, "T_k": 5},
-             note="over the query axis; exp(1000) overflows"),
-        Case("B=4, T_k=3, dim=0", (randn(g, 4, 3, scale=300.0), 0), dims={"B": 4, "T_k": 3},
-             note="over the first axis"),
-        Case("heads: B=2, h=3, T_q=4, T_k=6, dim=-2", (randn(g, 2, 3, 4, 6, scale=3.0), -2),
-             dims={"B": 2, "h": 3, "T_q": 4, "T_k": 6}, note="a middle axis"),
-        Case("N=5, dim=0, tied", (tied(5, value=-2.5), 0), dims={"N": 5},
-             note="equal scores: every log-weight is log(1/5)"),
-        Case("B=2, T_q=2, T_k=3, dim=2", (randn(g, 2, 2, 3, scale=5.0), 2), dims={"B": 2, "T_q": 2, "T_k": 3},
-             note="a positive axis number"),
+        Case(
+            "B=2, T_q=3, T_k=5, dim=-1", (randn(g, 2, 3, 5, scale=2.0), -1), dims={"B": 2, "T_q": 3, "T_k": 5}
+        ),
+        Case(
+            "T_q=3, T_k=4, dim=1, rows far apart",
+            (apart, 1),
+            dims={"T_q": 3, "T_k": 4},
+            note="one row near -1000, one near +1000, one near 0",
+        ),
+        Case(
+            "T_q=3, T_k=4, dim=-1, far below the maximum",
+            (far, -1),
+            dims={"T_q": 3, "T_k": 4},
+            note="some weights underflow to 0, but their logs are ordinary numbers such as -800",
+        ),
+        Case(
+            "B=2, T_q=3, T_k=5, dim=1, scores of ±1e3",
+            (large, 1),
+            dims={"B": 2, "T_q": 3, "T_k": 5},
+            note="over the query axis; exp(1000) overflows",
+        ),
+        Case(
+            "B=4, T_k=3, dim=0",
+            (randn(g, 4, 3, scale=300.0), 0),
+            dims={"B": 4, "T_k": 3},
+            note="over the first axis",
+        ),
+        Case(
+            "heads: B=2, h=3, T_q=4, T_k=6, dim=-2",
+            (randn(g, 2, 3, 4, 6, scale=3.0), -2),
+            dims={"B": 2, "h": 3, "T_q": 4, "T_k": 6},
+            note="a middle axis",
+        ),
+        Case(
+            "N=5, dim=0, tied",
+            (tied(5, value=-2.5), 0),
+            dims={"N": 5},
+            note="equal scores: every log-weight is log(1/5)",
+        ),
+        Case(
+            "B=2, T_q=2, T_k=3, dim=2",
+            (randn(g, 2, 2, 3, scale=5.0), 2),
+            dims={"B": 2, "T_q": 2, "T_k": 3},
+            note="a positive axis number",
+        ),
     ]
 
 
@@ -180,8 +215,10 @@ def _log_not_normalised(case, outputs):
         return None
     sums = got.exp().sum(dim=dim)
     if not torch.allclose(sums, torch.ones_like(sums), atol=1e-6):
-        return (f"exp of your log-weights does not sum to 1 over the axis dim={dim}: sums range from "
-                f"{float(sums.min()):.4f} to {float(sums.max()):.4f}")
+        return (
+            f"exp of your log-weights does not sum to 1 over the axis dim={dim}: sums range from "
+            f"{float(sums.min()):.4f} to {float(sums.max()):.4f}"
+        )
     return None
 
 
@@ -191,7 +228,7 @@ _log_not_normalised.key = "not_normalised"
 def _log_positive(case, outputs):
     got, scores = outputs[0], case.args[0]
     if isinstance(got, torch.Tensor) and got.shape == scores.shape and (got > 1e-9).any():
-        return ("some of your log-weights are positive: a weight is at most 1, so its log is at most 0")
+        return "some of your log-weights are positive: a weight is at most 1, so its log is at most 0"
     return None
 
 
@@ -210,85 +247,91 @@ WRONG_AXIS = Misconception(
     lambda scores: _stable(scores, dim=-2),
 )
 
-register(Task(
-    id="05.log_weights",
-    title="log-weights over any axis, in the log domain",
-    points=2,
-    reference=_log_weights_ref,
-    cases=_log_weights_cases,
-    misconceptions=[
-        Misconception(
-            "log_of_softmax",
-            "you took the log of the softmax: a weight that underflows to 0 gives -inf, although its "
-            "log is an ordinary number (such as -800). Stay in the log domain: subtract the log-sum-exp "
-            "from the scores",
-            _log_of(_stable),
-        ),
-        Misconception(
-            "ignores_dim",
-            "you normalised over the last axis whatever `dim` says: the log-weights must be normalised "
-            "over the axis given by `dim`",
-            lambda scores, dim: _log_softmax(scores, -1),
-        ),
-        Misconception(
-            "returned_softmax",
-            "you returned the weights themselves; this task asks for their logarithm, log α",
-            lambda scores, dim: _stable(scores, dim),
-        ),
-        Misconception(
-            "overflow",
-            "your log-sum-exp overflows: log(Σ exp(e)) with e = 1000 is log(inf). Shift by the maximum "
-            "first: logsumexp(e) = m + log Σ exp(e - m)",
-            lambda scores, dim: scores - torch.log(torch.exp(scores).sum(dim=dim, keepdim=True)),
-        ),
-        Misconception(
-            "overflow",
-            "your softmax breaks before you take its log: without the shift by the maximum, exp "
-            "overflows for large scores (inf/inf) and underflows for very negative ones (0/0 = NaN). "
-            "Stay in the log domain, with the maximum subtracted",
-            _log_of(lambda scores, dim: _naive(scores, dim)),
-        ),
-        Misconception(
-            "shift_only",
-            "you subtracted the maximum but not the log of the sum: log α_i = e_i - m - log Σ_j exp(e_j - m)",
-            lambda scores, dim: scores - scores.amax(dim=dim, keepdim=True),
-        ),
-        Misconception(
-            "forgot_max_in_lse",
-            "you subtracted log Σ exp(e_j - m) but not m itself: logsumexp(e) = m + log Σ exp(e_j - m)",
-            lambda scores, dim: scores - torch.log(torch.exp(scores - scores.amax(dim=dim, keepdim=True))
-                                                   .sum(dim=dim, keepdim=True)),
-        ),
-        Misconception(
-            "lse_sign",
-            "you added the log-sum-exp instead of subtracting it: log α_i = e_i - logsumexp(e)",
-            lambda scores, dim: scores + torch.logsumexp(scores, dim=dim, keepdim=True),
-        ),
-        Misconception(
-            "global_max",
-            "you subtracted the maximum of the whole tensor, not of each slice along `dim`: a slice far "
-            "below the global maximum underflows to log(0) = -inf",
-            _global_max_log,
-        ),
-        Misconception(
-            "log_sigmoid",
-            "you used a log-sigmoid, which treats every score on its own; log-softmax normalises the "
-            "scores against each other along `dim`",
-            lambda scores, dim: torch.nn.functional.logsigmoid(scores),
-        ),
-        Misconception(
-            "all_entries",
-            "you normalised over all entries at once: each slice along `dim` needs its own normaliser",
-            lambda scores, dim: _log_softmax(scores.reshape(-1), 0).reshape(scores.shape),
-        ),
-    ],
-    properties=[_log_positive, _log_not_normalised],
-    hint="m = scores.amax(dim=dim, keepdim=True); log α = scores - m - log(Σ exp(scores - m)) along dim.",
-    forbidden=BOOK_SOFTMAX,
-    shortcut_example=_book.softmax,
-    atol=1e-9,
-    rtol=1e-9,
-))
+register(
+    Task(
+        id="05.log_weights",
+        title="log-weights over any axis, in the log domain",
+        points=2,
+        reference=_log_weights_ref,
+        cases=_log_weights_cases,
+        misconceptions=[
+            Misconception(
+                "log_of_softmax",
+                "you took the log of the softmax: a weight that underflows to 0 gives -inf, although its "
+                "log is an ordinary number (such as -800). Stay in the log domain: subtract the log-sum-exp "
+                "from the scores",
+                _log_of(_stable),
+            ),
+            Misconception(
+                "ignores_dim",
+                "you normalised over the last axis whatever `dim` says: the log-weights must be normalised "
+                "over the axis given by `dim`",
+                lambda scores, dim: _log_softmax(scores, -1),
+            ),
+            Misconception(
+                "returned_softmax",
+                "you returned the weights themselves; this task asks for their logarithm, log α",
+                lambda scores, dim: _stable(scores, dim),
+            ),
+            Misconception(
+                "overflow",
+                "your log-sum-exp overflows: log(Σ exp(e)) with e = 1000 is log(inf). Shift by the maximum "
+                "first: logsumexp(e) = m + log Σ exp(e - m)",
+                lambda scores, dim: scores - torch.log(torch.exp(scores).sum(dim=dim, keepdim=True)),
+            ),
+            Misconception(
+                "overflow",
+                "your softmax breaks before you take its log: without the shift by the maximum, exp "
+                "overflows for large scores (inf/inf) and underflows for very negative ones (0/0 = NaN). "
+                "Stay in the log domain, with the maximum subtracted",
+                _log_of(lambda scores, dim: _naive(scores, dim)),
+            ),
+            Misconception(
+                "shift_only",
+                "you subtracted the maximum but not the log of the sum: log α_i = e_i - m - log Σ_j exp(e_j - m)",
+                lambda scores, dim: scores - scores.amax(dim=dim, keepdim=True),
+            ),
+            Misconception(
+                "forgot_max_in_lse",
+                "you subtracted log Σ exp(e_j - m) but not m itself: logsumexp(e) = m + log Σ exp(e_j - m)",
+                lambda scores, dim: (
+                    scores
+                    - torch.log(
+                        torch.exp(scores - scores.amax(dim=dim, keepdim=True)).sum(dim=dim, keepdim=True)
+                    )
+                ),
+            ),
+            Misconception(
+                "lse_sign",
+                "you added the log-sum-exp instead of subtracting it: log α_i = e_i - logsumexp(e)",
+                lambda scores, dim: scores + torch.logsumexp(scores, dim=dim, keepdim=True),
+            ),
+            Misconception(
+                "global_max",
+                "you subtracted the maximum of the whole tensor, not of each slice along `dim`: a slice far "
+                "below the global maximum underflows to log(0) = -inf",
+                _global_max_log,
+            ),
+            Misconception(
+                "log_sigmoid",
+                "you used a log-sigmoid, which treats every score on its own; log-softmax normalises the "
+                "scores against each other along `dim`",
+                lambda scores, dim: torch.nn.functional.logsigmoid(scores),
+            ),
+            Misconception(
+                "all_entries",
+                "you normalised over all entries at once: each slice along `dim` needs its own normaliser",
+                lambda scores, dim: _log_softmax(scores.reshape(-1), 0).reshape(scores.shape),
+            ),
+        ],
+        properties=[_log_positive, _log_not_normalised],
+        hint="m = scores.amax(dim=dim, keepdim=True); log α = scores - m - log(Σ exp(scores - m)) along dim.",
+        forbidden=BOOK_SOFTMAX,
+        shortcut_example=_book.softmax,
+        atol=1e-9,
+        rtol=1e-9,
+    )
+)
 
 # --------------------------------------------------------------------------------------------- 05.masked_softmax
 
@@ -315,28 +358,65 @@ def _masked_softmax_cases():
     s7 = randn(g, 2, 3, 5, scale=3.0)
     m7 = _keep_row_max(s7, _bool_mask(g, 2, 3, 5))
     m7[1, 1] = False  # query 1 of sentence 1 has no key; the other queries keep theirs
-    s7[1, 1] = 1e3    # ... and its masked scores are huge
-    s8 = torch.tensor([[[-1000.0, -1900.0, -950.0, 5.0], [-1200.0, -1150.0, -1100.0, -1e4]],
-                       [[-800.0, -1700.0, 3.0, 2.0], [-3.0, -2.0, -1.0, -4.0]]], dtype=DTYPE)
+    s7[1, 1] = 1e3  # ... and its masked scores are huge
+    s8 = torch.tensor(
+        [
+            [[-1000.0, -1900.0, -950.0, 5.0], [-1200.0, -1150.0, -1100.0, -1e4]],
+            [[-800.0, -1700.0, 3.0, 2.0], [-3.0, -2.0, -1.0, -4.0]],
+        ],
+        dtype=DTYPE,
+    )
     m8 = _length_mask(torch.tensor([3, 2]), 4)
     return [
-        Case("B=2, T_q=3, T_k=5, mask (B, T_q, T_k)", (s1, m1), dims={"B": 2, "T_q": 3, "T_k": 5},
-             note="every query keeps at least one key"),
-        Case("B=3, T_q=2, T_k=6, padding mask (B, 1, T_k)", (s2, m2), dims={"B": 3, "T_q": 2, "T_k": 6},
-             note="valid lengths 6, 3, 1"),
-        Case("B=2, T_q=4, T_k=3, scores of ±1e3", (s3, m3), dims={"B": 2, "T_q": 4, "T_k": 3},
-             note="exp(1000) overflows float64"),
-        Case("B=2, T_q=3, T_k=5, padded scores of 1e3", (s4, m4), dims={"B": 2, "T_q": 3, "T_k": 5},
-             note="valid lengths 2, 4; the padded positions hold scores of 1000"),
-        Case("B=3, T_q=2, T_k=4, a length of 0", (s5, m5), dims={"B": 3, "T_q": 2, "T_k": 4},
-             note="valid lengths 4, 0, 2: item 1 has no key at all"),
-        Case("B=2, T_q=3, T_k=5, causal mask (T_q, T_k)", (s6, m6), dims={"B": 2, "T_q": 3, "T_k": 5},
-             note="one mask shared by the batch"),
-        Case("B=2, T_q=3, T_k=5, one query without a key", (s7, m7), dims={"B": 2, "T_q": 3, "T_k": 5},
-             note="query 1 of item 1 has no key left (its masked scores are 1000); the other queries "
-                  "of that item keep theirs"),
-        Case("B=2, T_q=2, T_k=4, all-negative rows", (s8, m8), dims={"B": 2, "T_q": 2, "T_k": 4},
-             note="rows of scores near -1000 (exp underflows to 0 without the shift), valid lengths 3, 2"),
+        Case(
+            "B=2, T_q=3, T_k=5, mask (B, T_q, T_k)",
+            (s1, m1),
+            dims={"B": 2, "T_q": 3, "T_k": 5},
+            note="every query keeps at least one key",
+        ),
+        Case(
+            "B=3, T_q=2, T_k=6, padding mask (B, 1, T_k)",
+            (s2, m2),
+            dims={"B": 3, "T_q": 2, "T_k": 6},
+            note="valid lengths 6, 3, 1",
+        ),
+        Case(
+            "B=2, T_q=4, T_k=3, scores of ±1e3",
+            (s3, m3),
+            dims={"B": 2, "T_q": 4, "T_k": 3},
+            note="exp(1000) overflows float64",
+        ),
+        Case(
+            "B=2, T_q=3, T_k=5, padded scores of 1e3",
+            (s4, m4),
+            dims={"B": 2, "T_q": 3, "T_k": 5},
+            note="valid lengths 2, 4; the padded positions hold scores of 1000",
+        ),
+        Case(
+            "B=3, T_q=2, T_k=4, a length of 0",
+            (s5, m5),
+            dims={"B": 3, "T_q": 2, "T_k": 4},
+            note="valid lengths 4, 0, 2: item 1 has no key at all",
+        ),
+        Case(
+            "B=2, T_q=3, T_k=5, causal mask (T_q, T_k)",
+            (s6, m6),
+            dims={"B": 2, "T_q": 3, "T_k": 5},
+            note="one mask shared by the batch",
+        ),
+        Case(
+            "B=2, T_q=3, T_k=5, one query without a key",
+            (s7, m7),
+            dims={"B": 2, "T_q": 3, "T_k": 5},
+            note="query 1 of item 1 has no key left (its masked scores are 1000); the other queries "
+            "of that item keep theirs",
+        ),
+        Case(
+            "B=2, T_q=2, T_k=4, all-negative rows",
+            (s8, m8),
+            dims={"B": 2, "T_q": 2, "T_k": 4},
+            note="rows of scores near -1000 (exp underflows to 0 without the shift), valid lengths 3, 2",
+        ),
     ]
 
 
@@ -438,39 +518,47 @@ BATCH_AXIS_MASKED = Misconception(
     lambda scores, mask: _stable(scores.masked_fill(~mask, NEG_INF), dim=0),
 )
 
-register(Task(
-    id="05.masked_softmax",
-    title="softmax with a mask over the keys",
-    points=3,
-    reference=_masked_softmax_ref,
-    cases=_masked_softmax_cases,
-    misconceptions=[
-        # first: where the padded scores are huge it gives all zeros, like a mask applied after the softmax
-        Misconception(MAX_INCLUDES_MASKED.key, MAX_INCLUDES_MASKED.message, _max_includes_masked_guarded),
-        MASK_AFTER,
-        FILL_ZERO,
-        POLARITY,
-        NO_MASK,
-        Misconception(WRONG_AXIS.key, WRONG_AXIS.message,
-                      lambda scores, mask: _stable(scores.masked_fill(~mask, NEG_INF), dim=-2)),
-        BATCH_AXIS_MASKED,
-        NAN_ROWS,  # before the next two: on a row without keys all three give NaN
-        MAX_INCLUDES_MASKED,
-        MASKED_OVERFLOW,
-        LARGE_NEGATIVE,
-        Misconception(LOG_WEIGHTS.key, LOG_WEIGHTS.message,
-                      lambda scores, mask: torch.log_softmax(scores.masked_fill(~mask, NEG_INF), dim=-1)),
-        LOG_WEIGHTS,
-        SIGMOID,
-    ],
-    properties=[_negative, _masked_not_zero, _not_normalised],
-    hint="scores.masked_fill(~mask, float('-inf')), then a stable softmax over dim=-1, then zeros for "
-         "rows without any key.",
-    forbidden=BOOK_SOFTMAX,
-    shortcut_example=_book.attention_weights,
-    atol=1e-9,
-    rtol=1e-9,
-))
+register(
+    Task(
+        id="05.masked_softmax",
+        title="softmax with a mask over the keys",
+        points=3,
+        reference=_masked_softmax_ref,
+        cases=_masked_softmax_cases,
+        misconceptions=[
+            # first: where the padded scores are huge it gives all zeros, like a mask applied after the softmax
+            Misconception(MAX_INCLUDES_MASKED.key, MAX_INCLUDES_MASKED.message, _max_includes_masked_guarded),
+            MASK_AFTER,
+            FILL_ZERO,
+            POLARITY,
+            NO_MASK,
+            Misconception(
+                WRONG_AXIS.key,
+                WRONG_AXIS.message,
+                lambda scores, mask: _stable(scores.masked_fill(~mask, NEG_INF), dim=-2),
+            ),
+            BATCH_AXIS_MASKED,
+            NAN_ROWS,  # before the next two: on a row without keys all three give NaN
+            MAX_INCLUDES_MASKED,
+            MASKED_OVERFLOW,
+            LARGE_NEGATIVE,
+            Misconception(
+                LOG_WEIGHTS.key,
+                LOG_WEIGHTS.message,
+                lambda scores, mask: torch.log_softmax(scores.masked_fill(~mask, NEG_INF), dim=-1),
+            ),
+            LOG_WEIGHTS,
+            SIGMOID,
+        ],
+        properties=[_negative, _masked_not_zero, _not_normalised],
+        hint="scores.masked_fill(~mask, float('-inf')), then a stable softmax over dim=-1, then zeros for "
+        "rows without any key.",
+        forbidden=BOOK_SOFTMAX,
+        shortcut_example=_book.attention_weights,
+        atol=1e-9,
+        rtol=1e-9,
+    )
+)
 
 # --------------------------------------------------------------------------------------------- 05.attention_weights_from_lengths
 
@@ -485,19 +573,40 @@ def _from_lengths_cases():
     s3[0, 0, 0] = 1000.0
     s5 = torch.tensor([[[-1000.0, -1040.0, 1e3, 1e3]], [[1e3, 1e3, 1e3, 1e3]]], dtype=DTYPE)
     return [
-        Case("B=3, T_q=4, T_k=5, lengths 2, 5, 3", (randn(g, 3, 4, 5), torch.tensor([2, 5, 3])),
-             dims={"B": 3, "T_q": 4, "T_k": 5}),
-        Case("B=3, T_q=5, T_k=4, lengths 4, 2, 3", (randn(g, 3, 5, 4), torch.tensor([4, 2, 3])),
-             dims={"B": 3, "T_q": 5, "T_k": 4}, note="the chapter's lengths"),
-        Case("B=4, T_q=3, T_k=6, lengths 6, 1, 5, 3", (randn(g, 4, 3, 6, scale=2.0), torch.tensor([6, 1, 5, 3])),
-             dims={"B": 4, "T_q": 3, "T_k": 6}),
-        Case("B=2, T_q=3, T_k=6, scores of ±1e3", (s3, torch.tensor([3, 6])),
-             dims={"B": 2, "T_q": 3, "T_k": 6}, note="exp(1000) overflows float64"),
-        Case("B=3, T_q=2, T_k=5, a length of 0", (randn(g, 3, 2, 5), torch.tensor([5, 0, 2])),
-             dims={"B": 3, "T_q": 2, "T_k": 5}, note="item 1 has no valid key: its weights are all 0"),
-        Case("B=2, T_q=1, T_k=4, padding holds 1e3, all-negative", (s5, torch.tensor([2, 0])),
-             dims={"B": 2, "T_q": 1, "T_k": 4},
-             note="valid scores near -1000, padded scores of 1000; item 1 has length 0"),
+        Case(
+            "B=3, T_q=4, T_k=5, lengths 2, 5, 3",
+            (randn(g, 3, 4, 5), torch.tensor([2, 5, 3])),
+            dims={"B": 3, "T_q": 4, "T_k": 5},
+        ),
+        Case(
+            "B=3, T_q=5, T_k=4, lengths 4, 2, 3",
+            (randn(g, 3, 5, 4), torch.tensor([4, 2, 3])),
+            dims={"B": 3, "T_q": 5, "T_k": 4},
+            note="the chapter's lengths",
+        ),
+        Case(
+            "B=4, T_q=3, T_k=6, lengths 6, 1, 5, 3",
+            (randn(g, 4, 3, 6, scale=2.0), torch.tensor([6, 1, 5, 3])),
+            dims={"B": 4, "T_q": 3, "T_k": 6},
+        ),
+        Case(
+            "B=2, T_q=3, T_k=6, scores of ±1e3",
+            (s3, torch.tensor([3, 6])),
+            dims={"B": 2, "T_q": 3, "T_k": 6},
+            note="exp(1000) overflows float64",
+        ),
+        Case(
+            "B=3, T_q=2, T_k=5, a length of 0",
+            (randn(g, 3, 2, 5), torch.tensor([5, 0, 2])),
+            dims={"B": 3, "T_q": 2, "T_k": 5},
+            note="item 1 has no valid key: its weights are all 0",
+        ),
+        Case(
+            "B=2, T_q=1, T_k=4, padding holds 1e3, all-negative",
+            (s5, torch.tensor([2, 0])),
+            dims={"B": 2, "T_q": 1, "T_k": 4},
+            note="valid scores near -1000, padded scores of 1000; item 1 has length 0",
+        ),
     ]
 
 
@@ -518,6 +627,10 @@ def _mask_off_by_one(lengths, scores):
     return (torch.arange(scores.shape[-1])[None, :] <= lengths[:, None]).unsqueeze(1).expand_as(scores)
 
 
+def _mask_one_short(lengths, scores):
+    return (torch.arange(scores.shape[-1])[None, :] < lengths[:, None] - 1).unsqueeze(1).expand_as(scores)
+
+
 def _mask_inverted(lengths, scores):
     return ~_length_mask(lengths, scores.shape[-1]).expand_as(scores)
 
@@ -526,56 +639,81 @@ def _with_length_mask(fn):
     return lambda scores, lengths: fn(scores, _length_mask(lengths, scores.shape[-1]))
 
 
-register(Task(
-    id="05.attention_weights_from_lengths",
-    title="attention weights for a padded batch, from the valid lengths",
-    points=3,
-    reference=_from_lengths_ref,
-    cases=_from_lengths_cases,
-    misconceptions=[
-        Misconception(
-            "mask_wrong_axis",
-            "you masked queries (rows) instead of keys (columns): lengths[b] says how many source "
-            "positions (keys, the last axis) of sentence b are real",
-            _lengths_with(_mask_queries),
-        ),
-        Misconception(
-            "off_by_one",
-            "your mask keeps one padded position too many: with length n the valid positions are "
-            "0 .. n-1, so compare positions < length (not <=)",
-            _lengths_with(_mask_off_by_one),
-        ),
-        Misconception(POLARITY.key, "your mask is inverted: positions < length are the real keys (keep "
-                      "them), positions ≥ length are padding (remove them)", _lengths_with(_mask_inverted)),
-        Misconception(NO_MASK.key, "your weights ignore the lengths: padded keys (positions ≥ length) got "
-                      "weight", lambda scores, lengths: _stable(scores)),
-        Misconception(MASK_AFTER.key, MASK_AFTER.message, _with_length_mask(_after_softmax)),
-        Misconception(FILL_ZERO.key, FILL_ZERO.message, _with_length_mask(_fill_value(0.0))),
-        Misconception(WRONG_AXIS.key, WRONG_AXIS.message,
-                      _with_length_mask(lambda s, m: _stable(s.masked_fill(~m, NEG_INF), dim=-2))),
-        Misconception(NAN_ROWS.key, NAN_ROWS.message, _with_length_mask(_nan_rows)),
-        Misconception(MASKED_OVERFLOW.key, MASKED_OVERFLOW.message, _with_length_mask(_naive_masked)),
-        Misconception(LARGE_NEGATIVE.key, LARGE_NEGATIVE.message, _with_length_mask(_fill_value(-1e9))),
-        Misconception(MAX_INCLUDES_MASKED.key, MAX_INCLUDES_MASKED.message,
-                      _with_length_mask(_max_includes_masked_guarded)),
-        Misconception(
-            "one_length_for_all",
-            "you used the length of the first sentence for every sentence of the batch: each sentence b "
-            "has its own length lengths[b]",
-            _lengths_with(lambda lengths, scores: _length_mask(lengths[:1].expand_as(lengths),
-                                                               scores.shape[-1]).expand_as(scores)),
-        ),
-        Misconception(BATCH_AXIS_MASKED.key, BATCH_AXIS_MASKED.message,
-                      _with_length_mask(BATCH_AXIS_MASKED.fn)),
-    ],
-    properties=[_negative, _masked_not_zero, _not_normalised],
-    forbidden=BOOK_SOFTMAX + ("attnbook.attention:padding_mask",),
-    shortcut_example=_book.attention_weights,
-    atol=1e-9,
-    rtol=1e-9,
-    hint="Build the mask as torch.arange(T_k) < lengths[:, None] (shape (B, T_k)), add a query axis with "
-         "unsqueeze(1), then use it like in 05.masked_softmax.",
-))
+register(
+    Task(
+        id="05.attention_weights_from_lengths",
+        title="attention weights for a padded batch, from the valid lengths",
+        points=3,
+        reference=_from_lengths_ref,
+        cases=_from_lengths_cases,
+        misconceptions=[
+            Misconception(
+                "mask_wrong_axis",
+                "you masked queries (rows) instead of keys (columns): lengths[b] says how many source "
+                "positions (keys, the last axis) of sentence b are real",
+                _lengths_with(_mask_queries),
+            ),
+            Misconception(
+                "off_by_one",
+                "your mask keeps one padded position too many: with length n the valid positions are "
+                "0 .. n-1, so compare positions < length (not <=)",
+                _lengths_with(_mask_off_by_one),
+            ),
+            Misconception(
+                "off_by_one",
+                "your mask removes one real position too many: with length n the valid positions are "
+                "0 .. n-1, all n of them, so compare positions < length (not < length - 1)",
+                _lengths_with(_mask_one_short),
+            ),
+            Misconception(
+                POLARITY.key,
+                "your mask is inverted: positions < length are the real keys (keep "
+                "them), positions ≥ length are padding (remove them)",
+                _lengths_with(_mask_inverted),
+            ),
+            Misconception(
+                NO_MASK.key,
+                "your weights ignore the lengths: padded keys (positions ≥ length) got weight",
+                lambda scores, lengths: _stable(scores),
+            ),
+            Misconception(MASK_AFTER.key, MASK_AFTER.message, _with_length_mask(_after_softmax)),
+            Misconception(FILL_ZERO.key, FILL_ZERO.message, _with_length_mask(_fill_value(0.0))),
+            Misconception(
+                WRONG_AXIS.key,
+                WRONG_AXIS.message,
+                _with_length_mask(lambda s, m: _stable(s.masked_fill(~m, NEG_INF), dim=-2)),
+            ),
+            Misconception(NAN_ROWS.key, NAN_ROWS.message, _with_length_mask(_nan_rows)),
+            Misconception(MASKED_OVERFLOW.key, MASKED_OVERFLOW.message, _with_length_mask(_naive_masked)),
+            Misconception(LARGE_NEGATIVE.key, LARGE_NEGATIVE.message, _with_length_mask(_fill_value(-1e9))),
+            Misconception(
+                MAX_INCLUDES_MASKED.key,
+                MAX_INCLUDES_MASKED.message,
+                _with_length_mask(_max_includes_masked_guarded),
+            ),
+            Misconception(
+                "one_length_for_all",
+                "you used the length of the first sentence for every sentence of the batch: each sentence b "
+                "has its own length lengths[b]",
+                _lengths_with(
+                    lambda lengths, scores: _length_mask(
+                        lengths[:1].expand_as(lengths), scores.shape[-1]
+                    ).expand_as(scores)
+                ),
+            ),
+            Misconception(
+                BATCH_AXIS_MASKED.key, BATCH_AXIS_MASKED.message, _with_length_mask(BATCH_AXIS_MASKED.fn)
+            ),
+        ],
+        properties=[_negative, _masked_not_zero, _not_normalised],
+        forbidden=BOOK_SOFTMAX + ("attnbook.attention:padding_mask",),
+        shortcut_example=_book.attention_weights,
+        atol=1e-9,
+        rtol=1e-9,
+        hint="Build the mask as torch.arange(T_k) < lengths[:, None] (shape (B, T_k)), add a query axis with "
+        "unsqueeze(1), then use it like in 05.masked_softmax.",
+    )
+)
 
 # --------------------------------------------------------------------------------------------- 05.softmax_with_temperature
 
@@ -589,23 +727,53 @@ def _temperature_cases():
     return [
         Case("T_q=3, T_k=5, tau=2.0", (randn(g, 3, 5, scale=2.0), 2.0), dims={"T_q": 3, "T_k": 5}),
         Case("B=2, T_q=4, T_k=3, tau=0.5", (randn(g, 2, 4, 3), 0.5), dims={"B": 2, "T_q": 4, "T_k": 3}),
-        Case("worked example e^3, N=4, tau=0.25", (wx.encoder_states() @ wx.decoder_states()[2], 0.25),
-             dims={"N": 4}, note="a single query"),
-        Case("T_q=2, T_k=6, tau=0.01", (randn(g, 2, 6, scale=10.0), 0.01), dims={"T_q": 2, "T_k": 6},
-             note="a small temperature makes the scores huge (about ±1000)"),
-        Case("T_q=3, T_k=4, tau=100", (randn(g, 3, 4), 100.0), dims={"T_q": 3, "T_k": 4},
-             note="a large temperature: nearly uniform weights"),
-        Case("B=2, T_q=3, T_k=5, tau=1", (randn(g, 2, 3, 5), 1.0), dims={"B": 2, "T_q": 3, "T_k": 5},
-             note="tau = 1 is the plain softmax"),
-        Case("T_q=2, T_k=4, tau=0.02, close top scores",
-             (torch.tensor([[1.0, 0.99, -0.5, 0.2], [0.3, 0.31, 0.305, -2.0]], dtype=DTYPE), 0.02),
-             dims={"T_q": 2, "T_k": 4}, note="a small temperature, but the top scores differ by only 0.01"),
-        Case("T_q=2, T_k=5, tau=0.001, near ties",
-             (torch.tensor([[0.3, 0.3005, 0.2995, 0.3002, -1.0], [2.0, 2.001, 1.999, 2.0005, 1.0]], dtype=DTYPE),
-              0.001),
-             dims={"T_q": 2, "T_k": 5}, note="a tiny temperature and four nearly tied top scores"),
-        Case("T_q=2, T_k=3, tau=3.0", (torch.tensor([[2.0, 2.0, -1.0], [-800.0, -801.0, -799.5]], dtype=DTYPE), 3.0),
-             dims={"T_q": 2, "T_k": 3}, note="tied and all-negative scores"),
+        Case(
+            "worked example e^3, N=4, tau=0.25",
+            (wx.encoder_states() @ wx.decoder_states()[2], 0.25),
+            dims={"N": 4},
+            note="a single query",
+        ),
+        Case(
+            "T_q=2, T_k=6, tau=0.01",
+            (randn(g, 2, 6, scale=10.0), 0.01),
+            dims={"T_q": 2, "T_k": 6},
+            note="a small temperature makes the scores huge (about ±1000)",
+        ),
+        Case(
+            "T_q=3, T_k=4, tau=100",
+            (randn(g, 3, 4), 100.0),
+            dims={"T_q": 3, "T_k": 4},
+            note="a large temperature: nearly uniform weights",
+        ),
+        Case(
+            "B=2, T_q=3, T_k=5, tau=1",
+            (randn(g, 2, 3, 5), 1.0),
+            dims={"B": 2, "T_q": 3, "T_k": 5},
+            note="tau = 1 is the plain softmax",
+        ),
+        Case(
+            "T_q=2, T_k=4, tau=0.02, close top scores",
+            (torch.tensor([[1.0, 0.99, -0.5, 0.2], [0.3, 0.31, 0.305, -2.0]], dtype=DTYPE), 0.02),
+            dims={"T_q": 2, "T_k": 4},
+            note="a small temperature, but the top scores differ by only 0.01",
+        ),
+        Case(
+            "T_q=2, T_k=5, tau=0.001, near ties",
+            (
+                torch.tensor(
+                    [[0.3, 0.3005, 0.2995, 0.3002, -1.0], [2.0, 2.001, 1.999, 2.0005, 1.0]], dtype=DTYPE
+                ),
+                0.001,
+            ),
+            dims={"T_q": 2, "T_k": 5},
+            note="a tiny temperature and four nearly tied top scores",
+        ),
+        Case(
+            "T_q=2, T_k=3, tau=3.0",
+            (torch.tensor([[2.0, 2.0, -1.0], [-800.0, -801.0, -799.5]], dtype=DTYPE), 3.0),
+            dims={"T_q": 2, "T_k": 3},
+            note="tied and all-negative scores",
+        ),
     ]
 
 
@@ -618,8 +786,10 @@ def _hard_at_small_tau(case, outputs):
     expected = _stable(scores / tau)
     soft = expected.max(dim=-1).values < 0.99
     if (one_hot & soft).any():
-        return (f"your weights are one-hot (a hard argmax) where the softmax at tau = {tau:g} is not: the "
-                "top scores are close, so even a small temperature leaves them weight to share")
+        return (
+            f"your weights are one-hot (a hard argmax) where the softmax at tau = {tau:g} is not: the "
+            "top scores are close, so even a small temperature leaves them weight to share"
+        )
     return None
 
 
@@ -632,81 +802,89 @@ def _uniform_at_large_tau(case, outputs):
     if not isinstance(got, torch.Tensor) or got.shape != scores.shape or not torch.isfinite(got).all():
         return None
     uniform = torch.full_like(got, 1.0 / got.shape[-1])
-    if torch.allclose(got, uniform, atol=1e-12) and not torch.allclose(_stable(scores / tau), uniform, atol=1e-9):
-        return (f"your weights are exactly uniform at tau = {tau:g}: a large temperature brings the weights "
-                "close to 1/T_k, but the order of the scores still shows in them")
+    if torch.allclose(got, uniform, atol=1e-12) and not torch.allclose(
+        _stable(scores / tau), uniform, atol=1e-9
+    ):
+        return (
+            f"your weights are exactly uniform at tau = {tau:g}: a large temperature brings the weights "
+            "close to 1/T_k, but the order of the scores still shows in them"
+        )
     return None
 
 
 _uniform_at_large_tau.key = "uniform_at_large_tau"
 
-register(Task(
-    id="05.softmax_with_temperature",
-    title="softmax with a temperature",
-    points=2,
-    reference=_temperature_ref,
-    cases=_temperature_cases,
-    misconceptions=[
-        Misconception(
-            "multiplied_temperature",
-            "you multiplied the scores by tau; divide them: softmax(e / tau). A large tau must flatten "
-            "the weights, a small tau must sharpen them",
-            lambda scores, tau: _stable(scores * tau),
-        ),
-        Misconception(
-            "ignored_temperature",
-            "your weights do not change with tau: divide the scores by tau before the softmax",
-            lambda scores, tau: _stable(scores),
-        ),
-        Misconception(
-            "divided_after_softmax",
-            "you divided the weights by tau after the softmax, so they no longer sum to 1: divide the "
-            "scores (before the softmax)",
-            lambda scores, tau: _stable(scores) / tau,
-        ),
-        Misconception(
-            "power_not_normalised",
-            "you raised the weights to the power 1/tau without normalising again: that is softmax(e/tau) "
-            "up to a factor, so divide by the row sum (or simply take the softmax of e / tau)",
-            lambda scores, tau: _stable(scores) ** (1.0 / tau),
-        ),
-        Misconception(WRONG_AXIS.key, WRONG_AXIS.message, lambda scores, tau: _stable(scores / tau, dim=-2)),
-        Misconception(
-            "power_underflow",
-            "you raised the weights to the power 1/tau and normalised again: right in exact arithmetic, but "
-            "for a small tau the powers underflow to 0 and the row becomes 0/0. Divide the scores by tau "
-            "before the softmax instead",
-            lambda scores, tau: (lambda w: w / w.sum(-1, keepdim=True))(_stable(scores) ** (1.0 / tau)),
-        ),
-        Misconception(
-            "tau_squared",
-            "you divided the scores by tau twice (by tau²): the temperature divides them once, softmax(e / tau)",
-            lambda scores, tau: _stable(scores / tau**2),
-        ),
-        Misconception(
-            "sqrt_tau",
-            "you divided the scores by √tau: the temperature divides them as it is, softmax(e / tau)",
-            lambda scores, tau: _stable(scores / tau**0.5),
-        ),
-        Misconception(
-            "log_softmax",
-            "you returned log-probabilities (a log-softmax); the weights are the probabilities themselves",
-            lambda scores, tau: _log_softmax(scores / tau, -1),
-        ),
-        Misconception(
-            OVERFLOW.key,
-            "your softmax overflows when tau is small: e / tau reaches ±1000 and exp(1000) is inf. "
-            "Subtract the row maximum of e / tau before exp",
-            lambda scores, tau: _naive(scores / tau),
-        ),
-    ],
-    properties=[_negative, _not_normalised, _hard_at_small_tau, _uniform_at_large_tau],
-    hint="softmax(e / tau) over the last axis: tau > 1 flattens the weights, tau < 1 sharpens them.",
-    forbidden=BOOK_SOFTMAX,
-    shortcut_example=_book.softmax,
-    atol=1e-9,
-    rtol=1e-9,
-))
+register(
+    Task(
+        id="05.softmax_with_temperature",
+        title="softmax with a temperature",
+        points=2,
+        reference=_temperature_ref,
+        cases=_temperature_cases,
+        misconceptions=[
+            Misconception(
+                "multiplied_temperature",
+                "you multiplied the scores by tau; divide them: softmax(e / tau). A large tau must flatten "
+                "the weights, a small tau must sharpen them",
+                lambda scores, tau: _stable(scores * tau),
+            ),
+            Misconception(
+                "ignored_temperature",
+                "your weights do not change with tau: divide the scores by tau before the softmax",
+                lambda scores, tau: _stable(scores),
+            ),
+            Misconception(
+                "divided_after_softmax",
+                "you divided the weights by tau after the softmax, so they no longer sum to 1: divide the "
+                "scores (before the softmax)",
+                lambda scores, tau: _stable(scores) / tau,
+            ),
+            Misconception(
+                "power_not_normalised",
+                "you raised the weights to the power 1/tau without normalising again: that is softmax(e/tau) "
+                "up to a factor, so divide by the row sum (or simply take the softmax of e / tau)",
+                lambda scores, tau: _stable(scores) ** (1.0 / tau),
+            ),
+            Misconception(
+                WRONG_AXIS.key, WRONG_AXIS.message, lambda scores, tau: _stable(scores / tau, dim=-2)
+            ),
+            Misconception(
+                "power_underflow",
+                "you raised the weights to the power 1/tau and normalised again: right in exact arithmetic, but "
+                "for a small tau the powers underflow to 0 and the row becomes 0/0. Divide the scores by tau "
+                "before the softmax instead",
+                lambda scores, tau: (lambda w: w / w.sum(-1, keepdim=True))(_stable(scores) ** (1.0 / tau)),
+            ),
+            Misconception(
+                "tau_squared",
+                "you divided the scores by tau twice (by tau²): the temperature divides them once, softmax(e / tau)",
+                lambda scores, tau: _stable(scores / tau**2),
+            ),
+            Misconception(
+                "sqrt_tau",
+                "you divided the scores by √tau: the temperature divides them as it is, softmax(e / tau)",
+                lambda scores, tau: _stable(scores / tau**0.5),
+            ),
+            Misconception(
+                "log_softmax",
+                "you returned log-probabilities (a log-softmax); the weights are the probabilities themselves",
+                lambda scores, tau: _log_softmax(scores / tau, -1),
+            ),
+            Misconception(
+                OVERFLOW.key,
+                "your softmax overflows when tau is small: e / tau reaches ±1000 and exp(1000) is inf. "
+                "Subtract the row maximum of e / tau before exp",
+                lambda scores, tau: _naive(scores / tau),
+            ),
+        ],
+        properties=[_negative, _not_normalised, _hard_at_small_tau, _uniform_at_large_tau],
+        hint="softmax(e / tau) over the last axis: tau > 1 flattens the weights, tau < 1 sharpens them.",
+        forbidden=BOOK_SOFTMAX,
+        shortcut_example=_book.softmax,
+        atol=1e-9,
+        rtol=1e-9,
+    )
+)
 
 # --------------------------------------------------------------------------------------------- 05.hand_weights
 
@@ -727,44 +905,79 @@ def _as_list(x):
     return [float(v) for v in x]
 
 
-register(Task(
-    id="05.hand_weights",
-    title="a masked softmax, by hand",
-    points=1,
-    reference=lambda: _as_list(_masked(_hand_e(), _hand_keep())),
-    cases=lambda: [Case("scores [1, 3, -1, 2], last key padded", (), note="one query, 4 keys")],
-    misconceptions=[
-        Misconception("ignored_mask", "the padded last key got weight: a removed key gets exactly 0, and "
-                      "the other three share the whole weight", lambda: _as_list(_stable(_hand_e()))),
-        Misconception("mask_after_softmax", "you took the softmax over all four scores and then set the "
-                      "last weight to 0: the other three no longer sum to 1. Remove the key first",
-                      lambda: _as_list(_stable(_hand_e()) * _hand_keep())),
-        Misconception("fill_zero", "you gave the padded key a score of 0: exp(0) = 1, so it still takes "
-                      "weight. A removed key's score is -∞ (exp(-∞) = 0)",
-                      lambda: _as_list(_stable(_hand_e().masked_fill(~_hand_keep(), 0.0)))),
-        Misconception("returned_scores", "those are the scores; the task asks for the weights (after the "
-                      "softmax)", lambda: _as_list(_hand_e())),
-        Misconception("no_exp", "you divided each score by the sum of the scores; softmax divides exp(e_i) "
-                      "by Σ_j exp(e_j)", lambda: _as_list((_hand_e() * _hand_keep()) / (_hand_e() * _hand_keep()).sum())),
-        Misconception("scaled", "you divided the scores by √d = 2 first: here the weights are the softmax "
-                      "of the scores as given", lambda: _as_list(_masked(_hand_e() / 2, _hand_keep()))),
-        Misconception("no_normalisation", "those are the exponentials exp(e_i); the weights divide each by "
-                      "their sum over the kept keys", lambda: _as_list(torch.exp(_hand_e()) * _hand_keep())),
-        Misconception("no_normalisation", "those are the exponentials exp(e_i); the weights divide each by "
-                      "their sum over the kept keys (and the padded key gets 0)",
-                      lambda: _as_list(torch.exp(_hand_e()))),
-        Misconception("reversed", "your weights are in reverse order: list them key by key, from the first "
-                      "key to the last (the padded one)",
-                      lambda: _as_list(_masked(_hand_e(), _hand_keep()).flip(0))),
-        Misconception("padded_key_left_out", "you left the padded key out: the task asks for four weights, "
-                      "one per key, the padded key's included",
-                      lambda: _as_list(_masked(_hand_e(), _hand_keep())[:3])),
-    ],
-    atol=1e-3,
-    rtol=0.0,
-    check_grad=False,
-    hint="Drop the padded key (weight 0), then α_i = exp(e_i) / Σ_j exp(e_j) over the three others; they "
-         "sum to 1.",
-    forbidden=BOOK_SOFTMAX,
-    shortcut_example=functools.partial(_book.softmax, _hand_e(), -1, _hand_keep()),
-))
+register(
+    Task(
+        id="05.hand_weights",
+        title="a masked softmax, by hand",
+        points=1,
+        reference=lambda: _as_list(_masked(_hand_e(), _hand_keep())),
+        cases=lambda: [Case("scores [1, 3, -1, 2], last key padded", (), note="one query, 4 keys")],
+        misconceptions=[
+            Misconception(
+                "ignored_mask",
+                "the padded last key got weight: a removed key gets exactly 0, and "
+                "the other three share the whole weight",
+                lambda: _as_list(_stable(_hand_e())),
+            ),
+            Misconception(
+                "mask_after_softmax",
+                "you took the softmax over all four scores and then set the "
+                "last weight to 0: the other three no longer sum to 1. Remove the key first",
+                lambda: _as_list(_stable(_hand_e()) * _hand_keep()),
+            ),
+            Misconception(
+                "fill_zero",
+                "you gave the padded key a score of 0: exp(0) = 1, so it still takes "
+                "weight. A removed key's score is -∞ (exp(-∞) = 0)",
+                lambda: _as_list(_stable(_hand_e().masked_fill(~_hand_keep(), 0.0))),
+            ),
+            Misconception(
+                "returned_scores",
+                "those are the scores; the task asks for the weights (after the softmax)",
+                lambda: _as_list(_hand_e()),
+            ),
+            Misconception(
+                "no_exp",
+                "you divided each score by the sum of the scores; softmax divides exp(e_i) by Σ_j exp(e_j)",
+                lambda: _as_list((_hand_e() * _hand_keep()) / (_hand_e() * _hand_keep()).sum()),
+            ),
+            Misconception(
+                "scaled",
+                "you divided the scores by √d = 2 first: here the weights are the softmax "
+                "of the scores as given",
+                lambda: _as_list(_masked(_hand_e() / 2, _hand_keep())),
+            ),
+            Misconception(
+                "no_normalisation",
+                "those are the exponentials exp(e_i); the weights divide each by "
+                "their sum over the kept keys",
+                lambda: _as_list(torch.exp(_hand_e()) * _hand_keep()),
+            ),
+            Misconception(
+                "no_normalisation",
+                "those are the exponentials exp(e_i); the weights divide each by "
+                "their sum over the kept keys (and the padded key gets 0)",
+                lambda: _as_list(torch.exp(_hand_e())),
+            ),
+            Misconception(
+                "reversed",
+                "your weights are in reverse order: list them key by key, from the first "
+                "key to the last (the padded one)",
+                lambda: _as_list(_masked(_hand_e(), _hand_keep()).flip(0)),
+            ),
+            Misconception(
+                "padded_key_left_out",
+                "you left the padded key out: the task asks for four weights, "
+                "one per key, the padded key's included",
+                lambda: _as_list(_masked(_hand_e(), _hand_keep())[:3]),
+            ),
+        ],
+        atol=1e-3,
+        rtol=0.0,
+        check_grad=False,
+        hint="Drop the padded key (weight 0), then α_i = exp(e_i) / Σ_j exp(e_j) over the three others; they "
+        "sum to 1.",
+        forbidden=BOOK_SOFTMAX,
+        shortcut_example=functools.partial(_book.softmax, _hand_e(), -1, _hand_keep()),
+    )
+)
