@@ -551,20 +551,27 @@ def standard_data(seed: int | None = None) -> tuple[Splits, Vocab, Vocab]:
 
 
 def train_standard(kind: str = "attention", *, hidden: int | None = None, epochs: int | None = None,
-                   seed: int = 0, progress: bool = True, **model_kwargs):
-    """Build and train a reference model on the reference data: ``kind`` is ``"plain"`` or ``"attention"``.
+                   seed: int = 0, progress: bool = True, batch_size: int | None = None, lr: float | None = None,
+                   sort_window: int | None = 20, schedule: str | None = None, warmup: int = 0,
+                   validate: bool = False, **model_kwargs):
+    """Build and train a reference model on the reference data: ``kind`` is ``"plain"``, ``"attention"``
+    (Luong) or ``"bahdanau"``.
 
-    ``hidden`` and ``epochs`` default to :data:`STANDARD`; ``model_kwargs`` go to the model class (for
-    example ``bidirectional=False`` or ``cell="rnn"``). Deterministic given ``seed``: the same call gives
-    the same weights on the same machine, so a chapter retrains instead of loading a file: about 16 s
-    (plain) or 20 s (attention) with ``torch.set_num_threads(1)``. Use one thread: these small matrices
-    gain little from a second one, and two threads slow down several-fold when another process (a second
-    notebook under ``pytest -n 2``) shares the two cores. Returns ``(model, history, splits)``.
+    ``hidden``, ``epochs``, ``batch_size`` and ``lr`` default to :data:`STANDARD`; ``model_kwargs`` go to the
+    model class (for example ``bidirectional=False`` or ``cell="rnn"``). ``sort_window``, ``schedule`` and
+    ``warmup`` go to :func:`train` (their defaults are the original recipe); ``validate=True`` records the
+    validation loss after every epoch. Deterministic given ``seed``: the same call gives the same weights on
+    the same machine, so a chapter retrains instead of loading a file: about 16 s (plain) or 20 s
+    (attention) with ``torch.set_num_threads(1)``. Use one thread: these small matrices gain little from a
+    second one, and two threads slow down several-fold when another process (a second notebook under
+    ``pytest -n 2``) shares the two cores. Returns ``(model, history, splits)``.
     """
     splits, src_vocab, tgt_vocab = standard_data()
-    cls = {"plain": Seq2Seq, "attention": AttnSeq2Seq}[kind]
+    cls = {"plain": Seq2Seq, "attention": AttnSeq2Seq, "bahdanau": BahdanauSeq2Seq}[kind]
     torch.manual_seed(seed)
     model = cls(src_vocab, tgt_vocab, emb=STANDARD["emb"], hidden=hidden or STANDARD["hidden"], **model_kwargs)
     history = train(model, splits.train, epochs=epochs or STANDARD["epochs"],
-                    batch_size=STANDARD["batch_size"], lr=STANDARD["lr"], seed=seed, progress=progress)
+                    batch_size=batch_size or STANDARD["batch_size"], lr=lr or STANDARD["lr"], seed=seed,
+                    progress=progress, sort_window=sort_window, schedule=schedule, warmup=warmup,
+                    val_pairs=splits.val if validate else None)
     return model, history, splits

@@ -16,111 +16,157 @@ from attnbook.grading import get_task, run_task
 
 PAD, SOS, EOS = 0, 1, 2
 
-# ------------------------------------------------------------------------------ 07.attention_decoder_step
+# ------------------------------------------------------------------------------ 07.bahdanau_step
 
 
-def new_state(y_prev_emb, s_prev, p):
-    return gru_cell(y_prev_emb, s_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+def gru(x, h, p):
+    return gru_cell(x, h, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
 
 
-def learner_step(query="new", concat="new", order="as", fill=float("-inf"), after=False, axis=-1,
-                 probs=True, tanh=True, give_back="new", gru=True):
-    """A learner's step, written with bmm and masked_fill; the keywords are the slips learners make."""
+def bahdanau_learner(query="old", feed="y_a", score="additive", swap=False, tanh=True, use_w=True, dot_t=True,
+                     fill=float("-inf"), after=False, axis=-1, probs=True, give_back="new", predict="new",
+                     give_alpha="weights"):
+    """A learner's Bahdanau step, written with F.linear and bmm; the keywords are the slips learners make."""
     def step(y_prev_emb, s_prev, H, src_mask, params):
-        s_t = new_state(y_prev_emb, s_prev, params) if gru else s_prev
-        q = s_t if query == "new" else s_prev
-        scores = torch.bmm(H, q.unsqueeze(2)).squeeze(2)  # (B, N)
-        if after:
-            alpha_t = F.softmax(scores, dim=-1) * src_mask
-        elif fill is None:
-            alpha_t = F.softmax(scores, dim=axis)
+        W_q, W_k = (params["W_k"], params["W_q"]) if swap else (params["W_q"], params["W_k"])
+
+        def scores_for(q):
+            if score == "dot":
+                return torch.bmm(H, q.unsqueeze(2)).squeeze(2)
+            if dot_t:
+                hidden = F.linear(q, W_q).unsqueeze(1) + F.linear(H, W_k)  # (B, N, d_a)
+            else:
+                hidden = (q @ W_q).unsqueeze(1) + H @ W_k
+            hidden = torch.tanh(hidden) if tanh else hidden
+            return hidden @ params["w"] if use_w else hidden.sum(dim=2)
+
+        def weights_for(e):
+            if after:
+                return F.softmax(e, dim=-1) * src_mask
+            if fill is None:
+                return F.softmax(e, dim=axis)
+            return F.softmax(e.masked_fill(src_mask == 0, fill), dim=axis)
+
+        scores = scores_for(s_prev)
+        alpha_t = weights_for(scores)
+        context = torch.bmm(alpha_t.unsqueeze(1), H).squeeze(1)  # (B, d)
+        x = {"y_a": (y_prev_emb, context), "a_y": (context, y_prev_emb), "y_s": (y_prev_emb, s_prev)}.get(feed)
+        if feed == "y_only":
+            e = y_prev_emb.shape[1]
+            s_t = gru_cell(y_prev_emb, s_prev, params["W_ih"][:, :e], params["W_hh"], params["b_ih"], params["b_hh"])
         else:
-            alpha_t = F.softmax(scores.masked_fill(src_mask == 0, fill), dim=axis)
-        a_t = torch.bmm(alpha_t.unsqueeze(1), H).squeeze(1)  # (B, d)
-        other = s_t if concat == "new" else s_prev
-        v_t = torch.cat((a_t, other), 1) if order == "as" else torch.cat((other, a_t), 1)
-        h = F.linear(v_t, params["W_c"], params["b_c"])
-        s_tilde = torch.tanh(h) if tanh else h
-        logits = F.linear(s_tilde, params["W_y"], params["b_y"])
+            s_t = gru(torch.cat(x, dim=1), s_prev, params)
+        if query == "new":  # "the query is the decoder state": attends again with s_t
+            scores = scores_for(s_t)
+            alpha_t = weights_for(scores)
+        h = s_t if predict == "new" else s_prev
+        logits = F.linear(h, params["W_y"], params["b_y"])
         y_hat = F.softmax(logits, dim=-1) if probs else logits
-        return y_hat, (s_t if give_back == "new" else s_prev), alpha_t
+        out_alpha = alpha_t if give_alpha == "weights" else scores
+        return y_hat, (s_t if give_back == "new" else s_prev), out_alpha
     return step
 
 
-def step_context_query(y_prev_emb, s_prev, H, src_mask, params):
-    """Attends with the 'context vector' (the last real encoder state) as in plain seq2seq."""
-    s_t = new_state(y_prev_emb, s_prev, params)
-    lengths = src_mask.long().sum(1)
-    c = torch.stack([H[b, lengths[b] - 1] for b in range(H.shape[0])])
-    alpha_t = F.softmax(torch.einsum("bnd,bd->bn", H, c).masked_fill(~src_mask, float("-inf")), -1)
+def bahdanau_last_state_query(y_prev_emb, s_prev, H, src_mask, params):
+    """Attends with the last real encoder state (the plain model's context) instead of s_{t-1}."""
+    last = src_mask.long().sum(1) - 1
+    q = torch.stack([H[b, last[b]] for b in range(H.shape[0])])
+    e = torch.tanh(F.linear(q, params["W_q"])[:, None] + F.linear(H, params["W_k"])) @ params["w"]
+    alpha_t = F.softmax(e.masked_fill(~src_mask, float("-inf")), -1)
     a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
-    y_hat = F.softmax(F.linear(torch.tanh(F.linear(torch.cat([a_t, s_t], -1), params["W_c"], params["b_c"])),
-                               params["W_y"], params["b_y"]), -1)
-    return y_hat, s_t, alpha_t
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
 
 
-def step_mean_query(y_prev_emb, s_prev, H, src_mask, params):
-    """Attends with the average of the real encoder states."""
-    s_t = new_state(y_prev_emb, s_prev, params)
-    m = src_mask.unsqueeze(-1).to(H.dtype)
-    q = (H * m).sum(1) / m.sum(1)
-    alpha_t = F.softmax(torch.einsum("bnd,bd->bn", H, q).masked_fill(~src_mask, float("-inf")), -1)
+def bahdanau_not_normalised(y_prev_emb, s_prev, H, src_mask, params):
+    e = torch.tanh(F.linear(s_prev, params["W_q"])[:, None] + F.linear(H, params["W_k"])) @ params["w"]
+    alpha_t = torch.exp(e) * src_mask  # forgot to divide by the sum
     a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
-    y_hat = F.softmax(F.linear(torch.tanh(F.linear(torch.cat([a_t, s_t], -1), params["W_c"], params["b_c"])),
-                               params["W_y"], params["b_y"]), -1)
-    return y_hat, s_t, alpha_t
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
 
 
-def step_keeps_scores_shape(y_prev_emb, s_prev, H, src_mask, params):
-    y_hat, s_t, _ = learner_step()(y_prev_emb, s_prev, H, src_mask, params)
-    scores = H @ s_t.unsqueeze(-1)  # (B, N, 1): forgot to squeeze
-    alpha_t = torch.softmax(scores.masked_fill(~src_mask.unsqueeze(-1), float("-inf")), dim=1)
-    return y_hat, s_t, alpha_t
+def bahdanau_float32_inside(y_prev_emb, s_prev, H, src_mask, params):
+    """Computes the scores in float32 ("it is faster") and converts back."""
+    e = torch.tanh(F.linear(s_prev.float(), params["W_q"].float())[:, None] + F.linear(H.float(), params["W_k"].float()))
+    e = (e @ params["w"].float()).masked_fill(~src_mask, float("-inf"))
+    alpha_t = F.softmax(e, -1).double()
+    a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
 
 
-def step_not_normalised(y_prev_emb, s_prev, H, src_mask, params):
-    y_hat, s_t, _ = learner_step()(y_prev_emb, s_prev, H, src_mask, params)
-    scores = torch.bmm(H, s_t.unsqueeze(2)).squeeze(2)
-    alpha_t = torch.exp(scores.masked_fill(~src_mask, float("-inf")))  # forgot to divide by the sum
-    return y_hat, s_t, alpha_t
+def bahdanau_detached_w(y_prev_emb, s_prev, H, src_mask, params):
+    """Right values, but the score vector w is taken out of autograd (.detach() "to be safe")."""
+    w = params["w"].detach()
+    e = torch.tanh(F.linear(s_prev, params["W_q"])[:, None] + F.linear(H, params["W_k"])) @ w
+    alpha_t = F.softmax(e.masked_fill(~src_mask, float("-inf")), -1)
+    a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
 
 
-def step_float32(y_prev_emb, s_prev, H, src_mask, params):
-    y_hat, s_t, alpha_t = learner_step()(y_prev_emb, s_prev, H, src_mask, params)
-    return y_hat.float(), s_t, alpha_t
+def bahdanau_rewrites_params(y_prev_emb, s_prev, H, src_mask, params):
+    """Stores the transposed matrices back into the dict it was given."""
+    params["W_q"], params["W_k"] = params["W_q"].T, params["W_k"].T
+    e = torch.tanh((s_prev @ params["W_q"])[:, None] + H @ params["W_k"]) @ params["w"]
+    alpha_t = F.softmax(e.masked_fill(~src_mask, float("-inf")), -1)
+    a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
 
 
-def step_state_updated_in_place(y_prev_emb, s_prev, H, src_mask, params):
-    y_hat, s_t, alpha_t = learner_step()(y_prev_emb, s_prev, H, src_mask, params)
-    s_prev[:] = s_t  # "update the state"
+def bahdanau_state_in_place(y_prev_emb, s_prev, H, src_mask, params):
+    y_hat, s_t, alpha_t = bahdanau_learner()(y_prev_emb, s_prev, H, src_mask, params)
+    s_prev.copy_(s_t)  # "update the state"
     return y_hat, s_prev, alpha_t
 
 
-def step_alpha_rebuilt(y_prev_emb, s_prev, H, src_mask, params):
-    y_hat, s_t, alpha_t = learner_step()(y_prev_emb, s_prev, H, src_mask, params)
-    return y_hat, s_t, torch.tensor(alpha_t.tolist(), dtype=alpha_t.dtype)
-
-
-def step_outputs_in_another_order(y_prev_emb, s_prev, H, src_mask, params):
-    y_hat, s_t, alpha_t = learner_step()(y_prev_emb, s_prev, H, src_mask, params)
+def bahdanau_outputs_reordered(y_prev_emb, s_prev, H, src_mask, params):
+    y_hat, s_t, alpha_t = bahdanau_learner()(y_prev_emb, s_prev, H, src_mask, params)
     return y_hat, alpha_t, s_t
 
 
-def step_with_torch_gru_cell(y_prev_emb, s_prev, H, src_mask, params):
-    """Correct: a torch.nn.GRUCell loaded with the given weights, the attention with masked_fill."""
-    d, e = params["W_hh"].shape[1], params["W_ih"].shape[1]
-    cell = torch.nn.GRUCell(e, d).double()
-    with torch.no_grad():
-        cell.weight_ih.copy_(params["W_ih"])
-        cell.weight_hh.copy_(params["W_hh"])
-        cell.bias_ih.copy_(params["b_ih"])
-        cell.bias_hh.copy_(params["b_hh"])
-    s_t = cell(y_prev_emb, s_prev)
-    scores = (H * s_t[:, None, :]).sum(-1).masked_fill(~src_mask, float("-inf"))
-    alpha_t = torch.softmax(scores, dim=1)
-    a_t = (alpha_t[:, :, None] * H).sum(1)
-    s_tilde = torch.tanh(torch.cat([a_t, s_t], dim=1) @ params["W_c"].T + params["b_c"])
-    return torch.softmax(s_tilde @ params["W_y"].T + params["b_y"], dim=1), s_t, alpha_t
+def bahdanau_with_the_books_model(y_prev_emb, s_prev, H, src_mask, params):
+    """Borrows the book's BahdanauSeq2Seq.attend for the attention (earns no points)."""
+    import types
+
+    from attnbook.models import BahdanauSeq2Seq
+
+    layers = types.SimpleNamespace(W_q=lambda x: F.linear(x, params["W_q"]), W_k=lambda x: F.linear(x, params["W_k"]),
+                                   w=lambda x: (x @ params["w"]).unsqueeze(-1))
+    a_t, alpha_t = BahdanauSeq2Seq.attend(layers, s_prev, H, src_mask)
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
+
+
+def bahdanau_einsum_finfo(y_prev_emb, s_prev, H, src_mask, params):
+    """Correct: einsum for every product, finfo.min instead of -inf, torch's own gru_cell."""
+    q = torch.einsum("ad,bd->ba", params["W_q"], s_prev)
+    k = torch.einsum("ad,bnd->bna", params["W_k"], H)
+    e = torch.einsum("bna,a->bn", torch.tanh(q[:, None, :] + k), params["w"])
+    e = torch.where(src_mask, e, torch.finfo(e.dtype).min)
+    alpha_t = torch.softmax(e, dim=1)
+    a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
+    s_t = torch.gru_cell(torch.cat([y_prev_emb, a_t], 1), s_prev, params["W_ih"], params["W_hh"],
+                         params["b_ih"], params["b_hh"])
+    y_hat = torch.softmax(torch.einsum("vd,bd->bv", params["W_y"], s_t) + params["b_y"], dim=1)
+    return y_hat, s_t, alpha_t
+
+
+def bahdanau_loop_per_sentence(y_prev_emb, s_prev, H, src_mask, params):
+    """Correct: one sentence at a time, only its real positions, then stacked."""
+    alphas, values = [], []
+    for b in range(H.shape[0]):
+        n = int(src_mask[b].sum())
+        h = H[b, :n]  # (n, d)
+        e = torch.tanh(params["W_q"] @ s_prev[b] + h @ params["W_k"].T) @ params["w"]  # (n,)
+        a = torch.softmax(e, 0)
+        alphas.append(torch.cat([a, a.new_zeros(H.shape[1] - n)]))
+        values.append(a @ h)
+    alpha_t, a_t = torch.stack(alphas), torch.stack(values)
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return torch.softmax(s_t @ params["W_y"].T + params["b_y"], -1), s_t, alpha_t
 
 
 # ------------------------------------------------------------------------------ 07.alignment_agreement
@@ -178,6 +224,23 @@ def agree_list(alpha, align, tgt_len):
     return [float((alpha[b] * align[b]).sum()) for b in range(alpha.shape[0])]
 
 
+def agree_weighted_sentence_means(alpha, align, tgt_len):
+    """Each sentence's mean weighted by its length: right, except that an empty sentence's mean is NaN."""
+    total, count = 0.0, 0
+    for b in range(alpha.shape[0]):
+        n = int(tgt_len[b])
+        mean_b = (alpha[b, :n] * align[b, :n]).sum(-1).mean()  # NaN when n == 0
+        total = total + mean_b * n
+        count += n
+    return total / count
+
+
+def agree_with_the_books_function(alpha, align, tgt_len):
+    from attnbook.analysis import aligned_mass
+
+    return aligned_mass(alpha, align, tgt_len)
+
+
 def agree_einsum(alpha, align, tgt_len):
     """Correct, with einsum and a float mask."""
     mass = torch.einsum("btn,btn->bt", alpha, align)
@@ -218,6 +281,77 @@ def greedy_learner(stop="all", pad=True, zero=True, feed="own", carry=True, dim=
                 break
         return torch.stack(out_ids, dim=dim), torch.stack(out_alphas, dim=dim)
     return decode
+
+
+def greedy_forgetful_flag(step, s_0, H, src_mask, E, max_len):
+    """Marks a sentence finished when this step's word is <eos>, and forgets it at the next step."""
+    B = H.shape[0]
+    y, s = torch.full((B,), SOS), s_0
+    finished = torch.zeros(B, dtype=torch.bool)
+    ids, alphas = [], []
+    for _ in range(max_len):
+        y_hat, s, alpha_t = step(E[y], s, H, src_mask)
+        y = torch.where(finished, torch.full_like(y, PAD), y_hat.argmax(-1))
+        ids.append(y)
+        alphas.append(torch.where(finished[:, None], torch.zeros_like(alpha_t), alpha_t))
+        finished = y == EOS
+        if all(EOS in row for row in torch.stack(ids, 1).tolist()):
+            break
+    return torch.stack(ids, 1), torch.stack(alphas, 1)
+
+
+def greedy_pads_after_previous_eos(step, s_0, H, src_mask, E, max_len):
+    """Pads a word when the previous word was <eos>: only one step after it."""
+    B = H.shape[0]
+    prev, s = torch.full((B,), SOS), s_0
+    ids, alphas = [], []
+    for _ in range(max_len):
+        y_hat, s, alpha_t = step(E[prev], s, H, src_mask)
+        word = y_hat.argmax(-1)
+        after_eos = prev == EOS
+        word[after_eos] = PAD
+        alpha_t = alpha_t.clone()
+        alpha_t[after_eos] = 0.0
+        ids.append(word)
+        alphas.append(alpha_t)
+        prev = word
+        if all(EOS in row for row in torch.stack(ids, 1).tolist()):
+            break
+    return torch.stack(ids, 1), torch.stack(alphas, 1)
+
+
+def greedy_stops_when_all_say_eos(step, s_0, H, src_mask, E, max_len):
+    """Stops when every sentence says <eos> at the same step."""
+    B = H.shape[0]
+    y, s, done = torch.full((B,), SOS), s_0, torch.zeros(B, dtype=torch.bool)
+    ids, alphas = [], []
+    for _ in range(max_len):
+        y_hat, s, alpha_t = step(E[y], s, H, src_mask)
+        raw = y_hat.argmax(-1)
+        y = raw.masked_fill(done, PAD)
+        ids.append(y)
+        alphas.append(alpha_t.masked_fill(done[:, None], 0.0))
+        done = done | (y == EOS)
+        if (raw == EOS).all():
+            break
+    return torch.stack(ids, 1), torch.stack(alphas, 1)
+
+
+def greedy_pad_propagates(step, s_0, H, src_mask, E, max_len):
+    """Correct: a word is <pad> when the previous one was <eos> or <pad>, so finished stays finished."""
+    B = H.shape[0]
+    prev, s = torch.full((B,), SOS), s_0
+    ids, alphas = [], []
+    for _ in range(max_len):
+        y_hat, s, alpha_t = step(E[prev], s, H, src_mask)
+        over = (prev == EOS) | (prev == PAD)
+        word = torch.where(over, torch.full_like(prev, PAD), y_hat.argmax(-1))
+        ids.append(word)
+        alphas.append(alpha_t * (~over)[:, None])
+        prev = word
+        if bool(((word == EOS) | (word == PAD)).all()):
+            break
+    return torch.stack(ids, 1), torch.stack(alphas, 1)
 
 
 def greedy_while_not_done(step, s_0, H, src_mask, E, max_len):
@@ -283,27 +417,32 @@ def greedy_preallocated(step, s_0, H, src_mask, E, max_len):
 # ------------------------------------------------------------------------------ the catalogue
 
 WRONG = {
-    "07.attention_decoder_step": [
-        ("Bahdanau's query s_{t-1}", learner_step(query="old"), "query_s_prev", "s_{t-1}"),
-        ("s_{t-1} as query and in v_t", learner_step(query="old", concat="old"), "query_s_prev", "run the GRU first"),
-        ("[a_t; s_{t-1}]", learner_step(concat="old"), "concat_s_prev", "[a_t; s_t]"),
-        ("no GRU step", learner_step(gru=False), "no_gru_step", "never ran the GRU"),
-        ("returns the old state", learner_step(give_back="old"), "returned_old_state", "new state s_t"),
-        ("context vector as query", step_context_query, "static_query", "do not depend on the decoder state"),
-        ("mean of H as query", step_mean_query, "static_query", "mean of the encoder states"),
-        ("[s_t; a_t]", learner_step(order="sa"), "wrong_concat_order", "[a_t; s_t]"),
-        ("no mask", learner_step(fill=None), "padding_not_masked", "-inf"),
-        ("mask filled with 0", learner_step(fill=0.0), "padding_not_masked", "non-zero weight"),
-        ("mask after the softmax", learner_step(after=True), "mask_after_softmax", "before the softmax"),
-        ("softmax over the batch", learner_step(axis=0), "softmax_over_batch", "dim=0"),
-        ("exp without the division", step_not_normalised, "not_normalised", "sum to 1"),
-        ("logits", learner_step(probs=False), "returned_logits", "softmax"),
-        ("no tanh", learner_step(tanh=False), "missing_tanh", "tanh"),
-        ("scores not squeezed", step_keeps_scores_shape, "wrong_shape", "alpha_t"),
-        ("float32 y_hat", step_float32, "wrong_dtype", "float32"),
-        ("state updated in place", step_state_updated_in_place, "mutates_input", "s_prev"),
-        ("alpha rebuilt with torch.tensor", step_alpha_rebuilt, "breaks_autograd", "autograd"),
-        ("outputs in another order", step_outputs_in_another_order, "wrong_shape", "s_t"),
+    "07.bahdanau_step": [
+        ("Luong's order: weights from s_t", bahdanau_learner(query="new"), "query_s_t", "s_{t-1}"),
+        ("GRU reads the word only", bahdanau_learner(feed="y_only"), "context_not_fed", "does not read the attention value"),
+        ("GRU input [a_t; y]", bahdanau_learner(feed="a_y"), "gru_input_order", "[y_{t-1}; a_t]"),
+        ("s_{t-1} fed as the GRU input", bahdanau_learner(feed="y_s"), "fed_state_not_value", "where the attention value"),
+        ("dot scores", bahdanau_learner(score="dot"), "dot_scores", "additive"),
+        ("W_q on the keys", bahdanau_learner(swap=True), "swapped_score_matrices", "query's matrix"),
+        ("no tanh in the score", bahdanau_learner(tanh=False), "score_without_tanh", "tanh"),
+        ("sum instead of w", bahdanau_learner(use_w=False), "summed_not_w", "vector w"),
+        ("matrices not transposed", bahdanau_learner(dot_t=False), "weights_not_transposed", "(out, in)"),
+        ("last encoder state as query", bahdanau_last_state_query, "static_query", "last encoder state"),
+        ("no mask", bahdanau_learner(fill=None), "padding_not_masked", "non-zero weight"),
+        ("mask filled with 0", bahdanau_learner(fill=0.0), "padding_not_masked", "non-zero weight"),
+        ("mask after the softmax", bahdanau_learner(after=True), "mask_after_softmax", "before the softmax"),
+        ("softmax over the batch", bahdanau_learner(axis=0), "softmax_over_batch", "batch axis"),
+        ("exp without the division", bahdanau_not_normalised, "not_normalised", "sum to 1"),
+        ("returns the scores", bahdanau_learner(give_alpha="scores"), "returned_scores", "softmax"),
+        ("predicts from s_{t-1}", bahdanau_learner(predict="old"), "predicted_from_old_state", "new state s_t"),
+        ("returns the old state", bahdanau_learner(give_back="old"), "returned_old_state", "new state s_t"),
+        ("logits", bahdanau_learner(probs=False), "returned_logits", "softmax"),
+        ("float32 scores", bahdanau_float32_inside, "float32_computation", "float32"),
+        ("w detached", bahdanau_detached_w, "breaks_autograd", "gradients"),
+        ("writes into params", bahdanau_rewrites_params, "mutates_input", "params"),
+        ("state updated in place", bahdanau_state_in_place, "mutates_input", "s_prev"),
+        ("outputs in another order", bahdanau_outputs_reordered, "swapped_outputs", "wrong order"),
+        ("the book's BahdanauSeq2Seq.attend", bahdanau_with_the_books_model, "forbidden_call", "BahdanauSeq2Seq.attend"),
     ],
     "07.alignment_agreement": [
         ("mean over every step", agree_all_steps, "averaged_over_padding", "padding included"),
@@ -315,6 +454,8 @@ WRONG = {
         ("one step too many", agree_one_step_too_many, "wrong_values", "is wrong on"),
         ("divided by the links", agree_per_link, "per_link_average", "still one step"),
         ("a list per sentence", agree_list, "wrong_type", "a number"),
+        ("NaN for an empty sentence", agree_weighted_sentence_means, "nan_on_empty_sentence", "zero steps"),
+        ("the book's aligned_mass", agree_with_the_books_function, "forbidden_call", "aligned_mass"),
     ],
     "07.greedy_decode": [
         ("always max_len steps", greedy_learner(stop="never"), "no_early_stop", "max_len steps"),
@@ -329,13 +470,17 @@ WRONG = {
         ("float ids", greedy_float_ids, "wrong_dtype", "float32"),
         ("torch.cat instead of stack", greedy_concatenated, "wrong_shape", "alphas"),
         ("Python lists", greedy_python_lists, "wrong_type", "torch.Tensor"),
+        ("finished flag forgets", greedy_forgetful_flag, "finished_sentence_resumed", "stay finished"),
+        ("pads one step after <eos>", greedy_pads_after_previous_eos, "finished_sentence_resumed", "came back"),
+        ("stops when all say <eos> together", greedy_stops_when_all_say_eos, "no_early_stop",
+         "different steps"),
     ],
 }
 
 CORRECT = {
-    "07.attention_decoder_step": [step_with_torch_gru_cell, learner_step()],
+    "07.bahdanau_step": [bahdanau_einsum_finfo, bahdanau_loop_per_sentence, bahdanau_learner()],
     "07.alignment_agreement": [agree_einsum],
-    "07.greedy_decode": [greedy_preallocated, greedy_learner()],
+    "07.greedy_decode": [greedy_preallocated, greedy_learner(), greedy_pad_propagates],
 }
 
 
@@ -349,7 +494,7 @@ def test_a_decoding_loop_without_max_len_is_stopped():
 def test_greedy_cases_stop_where_their_notes_say():
     task = get_task("07.greedy_decode")
     steps = [task.reference(*case.args)[0].shape[1] for case in task.cases()]
-    assert steps == [4, 6, 5, 5]
+    assert steps == [4, 6, 5, 5, 4]
     for case in task.cases():
         ids, alphas = task.reference(*case.args)
         src_mask = case.args[3]
@@ -362,13 +507,27 @@ def test_greedy_cases_stop_where_their_notes_say():
             live = live & (ids[:, t] != EOS)
 
 
-def test_step_reference_equals_torch():
-    """The grader's decoder step is torch.nn.GRUCell followed by the Luong attention and output layer."""
-    task = get_task("07.attention_decoder_step")
+def test_bahdanau_reference_equals_the_package_model():
+    """The grader's step is the package's BahdanauSeq2Seq step, with the same weights (float64)."""
+    from attnbook.models import BahdanauSeq2Seq
+
+    task = get_task("07.bahdanau_step")
     for case in task.cases():
-        expected = task.reference(*case.args)
-        got = step_with_torch_gru_cell(*case.args)
-        for e, g in zip(expected, got):
-            torch.testing.assert_close(g, e)
-
-
+        y_prev_emb, s_prev, H, src_mask, p = case.args
+        d_a, d = p["W_q"].shape
+        e = y_prev_emb.shape[1]
+        model = BahdanauSeq2Seq(2, p["W_y"].shape[0], emb=e, hidden=d, attn_hidden=d_a, bidirectional=False).double()
+        with torch.no_grad():
+            model.W_q.weight.copy_(p["W_q"])
+            model.W_k.weight.copy_(p["W_k"])
+            model.w.weight.copy_(p["w"][None])
+            for name in ("W_ih", "W_hh", "b_ih", "b_hh"):
+                kind, part = name.split("_")
+                getattr(model.decoder, f"{'weight' if kind == 'W' else 'bias'}_{part}_l0").copy_(p[name])
+            model.W_y.weight.copy_(p["W_y"])
+            model.W_y.bias.copy_(p["b_y"])
+            logits, alpha, (state, _) = model._decode(y_prev_emb[:, None], s_prev[None], H, src_mask, None)
+        y_hat, s_t, alpha_t = task.reference(*case.args)
+        torch.testing.assert_close(alpha[:, 0], alpha_t)
+        torch.testing.assert_close(state[0], s_t)
+        torch.testing.assert_close(logits[:, 0].softmax(-1), y_hat)
