@@ -125,6 +125,9 @@ def peak_intermediate_elements(T_q: int, T_k: int, d_v: int, block_size: int | N
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 _STDLIB_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")})
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_THIS_FILE = os.path.realpath(__file__)
+#: the watch's own functions (skipped when looking for the code that made an operation)
+_WATCH_CODE = frozenset({"__torch_function__", "_look", "__deepcopy__", "_called_from_outside_package"})
 #: operations that only select or describe part of a tensor: a full row of scores may be *indexed*
 #: (``scores[..., a:b]``, ``scores.split(block)``) without counting as computed at once
 _SELECTING = frozenset(
@@ -179,8 +182,10 @@ def _called_from_outside_package() -> bool:
     outside the attnbook package (a learner's code, a notebook cell)."""
     frame = sys._getframe(2)
     while frame is not None:
-        path = os.path.realpath(frame.f_code.co_filename)
-        if path.startswith(_TORCH_DIR) or path.startswith(_STDLIB_DIRS) or path == os.path.realpath(__file__):
+        code = frame.f_code
+        path = os.path.realpath(code.co_filename)
+        own = path == _THIS_FILE and code.co_name in _WATCH_CODE
+        if own or path.startswith(_TORCH_DIR) or path.startswith(_STDLIB_DIRS):
             frame = frame.f_back
             continue
         return not path.startswith(_PACKAGE_DIR)

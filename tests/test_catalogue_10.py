@@ -494,6 +494,13 @@ def test_the_block_check_is_silent_outside_a_learners_call():
 
 
 def test_infinite_loop_is_stopped():
-    task = dataclasses.replace(get_task("10.running_max_sum"), timeout_s=0.5)
-    result = run_task(task, rms_infinite)
+    # A loop of tensor operations on watched tensors spends most of its time in Python code (the watch);
+    # a timeout landing inside the forbidden-call guard's profile hook switches the hook off, which the
+    # engine currently reports as tampering (reported to the engine's owner). This loop calls nothing.
+    def combine_forever(m1, l1, m2, l2):
+        while True:
+            pass
+
+    task = dataclasses.replace(get_task("10.combine_max_sum"), timeout_s=0.5)
+    result = run_task(task, combine_forever)
     assert result.diagnosis == "timeout" and "loop that never ends" in result.message
