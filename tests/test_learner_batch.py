@@ -21,15 +21,19 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+import learner_batch
+from attnbook.grading import get_task, run_task
 from learner_batch import SETS
 from learner_batch.judge import names_the_mistake
 
-from attnbook.grading import get_task, run_task
-
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {s: importlib.import_module(f"learner_batch.set_{s}") for s in SETS}
+EXTRA = [importlib.import_module(f"learner_batch.{name}") for name in getattr(learner_batch, "EXTRA", [])]
 WRONG = [(s, item) for s in SETS for item in MODULES[s].WRONG]
 VALID = [(s, item) for s in SETS for item in MODULES[s].VALID]
+WRONG += [(item["task"].split(".")[0], item) for module in EXTRA for item in module.WRONG]
+VALID += [(item["task"].split(".")[0], item) for module in EXTRA for item in module.VALID]
 NAMED_RATE_TARGET = 0.85
 
 _RESULTS: dict = {}

@@ -21,10 +21,13 @@ from .judge import names_the_mistake
 
 def run() -> list[dict]:
     rows = []
-    for s in SETS:
-        module = importlib.import_module(f"learner_batch.set_{s}")
+    modules = [importlib.import_module(f"learner_batch.set_{s}") for s in SETS]
+    extra = getattr(importlib.import_module("learner_batch"), "EXTRA", [])
+    modules += [importlib.import_module(f"learner_batch.{name}") for name in extra]
+    for module in modules:
         for kind, items in (("WRONG", module.WRONG), ("VALID", module.VALID)):
             for item in items:
+                s = item["task"].split(".")[0]
                 try:
                     task = get_task(item["task"])
                 except KeyError:
