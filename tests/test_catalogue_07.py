@@ -78,6 +78,23 @@ def bahdanau_last_state_query(y_prev_emb, s_prev, H, src_mask, params):
     return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
 
 
+def bahdanau_relu_score(y_prev_emb, s_prev, H, src_mask, params):
+    """ReLU, "the usual activation", inside the additive score."""
+    e = torch.relu(F.linear(s_prev, params["W_q"])[:, None] + F.linear(H, params["W_k"])) @ params["w"]
+    alpha_t = F.softmax(e.masked_fill(~src_mask, float("-inf")), -1)
+    a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
+
+
+def bahdanau_gru_first(y_prev_emb, s_prev, H, src_mask, params):
+    """The chapter's Luong order: GRU first (nothing to feed yet, so zeros), then attend with s_t."""
+    s_t = gru(torch.cat([y_prev_emb, s_prev.new_zeros(s_prev.shape)], -1), s_prev, params)
+    e = torch.tanh(F.linear(s_t, params["W_q"])[:, None] + F.linear(H, params["W_k"])) @ params["w"]
+    alpha_t = F.softmax(e.masked_fill(~src_mask, float("-inf")), -1)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
+
+
 def bahdanau_not_normalised(y_prev_emb, s_prev, H, src_mask, params):
     e = torch.tanh(F.linear(s_prev, params["W_q"])[:, None] + F.linear(H, params["W_k"])) @ params["w"]
     alpha_t = torch.exp(e) * src_mask  # forgot to divide by the sum
@@ -241,6 +258,15 @@ def agree_with_the_books_function(alpha, align, tgt_len):
     return aligned_mass(alpha, align, tgt_len)
 
 
+def agree_largest_aligned(alpha, align, tgt_len):
+    total, n = 0.0, 0
+    for b in range(alpha.shape[0]):
+        for t in range(int(tgt_len[b])):
+            total += float((alpha[b, t] * align[b, t]).max())
+            n += 1
+    return total / n
+
+
 def agree_einsum(alpha, align, tgt_len):
     """Correct, with einsum and a float mask."""
     mass = torch.einsum("btn,btn->bt", alpha, align)
@@ -337,6 +363,22 @@ def greedy_stops_when_all_say_eos(step, s_0, H, src_mask, E, max_len):
     return torch.stack(ids, 1), torch.stack(alphas, 1)
 
 
+def greedy_eos_row_blank(step, s_0, H, src_mask, E, max_len):
+    """Blanks the weights from the <eos> step on (a finished sentence 'has no attention')."""
+    B = H.shape[0]
+    y, s, done = torch.full((B,), SOS), s_0, torch.zeros(B, dtype=torch.bool)
+    ids, alphas = [], []
+    for _ in range(max_len):
+        y_hat, s, alpha_t = step(E[y], s, H, src_mask)
+        y = y_hat.argmax(-1).masked_fill(done, PAD)
+        done = done | (y == EOS)
+        ids.append(y)
+        alphas.append(alpha_t * (~done)[:, None])
+        if done.all():
+            break
+    return torch.stack(ids, 1), torch.stack(alphas, 1)
+
+
 def greedy_pad_propagates(step, s_0, H, src_mask, E, max_len):
     """Correct: a word is <pad> when the previous one was <eos> or <pad>, so finished stays finished."""
     B = H.shape[0]
@@ -419,6 +461,8 @@ def greedy_preallocated(step, s_0, H, src_mask, E, max_len):
 WRONG = {
     "07.bahdanau_step": [
         ("Luong's order: weights from s_t", bahdanau_learner(query="new"), "query_s_t", "s_{t-1}"),
+        ("ReLU in the score", bahdanau_relu_score, "relu_for_tanh", "ReLU"),
+        ("GRU first, then attend", bahdanau_gru_first, "query_s_t", "Luong's order"),
         ("GRU reads the word only", bahdanau_learner(feed="y_only"), "context_not_fed", "does not read the attention value"),
         ("GRU input [a_t; y]", bahdanau_learner(feed="a_y"), "gru_input_order", "[y_{t-1}; a_t]"),
         ("s_{t-1} fed as the GRU input", bahdanau_learner(feed="y_s"), "fed_state_not_value", "where the attention value"),
@@ -451,7 +495,8 @@ WRONG = {
         ("mean of sentence means", agree_sentence_means, "mean_of_sentence_means", "counts once"),
         ("largest weight", agree_peak, "peakedness_not_agreement", "peaked"),
         ("one number per step", agree_not_reduced, "wrong_type", "a number"),
-        ("one step too many", agree_one_step_too_many, "wrong_values", "is wrong on"),
+        ("one step too many", agree_one_step_too_many, "one_step_too_many", "one step too many"),
+        ("largest aligned weight", agree_largest_aligned, "max_over_links", "add them up"),
         ("divided by the links", agree_per_link, "per_link_average", "still one step"),
         ("a list per sentence", agree_list, "wrong_type", "a number"),
         ("NaN for an empty sentence", agree_weighted_sentence_means, "nan_on_empty_sentence", "zero steps"),
@@ -470,6 +515,7 @@ WRONG = {
         ("float ids", greedy_float_ids, "wrong_dtype", "float32"),
         ("torch.cat instead of stack", greedy_concatenated, "wrong_shape", "alphas"),
         ("Python lists", greedy_python_lists, "wrong_type", "torch.Tensor"),
+        ("the <eos> step's weights blanked", greedy_eos_row_blank, "eos_step_weights_zeroed", "<eos> row"),
         ("finished flag forgets", greedy_forgetful_flag, "finished_sentence_resumed", "stay finished"),
         ("pads one step after <eos>", greedy_pads_after_previous_eos, "finished_sentence_resumed", "came back"),
         ("stops when all say <eos> together", greedy_stops_when_all_say_eos, "no_early_stop",

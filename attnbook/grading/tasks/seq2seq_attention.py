@@ -163,6 +163,13 @@ def _bahdanau_with(
     return fn
 
 
+def _bahdanau_luong_order(y_prev_emb, s_prev, H, src_mask, p):
+    """Luong's order with Bahdanau's pieces: GRU on [y; 0] first, then the additive score with s_t."""
+    s_t = _gru(torch.cat([y_prev_emb, torch.zeros_like(s_prev)], dim=-1), s_prev, p)
+    alpha_t = softmax(_additive(s_t, H, p), dim=-1, mask=src_mask)
+    return softmax(s_t @ p["W_y"].T + p["b_y"], dim=-1), s_t, alpha_t
+
+
 def _bahdanau_shortcut(y_prev_emb, s_prev, H, src_mask, params):
     """An answer that takes the book's BahdanauSeq2Seq.attend for steps 1-3 (for tests/test_free_points.py)."""
     from attnbook.models import BahdanauSeq2Seq
@@ -267,6 +274,18 @@ register(
                 "you applied W_q to the encoder states and W_k to the query: W_q "
                 "is the query's matrix (it multiplies s_{t-1}) and W_k the keys' (it multiplies each h_i)",
                 _bahdanau_with(order="kq"),
+            ),
+            Misconception(
+                "relu_for_tanh",
+                "your additive score uses ReLU where Bahdanau's has tanh: e^t_i = w · tanh(W_q s_{t-1} + W_k h_i)",
+                _bahdanau_with(act=torch.relu),
+            ),
+            Misconception(
+                "query_s_t",
+                "you ran the GRU first, without the attention value, and attended with the new state s_t: that is "
+                "Luong's order. In Bahdanau's step the query is s_{t-1}, the attention comes first, and its value "
+                "a_t is part of the GRU's input",
+                _bahdanau_luong_order,
             ),
             Misconception(
                 "score_without_tanh",
@@ -447,6 +466,16 @@ def _agreement_per_link(alpha, align, tgt_len):
     return float((alpha * align).sum(-1)[real].sum() / align[real].sum())
 
 
+def _agreement_max_link(alpha, align, tgt_len):
+    real = _real(tgt_len, alpha.shape[1])
+    return float((alpha * align).amax(-1)[real].sum() / real.sum())
+
+
+def _agreement_one_more(alpha, align, tgt_len):
+    real = torch.arange(alpha.shape[1])[None, :] <= torch.as_tensor(tgt_len)[:, None]
+    return float((alpha * align).sum(-1)[real].sum() / real.sum())
+
+
 def _agreement_peak(alpha, align, tgt_len):
     return float(alpha.amax(-1)[_real(tgt_len, alpha.shape[1])].mean())
 
@@ -459,6 +488,18 @@ register(
         reference=_agreement_ref,
         cases=_agreement_cases,
         misconceptions=[
+            Misconception(
+                "max_over_links",
+                "you took the largest weight among a step's aligned source words: when a target word translates "
+                "two source words, the weight on both counts, so add them up",
+                _agreement_max_link,
+            ),
+            Misconception(
+                "one_step_too_many",
+                "you counted one step too many per sentence: the real steps of sentence b are t = 0 … "
+                "tgt_len[b] − 1, so the step t = tgt_len[b] is already padding",
+                _agreement_one_more,
+            ),
             Misconception(
                 "averaged_over_padding",
                 "you averaged over all B·T target steps, padding included: only "
@@ -571,7 +612,7 @@ def _greedy_cases():
 
 def _greedy_with(
     stop="all", pad=True, zero_alpha=True, feed="prediction", carry=True, stack=1, record_last=True,
-    remember=True,
+    remember=True, zero_eos_step=False,
 ):
     """A greedy decoder over a batch; the defaults give the reference."""
 
@@ -591,6 +632,8 @@ def _greedy_with(
                 y = y.masked_fill(done, PAD)
             if zero_alpha:
                 alpha_t = alpha_t.masked_fill(done[:, None], 0.0)
+            if zero_eos_step:
+                alpha_t = alpha_t.masked_fill((y == EOS)[:, None], 0.0)
             finished = done | (y == EOS) if remember else (y == EOS)
             last = (bool(finished.all()) if stop == "all" else bool((y == EOS).any()) if stop == "any"
                     else bool((y_hat.argmax(-1) == EOS).all()) if stop == "together" else False)
@@ -634,6 +677,12 @@ register(
         cases=_greedy_cases,
         output_names=("ids", "alphas"),
         misconceptions=[
+            Misconception(
+                "eos_step_weights_zeroed",
+                "you zeroed the weights of the step at which a sentence produces <eos>: that step is recorded as "
+                "usual (the <eos> row of a heat map); only the steps after it get zero weights",
+                _greedy_with(zero_eos_step=True),
+            ),
             Misconception(
                 "no_early_stop",
                 "you always ran max_len steps: stop right after the step at which the last unfinished "
