@@ -74,17 +74,12 @@ runpy.run_module('attnbook.grading.kernel_side', run_name='__main__')
 
 
 def _python_paths() -> list[str]:
-    """Folders the interpreter needs, read-only inside the sandbox."""
+    """Folders the interpreter needs, read-only inside the sandbox: the virtual environment and the
+    Python installation it comes from, nothing else (not the grader's own ``sys.path``, which may hold
+    the repository's tests or tools)."""
     paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix),
              os.path.realpath(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))}
-    for p in sys.path:
-        if p and os.path.isdir(p) and not os.path.realpath(p).startswith(str(PACKAGE_DIR.parent) + os.sep + "attnbook"):
-            real = os.path.realpath(p)
-            if real == str(PACKAGE_DIR.parent):  # the repository root on sys.path: only the package
-                continue
-            if not any(real.startswith(q + os.sep) or real == q for q in paths):
-                paths.add(real)
-    system = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/")
+    system = ("/", "/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc")
     return sorted(p for p in paths if p not in system and not p.startswith("/usr/"))
 
 
