@@ -135,13 +135,24 @@ def test_a_guarded_call_is_at_most_about_twice_as_slow():
             with guard:
                 _learner(Q, K, V)
 
-    def best(f):
-        times = []
-        for _ in range(7):
+    guarded()  # classify the code objects once
+    best = {plain: float("inf"), guarded: float("inf")}
+    for _ in range(15):  # interleaved, so that a burst of load hits both alike; the minimum of each
+        for f in (plain, guarded):
             t0 = time.perf_counter()
             f()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+            best[f] = min(best[f], time.perf_counter() - t0)
+    assert best[guarded] < 2.0 * best[plain], f"guarded {best[guarded]:.4f} s, plain {best[plain]:.4f} s"
 
-    guarded()  # classify the code objects once
-    assert best(guarded) < 2.0 * best(plain)
+
+def test_switching_the_watch_off_earns_zero():
+    def sneaky(scores):
+        previous = sys.getprofile()
+        sys.setprofile(None)
+        out = attention.softmax(scores, dim=-1)
+        sys.setprofile(previous)
+        return out
+
+    result = run_task(TASK, sneaky)
+    assert result.diagnosis == "forbidden_call" and "switched off the grader's watch" in result.message
+    assert sys.getprofile() is None

@@ -284,6 +284,11 @@ def _module_of_file(filename: str) -> str:
     return _MODULE_FILES.get(filename, "")
 
 
+#: the name recorded when the learner's function switches the guard's profiler off or replaces it
+TAMPERED = "<the grader's watch switched off>"
+_PROFILE_SETTERS = (sys.setprofile, threading.setprofile, sys.settrace)
+
+
 class ForbiddenCallGuard:
     """Records which forbidden functions were entered while the body runs (reusable: each ``with``
     starts a new record).
@@ -303,6 +308,7 @@ class ForbiddenCallGuard:
         self._cache: dict = _NAME_CACHES.setdefault(self.patterns, {})
         self._previous = None
         self._entry = None
+        self._closing = False
 
     def _name_of(self, frame) -> str:
         code = frame.f_code
@@ -328,17 +334,23 @@ class ForbiddenCallGuard:
                 name = self._cache[code] = self._name_of(frame)
             if name and name not in self.found and not self._allowed_here(frame):
                 self.found.append(name)
+        elif event == "c_call" and arg in _PROFILE_SETTERS and not self._closing and TAMPERED not in self.found:
+            self.found.append(TAMPERED)  # switching the watch off (even for a moment) is not allowed
         if self._previous is not None:
             self._previous(frame, event, arg)
 
     def __enter__(self):
         self.found = []
+        self._closing = False
         self._entry = sys._getframe(1)
         self._previous = sys.getprofile()
         sys.setprofile(self._profile)
         return self
 
     def __exit__(self, *exc):
+        if sys.getprofile() != self._profile and TAMPERED not in self.found:  # bound methods: ==, not is
+            self.found.append(TAMPERED)
+        self._closing = True
         sys.setprofile(self._previous)
         self._previous = None
         self._entry = None
@@ -352,6 +364,9 @@ def _is_book_code(name: str) -> bool:
 def forbidden_message(names: Sequence[str]) -> str:
     """The 0-point message for a function that entered ``names`` (qualified names); the book's own
     implementation is named first when one was used (a wrapper of the grader's may have called it)."""
+    if TAMPERED in names:
+        return ("0 points: your function switched off the grader's watch over the functions it calls "
+                "(sys.setprofile or sys.settrace); a graded function only computes its answer.")
     name = next((n for n in names if _is_book_code(n)), names[0])
     module, _, qualname = name.partition(":")
     if _is_book_code(name):
