@@ -409,6 +409,8 @@ class Session:
             return {"status": "error", "type": type(exc).__name__, "text": wire.short(text, 600)}, b""
         self._next += 1
         self._handles[self._next] = (inputs, list(encoder.tensors))
+        if len(self._handles) > 512:  # a backward pass needs only recent calls; memory stays bounded
+            del self._handles[next(iter(self._handles))]
         return {"status": "ok", "out": node, "h": self._next}, encoder.blob()
 
     def _on_callback_backward(self, peer, message, blob):
