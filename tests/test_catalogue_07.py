@@ -95,6 +95,24 @@ def bahdanau_gru_first(y_prev_emb, s_prev, H, src_mask, params):
     return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
 
 
+def bahdanau_mean_of_states(y_prev_emb, s_prev, H, src_mask, params):
+    """Feeds the average of the real encoder states (equal weights) where a_t belongs."""
+    n = src_mask.sum(1, keepdim=True)
+    alpha_t = src_mask.double() / n
+    a_t = (H * src_mask[..., None]).sum(1) / n
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
+
+
+def bahdanau_double_softmax(y_prev_emb, s_prev, H, src_mask, params):
+    e = torch.tanh(F.linear(s_prev, params["W_q"])[:, None] + F.linear(H, params["W_k"])) @ params["w"]
+    e = e.masked_fill(~src_mask, float("-inf"))
+    alpha_t = F.softmax(F.softmax(e, -1).masked_fill(~src_mask, float("-inf")), -1)  # "normalise again"
+    a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
+    s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
+    return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
+
+
 def bahdanau_not_normalised(y_prev_emb, s_prev, H, src_mask, params):
     e = torch.tanh(F.linear(s_prev, params["W_q"])[:, None] + F.linear(H, params["W_k"])) @ params["w"]
     alpha_t = torch.exp(e) * src_mask  # forgot to divide by the sum
@@ -267,6 +285,11 @@ def agree_largest_aligned(alpha, align, tgt_len):
     return total / n
 
 
+def agree_first_length(alpha, align, tgt_len):
+    n = int(tgt_len[0])
+    return (alpha[:, :n] * align[:, :n]).sum() / (alpha.shape[0] * n)
+
+
 def agree_einsum(alpha, align, tgt_len):
     """Correct, with einsum and a float mask."""
     mass = torch.einsum("btn,btn->bt", alpha, align)
@@ -379,6 +402,21 @@ def greedy_eos_row_blank(step, s_0, H, src_mask, E, max_len):
     return torch.stack(ids, 1), torch.stack(alphas, 1)
 
 
+def greedy_starts_from_pad(step, s_0, H, src_mask, E, max_len):
+    B = H.shape[0]
+    y, s, done = torch.zeros(B, dtype=torch.long), s_0, torch.zeros(B, dtype=torch.bool)
+    ids, alphas = [], []
+    for _ in range(max_len):
+        y_hat, s, alpha_t = step(E[y], s, H, src_mask)
+        y = y_hat.argmax(-1).masked_fill(done, PAD)
+        ids.append(y)
+        alphas.append(alpha_t.masked_fill(done[:, None], 0.0))
+        done = done | (y == EOS)
+        if done.all():
+            break
+    return torch.stack(ids, 1), torch.stack(alphas, 1)
+
+
 def greedy_pad_propagates(step, s_0, H, src_mask, E, max_len):
     """Correct: a word is <pad> when the previous one was <eos> or <pad>, so finished stays finished."""
     B = H.shape[0]
@@ -463,6 +501,8 @@ WRONG = {
         ("Luong's order: weights from s_t", bahdanau_learner(query="new"), "query_s_t", "s_{t-1}"),
         ("ReLU in the score", bahdanau_relu_score, "relu_for_tanh", "ReLU"),
         ("GRU first, then attend", bahdanau_gru_first, "query_s_t", "Luong's order"),
+        ("average of the states", bahdanau_mean_of_states, "plain_average", "plain average"),
+        ("softmax twice", bahdanau_double_softmax, "softmax_twice", "twice"),
         ("GRU reads the word only", bahdanau_learner(feed="y_only"), "context_not_fed", "does not read the attention value"),
         ("GRU input [a_t; y]", bahdanau_learner(feed="a_y"), "gru_input_order", "[y_{t-1}; a_t]"),
         ("s_{t-1} fed as the GRU input", bahdanau_learner(feed="y_s"), "fed_state_not_value", "where the attention value"),
@@ -495,6 +535,7 @@ WRONG = {
         ("mean of sentence means", agree_sentence_means, "mean_of_sentence_means", "counts once"),
         ("largest weight", agree_peak, "peakedness_not_agreement", "peaked"),
         ("one number per step", agree_not_reduced, "wrong_type", "a number"),
+        ("first sentence's length for all", agree_first_length, "one_length_for_all", "its own number"),
         ("one step too many", agree_one_step_too_many, "one_step_too_many", "one step too many"),
         ("largest aligned weight", agree_largest_aligned, "max_over_links", "add them up"),
         ("divided by the links", agree_per_link, "per_link_average", "still one step"),
@@ -516,6 +557,7 @@ WRONG = {
         ("torch.cat instead of stack", greedy_concatenated, "wrong_shape", "alphas"),
         ("Python lists", greedy_python_lists, "wrong_type", "torch.Tensor"),
         ("the <eos> step's weights blanked", greedy_eos_row_blank, "eos_step_weights_zeroed", "<eos> row"),
+        ("starts from <pad>", greedy_starts_from_pad, "started_from_pad", "<sos>"),
         ("finished flag forgets", greedy_forgetful_flag, "finished_sentence_resumed", "stay finished"),
         ("pads one step after <eos>", greedy_pads_after_previous_eos, "finished_sentence_resumed", "came back"),
         ("stops when all say <eos> together", greedy_stops_when_all_say_eos, "no_early_stop",

@@ -170,6 +170,19 @@ def _bahdanau_luong_order(y_prev_emb, s_prev, H, src_mask, p):
     return softmax(s_t @ p["W_y"].T + p["b_y"], dim=-1), s_t, alpha_t
 
 
+def _bahdanau_plain_average(y_prev_emb, s_prev, H, src_mask, p):
+    """Uniform weights over the real positions: a_t is the plain average of the real states."""
+    alpha_t = src_mask.to(H.dtype) / src_mask.sum(-1, keepdim=True)
+    s_t = _gru(torch.cat([y_prev_emb, _value(alpha_t, H)], dim=-1), s_prev, p)
+    return softmax(s_t @ p["W_y"].T + p["b_y"], dim=-1), s_t, alpha_t
+
+
+def _bahdanau_softmax_twice(y_prev_emb, s_prev, H, src_mask, p):
+    alpha_t = softmax(softmax(_additive(s_prev, H, p), dim=-1, mask=src_mask), dim=-1, mask=src_mask)
+    s_t = _gru(torch.cat([y_prev_emb, _value(alpha_t, H)], dim=-1), s_prev, p)
+    return softmax(s_t @ p["W_y"].T + p["b_y"], dim=-1), s_t, alpha_t
+
+
 def _bahdanau_shortcut(y_prev_emb, s_prev, H, src_mask, params):
     """An answer that takes the book's BahdanauSeq2Seq.attend for steps 1-3 (for tests/test_free_points.py)."""
     from attnbook.models import BahdanauSeq2Seq
@@ -232,6 +245,18 @@ register(
         atol=TOL,
         rtol=TOL,
         misconceptions=[
+            Misconception(
+                "plain_average",
+                "your weights do not depend on the scores: every real position gets the same weight, so a_t is a "
+                "plain average of the encoder states. The weights are the softmax of the additive scores",
+                _bahdanau_plain_average,
+            ),
+            Misconception(
+                "softmax_twice",
+                "you applied the softmax twice: the weights are already a distribution after one softmax of the "
+                "scores, and a second one flattens them towards uniform",
+                _bahdanau_softmax_twice,
+            ),
             Misconception(
                 "query_s_t",
                 "your alpha_t comes from the new state s_t, after the GRU step (Luong's order). "
@@ -400,6 +425,7 @@ def _agreement_cases():
     g = generator(71)
     cases = []
     for B, T, N, tgt_len, src_len, note in [
+        (3, 6, 6, [3, 5, 1], [6, 4, 2], "the first sentence is not the longest"),
         (3, 3, 6, [3, 1, 2], [6, 4, 2], "sentence 1 has 2 padded target steps"),
         (4, 6, 7, [6, 3, 5, 2], [7, 5, 6, 3], "lengths all different"),
         (2, 4, 5, [4, 1], [5, 3], ""),
@@ -453,7 +479,7 @@ def _agreement_sum(alpha, align, tgt_len):
 def _agreement_argmax(alpha, align, tgt_len):
     real = _real(tgt_len, alpha.shape[1])
     hits = align.gather(-1, alpha.argmax(-1, keepdim=True)).squeeze(-1)
-    return float(hits[real].float().mean())
+    return float(hits[real].double().mean())
 
 
 def _agreement_per_sentence(alpha, align, tgt_len):
@@ -476,6 +502,11 @@ def _agreement_one_more(alpha, align, tgt_len):
     return float((alpha * align).sum(-1)[real].sum() / real.sum())
 
 
+def _agreement_first_length(alpha, align, tgt_len):
+    n = int(torch.as_tensor(tgt_len)[0])
+    return float((alpha * align).sum(-1)[:, :n].mean())
+
+
 def _agreement_peak(alpha, align, tgt_len):
     return float(alpha.amax(-1)[_real(tgt_len, alpha.shape[1])].mean())
 
@@ -488,6 +519,12 @@ register(
         reference=_agreement_ref,
         cases=_agreement_cases,
         misconceptions=[
+            Misconception(
+                "one_length_for_all",
+                "you used the first sentence's length for every sentence: each sentence b has its own number of "
+                "real steps, tgt_len[b]",
+                _agreement_first_length,
+            ),
             Misconception(
                 "max_over_links",
                 "you took the largest weight among a step's aligned source words: when a target word translates "
@@ -612,13 +649,13 @@ def _greedy_cases():
 
 def _greedy_with(
     stop="all", pad=True, zero_alpha=True, feed="prediction", carry=True, stack=1, record_last=True,
-    remember=True, zero_eos_step=False,
+    remember=True, zero_eos_step=False, first=SOS,
 ):
     """A greedy decoder over a batch; the defaults give the reference."""
 
     def fn(step, s_0, H, src_mask, E, max_len):
         B = s_0.shape[0]
-        y = torch.full((B,), SOS, dtype=torch.long)
+        y = torch.full((B,), first, dtype=torch.long)
         s = s_0
         done = torch.zeros(B, dtype=torch.bool)
         ids, alphas = [], []
@@ -677,6 +714,12 @@ register(
         cases=_greedy_cases,
         output_names=("ids", "alphas"),
         misconceptions=[
+            Misconception(
+                "started_from_pad",
+                "your first step reads the embedding of <pad>: decoding starts from <sos>, the word that means "
+                "'begin the sentence'",
+                _greedy_with(first=PAD),
+            ),
             Misconception(
                 "eos_step_weights_zeroed",
                 "you zeroed the weights of the step at which a sentence produces <eos>: that step is recorded as "
