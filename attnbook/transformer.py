@@ -31,7 +31,7 @@ Masks follow the book: boolean, ``True`` = may attend.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -113,8 +113,9 @@ class DecoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
 
-    def forward(self, y: Tensor, memory: Tensor, src_mask: Tensor | None = None,
-                cross_weights: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, y: Tensor, memory: Tensor, src_mask: Tensor | None = None, cross_weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``cross_weights`` (B, h, T, N), if given, replaces the cross-attention weights (interventions)."""
         causal = causal_mask(y.shape[1]).to(y.device)  # (T, T): step t sees steps 0..t
         z = self.norm1(y) if self.norm_first else y
@@ -127,7 +128,9 @@ class DecoderLayer(nn.Module):
         y = y + self.ff(z) if self.norm_first else self.norm3(y + self.ff(z))
         return y, self_w, cross_w
 
-    def step(self, y_t: Tensor, memory: Tensor, src_mask: Tensor | None, cache: list) -> tuple[Tensor, Tensor]:
+    def step(
+        self, y_t: Tensor, memory: Tensor, src_mask: Tensor | None, cache: list
+    ) -> tuple[Tensor, Tensor]:
         """One new position at inference: ``y_t (B, 1, d_model)`` -> ``(y_t (B, 1, d_model), cross (B, h, 1, N))``.
 
         ``cache`` holds this layer's self-attention inputs of the earlier steps; the new one is appended.
@@ -171,9 +174,18 @@ class Transformer(nn.Module):
     of ``n_layers`` tensors ``(B, h, T, N)``.
     """
 
-    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, d_model: int = 64, h: int = 4,
-                 d_ff: int = 128, n_layers: int = 2, norm_first: bool = False, max_len: int = 256,
-                 n_decoder_layers: int | None = None):
+    def __init__(
+        self,
+        src_vocab: Vocab | int,
+        tgt_vocab: Vocab | int,
+        d_model: int = 64,
+        h: int = 4,
+        d_ff: int = 128,
+        n_layers: int = 2,
+        norm_first: bool = False,
+        max_len: int = 256,
+        n_decoder_layers: int | None = None,
+    ):
         super().__init__()
         self.src_vocab = src_vocab if isinstance(src_vocab, Vocab) else None
         self.tgt_vocab = tgt_vocab if isinstance(tgt_vocab, Vocab) else None
@@ -183,7 +195,9 @@ class Transformer(nn.Module):
         self.src_embedding = nn.Embedding(n_src, d_model, padding_idx=PAD)
         self.tgt_embedding = nn.Embedding(n_tgt, d_model, padding_idx=PAD)
         self.register_buffer("positions", sinusoidal_positions(max_len, d_model), persistent=False)
-        self.encoder_layers = nn.ModuleList(EncoderLayer(d_model, h, d_ff, norm_first) for _ in range(n_layers))
+        self.encoder_layers = nn.ModuleList(
+            EncoderLayer(d_model, h, d_ff, norm_first) for _ in range(n_layers)
+        )
         n_dec = n_layers if n_decoder_layers is None else n_decoder_layers
         self.decoder_layers = nn.ModuleList(DecoderLayer(d_model, h, d_ff, norm_first) for _ in range(n_dec))
         self.encoder_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
@@ -213,8 +227,9 @@ class Transformer(nn.Module):
             x, _ = layer(x, src_mask)
         return self.encoder_norm(x), src_mask
 
-    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor,
-               cross_weights: dict | None = None) -> tuple[Tensor, list[Tensor]]:
+    def decode(
+        self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, cross_weights: dict | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
         """tgt_in (B, T) ids -> logits (B, T, V) and the cross-attention weights of every layer.
 
         ``cross_weights``: optional ``{layer: (B, h, T, N) weights}`` that replace that layer's
@@ -238,8 +253,9 @@ class Transformer(nn.Module):
         """An empty cache for :meth:`decode_step`: one list per decoder layer."""
         return [[] for _ in self.decoder_layers]
 
-    def decode_step(self, y_prev: Tensor, t: int, memory: Tensor, src_mask: Tensor,
-                    cache: list[list]) -> tuple[Tensor, list[Tensor]]:
+    def decode_step(
+        self, y_prev: Tensor, t: int, memory: Tensor, src_mask: Tensor, cache: list[list]
+    ) -> tuple[Tensor, list[Tensor]]:
         """One decoder step at inference: the previous word ``y_prev (B,)`` at position ``t`` ->
         logits ``(B, V)`` of the next word and the cross-attention weights of every layer, each
         ``(B, h, N)``. ``cache`` (from :meth:`new_cache`) carries the earlier steps."""
@@ -315,8 +331,9 @@ def decoder_layer_from_torch(layer: nn.TransformerDecoderLayer) -> DecoderLayer:
     return ours.to(layer.linear1.weight.dtype)
 
 
-TRANSFORMER = dict(d_model=64, h=4, d_ff=128, n_layers=1, n_decoder_layers=None, norm_first=False, epochs=4,
-                   lr=5e-3)
+TRANSFORMER = dict(
+    d_model=64, h=4, d_ff=128, n_layers=1, n_decoder_layers=None, norm_first=False, epochs=4, lr=5e-3
+)
 """Sizes and training settings of the book's reference Transformer (data and batches: :data:`STANDARD`)."""
 
 
@@ -332,9 +349,23 @@ def train_transformer(*, seed: int = 0, progress: bool = True, pairs: Sequence |
         raise TypeError(f"unknown settings: {sorted(unknown)}")
     splits, src_vocab, tgt_vocab = standard_data()
     torch.manual_seed(seed)
-    model = Transformer(src_vocab, tgt_vocab, d_model=settings["d_model"], h=settings["h"],
-                        d_ff=settings["d_ff"], n_layers=settings["n_layers"], norm_first=settings["norm_first"],
-                        n_decoder_layers=settings["n_decoder_layers"])
-    history = train(model, splits.train if pairs is None else pairs, epochs=settings["epochs"],
-                    batch_size=STANDARD["batch_size"], lr=settings["lr"], seed=seed, progress=progress)
+    model = Transformer(
+        src_vocab,
+        tgt_vocab,
+        d_model=settings["d_model"],
+        h=settings["h"],
+        d_ff=settings["d_ff"],
+        n_layers=settings["n_layers"],
+        norm_first=settings["norm_first"],
+        n_decoder_layers=settings["n_decoder_layers"],
+    )
+    history = train(
+        model,
+        splits.train if pairs is None else pairs,
+        epochs=settings["epochs"],
+        batch_size=STANDARD["batch_size"],
+        lr=settings["lr"],
+        seed=seed,
+        progress=progress,
+    )
     return model, history, splits

@@ -48,7 +48,9 @@ def ffn_torch_var(x, W_1, b_1, W_2, b_2, gamma, beta, norm_first):
 
 def ffn_eps_outside(x, W_1, b_1, W_2, b_2, gamma, beta, norm_first):
     def ln(z):
-        return gamma * (z - z.mean(-1, keepdim=True)) / (z.std(-1, unbiased=False, keepdim=True) + 1e-5) + beta
+        return (
+            gamma * (z - z.mean(-1, keepdim=True)) / (z.std(-1, unbiased=False, keepdim=True) + 1e-5) + beta
+        )
 
     if norm_first:
         return x + _ffn(ln(x), W_1, b_1, W_2, b_2)
@@ -114,8 +116,9 @@ def ffn_no_norm(x, W_1, b_1, W_2, b_2, gamma, beta, norm_first):
 
 
 def ffn_float32(x, W_1, b_1, W_2, b_2, gamma, beta, norm_first):
-    out = ffn_ok_layer_norm(x.float(), W_1.float(), b_1.float(), W_2.float(), b_2.float(), gamma.float(),
-                            beta.float(), norm_first)
+    out = ffn_ok_layer_norm(
+        x.float(), W_1.float(), b_1.float(), W_2.float(), b_2.float(), gamma.float(), beta.float(), norm_first
+    )
     return out.double()
 
 
@@ -192,14 +195,16 @@ def cross_mask_after(S, H, W_q, W_k, W_v, src_len):
 def cross_masks_queries(S, H, W_q, W_k, W_v, src_len):
     Q, K, V = S @ W_q.T, H @ W_k.T, H @ W_v.T
     T = S.shape[1]
-    rows = (torch.arange(T)[None, :, None] < src_len[:, None, None])  # (B, T, 1): masks target steps
+    rows = torch.arange(T)[None, :, None] < src_len[:, None, None]  # (B, T, 1): masks target steps
     w = torch.softmax(Q @ K.transpose(1, 2) / math.sqrt(Q.shape[-1]), -1) * rows
     return w @ V, w
 
 
 def cross_nan_for_empty(S, H, W_q, W_k, W_v, src_len):
     Q, K, V = S @ W_q.T, H @ W_k.T, H @ W_v.T
-    scores = (Q @ K.transpose(1, 2) / math.sqrt(Q.shape[-1])).masked_fill(~_keep(src_len, H.shape[1]), -math.inf)
+    scores = (Q @ K.transpose(1, 2) / math.sqrt(Q.shape[-1])).masked_fill(
+        ~_keep(src_len, H.shape[1]), -math.inf
+    )
     w = torch.softmax(scores, dim=-1)
     return w @ V, w
 
@@ -233,8 +238,11 @@ def cross_first_length_for_all(S, H, W_q, W_k, W_v, src_len):
 
 
 def cross_swapped_outputs(S, H, W_q, W_k, W_v, src_len):
-    out, w = _finish((S @ W_q.T) @ (H @ W_k.T).transpose(1, 2) / math.sqrt(W_q.shape[0]),
-                     _keep(src_len, H.shape[1]), H @ W_v.T)
+    out, w = _finish(
+        (S @ W_q.T) @ (H @ W_k.T).transpose(1, 2) / math.sqrt(W_q.shape[0]),
+        _keep(src_len, H.shape[1]),
+        H @ W_v.T,
+    )
     return w, out
 
 
@@ -255,8 +263,13 @@ def cross_ok_loop(S, H, W_q, W_k, W_v, src_len):
         w = torch.zeros(T, H.shape[1], dtype=S.dtype)
         if n > 0:
             q, k = S[b] @ W_q.T, H[b, :n] @ W_k.T
-            w = torch.cat([torch.softmax(q @ k.T / math.sqrt(k.shape[1]), dim=1),
-                           torch.zeros(T, H.shape[1] - n, dtype=S.dtype)], dim=1)
+            w = torch.cat(
+                [
+                    torch.softmax(q @ k.T / math.sqrt(k.shape[1]), dim=1),
+                    torch.zeros(T, H.shape[1] - n, dtype=S.dtype),
+                ],
+                dim=1,
+            )
         ws.append(w)
         outs.append(w @ (H[b] @ W_v.T))
     return torch.stack(outs), torch.stack(ws)
@@ -345,13 +358,17 @@ def step_ok_full_recompute(x_t, past, W_q, W_k, W_v):
 WRONG = {
     "11.residual_ffn": [
         ("torch.var is unbiased", ffn_torch_var, "unbiased_variance", "d - 1"),
-        ("eps added to the standard deviation", ffn_eps_outside, "eps_outside_sqrt", "inside the square root"),
+        (
+            "eps added to the standard deviation",
+            ffn_eps_outside,
+            "eps_outside_sqrt",
+            "inside the square root",
+        ),
         ("no eps", ffn_no_eps, "no_eps", "eps"),
         ("statistics over the time axis", ffn_norm_over_time, "norm_over_wrong_axis", "features"),
         ("pre/post read the wrong way round", ffn_swapped_flag, "pre_post_swapped", "norm_first"),
         ("no residual connection", ffn_no_residual, "no_residual", "residual"),
-        ("pre-norm residual carries LayerNorm(x)", ffn_adds_normed_x, "residual_of_normed",
-         "normalised"),
+        ("pre-norm residual carries LayerNorm(x)", ffn_adds_normed_x, "residual_of_normed", "normalised"),
         ("gamma and beta ignored", ffn_no_affine, "no_affine", "gamma"),
         ("no ReLU", ffn_no_relu, "no_relu", "ReLU"),
         ("no layer norm at all", ffn_no_norm, "no_norm", "layer normalisation"),
@@ -369,7 +386,12 @@ WRONG = {
         ("-1e9 makes an empty sentence uniform", cross_big_negative_fill, "empty_source_uniform", "length 0"),
         ("softmax over the decoder steps", cross_softmax_over_steps, "softmax_over_queries", "keys"),
         ("unmasked weights returned", cross_values_with_keys, "masked_weight_not_zero", "padding"),
-        ("first sentence's length for all", cross_first_length_for_all, "one_length_for_all", "its own length"),
+        (
+            "first sentence's length for all",
+            cross_first_length_for_all,
+            "one_length_for_all",
+            "its own length",
+        ),
         ("(weights, output)", cross_swapped_outputs, "swapped_outputs", "(output, weights)"),
     ],
     "11.self_attention_step": [

@@ -28,8 +28,9 @@ def _lengths_mask(lengths, N):
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_encoder_layer_equals_pytorch(norm_first):
     torch.manual_seed(0)
-    ref = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, batch_first=True, norm_first=norm_first,
-                                     dtype=torch.float64).eval()
+    ref = nn.TransformerEncoderLayer(
+        D, H, FF, dropout=0.0, batch_first=True, norm_first=norm_first, dtype=torch.float64
+    ).eval()
     ours = encoder_layer_from_torch(ref)
     x = torch.randn(3, 7, D, dtype=torch.float64)
     mask = _lengths_mask([7, 4, 1], 7)
@@ -44,8 +45,9 @@ def test_encoder_layer_equals_pytorch(norm_first):
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_decoder_layer_equals_pytorch(norm_first):
     torch.manual_seed(1)
-    ref = nn.TransformerDecoderLayer(D, H, FF, dropout=0.0, batch_first=True, norm_first=norm_first,
-                                     dtype=torch.float64).eval()
+    ref = nn.TransformerDecoderLayer(
+        D, H, FF, dropout=0.0, batch_first=True, norm_first=norm_first, dtype=torch.float64
+    ).eval()
     ours = decoder_layer_from_torch(ref)
     y = torch.randn(2, 5, D, dtype=torch.float64)
     memory = torch.randn(2, 6, D, dtype=torch.float64)
@@ -94,8 +96,10 @@ def test_step_by_step_decoding_equals_teacher_forcing(data, norm_first):
         logits, crosses = model(batch, return_attention=True)  # (B, T, V), n_layers x (B, h, T, N)
         memory, src_mask = model.encode(batch.src, batch.src_len)
         cache = model.new_cache()
-        steps = [model.decode_step(batch.tgt_in[:, t], t, memory, src_mask, cache)
-                 for t in range(batch.tgt_in.shape[1])]
+        steps = [
+            model.decode_step(batch.tgt_in[:, t], t, memory, src_mask, cache)
+            for t in range(batch.tgt_in.shape[1])
+        ]
     step_logits = torch.stack([s[0] for s in steps], 1)
     assert torch.allclose(step_logits, logits, atol=1e-5)
     for k in range(2):
@@ -129,7 +133,9 @@ def test_trains_with_the_rnn_loop_and_is_scored_by_the_same_function(data):
     assert history["loss"][-1] < history["loss"][0] / 2
     after = evaluate_by_length(model, splits.test, [(1, 60)])[0]
     assert after.n == len(splits.test) and after.token_acc > before.token_acc + 0.05
-    ids, steps = model.greedy_decode(torch.tensor([sv.encode(SEED_EXAMPLE.src)]), torch.tensor([5]), max_len=7)
+    ids, steps = model.greedy_decode(
+        torch.tensor([sv.encode(SEED_EXAMPLE.src)]), torch.tensor([5]), max_len=7
+    )
     assert len(ids) == 1 and steps <= 7 and len(ids[0]) <= 7
 
 
@@ -139,4 +145,6 @@ def test_sizes_are_checked():
     model = Transformer(10, 10, d_model=8, h=2, max_len=4)
     with pytest.raises(ValueError, match="position table"):
         model.embed(torch.zeros(1, 5, dtype=torch.long), model.src_embedding)
-    assert isinstance(model.encoder_layers[0], EncoderLayer) and isinstance(model.decoder_layers[0], DecoderLayer)
+    assert isinstance(model.encoder_layers[0], EncoderLayer) and isinstance(
+        model.decoder_layers[0], DecoderLayer
+    )

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from ... import attention as _book
 from ..cases import generator, randn
 from ..engine import Case, Misconception, Task
 from ..registry import register
@@ -54,6 +55,7 @@ def _block(ln=_layer_norm, residual=True, relu=True, swapped=False, normed_resid
             z = ln(x, gamma, beta)
             return (z if normed_residual else x) * residual + ff(z)
         return ln(x * residual + ff(x), gamma, beta)
+
     return fn
 
 
@@ -61,9 +63,16 @@ def _residual_ffn_cases():
     g = generator(11)
 
     def args(B, T, d, d_ff, norm_first, scale=1.0):
-        return (randn(g, B, T, d, scale=scale), randn(g, d_ff, d, scale=0.5), randn(g, d_ff),
-                randn(g, d, d_ff, scale=0.5), randn(g, d), 1 + randn(g, d, scale=0.3), randn(g, d, scale=0.3),
-                norm_first)
+        return (
+            randn(g, B, T, d, scale=scale),
+            randn(g, d_ff, d, scale=0.5),
+            randn(g, d_ff),
+            randn(g, d, d_ff, scale=0.5),
+            randn(g, d),
+            1 + randn(g, d, scale=0.3),
+            randn(g, d, scale=0.3),
+            norm_first,
+        )
 
     def dims(B, T, d, d_ff):
         return {"B": B, "T": T, "d": d, "d_ff": d_ff}
@@ -75,100 +84,149 @@ def _residual_ffn_cases():
     x[0, 1] = 2.5
     flat = (x, flat[1], flat[2], torch.zeros(5, 7, dtype=x.dtype), torch.zeros(5, dtype=x.dtype), *flat[5:])
     return [
-        Case("post-norm, B=2, T=3, d=5, d_ff=7", args(2, 3, 5, 7, False), dims=dims(2, 3, 5, 7),
-             note="norm_first=False: LayerNorm(x + FFN(x))"),
-        Case("pre-norm, B=2, T=3, d=5, d_ff=7", args(2, 3, 5, 7, True), dims=dims(2, 3, 5, 7),
-             note="norm_first=True: x + FFN(LayerNorm(x))"),
-        Case("pre-norm, B=3, T=4, d=6, d_ff=3", args(3, 4, 6, 3, True, scale=4.0), dims=dims(3, 4, 6, 3),
-             note="d_ff smaller than d, inputs of size about 4"),
-        Case("post-norm, B=1, T=6, d=3, d_ff=8", args(1, 6, 3, 8, False, scale=0.1), dims=dims(1, 6, 3, 8),
-             note="small inputs: the variance is far below 1"),
-        Case("post-norm, a row with zero variance", flat, dims=dims(2, 3, 5, 7),
-             note="the features of position 1 of sentence 0 are all equal and the feed-forward layer adds 0"),
-        Case("pre-norm, T=0", args(2, 0, 4, 6, True), dims=dims(2, 0, 4, 6),
-             note="sentences of length 0: the output is empty too"),
+        Case(
+            "post-norm, B=2, T=3, d=5, d_ff=7",
+            args(2, 3, 5, 7, False),
+            dims=dims(2, 3, 5, 7),
+            note="norm_first=False: LayerNorm(x + FFN(x))",
+        ),
+        Case(
+            "pre-norm, B=2, T=3, d=5, d_ff=7",
+            args(2, 3, 5, 7, True),
+            dims=dims(2, 3, 5, 7),
+            note="norm_first=True: x + FFN(LayerNorm(x))",
+        ),
+        Case(
+            "pre-norm, B=3, T=4, d=6, d_ff=3",
+            args(3, 4, 6, 3, True, scale=4.0),
+            dims=dims(3, 4, 6, 3),
+            note="d_ff smaller than d, inputs of size about 4",
+        ),
+        Case(
+            "post-norm, B=1, T=6, d=3, d_ff=8",
+            args(1, 6, 3, 8, False, scale=0.1),
+            dims=dims(1, 6, 3, 8),
+            note="small inputs: the variance is far below 1",
+        ),
+        Case(
+            "post-norm, a row with zero variance",
+            flat,
+            dims=dims(2, 3, 5, 7),
+            note="the features of position 1 of sentence 0 are all equal and the feed-forward layer adds 0",
+        ),
+        Case(
+            "pre-norm, T=0",
+            args(2, 0, 4, 6, True),
+            dims=dims(2, 0, 4, 6),
+            note="sentences of length 0: the output is empty too",
+        ),
     ]
+
+
+def _shortcut_residual_ffn(x, W_1, b_1, W_2, b_2, gamma, beta, norm_first):
+    """What a learner who imports the book's Transformer would write (earns 0)."""
+    from ... import transformer as book
+
+    ff = book.FeedForward(x.shape[-1], W_1.shape[0]).to(x.dtype)
+    with torch.no_grad():
+        ff.W_1.weight.copy_(W_1), ff.W_1.bias.copy_(b_1), ff.W_2.weight.copy_(W_2), ff.W_2.bias.copy_(b_2)
+    ln = lambda z: torch.nn.functional.layer_norm(z, (z.shape[-1],), gamma, beta, EPS)  # noqa: E731
+    return x + ff(ln(x)) if norm_first else ln(x + ff(x))
+
+
+def _shortcut_cross(S, H, W_q, W_k, W_v, src_len):
+    keep = _keep(src_len, H.shape[1])
+    return _book.scaled_dot_product_attention(S @ W_q.T, H @ W_k.T, H @ W_v.T, keep)
+
+
+def _shortcut_step(x_t, past, W_q, W_k, W_v):
+    xs = torch.cat([past, x_t[:, None]], 1)
+    out, w = _book.scaled_dot_product_attention((x_t @ W_q.T)[:, None], xs @ W_k.T, xs @ W_v.T)
+    return out[:, 0], w[:, 0]
 
 
 def _ln_var_biased(z, gamma, beta):
     return _layer_norm(z, gamma, beta, correction=1)
 
 
-register(Task(
-    id="11.residual_ffn",
-    title="the feed-forward sublayer in a pre- or post-norm residual block",
-    points=3,
-    reference=_residual_ffn_ref,
-    cases=_residual_ffn_cases,
-    output_names=("output",),
-    misconceptions=[
-        Misconception(
-            "unbiased_variance",
-            "your layer normalisation divides the squared deviations by d - 1 (the unbiased variance, "
-            "torch.var's default); LayerNorm uses the mean of the squared deviations, a division by d",
-            _block(ln=_ln_var_biased),
-            hint="z.var(-1, unbiased=False, keepdim=True), or ((z - mean) ** 2).mean(-1, keepdim=True).",
-        ),
-        Misconception(
-            "eps_outside_sqrt",
-            "you added eps to the standard deviation; LayerNorm adds it to the variance, inside the square "
-            "root",
-            _block(ln=lambda z, g, b: _layer_norm(z, g, b, eps_inside=False)),
-            hint="(z - mean) / sqrt(var + eps).",
-        ),
-        Misconception(
-            "no_eps",
-            "your layer normalisation has no eps: a position whose features are all equal has variance 0 "
-            "and the division gives NaN. LayerNorm adds eps = 1e-5 to the variance",
-            _block(ln=lambda z, g, b: _layer_norm(z, g, b, eps=0.0)),
-        ),
-        Misconception(
-            "norm_over_wrong_axis",
-            "you normalised over the time axis (or over everything); LayerNorm normalises each position on "
-            "its own, over its d features (the last axis)",
-            _block(ln=lambda z, g, b: _layer_norm(z, g, b, dim=1)),
-        ),
-        Misconception(
-            "pre_post_swapped",
-            "you built the pre-norm block when norm_first is False and the post-norm block when it is True: "
-            "norm_first=True normalises the sublayer's input, norm_first=False the sum after the residual",
-            _block(swapped=True),
-        ),
-        Misconception(
-            "no_residual",
-            "there is no residual connection: the block's input x must be added to the sublayer's output",
-            _block(residual=False),
-        ),
-        Misconception(
-            "residual_of_normed",
-            "in the pre-norm block your residual carries the normalised input; it must carry x itself, "
-            "unnormalised (only the sublayer reads the normalised copy)",
-            _block(normed_residual=True),
-        ),
-        Misconception(
-            "no_affine",
-            "you left out the learned scale gamma and shift beta of the layer normalisation",
-            _block(ln=lambda z, g, b: _layer_norm(z, torch.ones_like(g), torch.zeros_like(b))),
-        ),
-        Misconception(
-            "no_relu",
-            "your feed-forward layer has no ReLU between its two linear layers: without it the two are one "
-            "linear map",
-            _block(relu=False),
-        ),
-        Misconception(
-            "no_norm",
-            "there is no layer normalisation in your block: the residual sum is right, but LayerNorm must "
-            "be applied (to the sum in post-norm, to the sublayer's input in pre-norm)",
-            _block(ln=lambda z, g, b: z),
-        ),
-    ],
-    hint="post-norm: LN(x + FFN(x)); pre-norm: x + FFN(LN(x)); LN(z) = γ (z − μ) / √(σ² + ε) + β over the "
-         "last axis, σ² the biased variance; FFN(z) = relu(z W_1ᵀ + b_1) W_2ᵀ + b_2.",
-    forbidden=BOOK_TRANSFORMER,
-    atol=1e-9,
-    rtol=1e-9,
-))
+register(
+    Task(
+        id="11.residual_ffn",
+        title="the feed-forward sublayer in a pre- or post-norm residual block",
+        points=3,
+        reference=_residual_ffn_ref,
+        cases=_residual_ffn_cases,
+        output_names=("output",),
+        misconceptions=[
+            Misconception(
+                "unbiased_variance",
+                "your layer normalisation divides the squared deviations by d - 1 (the unbiased variance, "
+                "torch.var's default); LayerNorm uses the mean of the squared deviations, a division by d",
+                _block(ln=_ln_var_biased),
+                hint="z.var(-1, unbiased=False, keepdim=True), or ((z - mean) ** 2).mean(-1, keepdim=True).",
+            ),
+            Misconception(
+                "eps_outside_sqrt",
+                "you added eps to the standard deviation; LayerNorm adds it to the variance, inside the square "
+                "root",
+                _block(ln=lambda z, g, b: _layer_norm(z, g, b, eps_inside=False)),
+                hint="(z - mean) / sqrt(var + eps).",
+            ),
+            Misconception(
+                "no_eps",
+                "your layer normalisation has no eps: a position whose features are all equal has variance 0 "
+                "and the division gives NaN. LayerNorm adds eps = 1e-5 to the variance",
+                _block(ln=lambda z, g, b: _layer_norm(z, g, b, eps=0.0)),
+            ),
+            Misconception(
+                "norm_over_wrong_axis",
+                "you normalised over the time axis (or over everything); LayerNorm normalises each position on "
+                "its own, over its d features (the last axis)",
+                _block(ln=lambda z, g, b: _layer_norm(z, g, b, dim=1)),
+            ),
+            Misconception(
+                "pre_post_swapped",
+                "you built the pre-norm block when norm_first is False and the post-norm block when it is True: "
+                "norm_first=True normalises the sublayer's input, norm_first=False the sum after the residual",
+                _block(swapped=True),
+            ),
+            Misconception(
+                "no_residual",
+                "there is no residual connection: the block's input x must be added to the sublayer's output",
+                _block(residual=False),
+            ),
+            Misconception(
+                "residual_of_normed",
+                "in the pre-norm block your residual carries the normalised input; it must carry x itself, "
+                "unnormalised (only the sublayer reads the normalised copy)",
+                _block(normed_residual=True),
+            ),
+            Misconception(
+                "no_affine",
+                "you left out the learned scale gamma and shift beta of the layer normalisation",
+                _block(ln=lambda z, g, b: _layer_norm(z, torch.ones_like(g), torch.zeros_like(b))),
+            ),
+            Misconception(
+                "no_relu",
+                "your feed-forward layer has no ReLU between its two linear layers: without it the two are one "
+                "linear map",
+                _block(relu=False),
+            ),
+            Misconception(
+                "no_norm",
+                "there is no layer normalisation in your block: the residual sum is right, but LayerNorm must "
+                "be applied (to the sum in post-norm, to the sublayer's input in pre-norm)",
+                _block(ln=lambda z, g, b: z),
+            ),
+        ],
+        hint="post-norm: LN(x + FFN(x)); pre-norm: x + FFN(LN(x)); LN(z) = γ (z − μ) / √(σ² + ε) + β over the "
+        "last axis, σ² the biased variance; FFN(z) = relu(z W_1ᵀ + b_1) W_2ᵀ + b_2.",
+        forbidden=BOOK_TRANSFORMER,
+        shortcut_example=_shortcut_residual_ffn,
+        atol=1e-9,
+        rtol=1e-9,
+    )
+)
 
 # ------------------------------------------------------------------------------------------ 11.cross_attention
 
@@ -208,6 +266,7 @@ def _cross(scale=None, keep_fn=None, fill=NEG_INF, after=False, zero_fill=False,
         else:
             w = _masked_softmax(scores, keep)
         return w @ V, w
+
     return fn
 
 
@@ -227,26 +286,55 @@ def _cross_cases():
         H = randn(g, B, N, d_enc)
         keep = _keep(torch.tensor(lengths), N)[:, 0, :, None]  # (B, N, 1)
         H = torch.where(keep, H, H * pad_scale)  # padded positions may hold large values
-        return (randn(g, B, T, d_model), H, randn(g, d_k, d_model), randn(g, d_k, d_enc),
-                randn(g, d_v, d_enc), torch.tensor(lengths))
+        return (
+            randn(g, B, T, d_model),
+            H,
+            randn(g, d_k, d_model),
+            randn(g, d_k, d_enc),
+            randn(g, d_v, d_enc),
+            torch.tensor(lengths),
+        )
 
     def dims(B, T, N, d_model, d_enc, d_k, d_v):
         return {"B": B, "T": T, "N": N, "d_model": d_model, "d_enc": d_enc, "d_k": d_k, "d_v": d_v}
 
     return [
-        Case("B=2, T=3, N=5, d_model=4, d_enc=6, d_k=3, d_v=7", args(2, 3, 5, 4, 6, 3, 7, [5, 2]),
-             dims=dims(2, 3, 5, 4, 6, 3, 7), note="every size different; lengths 5 and 2"),
-        Case("T=6 decoder steps, N=4 source positions", args(3, 6, 4, 5, 3, 2, 6, [4, 3, 4]),
-             dims=dims(3, 6, 4, 5, 3, 2, 6), note="more target steps than source positions"),
-        Case("a sentence of length 0 and one of length 1", args(3, 2, 5, 3, 4, 6, 2, [0, 1, 5]),
-             dims=dims(3, 2, 5, 3, 4, 6, 2),
-             note="sentence 0 has no source word: its weights and its output are all 0"),
-        Case("large values at the padding", args(2, 4, 6, 3, 5, 4, 3, [3, 6], pad_scale=1e3),
-             dims=dims(2, 4, 6, 3, 5, 4, 3), note="the padded encoder states are about 1000 times larger"),
-        Case("one decoder step, B=1", args(1, 1, 7, 6, 2, 5, 4, [6]), dims=dims(1, 1, 7, 6, 2, 5, 4),
-             note="T=1: a single query"),
-        Case("T=0 decoder steps", args(2, 0, 3, 4, 5, 2, 3, [3, 1]), dims=dims(2, 0, 3, 4, 5, 2, 3),
-             note="no target step yet: empty output and weights"),
+        Case(
+            "B=2, T=3, N=5, d_model=4, d_enc=6, d_k=3, d_v=7",
+            args(2, 3, 5, 4, 6, 3, 7, [5, 2]),
+            dims=dims(2, 3, 5, 4, 6, 3, 7),
+            note="every size different; lengths 5 and 2",
+        ),
+        Case(
+            "T=6 decoder steps, N=4 source positions",
+            args(3, 6, 4, 5, 3, 2, 6, [4, 3, 4]),
+            dims=dims(3, 6, 4, 5, 3, 2, 6),
+            note="more target steps than source positions",
+        ),
+        Case(
+            "a sentence of length 0 and one of length 1",
+            args(3, 2, 5, 3, 4, 6, 2, [0, 1, 5]),
+            dims=dims(3, 2, 5, 3, 4, 6, 2),
+            note="sentence 0 has no source word: its weights and its output are all 0",
+        ),
+        Case(
+            "large values at the padding",
+            args(2, 4, 6, 3, 5, 4, 3, [3, 6], pad_scale=1e3),
+            dims=dims(2, 4, 6, 3, 5, 4, 3),
+            note="the padded encoder states are about 1000 times larger",
+        ),
+        Case(
+            "one decoder step, B=1",
+            args(1, 1, 7, 6, 2, 5, 4, [6]),
+            dims=dims(1, 1, 7, 6, 2, 5, 4),
+            note="T=1: a single query",
+        ),
+        Case(
+            "T=0 decoder steps",
+            args(2, 0, 3, 4, 5, 2, 3, [3, 1]),
+            dims=dims(2, 0, 3, 4, 5, 2, 3),
+            note="no target step yet: empty output and weights",
+        ),
     ]
 
 
@@ -258,93 +346,101 @@ def _cross_masked_zero(case, outputs):
         return None
     hidden = ~_keep(src_len, H.shape[1]).expand(shape)
     if (weights.detach()[hidden].abs() > 1e-12).any():
-        return ("a padded source position got a weight that is not 0: the padding of each sentence must be "
-                "masked out before the softmax")
+        return (
+            "a padded source position got a weight that is not 0: the padding of each sentence must be "
+            "masked out before the softmax"
+        )
     return None
 
 
 _cross_masked_zero.key = "masked_weight_not_zero"
 
 
-register(Task(
-    id="11.cross_attention",
-    title="cross-attention with a source padding mask",
-    points=3,
-    reference=_cross_ref,
-    cases=_cross_cases,
-    output_names=("output", "weights"),
-    misconceptions=[
-        Misconception(
-            "not_scaled",
-            "you did not scale the scores: divide them by √d_k, the width of the projected queries and keys",
-            _cross(scale=lambda Q, S: 1.0),
-        ),
-        Misconception(
-            "scaled_by_d_model",
-            "you scaled by √d_model, the width of the decoder states; the scale is √d_k, the width of the "
-            "projected queries and keys",
-            _cross(scale=lambda Q, S: math.sqrt(S.shape[-1])),
-        ),
-        Misconception(
-            "causal_in_cross",
-            "you applied a causal (look-ahead) mask in the cross-attention: every decoder step may look at "
-            "every real source position; only the decoder's self-attention is causal",
-            _cross(keep_fn=_causal_keep),
-        ),
-        Misconception(
-            "mask_filled_with_zero",
-            "you set the padded scores to 0: exp(0) = 1, so padding still gets weight. A masked score must "
-            "become -inf before the softmax",
-            _cross(zero_fill=True),
-        ),
-        Misconception(
-            "mask_after_softmax",
-            "you applied the mask after the softmax: padding gets 0 but the other weights no longer sum to 1",
-            _cross(after=True),
-        ),
-        Misconception(
-            "mask_on_queries",
-            "your mask removes decoder steps (queries) instead of source positions (keys): src_len counts "
-            "the source positions, the last axis of the scores",
-            _cross(keep_fn=_query_keep, after=True),
-        ),
-        Misconception(
-            "nan_for_empty_source",
-            "for the sentence of length 0 every score is -inf and your softmax gives NaN; the task asks for "
-            "all-zero weights and a zero output there",
-            _cross(empty_nan=True),
-        ),
-        Misconception(
-            "empty_source_uniform",
-            "for the sentence of length 0 your weights are spread over the padding (a large negative fill "
-            "leaves every key equal); the task asks for all-zero weights and a zero output there",
-            _cross(fill=-1e9),
-        ),
-        Misconception(
-            "one_length_for_all",
-            "you masked every sentence with the length of the first one: each sentence of the batch has "
-            "its own length, src_len[b]",
-            _cross(keep_fn=lambda S, H, src_len: _keep(src_len[:1].expand(src_len.shape[0]), H.shape[1])),
-        ),
-        Misconception(
-            "swapped_outputs",
-            "your function returns (weights, output); the book's order, PyTorch's too, is (output, weights)",
-            lambda *args: _cross_ref(*args)[::-1],
-        ),
-        *(Misconception(
-            "softmax_over_queries",
-            "your softmax runs over the decoder steps (axis 1): each step's weights must sum to 1 over the "
-            "keys, the source positions (the last axis)",
-            _cross(fill=fill, dim=1),
-        ) for fill in (NEG_INF, -1e9)),
-    ],
-    properties=[_cross_masked_zero],
-    hint="Q = S W_qᵀ, K = H W_kᵀ, V = H W_vᵀ; scores Q Kᵀ / √d_k; -inf where position ≥ src_len; softmax "
-         "over the last axis; a row with no key left is all zeros; output = weights @ V.",
-    forbidden=BOOK_TRANSFORMER,
-    atol=1e-9,
-    rtol=1e-9,
-))
+register(
+    Task(
+        id="11.cross_attention",
+        title="cross-attention with a source padding mask",
+        points=3,
+        reference=_cross_ref,
+        cases=_cross_cases,
+        output_names=("output", "weights"),
+        misconceptions=[
+            Misconception(
+                "not_scaled",
+                "you did not scale the scores: divide them by √d_k, the width of the projected queries and keys",
+                _cross(scale=lambda Q, S: 1.0),
+            ),
+            Misconception(
+                "scaled_by_d_model",
+                "you scaled by √d_model, the width of the decoder states; the scale is √d_k, the width of the "
+                "projected queries and keys",
+                _cross(scale=lambda Q, S: math.sqrt(S.shape[-1])),
+            ),
+            Misconception(
+                "causal_in_cross",
+                "you applied a causal (look-ahead) mask in the cross-attention: every decoder step may look at "
+                "every real source position; only the decoder's self-attention is causal",
+                _cross(keep_fn=_causal_keep),
+            ),
+            Misconception(
+                "mask_filled_with_zero",
+                "you set the padded scores to 0: exp(0) = 1, so padding still gets weight. A masked score must "
+                "become -inf before the softmax",
+                _cross(zero_fill=True),
+            ),
+            Misconception(
+                "mask_after_softmax",
+                "you applied the mask after the softmax: padding gets 0 but the other weights no longer sum to 1",
+                _cross(after=True),
+            ),
+            Misconception(
+                "mask_on_queries",
+                "your mask removes decoder steps (queries) instead of source positions (keys): src_len counts "
+                "the source positions, the last axis of the scores",
+                _cross(keep_fn=_query_keep, after=True),
+            ),
+            Misconception(
+                "nan_for_empty_source",
+                "for the sentence of length 0 every score is -inf and your softmax gives NaN; the task asks for "
+                "all-zero weights and a zero output there",
+                _cross(empty_nan=True),
+            ),
+            Misconception(
+                "empty_source_uniform",
+                "for the sentence of length 0 your weights are spread over the padding (a large negative fill "
+                "leaves every key equal); the task asks for all-zero weights and a zero output there",
+                _cross(fill=-1e9),
+            ),
+            Misconception(
+                "one_length_for_all",
+                "you masked every sentence with the length of the first one: each sentence of the batch has "
+                "its own length, src_len[b]",
+                _cross(keep_fn=lambda S, H, src_len: _keep(src_len[:1].expand(src_len.shape[0]), H.shape[1])),
+            ),
+            Misconception(
+                "swapped_outputs",
+                "your function returns (weights, output); the book's order, PyTorch's too, is (output, weights)",
+                lambda *args: _cross_ref(*args)[::-1],
+            ),
+            *(
+                Misconception(
+                    "softmax_over_queries",
+                    "your softmax runs over the decoder steps (axis 1): each step's weights must sum to 1 over the "
+                    "keys, the source positions (the last axis)",
+                    _cross(fill=fill, dim=1),
+                )
+                for fill in (NEG_INF, -1e9)
+            ),
+        ],
+        properties=[_cross_masked_zero],
+        hint="Q = S W_qᵀ, K = H W_kᵀ, V = H W_vᵀ; scores Q Kᵀ / √d_k; -inf where position ≥ src_len; softmax "
+        "over the last axis; a row with no key left is all zeros; output = weights @ V.",
+        forbidden=BOOK_TRANSFORMER,
+        shortcut_example=_shortcut_cross,
+        atol=1e-9,
+        rtol=1e-9,
+    )
+)
 
 # ------------------------------------------------------------------------------------------ 11.self_attention_step
 
@@ -372,6 +468,7 @@ def _step(order="last", scale=None, query="new", dim=-1, causal_one_row=False):
             scores = scores.masked_fill(torch.arange(xs.shape[1])[None, :] > 0, NEG_INF)
         w = torch.softmax(scores, dim)
         return (w[:, None, :] @ V)[:, 0], w
+
     return fn
 
 
@@ -379,85 +476,111 @@ def _step_cases():
     g = generator(1111)
 
     def args(B, t, d_model, d_k, d_v, scale=1.0):
-        return (randn(g, B, d_model, scale=scale), randn(g, B, t, d_model, scale=scale), randn(g, d_k, d_model),
-                randn(g, d_k, d_model), randn(g, d_v, d_model))
+        return (
+            randn(g, B, d_model, scale=scale),
+            randn(g, B, t, d_model, scale=scale),
+            randn(g, d_k, d_model),
+            randn(g, d_k, d_model),
+            randn(g, d_v, d_model),
+        )
 
     def dims(B, t, d_model, d_k, d_v):
         return {"B": B, "t": t, "t+1": t + 1, "d_model": d_model, "d_k": d_k, "d_v": d_v}
 
     return [
-        Case("step t=3, B=2, d_model=5, d_k=4, d_v=6", args(2, 3, 5, 4, 6), dims=dims(2, 3, 5, 4, 6),
-             note="three earlier steps and the new one"),
-        Case("the first step, t=0", args(3, 0, 4, 2, 5), dims=dims(3, 0, 4, 2, 5),
-             note="no earlier step: the new position can only attend to itself"),
-        Case("step t=6, B=1, d_model=3, d_k=5, d_v=2", args(1, 6, 3, 5, 2), dims=dims(1, 6, 3, 5, 2),
-             note="d_k larger than d_model"),
-        Case("step t=2, large inputs", args(4, 2, 6, 3, 3, scale=20.0), dims=dims(4, 2, 6, 3, 3),
-             note="scores of several hundred: the softmax is nearly one-hot"),
+        Case(
+            "step t=3, B=2, d_model=5, d_k=4, d_v=6",
+            args(2, 3, 5, 4, 6),
+            dims=dims(2, 3, 5, 4, 6),
+            note="three earlier steps and the new one",
+        ),
+        Case(
+            "the first step, t=0",
+            args(3, 0, 4, 2, 5),
+            dims=dims(3, 0, 4, 2, 5),
+            note="no earlier step: the new position can only attend to itself",
+        ),
+        Case(
+            "step t=6, B=1, d_model=3, d_k=5, d_v=2",
+            args(1, 6, 3, 5, 2),
+            dims=dims(1, 6, 3, 5, 2),
+            note="d_k larger than d_model",
+        ),
+        Case(
+            "step t=2, large inputs",
+            args(4, 2, 6, 3, 3, scale=20.0),
+            dims=dims(4, 2, 6, 3, 3),
+            note="scores of several hundred: the softmax is nearly one-hot",
+        ),
     ]
 
 
-register(Task(
-    id="11.self_attention_step",
-    title="the decoder's self-attention at one step of greedy decoding",
-    points=3,
-    reference=_step_ref,
-    cases=_step_cases,
-    output_names=("output", "weights"),
-    misconceptions=[
-        Misconception(
-            "excludes_itself",
-            "the new position attends only to the earlier steps; it must attend to itself as well (at the "
-            "first step it has nothing else)",
-            _step(order="none"),
-        ),
-        Misconception(
-            "new_step_first",
-            "your weights are in the wrong order: the earlier steps 0..t-1 come first and the new step t "
-            "last, the order of the positions",
-            _step(order="first"),
-        ),
-        Misconception(
-            "not_scaled",
-            "you did not scale the scores: divide them by √d_k",
-            _step(scale=lambda q, V: 1.0),
-        ),
-        Misconception(
-            "scaled_by_d_v",
-            "you scaled by √d_v, the width of the values; the scale is √d_k, the width of the queries and "
-            "keys",
-            _step(scale=lambda q, V: math.sqrt(V.shape[-1])),
-        ),
-        Misconception(
-            "causal_mask_one_row",
-            "you applied a causal mask made for a one-row query, so the new step sees only step 0. At step "
-            "t the new position may see every step 0..t: the causal mask is already satisfied by using "
-            "only the past",
-            _step(causal_one_row=True),
-        ),
-        Misconception(
-            "query_from_prefix",
-            "your query mixes every step of the prefix; the query is the new position's alone (x_t through "
-            "W_q)",
-            _step(query="mean"),
-        ),
-        Misconception(
-            "softmax_over_batch",
-            "your softmax runs over the batch (axis 0); each sentence's weights must sum to 1 over its "
-            "own positions 0..t",
-            _step(dim=0),
-        ),
-        Misconception(
-            "weights_not_scaled",
-            "your output is right but the weights you return are not the ones you used: they are computed "
-            "without the scale √d_k",
-            lambda x_t, past, W_q, W_k, W_v: (_step_ref(x_t, past, W_q, W_k, W_v)[0],
-                                              _step(scale=lambda q, V: 1.0)(x_t, past, W_q, W_k, W_v)[1]),
-        ),
-    ],
-    hint="xs = the earlier inputs followed by x_t; q = x_t W_qᵀ, K = xs W_kᵀ, V = xs W_vᵀ; weights = "
-         "softmax(K q / √d_k) over the t + 1 positions; output = weights @ V.",
-    forbidden=BOOK_TRANSFORMER,
-    atol=1e-9,
-    rtol=1e-9,
-))
+register(
+    Task(
+        id="11.self_attention_step",
+        title="the decoder's self-attention at one step of greedy decoding",
+        points=3,
+        reference=_step_ref,
+        cases=_step_cases,
+        output_names=("output", "weights"),
+        misconceptions=[
+            Misconception(
+                "excludes_itself",
+                "the new position attends only to the earlier steps; it must attend to itself as well (at the "
+                "first step it has nothing else)",
+                _step(order="none"),
+            ),
+            Misconception(
+                "new_step_first",
+                "your weights are in the wrong order: the earlier steps 0..t-1 come first and the new step t "
+                "last, the order of the positions",
+                _step(order="first"),
+            ),
+            Misconception(
+                "not_scaled",
+                "you did not scale the scores: divide them by √d_k",
+                _step(scale=lambda q, V: 1.0),
+            ),
+            Misconception(
+                "scaled_by_d_v",
+                "you scaled by √d_v, the width of the values; the scale is √d_k, the width of the queries and "
+                "keys",
+                _step(scale=lambda q, V: math.sqrt(V.shape[-1])),
+            ),
+            Misconception(
+                "causal_mask_one_row",
+                "you applied a causal mask made for a one-row query, so the new step sees only step 0. At step "
+                "t the new position may see every step 0..t: the causal mask is already satisfied by using "
+                "only the past",
+                _step(causal_one_row=True),
+            ),
+            Misconception(
+                "query_from_prefix",
+                "your query mixes every step of the prefix; the query is the new position's alone (x_t through "
+                "W_q)",
+                _step(query="mean"),
+            ),
+            Misconception(
+                "softmax_over_batch",
+                "your softmax runs over the batch (axis 0); each sentence's weights must sum to 1 over its "
+                "own positions 0..t",
+                _step(dim=0),
+            ),
+            Misconception(
+                "weights_not_scaled",
+                "your output is right but the weights you return are not the ones you used: they are computed "
+                "without the scale √d_k",
+                lambda x_t, past, W_q, W_k, W_v: (
+                    _step_ref(x_t, past, W_q, W_k, W_v)[0],
+                    _step(scale=lambda q, V: 1.0)(x_t, past, W_q, W_k, W_v)[1],
+                ),
+            ),
+        ],
+        hint="xs = the earlier inputs followed by x_t; q = x_t W_qᵀ, K = xs W_kᵀ, V = xs W_vᵀ; weights = "
+        "softmax(K q / √d_k) over the t + 1 positions; output = weights @ V.",
+        forbidden=BOOK_TRANSFORMER,
+        shortcut_example=_shortcut_step,
+        atol=1e-9,
+        rtol=1e-9,
+    )
+)
