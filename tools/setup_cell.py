@@ -33,8 +33,8 @@ import sys
 
 BOOK_REPOSITORY = "{url}"
 if importlib.util.find_spec("attnbook") is None:
-    pip = [sys.executable, "-m", "pip", "install", "--quiet",
-           f"attnbook @ git+{{BOOK_REPOSITORY}}"]
+    package = f"attnbook @ git+{{BOOK_REPOSITORY}}"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", package]
     if subprocess.run(pip, capture_output=True).returncode != 0:
         raise SystemExit(
             f"Could not install the book's package from {{BOOK_REPOSITORY}}: "
