@@ -1,0 +1,420 @@
+"""The Korean edition: translation catalogues keyed by English units, and the Korean book made from them.
+
+    python tools/i18n.py update     # add new English units to locales/ko/*.po; changed ones become fuzzy
+    python tools/i18n.py status     # per page: translated, fuzzy (stale), missing; exit 1 if any is not done
+    python tools/i18n.py build      # write the Korean book's sources into ko/ (English code and outputs)
+    python tools/i18n.py build --check   # exit 1 if ko/ differs from what the catalogues make
+
+The English pages (``_toc.yml``: book/*.md, chapters, exercises' solutions) stay the only source of code,
+outputs and figures. Their text is cut into *units*: each block of a markdown cell or page (paragraphs,
+headings, lists, tables, admonitions), each figure's alt text, and each title and caption of the table of
+contents. Maths, code blocks and raw HTML blocks are not units: they are copied as they are. A unit's
+Korean text lives in ``locales/ko/<page>.po`` (gettext, one catalogue per page, written with Babel), keyed by
+the English text itself: when the English changes, the old translation is kept but marked *fuzzy* (stale),
+and ``status`` fails until someone translates it again. A translation must keep every inline formula,
+inline code, role (``{cite}`...```), link target and substitution of its English unit, character for
+character; ``status`` checks that too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import io
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import yaml
+from babel.messages.catalog import Catalog
+from babel.messages.pofile import read_po, write_po
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_exercises  # noqa: E402  (tools/make_exercises.py: the Korean exercises are made like the English)
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCALE = "ko"
+LOCALES = ROOT / "locales" / LOCALE
+OUT = ROOT / LOCALE
+TOC_CATALOGUE = "_toc"
+#: a fuzzy match keeps the old translation for a changed unit when the English is at least this similar
+FUZZY_RATIO = 0.6
+
+FENCE = re.compile(r"^(\s*)(`{3,}|~{3,}|:{3,})(.*)$")
+# What a translation must keep exactly: inline maths, inline code, roles with their target, link targets,
+# substitutions and HTML tags.
+KEEP = re.compile(
+    r"\{[\w:-]+\}`[^`]*`"  # {cite}`key`, {ref}`label`
+    r"|`[^`\n]+`"  # inline code
+    r"|\$\$?[^$\n]+\$\$?"  # inline maths
+    r"|\]\([^)\s]+\)"  # link targets
+    r"|\{\{[^}]+\}\}"  # substitutions
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One translatable piece of English text and where it comes from (for messages)."""
+
+    text: str
+    where: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Cutting English text into units
+# --------------------------------------------------------------------------------------------------
+
+
+def _blocks(text: str) -> list[tuple[str, bool]]:
+    """Split markdown into blocks: ``(text, translatable)``. Blank lines separate blocks; a fenced block
+    (code, directive, colon fence) or a display-maths block is one block. Code and maths blocks are not
+    translatable; a directive (```{note}, :::{admonition}) is translated as a whole unit."""
+    lines = text.split("\n")
+    blocks: list[tuple[str, bool]] = []
+    current: list[str] = []
+
+    def flush():
+        if current:
+            block = "\n".join(current)
+            blocks.append((block, bool(block.strip()) and not _untranslatable(block)))
+            current.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        fence = FENCE.match(line)
+        if fence and not current:
+            marker = fence.group(2)
+            j = i + 1
+            while j < len(lines) and not lines[j].strip().startswith(marker[0] * len(marker)):
+                j += 1
+            block = "\n".join(lines[i : j + 1])
+            info = fence.group(3).strip()
+            is_code = marker[0] in "`~" and not info.startswith("{") or info.startswith("{code")
+            is_math = info.startswith("{math}")
+            blocks.append((block, not (is_code or is_math)))
+            i = j + 1
+            continue
+        if line.strip().startswith("$$") and not current:
+            j = i
+            if not (line.strip().endswith("$$") and len(line.strip()) > 2):
+                j = i + 1
+                while j < len(lines) and "$$" not in lines[j]:
+                    j += 1
+            blocks.append(("\n".join(lines[i : j + 1]), False))
+            i = j + 1
+            continue
+        if not line.strip():
+            flush()
+            blocks.append(("", False))
+        else:
+            current.append(line)
+        i += 1
+    flush()
+    return blocks
+
+
+def _untranslatable(block: str) -> bool:
+    stripped = block.strip()
+    return stripped.startswith("<") and stripped.endswith(">") or not re.search(r"[A-Za-z]", stripped)
+
+
+def markdown_units(text: str, where: str) -> list[Unit]:
+    return [Unit(block, where) for block, translatable in _blocks(text) if translatable]
+
+
+def translate_markdown(text: str, table: dict[str, str]) -> str:
+    out = []
+    for block, translatable in _blocks(text):
+        out.append(table.get(block, block) if translatable else block)
+    return "\n".join(out)
+
+
+def _alt(cell) -> str | None:
+    return cell.get("metadata", {}).get("mystnb", {}).get("image", {}).get("alt")
+
+
+def page_units(path: Path) -> list[Unit]:
+    """Every unit of one English page (a .md file or a notebook), in reading order. A solution's catalogue
+    also holds the units that only its generated exercise has (the note under the title, answer stubs)."""
+    rel = path.relative_to(ROOT).as_posix()
+    if rel.startswith("solutions/") and path.suffix == ".ipynb":
+        exercise = make_exercises.make_exercise(nbformat.read(path, as_version=4), path.name)
+        own = _notebook_units(nbformat.read(path, as_version=4), rel)
+        extra = [u for u in _notebook_units(exercise, f"exercises/{path.name}") if u.text not in {o.text for o in own}]
+        return own + extra
+    if path.suffix == ".md":
+        return markdown_units(path.read_text(encoding="utf-8"), rel)
+    return _notebook_units(nbformat.read(path, as_version=4), rel)
+
+
+def _notebook_units(nb, rel: str) -> list[Unit]:
+    units: list[Unit] = []
+    for index, cell in enumerate(nb.cells):
+        where = f"{rel}, cell {index}"
+        if cell.cell_type == "markdown":
+            units.extend(markdown_units(cell.source, where))
+        elif _alt(cell):
+            units.append(Unit(_alt(cell), f"{where} (alt text)"))
+    return units
+
+
+def toc_units(toc: dict) -> list[Unit]:
+    units = []
+    for part in toc.get("parts", []):
+        if part.get("caption"):
+            units.append(Unit(part["caption"], "_toc.yml, caption"))
+        for chapter in part.get("chapters", []):
+            if chapter.get("title"):
+                units.append(Unit(chapter["title"], f"_toc.yml, title of {chapter['file']}"))
+    return units
+
+
+def toc() -> dict:
+    return yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+
+
+def pages() -> list[Path]:
+    """The English pages of the book, from the table of contents (exercises are made from solutions)."""
+    data = toc()
+    files = [data["root"]] + [c["file"] for p in data.get("parts", []) for c in p.get("chapters", [])]
+    found = []
+    for name in files:
+        if name.startswith("exercises/"):
+            continue
+        for suffix in (".md", ".ipynb"):
+            if (ROOT / f"{name}{suffix}").exists():
+                found.append(ROOT / f"{name}{suffix}")
+                break
+        else:
+            raise SystemExit(f"i18n: {name} is in _toc.yml but has no .md or .ipynb file")
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Catalogues
+# --------------------------------------------------------------------------------------------------
+
+
+def catalogue_path(name: str) -> Path:
+    return LOCALES / f"{name}.po"
+
+
+def catalogue_name(page: Path) -> str:
+    return page.relative_to(ROOT).with_suffix("").as_posix()
+
+
+def read_catalogue(name: str) -> Catalog:
+    path = catalogue_path(name)
+    if not path.exists():
+        return Catalog(locale=LOCALE, project="Attention, step by step", fuzzy=False)
+    with path.open("rb") as handle:
+        return read_po(handle, locale=LOCALE)
+
+
+def write_catalogue(name: str, catalog: Catalog) -> None:
+    path = catalogue_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    write_po(buffer, catalog, width=0, omit_header=True, include_previous=True, sort_output=False,
+             ignore_obsolete=False)
+    path.write_bytes(buffer.getvalue())
+
+
+def merge(catalog: Catalog, units: list[Unit]) -> Catalog:
+    """A catalogue with exactly ``units``: kept translations, fuzzy matches for changed English, and the
+    translations that no unit uses any more kept as obsolete entries (for reference)."""
+    old = {m.id: m for m in catalog if m.id}
+    merged = Catalog(locale=LOCALE, project="Attention, step by step", fuzzy=False)
+    used = set()
+    for unit in units:
+        if unit.text in merged:
+            merged[unit.text].locations.append((unit.where, 0))
+            continue
+        previous = old.get(unit.text)
+        if previous is not None:
+            merged.add(unit.text, previous.string, locations=[(unit.where, 0)], flags=previous.flags)
+            used.add(unit.text)
+            continue
+        match = difflib.get_close_matches(unit.text, [k for k in old if old[k].string], n=1, cutoff=FUZZY_RATIO)
+        if match:
+            merged.add(unit.text, old[match[0]].string, locations=[(unit.where, 0)], flags={"fuzzy"},
+                       previous_id=match[0])
+            used.add(match[0])
+        else:
+            merged.add(unit.text, "", locations=[(unit.where, 0)])
+    for key, message in old.items():
+        if key not in used and key not in merged and message.string:
+            merged.obsolete[key] = message
+    return merged
+
+
+def kept(text: str) -> Counter:
+    return Counter(KEEP.findall(text))
+
+
+def problems(name: str, catalog: Catalog) -> list[str]:
+    """What is not done in one catalogue: missing, fuzzy, and translations that lost a formula or a role."""
+    found = []
+    for message in catalog:
+        if not message.id:
+            continue
+        where = message.locations[0][0] if message.locations else name
+        first = message.id.strip().splitlines()[0][:60]
+        if not message.string:
+            found.append(f"{where}: missing: {first!r}")
+        elif message.fuzzy:
+            found.append(f"{where}: stale (the English changed): {first!r}")
+        else:
+            lost = kept(message.id) - kept(message.string)
+            extra = kept(message.string) - kept(message.id)
+            if lost or extra:
+                keep = " ".join(sorted(lost)) or "-"
+                add = " ".join(sorted(extra)) or "-"
+                found.append(f"{where}: the translation lost {keep} and added {add}: keep them as in English")
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# The Korean book
+# --------------------------------------------------------------------------------------------------
+
+
+def _table(name: str) -> dict[str, str]:
+    """English -> Korean for the finished units of a catalogue (missing or stale units stay English)."""
+    return {m.id: m.string for m in read_catalogue(name) if m.id and m.string and not m.fuzzy}
+
+
+def korean_page(page: Path) -> tuple[Path, str]:
+    """The Korean page's path under ko/ and its text."""
+    table = _table(catalogue_name(page))
+    target = OUT / page.relative_to(ROOT)
+    if page.suffix == ".md":
+        return target, translate_markdown(page.read_text(encoding="utf-8"), table)
+    nb = nbformat.read(page, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = translate_markdown(cell.source, table)
+        elif _alt(cell) in table:
+            cell.metadata["mystnb"]["image"]["alt"] = table[_alt(cell)]
+    return target, nbformat.writes(nb) + "\n"
+
+
+def korean_toc() -> str:
+    table = _table(TOC_CATALOGUE)
+    data = copy.deepcopy(toc())
+    for part in data.get("parts", []):
+        if part.get("caption"):
+            part["caption"] = table.get(part["caption"], part["caption"])
+        for chapter in part.get("chapters", []):
+            if chapter.get("title"):
+                chapter["title"] = table.get(chapter["title"], chapter["title"])
+    header = "# Generated by tools/i18n.py from ../_toc.yml and locales/ko/_toc.po: do not edit.\n"
+    return header + yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+
+
+def korean_config() -> str:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    config["title"] = "어텐션, 차근차근"
+    config["logo"] = "book/images/logo.png"
+    config["html"]["favicon"] = "book/images/favicon.png"
+    config["repository"]["path_to_book"] = LOCALE
+    config["sphinx"]["config"]["language"] = LOCALE
+    extensions = dict(config["sphinx"].get("local_extensions", {}), korean_search="_ext/")
+    config["sphinx"]["local_extensions"] = {name: "../_ext/" for name in extensions}
+    config["sphinx"]["config"]["html_search_language"] = LOCALE
+    config["bibtex_bibfiles"] = ["book/references.bib"]
+    header = "# Generated by tools/i18n.py from ../_config.yml: do not edit.\n"
+    return header + yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
+
+
+def korean_files() -> dict[Path, bytes]:
+    """Every file of the Korean book's sources, by path."""
+    files: dict[Path, bytes] = {}
+    for page in pages():
+        target, text = korean_page(page)
+        files[target] = text.encode("utf-8")
+        if page.parent.name == "solutions":
+            table = _table(catalogue_name(page))
+            exercise = make_exercises.make_exercise(nbformat.reads(text, as_version=4), page.name)
+            for cell in exercise.cells:
+                if cell.cell_type == "markdown":
+                    cell.source = translate_markdown(cell.source, table)
+            exercise.metadata["attnbook"]["sources_sha256"] = make_exercises.sources_digest(exercise.cells)
+            files[OUT / "exercises" / page.name] = (nbformat.writes(exercise) + "\n").encode("utf-8")
+    files[OUT / "_toc.yml"] = korean_toc().encode("utf-8")
+    files[OUT / "_config.yml"] = korean_config().encode("utf-8")
+    for asset in ("book/references.bib", "book/images/logo.png", "book/images/favicon.png"):
+        files[OUT / asset] = (ROOT / asset).read_bytes()
+    return files
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+
+def cmd_update() -> int:
+    for page in pages():
+        name = catalogue_name(page)
+        write_catalogue(name, merge(read_catalogue(name), page_units(page)))
+    write_catalogue(TOC_CATALOGUE, merge(read_catalogue(TOC_CATALOGUE), toc_units(toc())))
+    return cmd_status(quiet=True)
+
+
+def cmd_status(quiet: bool = False) -> int:
+    names = [catalogue_name(p) for p in pages()] + [TOC_CATALOGUE]
+    total = {"units": 0, "done": 0}
+    issues = []
+    for name in names:
+        catalog = read_catalogue(name)
+        units = [m for m in catalog if m.id]
+        found = problems(name, catalog)
+        total["units"] += len(units)
+        total["done"] += len(units) - len(found)
+        if not catalogue_path(name).exists():
+            found.insert(0, f"{name}: no catalogue (run `python tools/i18n.py update`)")
+        issues.extend(found)
+        if not quiet:
+            print(f"{name:40s} {len(units) - len(found):4d}/{len(units):4d} translated")
+    print(f"{total['done']}/{total['units']} units translated and current")
+    if issues and not quiet:
+        print("\n".join(issues[:50]) + (f"\n... and {len(issues) - 50} more" if len(issues) > 50 else ""))
+    return 1 if issues else 0
+
+
+def cmd_build(check: bool) -> int:
+    files = korean_files()
+    stale = [p for p, data in files.items() if not p.exists() or p.read_bytes() != data]
+    if check:
+        for path in stale:
+            print(f"stale: {path.relative_to(ROOT)} (run `python tools/i18n.py build`)", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(files[path])
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("update", help="merge the English units into the catalogues")
+    sub.add_parser("status", help="what is translated, stale or missing")
+    build = sub.add_parser("build", help="write the Korean book's sources into ko/")
+    build.add_argument("--check", action="store_true", help="write nothing; exit 1 if ko/ is stale")
+    args = parser.parse_args(argv)
+    if args.command == "update":
+        return cmd_update()
+    if args.command == "status":
+        return cmd_status()
+    return cmd_build(args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
