@@ -86,6 +86,19 @@ def make_class(folder: Path, size: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def old_path(paths: list[Path], cell_timeout: float) -> float:
+    """Seconds per notebook of the former grader: a Jupyter kernel per notebook, no sandbox, verdicts
+    computed in the learner's kernel (for comparison only)."""
+    from nbclient import NotebookClient
+
+    start = time.perf_counter()
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=int(cell_timeout), kernel_name="python3", allow_errors=True,
+                       record_timing=False, resources={"metadata": {"path": str(path.parent)}}).execute()
+    return (time.perf_counter() - start) / len(paths)
+
+
 PARTS = ("sandbox_start", "torch_import", "kernel_wait", "learner_cells", "cases")
 
 
@@ -108,6 +121,8 @@ def main() -> None:
     parser.add_argument("--cell-timeout", type=float, default=5.0)
     parser.add_argument("--no-prefetch-too", action="store_true",
                         help="also time N = 1 without starting the next sandbox early")
+    parser.add_argument("--old-path-too", type=int, default=0, metavar="K",
+                        help="also time the former grader (a Jupyter kernel per notebook) on K correct notebooks")
     args = parser.parse_args()
     print(f"sandbox: {backend()}; class of {args.size} set-08 submissions; cell limit {args.cell_timeout:g} s; "
           f"{os.cpu_count()} CPUs")
@@ -123,6 +138,10 @@ def main() -> None:
             print("  seconds summed over the class (parallel parts overlap):")
             for name in (*PARTS, "grading_total"):
                 print(f"    {name:<14} {parts[name]:7.1f}")
+        if args.old_path_too:
+            correct = [p for p in paths if p.parent.name.endswith("_correct")][:args.old_path_too]
+            print(f"\nformer grader (Jupyter kernel per notebook, no sandbox): "
+                  f"{old_path(correct, args.cell_timeout):.1f} s per notebook ({len(correct)} correct notebooks)")
 
 
 if __name__ == "__main__":
