@@ -123,7 +123,7 @@ def sdpa_float32(Q, K, V, mask=None):
 
 
 def sdpa_detached(Q, K, V, mask=None):
-    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1).detach()
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1).nan_to_num().detach()
     return weights @ V, weights
 
 
@@ -211,6 +211,35 @@ def sdpa_sqrt_T_q(Q, K, V, mask=None):
     return weights @ V, weights
 
 
+def sdpa_no_key_nan(Q, K, V, mask=None):
+    scores = torch.einsum("bqd,bkd->bqk", Q, K) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # a row of -inf: NaN
+    return weights @ V, weights
+
+
+def sdpa_no_key_uniform(Q, K, V, mask=None):
+    scores = Q @ K.mT / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -1e30)
+    weights = scores.softmax(-1)
+    return weights @ V, weights
+
+
+def sdpa_nan_to_num(Q, K, V, mask=None):
+    weights = torch.nan_to_num(torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask), -1))
+    return weights @ V, weights
+
+
+def sdpa_torch_and_where(Q, K, V, mask=None):
+    out = F.scaled_dot_product_attention(Q, K, V, attn_mask=mask)
+    weights = torch.softmax(_masked(Q @ K.mT / math.sqrt(Q.shape[-1]), mask, torch.finfo(Q.dtype).min), -1)
+    if mask is not None:
+        weights = torch.where(mask.any(-1, keepdim=True), weights, torch.zeros_like(weights))
+    return out, weights
+
+
 WRONG = {
     "08.sdpa": [
         ("softmax over dim 1", sdpa_softmax_dim1, "softmax_over_queries", "over the keys"),
@@ -239,6 +268,8 @@ WRONG = {
         ),
         ("√T_k", sdpa_sqrt_T_k, "scaled_by_sqrt_T_k", "number of keys"),
         ("√T_q", sdpa_sqrt_T_q, "scaled_by_sqrt_T_q", "number of queries"),
+        ("NaN for a query with no key", sdpa_no_key_nan, "no_key_nan", "no key left"),
+        ("-1e30 fill, uniform for a query with no key", sdpa_no_key_uniform, "no_key_uniform", "no key left"),
         ("polarity inverted, NaN set to 0", sdpa_polarity_nan_to_zero, "inverted_mask", "MAY attend"),
         ("d_k ** 1 / 2", sdpa_power_precedence, "scaled_by_half_d_k", "d_k / 2"),
         ("softmax over the batch", sdpa_softmax_dim0, "softmax_over_batch", "batch axis"),
@@ -339,20 +370,9 @@ WRONG = {
 
 CORRECT = {
     "08.sdpa": [
-        sdpa_finfo_min,
+        sdpa_nan_to_num,
+        sdpa_torch_and_where,
         sdpa_loops,
-        lambda Q, K, V, mask=None: (
-            F.scaled_dot_product_attention(Q, K, V, attn_mask=mask),
-            torch.softmax(
-                Q @ K.mT / math.sqrt(Q.shape[-1])
-                + (
-                    0
-                    if mask is None
-                    else torch.zeros_like(mask, dtype=Q.dtype).masked_fill(~mask, float("-inf"))
-                ),
-                -1,
-            ),
-        ),
     ],
     "08.causal_mask": lambda T: torch.arange(T)[:, None] >= torch.arange(T)[None, :],
     "08.padding_mask": lambda lengths, T_k: (

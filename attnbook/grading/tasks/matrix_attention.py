@@ -112,13 +112,24 @@ def _sdpa_cases():
             dims=dims(2, 2, 4, 3, 5),
             note="all scores equal: the weights are uniform",
         ),
+        _large_masked_case(g),
         Case(
             "a different mask for every query",
             (randn(g, 2, 4, 5), randn(g, 2, 6, 5), randn(g, 2, 6, 3), _per_query_mask()),
             dims=dims(2, 4, 6, 5, 3),
-            note="mask (B, T_q, T_k): in one sentence some queries keep a single key, others keep all",
+            note="mask (B, T_q, T_k): in one sentence some queries keep a single key, one keeps none",
         ),
-        _large_masked_case(g),
+        Case(
+            "padding mask, lengths 4, 0, 2",
+            (
+                randn(g, 3, 2, 5),
+                randn(g, 3, 4, 5),
+                randn(g, 3, 4, 6),
+                _lengths_mask(torch.tensor([4, 0, 2]), 4),
+            ),
+            dims=dims(3, 2, 4, 5, 6),
+            note="sentence 1 has length 0: its queries have no key at all",
+        ),
     ]
 
 
@@ -128,6 +139,7 @@ def _per_query_mask():
     mask[0, 2, 3:] = False
     mask[1, 1] = torch.tensor([False, False, False, False, False, True])  # one key left, the last
     mask[1, 3, ::2] = False
+    mask[1, 2] = False  # no key left for this query; the others of its sentence keep theirs
     return mask
 
 
@@ -157,6 +169,9 @@ def _rows_sum_to_one(case, outputs):
     ):
         return None
     sums = weights.detach().sum(dim=-1)
+    if len(case.args) > 3 and case.args[3] is not None:  # a query with no key left sums to 0
+        keeps = case.args[3].expand(shape).any(dim=-1)
+        sums = torch.where(keeps, sums, torch.ones_like(sums))
     if not torch.allclose(sums, torch.ones_like(sums), atol=1e-6):
         return (
             "the weights of a query do not sum to 1 over the keys: the softmax must run over the last axis "
@@ -208,6 +223,24 @@ def _mask_after_softmax_renormalised(Q, K, V, mask=None):
     if mask is not None:
         w = w * mask
         w = w / w.sum(dim=-1, keepdim=True)
+    return w @ V, w
+
+
+def _no_key_nan(Q, K, V, mask=None):
+    """-inf masking and a plain softmax: right, except NaN for a query with no key left."""
+    s = _scores(Q, K)
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.softmax(s, dim=-1)
+    return w @ V, w
+
+
+def _no_key_uniform(Q, K, V, mask=None):
+    """Masking with the most negative number: right, except uniform weights for a query with no key left."""
+    s = _scores(Q, K)
+    if mask is not None:
+        s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
+    w = torch.softmax(s, dim=-1)
     return w @ V, w
 
 
@@ -290,6 +323,23 @@ register(
         cases=_sdpa_cases,
         output_names=("output", "weights"),
         misconceptions=[
+            Misconception(
+                "no_key_nan",
+                "a query with no key left (every key masked, as in a sentence of length 0) gets NaN: the softmax "
+                "of a row of -inf is 0 / 0. The task asks for all-zero weights and a zero output for such a "
+                "query, while every other query keeps its usual weights",
+                _no_key_nan,
+                hint="After the softmax, set the rows of queries with no allowed key to 0: "
+                "torch.where(mask.any(-1, keepdim=True), weights, 0) (or torch.nan_to_num).",
+            ),
+            Misconception(
+                "no_key_uniform",
+                "a query with no key left (every key masked) gets equal weights on keys that are all masked: "
+                "filled with the most negative number, its scores are all the same. Such a query must get "
+                "all-zero weights and a zero output",
+                _no_key_uniform,
+                hint="Set the rows of queries with no allowed key to 0 after the softmax.",
+            ),
             *(
                 Misconception(
                     "softmax_over_queries",
