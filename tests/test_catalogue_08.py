@@ -240,6 +240,12 @@ def sdpa_torch_and_where(Q, K, V, mask=None):
     return out, weights
 
 
+def sdpa_float32_inside(Q, K, V, mask=None):
+    scores = (Q.float() @ K.float().mT / math.sqrt(Q.shape[-1])).double()  # float32 on the way
+    weights = torch.nan_to_num(torch.softmax(_masked(scores, mask), -1))
+    return weights @ V, weights
+
+
 WRONG = {
     "08.sdpa": [
         ("softmax over dim 1", sdpa_softmax_dim1, "softmax_over_queries", "over the keys"),
@@ -269,6 +275,7 @@ WRONG = {
         ("√T_k", sdpa_sqrt_T_k, "scaled_by_sqrt_T_k", "number of keys"),
         ("√T_q", sdpa_sqrt_T_q, "scaled_by_sqrt_T_q", "number of queries"),
         ("NaN for a query with no key", sdpa_no_key_nan, "no_key_nan", "no key left"),
+        ("scores in float32", sdpa_float32_inside, "float32_computation", "float32"),
         ("-1e30 fill, uniform for a query with no key", sdpa_no_key_uniform, "no_key_uniform", "no key left"),
         ("polarity inverted, NaN set to 0", sdpa_polarity_nan_to_zero, "inverted_mask", "MAY attend"),
         ("d_k ** 1 / 2", sdpa_power_precedence, "scaled_by_half_d_k", "d_k / 2"),

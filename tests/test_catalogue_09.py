@@ -300,6 +300,10 @@ def mha_folded_bmm(x, W_q, W_k, W_v, W_o, h):
     return _lin(out, W_o)
 
 
+def mha_float32_inside(x, W_q, W_k, W_v, W_o, h):
+    return mha_folded_bmm(x.float(), W_q.float(), W_k.float(), W_v.float(), W_o.float(), h).double()
+
+
 CORRECT = {
     "09.fold_heads": [
         lambda x, h: torch.stack(x.chunk(h, dim=-1), dim=1).flatten(0, 1),
@@ -313,6 +317,11 @@ CORRECT = {
     ],
     "09.multi_head_attention": [mha_head_loop, mha_einsum, mha_folded_bmm],
 }
+
+
+WRONG["09.multi_head_attention"].append(
+    ("computed in float32", mha_float32_inside, "float32_computation", "float32")
+)
 
 
 def test_fold_and_unfold_are_inverse():
