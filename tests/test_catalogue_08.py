@@ -336,7 +336,7 @@ WRONG = {
             "<= length",
             lambda lengths, T_k: (torch.arange(T_k)[None] <= lengths.unsqueeze(1)).unsqueeze(1),
             "off_by_one",
-            "<=",
+            "one position too many",
         ),
         (
             "mask on the query axis",

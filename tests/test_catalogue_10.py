@@ -384,7 +384,7 @@ WRONG = {
         ("returns (l, m)", combine_swapped, "swapped_outputs", "(m, l)"),
     ],
     "10.running_max_sum": [
-        ("no rescaling", rms_no_rescale, "sum_not_rescaled", "exp(m_old - m_new)"),
+        ("no rescaling", rms_no_rescale, "sum_not_rescaled", "moved to the new maximum"),
         ("rescaled by exp(new - old)", rms_rescale_upside_down, "rescaled_wrong_way", "shrink"),
         ("max of the first block", rms_max_from_first_block, "max_not_updated", "first block"),
         ("full blocks only", rms_full_blocks_only, "last_block_dropped", "last, shorter block"),
@@ -405,7 +405,7 @@ WRONG = {
             "nothing rescaled",
             lambda Q, K, V, b: osa(Q, K, V, b, rescale_l=False, rescale_acc=False),
             "sum_not_rescaled",
-            "exp(m_old - m_new)",
+            "moved to the new maximum",
         ),
         (
             "output not rescaled",

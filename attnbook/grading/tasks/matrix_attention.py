@@ -475,7 +475,7 @@ register(
             Misconception(
                 "upper_triangle",
                 "your mask lets each query see the future: query t may attend to keys 0..t, which is the LOWER "
-                "triangle (tril), row = query, column = key",
+                "triangle (on and below the diagonal), row = query, column = key",
                 lambda T: torch.ones(T, T, dtype=torch.bool).triu(),
             ),
             Misconception(
@@ -533,8 +533,8 @@ register(
             ),
             Misconception(
                 "off_by_one",
-                "your mask keeps one position too many: a sentence of length L has valid positions 0..L-1 (use <, "
-                "not <=)",
+                "your mask keeps one position too many: a sentence of length L has valid positions 0..L-1, "
+                "so position L is already padding",
                 lambda lengths, T_k: torch.arange(T_k)[None, :].le(lengths[:, None]).unsqueeze(1),
             ),
             Misconception(

@@ -159,14 +159,15 @@ register(
             ),
             Misconception(
                 "sum_not_rescaled",
-                "you added l1 and l2 as they are: each was computed relative to its own maximum, so first move "
-                "both to the common maximum, l1·exp(m1 - m) + l2·exp(m2 - m)",
+                "you added l1 and l2 as they are: each was computed relative to its own maximum, so both have "
+                "to be moved to the common maximum first",
                 lambda m1, l1, m2, l2: (torch.maximum(m1, m2), l1 + l2),
+                hint="l = l1·exp(m1 - m) + l2·exp(m2 - m).",
             ),
             Misconception(
                 "rescaled_wrong_way",
-                "your rescaling factors are upside down: a sum computed against a smaller maximum must shrink, "
-                "so multiply by exp(m_j - m), not exp(m - m_j)",
+                "your rescaling factors are upside down: a sum computed against a smaller maximum must shrink "
+                "when it is moved to the larger common maximum, not grow",
                 lambda m1, l1, m2, l2: (
                     torch.maximum(m1, m2),
                     l1 * torch.exp(torch.maximum(m1, m2) - m1) + l2 * torch.exp(torch.maximum(m1, m2) - m2),
@@ -294,19 +295,20 @@ register(
             Misconception(
                 "sum_not_rescaled",
                 "your running sum is not rescaled when the maximum changes: the old sum was computed relative to "
-                "the old maximum, so multiply it by exp(m_old - m_new) before adding the new block",
+                "the old maximum, so it has to be moved to the new maximum before the new block is added",
                 lambda s, b: _running(s, b, rescale="none"),
+                hint="l = l·exp(m_old - m_new) + Σ exp(block - m_new).",
             ),
             Misconception(
                 "rescaled_wrong_way",
-                "you rescaled the running sum by exp(m_new - m_old); it must shrink when the maximum grows: "
-                "multiply by exp(m_old - m_new)",
+                "you rescaled the running sum by exp(m_new - m_old), which makes it grow when the maximum "
+                "grows; moved to a larger maximum, a sum must shrink",
                 lambda s, b: _running(s, b, rescale="inverse"),
             ),
             Misconception(
                 "max_not_updated",
-                "your maximum is the one of the first block only: update it with every block, "
-                "m = max(m, max of the block)",
+                "your maximum is the one of the first block only: it has to be updated with every block, as "
+                "the largest score seen so far",
                 lambda s, b: _running(s, b, update_max=False),
             ),
             Misconception(
@@ -330,8 +332,8 @@ register(
             ),
             Misconception(
                 "sum_not_shifted",
-                "your l is Σ exp(score) without subtracting the maximum: l is defined relative to m, "
-                "l = Σ exp(score - m), which is also what keeps exp() from overflowing",
+                "your l is Σ exp(score) without subtracting the maximum: l is defined relative to m, which is "
+                "also what keeps exp() from overflowing",
                 lambda s, b: (
                     s.as_subclass(torch.Tensor).amax(dim=-1),
                     torch.exp(s.as_subclass(torch.Tensor)).sum(dim=-1),
@@ -463,14 +465,14 @@ register(
             Misconception(
                 "sum_not_rescaled",
                 "your running sum and running output are not rescaled when the maximum changes: both were "
-                "computed relative to the old maximum, so multiply them by exp(m_old - m_new) before adding the "
-                "new block",
+                "computed relative to the old maximum, so both have to be moved to the new maximum before the "
+                "new block is added",
                 lambda Q, K, V, b: _online(Q, K, V, b, rescale_l=False, rescale_acc=False),
             ),
             Misconception(
                 "output_not_rescaled",
-                "you rescale the running sum but not the running output (the weighted sum of values): it also "
-                "has to be multiplied by exp(m_old - m_new)",
+                "you rescale the running sum but not the running output (the weighted sum of values): it was "
+                "computed relative to the old maximum too, and needs the same factor",
                 lambda Q, K, V, b: _online(Q, K, V, b, rescale_acc=False),
             ),
             Misconception(
