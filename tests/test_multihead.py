@@ -32,19 +32,19 @@ def _torch_mha(d_model: int, h: int, seed: int, kdim=None, vdim=None, bias=True)
 
 
 @SETTINGS
-@given(B=st.integers(1, 3), T=st.integers(1, 5), h=st.integers(1, 4), d_h=st.integers(1, 4), seed=st.integers(0, 99))
-def test_split_heads_puts_each_slice_of_features_in_its_head(B, T, h, d_h, seed):
-    x = _randn(seed, B, T, h * d_h)
+@given(B=st.integers(1, 3), T=st.integers(1, 5), h=st.integers(1, 4), d_k=st.integers(1, 4), seed=st.integers(0, 99))
+def test_split_heads_puts_each_slice_of_features_in_its_head(B, T, h, d_k, seed):
+    x = _randn(seed, B, T, h * d_k)
     heads = split_heads(x, h)
-    assert heads.shape == (B, h, T, d_h)
+    assert heads.shape == (B, h, T, d_k)
     for j in range(h):
-        assert torch.equal(heads[:, j], x[:, :, j * d_h:(j + 1) * d_h])
+        assert torch.equal(heads[:, j], x[:, :, j * d_k:(j + 1) * d_k])
     assert heads.data_ptr() == x.data_ptr()  # a view, no copy
     assert torch.equal(merge_heads(heads), x)
 
 
 def test_split_heads_is_not_a_bare_reshape():
-    x = torch.arange(2 * 3 * 4, dtype=F64).reshape(2, 3, 4)  # B=2, T=3, h=2, d_h=2
+    x = torch.arange(2 * 3 * 4, dtype=F64).reshape(2, 3, 4)  # B=2, T=3, h=2, d_k=2
     assert not torch.equal(split_heads(x, 2), x.reshape(2, 2, 3, 2))
 
 
@@ -59,10 +59,10 @@ def test_split_heads_rejects_indivisible_width():
 @SETTINGS
 @given(
     B=st.integers(1, 3), T_q=st.integers(1, 6), T_k=st.integers(1, 6), h=st.integers(1, 3),
-    d_h=st.integers(1, 4), bias=st.booleans(), seed=st.integers(0, 10_000),
+    d_k=st.integers(1, 4), bias=st.booleans(), seed=st.integers(0, 10_000),
 )
-def test_equals_torch_multihead_attention_without_masks(B, T_q, T_k, h, d_h, bias, seed):
-    d_model = h * d_h
+def test_equals_torch_multihead_attention_without_masks(B, T_q, T_k, h, d_k, bias, seed):
+    d_model = h * d_k
     mha = _torch_mha(d_model, h, seed, bias=bias)
     ours = load_from_torch(mha)
     q, k, v = _randn(seed, B, T_q, d_model), _randn(seed + 1, B, T_k, d_model), _randn(seed + 2, B, T_k, d_model)
@@ -75,12 +75,12 @@ def test_equals_torch_multihead_attention_without_masks(B, T_q, T_k, h, d_h, bia
 
 @SETTINGS
 @given(
-    B=st.integers(1, 3), T=st.integers(1, 6), h=st.integers(1, 3), d_h=st.integers(1, 4),
+    B=st.integers(1, 3), T=st.integers(1, 6), h=st.integers(1, 3), d_k=st.integers(1, 4),
     data=st.data(), causal=st.booleans(), seed=st.integers(0, 10_000),
 )
-def test_equals_torch_multihead_attention_with_masks(B, T, h, d_h, data, causal, seed):
+def test_equals_torch_multihead_attention_with_masks(B, T, h, d_k, data, causal, seed):
     """Self-attention with a padding mask (every sequence keeps >= 1 key) and optionally a causal mask."""
-    d_model = h * d_h
+    d_model = h * d_k
     lengths = torch.tensor(data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B)))
     key_padding = torch.arange(T)[None, :] < lengths[:, None]  # (B, T), True = real token
     attn_mask = causal_mask(T) if causal else None
@@ -124,7 +124,7 @@ def test_gradients_equal_torch():
 
 
 def test_heads_are_independent_attentions():
-    """Each head's output is scaled dot-product attention on its slice of the projections (scale √d_h)."""
+    """Each head's output is scaled dot-product attention on its slice of the projections (scale √d_k)."""
     torch.manual_seed(0)
     mha = MultiHeadAttention(12, 3, dtype=F64)
     x = _randn(4, 2, 5, 12)
