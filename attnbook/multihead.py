@@ -21,8 +21,6 @@ opposite polarity for boolean masks (``True`` = *not* allowed): pass ``~mask`` t
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
@@ -67,7 +65,9 @@ def _combined_mask(key_padding_mask: Tensor | None, attn_mask: Tensor | None) ->
         if key_padding_mask.dtype != torch.bool:
             raise TypeError("key_padding_mask must be boolean (True = a real key that may be attended to)")
         if key_padding_mask.dim() != 2:
-            raise ValueError(f"key_padding_mask must have shape (B, T_k), got {tuple(key_padding_mask.shape)}")
+            raise ValueError(
+                f"key_padding_mask must have shape (B, T_k), got {tuple(key_padding_mask.shape)}"
+            )
         mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, T_k)
     if attn_mask is not None:
         if attn_mask.dtype != torch.bool:
@@ -165,8 +165,9 @@ def load_from_torch(mha: nn.MultiheadAttention) -> MultiHeadAttention:
         raise ValueError("add_bias_kv and add_zero_attn are not supported")
     weight = mha.out_proj.weight
     bias = mha.in_proj_bias is not None
-    ours = MultiHeadAttention(mha.embed_dim, mha.num_heads, kdim=mha.kdim, vdim=mha.vdim, bias=bias,
-                              dtype=weight.dtype).to(weight.device)
+    ours = MultiHeadAttention(
+        mha.embed_dim, mha.num_heads, kdim=mha.kdim, vdim=mha.vdim, bias=bias, dtype=weight.dtype
+    ).to(weight.device)
     if mha._qkv_same_embed_dim:
         w_q, w_k, w_v = mha.in_proj_weight.chunk(3, dim=0)  # each (d_model, d_model)
     else:

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnbook.attention import causal_mask, scaled_dot_product_attention
-from attnbook.multihead import MultiHeadAttention, load_from_torch, merge_heads, sinusoidal_positions, split_heads
+from attnbook.multihead import (
+    MultiHeadAttention,
+    load_from_torch,
+    merge_heads,
+    sinusoidal_positions,
+    split_heads,
+)
 
 F64 = torch.float64
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -18,9 +24,13 @@ def _randn(seed: int, *shape: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
-def _torch_mha(d_model: int, h: int, seed: int, kdim=None, vdim=None, bias=True) -> torch.nn.MultiheadAttention:
+def _torch_mha(
+    d_model: int, h: int, seed: int, kdim=None, vdim=None, bias=True
+) -> torch.nn.MultiheadAttention:
     torch.manual_seed(seed)
-    mha = torch.nn.MultiheadAttention(d_model, h, kdim=kdim, vdim=vdim, bias=bias, batch_first=True, dtype=F64)
+    mha = torch.nn.MultiheadAttention(
+        d_model, h, kdim=kdim, vdim=vdim, bias=bias, batch_first=True, dtype=F64
+    )
     with torch.no_grad():  # non-zero biases, so that a bias copied to the wrong projection is noticed
         for name, p in mha.named_parameters():
             if "bias" in name:
@@ -32,13 +42,19 @@ def _torch_mha(d_model: int, h: int, seed: int, kdim=None, vdim=None, bias=True)
 
 
 @SETTINGS
-@given(B=st.integers(1, 3), T=st.integers(1, 5), h=st.integers(1, 4), d_k=st.integers(1, 4), seed=st.integers(0, 99))
+@given(
+    B=st.integers(1, 3),
+    T=st.integers(1, 5),
+    h=st.integers(1, 4),
+    d_k=st.integers(1, 4),
+    seed=st.integers(0, 99),
+)
 def test_split_heads_puts_each_slice_of_features_in_its_head(B, T, h, d_k, seed):
     x = _randn(seed, B, T, h * d_k)
     heads = split_heads(x, h)
     assert heads.shape == (B, h, T, d_k)
     for j in range(h):
-        assert torch.equal(heads[:, j], x[:, :, j * d_k:(j + 1) * d_k])
+        assert torch.equal(heads[:, j], x[:, :, j * d_k : (j + 1) * d_k])
     assert heads.data_ptr() == x.data_ptr()  # a view, no copy
     assert torch.equal(merge_heads(heads), x)
 
@@ -58,14 +74,23 @@ def test_split_heads_rejects_indivisible_width():
 
 @SETTINGS
 @given(
-    B=st.integers(1, 3), T_q=st.integers(1, 6), T_k=st.integers(1, 6), h=st.integers(1, 3),
-    d_k=st.integers(1, 4), bias=st.booleans(), seed=st.integers(0, 10_000),
+    B=st.integers(1, 3),
+    T_q=st.integers(1, 6),
+    T_k=st.integers(1, 6),
+    h=st.integers(1, 3),
+    d_k=st.integers(1, 4),
+    bias=st.booleans(),
+    seed=st.integers(0, 10_000),
 )
 def test_equals_torch_multihead_attention_without_masks(B, T_q, T_k, h, d_k, bias, seed):
     d_model = h * d_k
     mha = _torch_mha(d_model, h, seed, bias=bias)
     ours = load_from_torch(mha)
-    q, k, v = _randn(seed, B, T_q, d_model), _randn(seed + 1, B, T_k, d_model), _randn(seed + 2, B, T_k, d_model)
+    q, k, v = (
+        _randn(seed, B, T_q, d_model),
+        _randn(seed + 1, B, T_k, d_model),
+        _randn(seed + 2, B, T_k, d_model),
+    )
     out, weights = ours(q, k, v)
     expected, expected_weights = mha(q, k, v, average_attn_weights=False)
     assert out.shape == (B, T_q, d_model) and weights.shape == (B, h, T_q, T_k)
@@ -75,8 +100,13 @@ def test_equals_torch_multihead_attention_without_masks(B, T_q, T_k, h, d_k, bia
 
 @SETTINGS
 @given(
-    B=st.integers(1, 3), T=st.integers(1, 6), h=st.integers(1, 3), d_k=st.integers(1, 4),
-    data=st.data(), causal=st.booleans(), seed=st.integers(0, 10_000),
+    B=st.integers(1, 3),
+    T=st.integers(1, 6),
+    h=st.integers(1, 3),
+    d_k=st.integers(1, 4),
+    data=st.data(),
+    causal=st.booleans(),
+    seed=st.integers(0, 10_000),
 )
 def test_equals_torch_multihead_attention_with_masks(B, T, h, d_k, data, causal, seed):
     """Self-attention with a padding mask (every sequence keeps >= 1 key) and optionally a causal mask."""
@@ -90,7 +120,11 @@ def test_equals_torch_multihead_attention_with_masks(B, T, h, d_k, data, causal,
     out, weights = ours(x, x, x, key_padding_mask=key_padding, attn_mask=attn_mask)
     # torch's boolean masks mean the opposite: True = NOT allowed.
     expected, expected_weights = mha(
-        x, x, x, key_padding_mask=~key_padding, attn_mask=None if attn_mask is None else ~attn_mask,
+        x,
+        x,
+        x,
+        key_padding_mask=~key_padding,
+        attn_mask=None if attn_mask is None else ~attn_mask,
         average_attn_weights=False,
     )
     # with a causal mask, query t sees only keys <= t: if they are all padding the row is empty (book: 0,
@@ -118,8 +152,10 @@ def test_gradients_equal_torch():
     mha(x, x, x)[0].square().sum().backward()
     torch.testing.assert_close(ours.W_o.weight.grad, mha.out_proj.weight.grad, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(
-        torch.cat([ours.W_q.weight.grad, ours.W_k.weight.grad, ours.W_v.weight.grad]), mha.in_proj_weight.grad,
-        atol=1e-6, rtol=1e-6,
+        torch.cat([ours.W_q.weight.grad, ours.W_k.weight.grad, ours.W_v.weight.grad]),
+        mha.in_proj_weight.grad,
+        atol=1e-6,
+        rtol=1e-6,
     )
 
 
@@ -185,7 +221,9 @@ def test_positions_break_permutation_equivariance():
 def test_sinusoidal_positions():
     P = sinusoidal_positions(50, 7, dtype=F64)
     assert P.shape == (50, 7)
-    assert torch.equal(P[0, 0::2], torch.zeros(4, dtype=F64)) and torch.equal(P[0, 1::2], torch.ones(3, dtype=F64))
+    assert torch.equal(P[0, 0::2], torch.zeros(4, dtype=F64)) and torch.equal(
+        P[0, 1::2], torch.ones(3, dtype=F64)
+    )
     torch.testing.assert_close(P[:, 0], torch.sin(torch.arange(50, dtype=F64)))
     torch.testing.assert_close(P[:, 3], torch.cos(torch.arange(50, dtype=F64) / 10000 ** (2 / 7)))
     assert torch.cdist(P, P).add(torch.eye(50, dtype=F64)).min() > 0.1  # every position distinct

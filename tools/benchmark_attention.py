@@ -85,8 +85,18 @@ def worker(kind: str, method: str, T: int, repeats: int, threads: int) -> dict:
 
 
 def _run_worker(kind: str, method: str, T: int, repeats: int, threads: int, env: dict) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, method, str(T), "--repeats", str(repeats),
-               "--threads", str(threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        method,
+        str(T),
+        "--repeats",
+        str(repeats),
+        "--threads",
+        str(threads),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -153,15 +163,21 @@ def main(argv=None) -> int:
     import torch
 
     load_before = os.getloadavg()[0]
-    print(f"attention benchmark: B=1, h=1, T_q=T_k=T, d_k=d_v={D}, float32, CPU ({_cpu_name()}), "
-          f"torch {torch.__version__}, torch.set_num_threads({args.threads}), "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'passive')}; blockwise block={BLOCK}")
-    print(f"time: median of up to {args.repeats} runs (min: the fastest of them); peak: extra resident memory of one call beyond its "
-          f"inputs (ru_maxrss, fresh process per cell); counted: largest intermediates alive at once, from the "
-          f"algorithm (attnbook.blockwise.peak_intermediate_elements); scores: one (T, T) float32 matrix")
-    header = (f"{'T':>6} | {'method':<9} | {'time ms':>9} | {'x torch':>7} | {'min ms':>9} | {'peak MiB':>9} | "
-              f"{'x torch':>7} | "
-              f"{'counted MiB':>11} | {'scores MiB':>10}")
+    print(
+        f"attention benchmark: B=1, h=1, T_q=T_k=T, d_k=d_v={D}, float32, CPU ({_cpu_name()}), "
+        f"torch {torch.__version__}, torch.set_num_threads({args.threads}), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'passive')}; blockwise block={BLOCK}"
+    )
+    print(
+        f"time: median of up to {args.repeats} runs (min: the fastest of them); peak: extra resident memory of one call beyond its "
+        f"inputs (ru_maxrss, fresh process per cell); counted: largest intermediates alive at once, from the "
+        f"algorithm (attnbook.blockwise.peak_intermediate_elements); scores: one (T, T) float32 matrix"
+    )
+    header = (
+        f"{'T':>6} | {'method':<9} | {'time ms':>9} | {'x torch':>7} | {'min ms':>9} | {'peak MiB':>9} | "
+        f"{'x torch':>7} | "
+        f"{'counted MiB':>11} | {'scores MiB':>10}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -173,10 +189,13 @@ def main(argv=None) -> int:
             r = cell[m]
             model = _model_bytes(m, T)
             counted = "—" if model is None else _mib(model).strip()
-            print(f"{T:>6} | {m:<9} | {r['time_s'] * 1e3:9.2f} | {_ratio(r['time_s'], ref['time_s'], 0):>7} | "
-                  f"{r['min_s'] * 1e3:9.2f} | "
-                  f"{_mib(r['peak_bytes'])} | {_ratio(r['peak_bytes'], ref['peak_bytes'], 2**18):>7} | "
-                  f"{counted:>11} | {_mib(T * T * 4):>10}", flush=True)
+            print(
+                f"{T:>6} | {m:<9} | {r['time_s'] * 1e3:9.2f} | {_ratio(r['time_s'], ref['time_s'], 0):>7} | "
+                f"{r['min_s'] * 1e3:9.2f} | "
+                f"{_mib(r['peak_bytes'])} | {_ratio(r['peak_bytes'], ref['peak_bytes'], 2**18):>7} | "
+                f"{counted:>11} | {_mib(T * T * 4):>10}",
+                flush=True,
+            )
     load_after = os.getloadavg()[0]
 
     print()
@@ -187,14 +206,20 @@ def main(argv=None) -> int:
         print(f"  {m:<9} " + "  ".join(growth))
     naive_ratio = {r["T"]: r["time_s"] for r in rows if r["method"] == "naive"}
     torch_time = {r["T"]: r["time_s"] for r in rows if r["method"] == "torch"}
-    print("naive time / torch time (medians): "
-          + "  ".join(f"T={T}: {naive_ratio[T] / torch_time[T]:.2f}" for T in args.sizes))
+    print(
+        "naive time / torch time (medians): "
+        + "  ".join(f"T={T}: {naive_ratio[T] / torch_time[T]:.2f}" for T in args.sizes)
+    )
     naive_min = {r["T"]: r["min_s"] for r in rows if r["method"] == "naive"}
     torch_min = {r["T"]: r["min_s"] for r in rows if r["method"] == "torch"}
-    print("naive time / torch time (fastest runs, less disturbed by other work): "
-          + "  ".join(f"T={T}: {naive_min[T] / torch_min[T]:.2f}" for T in args.sizes))
-    print(f"load average (1 min) before: {load_before:.2f}, after: {load_after:.2f} "
-          f"(on {os.cpu_count()} CPUs; above ~0.5 the timings are disturbed by other work)")
+    print(
+        "naive time / torch time (fastest runs, less disturbed by other work): "
+        + "  ".join(f"T={T}: {naive_min[T] / torch_min[T]:.2f}" for T in args.sizes)
+    )
+    print(
+        f"load average (1 min) before: {load_before:.2f}, after: {load_after:.2f} "
+        f"(on {os.cpu_count()} CPUs; above ~0.5 the timings are disturbed by other work)"
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"threads": args.threads, "rows": rows}, handle, indent=1)
