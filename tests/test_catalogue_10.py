@@ -433,7 +433,7 @@ WRONG = {
         ),
         ("no √d_k", lambda Q, K, V, b: osa(Q, K, V, b, scale=False), "not_scaled", "√d_k"),
         ("softmax per block, averaged", osa_per_block_average, "softmax_per_block", "running maximum"),
-        ("values overwritten", osa_last_block_only_values, "wrong_values", "first big difference"),
+        ("values overwritten", osa_last_block_only_values, "values_overwritten", "last block"),
         ("no running maximum at all", osa_no_max, "not_finite", "maximum"),
         ("the full score matrix first", osa_full_scores_then_blocks, "block_size_ignored", "block_size is"),
         ("torch's SDPA on all keys", osa_torch_sdpa, "blocks_too_small", "never worked on block_size"),

@@ -373,6 +373,7 @@ def _online(
     scale=True,
     per_block_softmax=False,
     m0=NEG_INF,
+    overwrite=False,
 ):
     Q, K, V = _plain(Q, K, V)
     B, T_q, T_k = Q.shape[0], Q.shape[1], K.shape[1]
@@ -389,7 +390,7 @@ def _online(
         factor = torch.exp(m - m_new)
         p = torch.exp(s - m_new)
         l = (l * factor if rescale_l else l) + p.sum(dim=-1, keepdim=True)
-        acc = (acc * factor if rescale_acc else acc) + p @ V[:, a:b]
+        acc = p @ V[:, a:b] if overwrite else (acc * factor if rescale_acc else acc) + p @ V[:, a:b]
         m = m_new
     if per_block_softmax:
         return acc
@@ -502,6 +503,12 @@ register(
                 "your running maximum starts at 0 instead of -inf: when every score of a query is far below 0, "
                 "exp(score - 0) underflows to 0, and the output becomes 0 / 0. Start from m = -inf (and l = 0)",
                 lambda Q, K, V, b: _online(Q, K, V, b, m0=0.0),
+            ),
+            Misconception(
+                "values_overwritten",
+                "your running output keeps only the last block's values: each block has to be added to what "
+                "the earlier blocks gave (after rescaling it), not replace it",
+                lambda Q, K, V, b: _online(Q, K, V, b, overwrite=True),
             ),
             Misconception(
                 "softmax_per_block",
