@@ -105,11 +105,28 @@ def sdpa_reference(Q, K, V, mask=None):
     return get_task("08.sdpa").reference(Q, K, V, mask)
 
 
+def sdpa_nan_rows(Q, K, V, mask=None):
+    # the chapter-8 version: right while every query keeps a key
+    return _finish(_scores(Q, K, math.sqrt(K.shape[-1])), V, mask)
+
+
+def sdpa_finfo_uniform(Q, K, V, mask=None):
+    s = _scores(Q, K, math.sqrt(K.shape[-1]))
+    if mask is not None:
+        s = s.masked_fill(
+            ~mask, torch.finfo(s.dtype).min
+        )  # no NaN, but a query with no key gets uniform weights
+    w = torch.softmax(s, dim=-1)
+    return w @ V, w
+
+
 def sdpa_valid_finfo(Q, K, V, mask=None):
     s = torch.einsum("bqd,bkd->bqk", Q, K) / math.sqrt(Q.shape[-1])
     if mask is not None:
         s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
     w = torch.softmax(s, dim=-1)
+    if mask is not None:
+        w = w * mask  # a query with no key left was uniform: the mask zeroes it
     return torch.einsum("bqk,bkv->bqv", w, V), w
 
 
@@ -118,7 +135,7 @@ def sdpa_valid_torch(Q, K, V, mask=None):
     s = Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1])
     if mask is not None:
         s = s.masked_fill(~mask, NEG_INF)
-    return out, torch.softmax(s, dim=-1)
+    return out, torch.nan_to_num(torch.softmax(s, dim=-1), nan=0.0)
 
 
 def sdpa_valid_scale_query(Q, K, V, mask=None):
@@ -126,8 +143,10 @@ def sdpa_valid_scale_query(Q, K, V, mask=None):
     if mask is not None:
         s = torch.where(mask, s, torch.tensor(NEG_INF, dtype=s.dtype))
     m = s.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)  # a query with no key left
     e = torch.exp(s - m)
-    w = e / e.sum(dim=-1, keepdim=True)
+    total = e.sum(dim=-1, keepdim=True)
+    w = e / torch.where(total == 0, torch.ones_like(total), total)
     return w @ V, w
 
 
@@ -219,6 +238,20 @@ def pad_valid_view(lengths, T_k):
 
 
 WRONG = [
+    dict(
+        task=_t("sdpa"),
+        name="nan_rows",
+        fn=sdpa_nan_rows,
+        cls="query with no key left while others keep keys",
+        mistake="a query with every key masked comes out as NaN",
+    ),
+    dict(
+        task=_t("sdpa"),
+        name="finfo_uniform",
+        fn=sdpa_finfo_uniform,
+        cls="query with no key left",
+        mistake="fills with finfo.min: a query with every key masked gets uniform weights, not zeros",
+    ),
     dict(
         task=_t("sdpa"), name="no_scale", fn=sdpa_no_scale, cls="wrong scale", mistake="forgets 1/sqrt(d_k)"
     ),
