@@ -156,3 +156,81 @@ def test_switching_the_watch_off_earns_zero():
     result = run_task(TASK, sneaky)
     assert result.diagnosis == "forbidden_call" and "switched off the grader's watch" in result.message
     assert sys.getprofile() is None
+
+
+# ------------------------------------------------------------------------------------------------
+# A time-out inside the watch is a time-out, not tampering
+# ------------------------------------------------------------------------------------------------
+
+
+def test_an_exception_that_unwinds_through_the_watch_is_not_tampering():
+    # The engine's alarm may fire while the guard's own profile function runs; CPython then unsets the
+    # profiler. Made deterministic here: the profiler the guard chains to raises the LearnerTimeout.
+    from attnbook.grading import LearnerTimeout
+
+    def alarm(frame, event, arg):
+        if event == "call" and frame.f_code is _learner.__code__:
+            raise LearnerTimeout()
+
+    guard = ForbiddenCallGuard(forbidden_names(TASK))
+    sys.setprofile(alarm)
+    try:
+        try:
+            with guard:
+                _learner(*(torch.zeros(1, 2, 2, dtype=D),) * 3)
+        except LearnerTimeout:
+            pass
+        else:
+            raise AssertionError("the alarm did not fire")
+    finally:
+        sys.setprofile(None)
+    assert guard.found == []
+
+
+def test_a_loop_stopped_by_the_time_limit_is_a_timeout_every_time():
+    # the loop spends much of its time inside the watch (PyTorch's Python-level dispatch of the watched
+    # tensors): before the fix, 4 of 5 runs were reported as switching the watch off
+    from test_catalogue_10 import rms_infinite
+
+    from attnbook.grading import get_task
+
+    task = dataclasses.replace(get_task("10.running_max_sum"), timeout_s=0.5)
+    for _ in range(3):
+        result = run_task(task, rms_infinite)
+        assert result.diagnosis == "timeout", result.message
+
+
+def test_switching_the_watch_off_is_seen_even_when_the_function_then_fails():
+    from attnbook.grading import LearnerTimeout
+
+    def sneaky_then_slow(scores):
+        sys.setprofile(None)
+        attention.softmax(scores, dim=-1)
+        raise LearnerTimeout()  # looks like the engine's alarm
+
+    result = run_task(TASK, sneaky_then_slow)
+    assert result.diagnosis == "forbidden_call", result.message
+
+
+def test_a_watch_made_to_fail_and_then_caught_is_tampering():
+    # A learner can make the watch itself raise (a module name that cannot be compared) and catch the
+    # error: the profiler is then off while the function goes on and returns. That is still caught.
+    class Odd(str):
+        def __ne__(self, other):
+            raise RuntimeError("no comparison")
+
+        __hash__ = str.__hash__
+
+    namespace = {"__name__": Odd("learner"), "attention": attention}
+    exec(compile("def inner():\n    return 1\n", "<learner cell>", "exec"), namespace)
+
+    def sneaky(scores):
+        try:
+            namespace["inner"]()
+        except RuntimeError:
+            pass
+        return attention.softmax(scores, dim=-1)
+
+    result = run_task(TASK, sneaky)
+    assert sys.getprofile() is None
+    assert result.diagnosis == "forbidden_call" and "switched off" in result.message, result.message

@@ -339,6 +339,13 @@ class ForbiddenCallGuard:
         if self._previous is not None:
             self._previous(frame, event, arg)
 
+    @property
+    def hook(self):
+        """The profile function that does the watching, for other threads: install it with
+        ``threading.setprofile(guard.hook)`` while the guarded call runs (and remove it after), so that
+        threads the learner's function starts are watched too; they record into the same ``found``."""
+        return self._profile
+
     def __enter__(self):
         self.found = []
         self._closing = False
@@ -347,8 +354,15 @@ class ForbiddenCallGuard:
         sys.setprofile(self._profile)
         return self
 
-    def __exit__(self, *exc):
-        if sys.getprofile() != self._profile and TAMPERED not in self.found:  # bound methods: ==, not is
+    def __exit__(self, exc_type, exc, tb):
+        # The profiler found off (or replaced) at the end is tampering, with one exception: CPython unsets
+        # the profiler when an exception unwinds through the profile function, and the engine's own time
+        # limit (or an interrupt) may fire while the watch itself runs. So a profiler that is merely off
+        # when the body ends with an exception is not counted: a call that did not return earns nothing
+        # anyway, and a learner who calls a setter (seen as a c_call) is recorded whatever the ending.
+        current = sys.getprofile()
+        unwound = exc_type is not None and current is None
+        if current != self._profile and not unwound and TAMPERED not in self.found:  # bound methods: ==
             self.found.append(TAMPERED)
         self._closing = True
         sys.setprofile(self._previous)

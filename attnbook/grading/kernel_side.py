@@ -206,7 +206,7 @@ class Kernel:
         guard = _guard([str(n) for n in message.get("forbid") or []], list(_STUBS.values()))
         value, error = None, None
         # threads the function starts are watched too (forked processes and C-level tricks are not)
-        threading.setprofile(getattr(guard, "_profile", None))
+        threading.setprofile(guard.hook if guard is not None else None)
         try:
             with guard or contextlib.nullcontext(), torch.set_grad_enabled(grad):
                 value = fn(*args, **kwargs)
