@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import sys
 import sysconfig
 
@@ -216,6 +217,10 @@ class ScoreWatch(torch.Tensor):
     on_inside = None
     widths: list
     ran: bool = False
+    #: names this watch on the trusted grader's wire (see :meth:`wire_spec`)
+    token: str = ""
+    #: the factory that makes the same watch in another process (``"module:function"``)
+    wire_name: str = "attnbook.blockwise:watch_scores"
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -258,12 +263,37 @@ class ScoreWatch(torch.Tensor):
     def __deepcopy__(self, memo):
         return self.detach().clone()
 
+    # The trusted grader calls a learner's function in another process, where the tensors arrive plain.
+    # The wire (:mod:`attnbook.grading.wire`) carries a watched tensor's settings as data; the kernel
+    # makes the same watch there with ``wire_name`` (the learner's call is recorded in its process),
+    # and its record comes back as data, which :meth:`report` hands to this watch, whose ``on_inside``
+    # then judges it as after a local call.
 
-def watch_scores(tensors, rows: int, exempt=(), outside_only: bool = False, on_inside=None) -> list:
+    @classmethod
+    def wire_spec(cls) -> dict:
+        """This watch as plain data: its factory, settings, token and record (distinct widths)."""
+        widths = sorted(set(int(w) for w in cls.widths))
+        if len(widths) > 512:  # the smallest and the largest widths are what a check needs
+            widths = widths[:256] + widths[-256:]
+        return {"name": cls.wire_name, "rows": int(cls.rows), "exempt": sorted(int(e) for e in cls.exempt),
+                "token": cls.token, "widths": widths, "ran": bool(cls.ran)}
+
+    @classmethod
+    def report(cls, widths, ran: bool) -> None:
+        """The record of this watch's tensors in another process (the learner's call there)."""
+        if ran:
+            cls.widths = [int(w) for w in widths]
+            cls.ran = True
+
+
+def watch_scores(
+    tensors, rows: int, exempt=(), outside_only: bool = False, on_inside=None, token: str = ""
+) -> list:
     """The ``tensors`` as :class:`ScoreWatch` tensors of one fresh subclass (they share one record).
 
     ``rows``: the number of queries (the axis a block of scores has besides its keys); ``exempt``: widths
-    that are not blocks of keys (``d_k``, ``d_v``). The record is ``type(result[0]).widths``.
+    that are not blocks of keys (``d_k``, ``d_v``). The record is ``type(result[0]).widths``. ``token``
+    names the watch on the trusted grader's wire (a fresh random one by default).
     """
     watch = type(
         "ScoreWatch",
@@ -275,6 +305,7 @@ def watch_scores(tensors, rows: int, exempt=(), outside_only: bool = False, on_i
             "on_inside": staticmethod(on_inside) if on_inside else None,
             "widths": [],
             "ran": False,
+            "token": str(token) or secrets.token_hex(8),
         },
     )
     return [t.as_subclass(watch) for t in tensors]

@@ -240,3 +240,27 @@ def test_wrong_only_at_masked_positions_is_named():
 
     result = run_task(MASKED, zero_filled)
     assert result.diagnosis == "wrong_at_masked_positions", result.message
+
+
+def test_a_nan_gradient_from_a_row_with_no_key_is_named_not_called_detached():
+    def additive_mask(scores, mask):
+        bias = torch.zeros(mask.shape, dtype=scores.dtype).masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores + bias, -1).nan_to_num(0.0)  # values right, backward NaN
+
+    result = run_task(MASKED, additive_mask)
+    assert result.diagnosis == "nan_gradient", result.message
+    assert "NaN" in result.message and "no key left" in result.message and "-inf - (-inf)" in result.message
+    assert "detached" not in result.message and "nan_to_num" not in result.message
+
+
+def test_a_nan_gradient_elsewhere_is_named_too():
+    def ref(x):
+        return x.abs()
+
+    def via_sqrt(x):
+        return torch.sqrt(x * x)  # right values; derivative 0/0 at x = 0
+
+    task = Task("97.abs", "absolute value (engine test)", ref,
+                lambda: [Case("a zero among the inputs", (torch.tensor([0.0, -2.0, 3.0], dtype=D),))])
+    result = run_task(task, via_sqrt)
+    assert result.diagnosis == "nan_gradient" and "NaN or inf" in result.message, result.message

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import test_catalogue_02
 import test_catalogue_08
+import test_catalogue_10
 import torch
 
 from attnbook.grading import get_task, run_task, wire
@@ -230,3 +231,56 @@ def test_the_books_implementation_earns_nothing_even_from_a_thread_or_with_the_w
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
     own_work = _in_a_thread(lambda T: torch.ones(T, T).tril().bool())
     assert grade_through_proxy("08.causal_mask", own_work).passed
+
+
+# ------------------------------------------------------------------------------------------------
+# Set 10's block-width watch runs in the learner's process, and judges as locally
+# ------------------------------------------------------------------------------------------------
+
+BLOCKWISE = [(task_id, name, fn, diagnosis) for task_id, wrongs in test_catalogue_10.WRONG.items()
+             if task_id != "10.combine_max_sum" for name, fn, diagnosis, _ in wrongs]
+
+
+def test_the_block_check_has_cases_to_prove():
+    assert {d for *_, d in BLOCKWISE} >= {"block_size_ignored", "blocks_too_small"}
+
+
+@pytest.mark.parametrize("task_id, name, fn, diagnosis", BLOCKWISE, ids=[f"{t}:{n}" for t, n, *_ in BLOCKWISE])
+def test_a_blockwise_answer_gets_the_same_diagnosis_through_the_proxy(task_id, name, fn, diagnosis):
+    local = run_task(get_task(task_id), fn)
+    remote = grade_through_proxy(task_id, fn)
+    assert (remote.status, remote.diagnosis, remote.message) == (local.status, local.diagnosis, local.message)
+    assert local.diagnosis == diagnosis
+
+
+BLOCKWISE_RIGHT = [(task_id, i, fn) for task_id, fns in test_catalogue_10.CORRECT.items()
+                   for i, fn in enumerate(fns)]
+
+
+@pytest.mark.parametrize("task_id, i, fn", BLOCKWISE_RIGHT, ids=[f"{t}:{i}" for t, i, _ in BLOCKWISE_RIGHT])
+def test_a_right_blockwise_answer_passes_through_the_proxy(task_id, i, fn):
+    result = grade_through_proxy(task_id, fn)
+    assert result.passed, result.message
+
+
+def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
+    from attnbook.blockwise import watch_scores
+
+    (x,) = watch_scores([torch.zeros(2, 5, dtype=torch.float64)], rows=2)
+    encoder = wire.Encoder()
+    node = encoder.encode(x)
+    assert set(node["w"]) == {"name", "rows", "exempt", "token", "widths", "ran"}
+    # the kernel's decoder only lists the spec; it makes nothing of it
+    kernel = wire.Decoder(encoder.blob(), watches="collect")
+    plain = kernel.decode(node)
+    assert type(plain) is torch.Tensor and kernel.watches[0][1]["token"] == type(x).token
+    # a record comes back: the grader's decoder gives it to that watch, and to no other
+    back = dict(node, w=dict(node["w"], widths=[5], ran=True))
+    wire.Decoder(encoder.blob()).decode(back)
+    assert type(x).widths == [5] and type(x).ran
+    stranger = dict(node, w=dict(node["w"], token="not-a-watch-of-ours", widths=[9], ran=True))
+    wire.Decoder(encoder.blob()).decode(stranger)
+    assert type(x).widths == [5]
+    for bad in ({"token": 1}, {"widths": ["os.system"]}, {"widths": [-1]}, {"ran": "yes"}, {"name": None}):
+        with pytest.raises(wire.WireError):
+            wire.Decoder(encoder.blob()).decode(dict(node, w=dict(node["w"], **bad)))

@@ -254,6 +254,12 @@ def _codes_of(values, depth: int = 0) -> set:
             found |= _codes_of(value.values(), depth + 1)
         elif inspect.isfunction(value):
             found.add(value.__code__)
+        elif isinstance(value, torch.Tensor):
+            # a watched tensor (set 10) calls the grader's check when the grader next uses it; through
+            # the trusted proxy that happens inside the guarded call
+            hook = getattr(type(value), "on_inside", None)
+            if hook is not None:
+                found |= _codes_of([hook], depth + 1)
         elif inspect.ismethod(value):
             found |= _codes_of([value.__func__], depth + 1)
         elif hasattr(value, "func") and callable(value) and not isinstance(value, torch.Tensor):
@@ -1341,6 +1347,45 @@ def _check_inputs_unchanged(names: list, originals: tuple, after: tuple, states:
             )
 
 
+def _has_empty_row(task: Task, case: Case, expected: tuple) -> bool:
+    """True when the case has a query with no key left: a mask argument, and an expected output with a
+    row (last axis) of zeros."""
+    if not _has_mask_argument(task, case):
+        return False
+    for e in expected:
+        if isinstance(e, torch.Tensor) and e.dim() >= 2 and e.numel() and e.is_floating_point():
+            rows = e.detach().reshape(-1, e.shape[-1])
+            if bool((rows == 0).all(-1).any()):
+                return True
+    return False
+
+
+def _nan_gradient_fail(task: Task, case: Case, expected: tuple) -> Fail:
+    """The values are right but the gradient that flows back is NaN (or inf) where the reference's is
+    finite: say where the NaN comes from, in the book's words (not "detached": nothing is cut off)."""
+    if _has_empty_row(task, case, expected):
+        return Fail(
+            f"your values are right, but the gradients that flow back through your function are NaN on "
+            f"{case.describe()}, where a query has no key left: your value for that row is right, yet the "
+            "backward pass still goes through the row's -inf scores, and there -inf - (-inf) or 0 · inf "
+            "gives NaN, which reaches the inputs (in training, one step would make the parameters NaN). "
+            "Setting a NaN result to 0 afterwards fixes the values only, not the gradients.",
+            "nan_gradient",
+            "Let no -inf take part in arithmetic whose gradient flows back to the inputs: filling masked "
+            "scores (masked_fill, torch.where) sends them no gradient, adding a -inf mask does; and take "
+            "the softmax of a row with no key left from finite scores, then set that row to 0.",
+        )
+    return Fail(
+        f"your values are right, but the gradients that flow back through your function are NaN or inf on "
+        f"{case.describe()}, where the expected ones are finite: a step's derivative is not finite at these "
+        "inputs (-inf - (-inf), 0 · inf, the square root or log of 0), even if the values were repaired "
+        "afterwards.",
+        "nan_gradient",
+        "Find the step whose inputs hold -inf or 0 there and keep those entries out of the arithmetic "
+        "(fill them with finite numbers first, then put the special values back at the end).",
+    )
+
+
 def _check_grad(task: Task, fn: Callable, case: Case, names: list, guard=None) -> None:
     """The learner's function must let gradients flow exactly like the reference, into every floating
     tensor of the arguments (inside lists, tuples and dicts too), and leave the inputs' autograd state."""
@@ -1388,6 +1433,8 @@ def _check_grad(task: Task, fn: Callable, case: Case, names: list, guard=None) -
     for r, g in zip(ref_grads, learner_grads):
         r = torch.zeros(()) if r is None else r
         g = torch.zeros(()) if g is None else g
+        if not torch.isfinite(g).all() and torch.isfinite(r).all():
+            raise _nan_gradient_fail(task, case, expected)
         if not torch.allclose(r.double(), g.double(), atol=1e-5, rtol=1e-4):
             raise Fail(
                 f"your values are right but the gradients that flow back through your function are not, "

@@ -118,6 +118,47 @@ def _stub_for(peer):
 
 
 # --------------------------------------------------------------------------------------------------
+# Watched arguments: the grader's watch (set 10's block widths), made again here
+# --------------------------------------------------------------------------------------------------
+
+#: the only factories a watch spec may name
+WATCH_FACTORIES = ("attnbook.blockwise:watch_scores",)
+
+
+def _rewatch(watches: list, args: list, kwargs: dict) -> tuple[list, dict]:
+    """``args`` and ``kwargs`` with the tensors the grader sent watched replaced by watched ones (one
+    watch per token, made by the factory the spec names, recording only the learner's operations).
+    Their record goes back with the outputs and the arguments after the call (see :mod:`wire`)."""
+    import importlib
+
+    groups: dict[str, list] = {}
+    for tensor, spec in watches:
+        if spec["name"] in WATCH_FACTORIES:
+            groups.setdefault(spec["token"], []).append((tensor, spec))
+    swap: dict[int, torch.Tensor] = {}
+    for token, members in groups.items():
+        spec = members[0][1]
+        module, _, name = spec["name"].partition(":")
+        factory = getattr(importlib.import_module(module), name)
+        watched = factory([t for t, _ in members], rows=spec["rows"], exempt=spec["exempt"],
+                          outside_only=True, token=token)
+        swap.update({id(t): w for (t, _), w in zip(members, watched)})
+
+    def replace(value, depth=0):
+        if isinstance(value, torch.Tensor):
+            return swap.get(id(value), value)
+        if depth > wire.MAX_DEPTH:
+            return value
+        if type(value) in (list, tuple):
+            return type(value)(replace(v, depth + 1) for v in value)
+        if type(value) is dict:
+            return {k: replace(v, depth + 1) for k, v in value.items()}
+        return value
+
+    return replace(args), replace(kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
 # Requests
 # --------------------------------------------------------------------------------------------------
 
@@ -196,11 +237,13 @@ class Kernel:
 
     def call(self, peer, message, blob):
         fn = self.shell.user_ns.get(str(message.get("name", "")))
-        decoder = wire.Decoder(blob, callables=_stub_for(peer))
+        decoder = wire.Decoder(blob, callables=_stub_for(peer), watches="collect")
         args, kwargs = decoder.decode(message.get("args")), decoder.decode(message.get("kwargs"))
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise wire.WireError("malformed arguments")
         inputs = [t for t in decoder.tensors if t.requires_grad]
+        if decoder.watches:  # watched tensors (set 10): the same watch here, its record goes back
+            args, kwargs = _rewatch(decoder.watches, args, kwargs)
         grad = bool(message.get("grad", True))
         _cpu_budget(message.get("cpu"))
         guard = _guard([str(n) for n in message.get("forbid") or []], list(_STUBS.values()))

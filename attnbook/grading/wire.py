@@ -3,8 +3,9 @@
 Values travel as a JSON header plus raw bytes for tensors and arrays. Reading a message never runs code:
 no pickle, no ``torch.load``; only ``None``, ``bool``, ``int``, ``float``, ``str``, lists, tuples, dicts,
 tensors and arrays of a fixed list of dtypes, dtypes, numbers, and two markers: a callable of the other
-side (called back through the wire) and an opaque object (only its type name travels). Sizes, depth and
-counts are capped, so a hostile peer cannot make the reader allocate without bound.
+side (called back through the wire) and an opaque object (only its type name travels). A tensor may carry
+a watch spec (plain data: set 10's block-width watch, see below). Sizes, depth and counts are capped, so a
+hostile peer cannot make the reader allocate without bound.
 
 :class:`Peer` sends requests and waits for the reply while serving the other side's nested requests (a
 learner's function that calls a decoder step given by the grader, a backward pass through it).
@@ -19,6 +20,7 @@ import os
 import select
 import struct
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +102,9 @@ class Encoder:
         offset, n = self._bytes(raw)
         node = {"t": DTYPE_NAMES[plain.dtype], "s": list(plain.shape), "o": offset, "n": n,
                 "rg": bool(t.requires_grad), "gf": t.grad_fn is not None}
+        watch = _watch_spec(t) if grad else None
+        if watch is not None:
+            node["w"] = watch
         if grad and self.with_grad and t.is_leaf and t.grad is not None:
             node["g"] = self.tensor(t.grad, grad=False)
             self.tensors.pop()
@@ -144,14 +149,61 @@ class Encoder:
         return b"".join(self.chunks)
 
 
-class Decoder:
-    """``decode(node) -> value``; every tensor made is kept in ``tensors``, in the encoder's order."""
+# --------------------------------------------------------------------------------------------------
+# Watched tensors (set 10's block-width watch): settings out, record back, as data
+# --------------------------------------------------------------------------------------------------
+#
+# A tensor whose type has ``wire_spec()`` (:class:`attnbook.blockwise.ScoreWatch`) travels with that
+# plain-data spec: the factory's qualified name, its settings, a token, and its record (``widths``, ``ran``).
+# Decoding never acts on a spec by itself: the kernel's decoder (``watches="collect"``) only lists the
+# specs in ``Decoder.watches`` (the kernel decides what to make of them), and the grader's decoder (the
+# default, ``watches="report"``) hands a record to the watch this process sent under that token, and to
+# nothing else: the record is a list of integers, given to a method of the grader's own class.
 
-    def __init__(self, blob: bytes, callables: Callable[[int], Any] | None = None):
+_WATCHES: "weakref.WeakValueDictionary[str, type]" = weakref.WeakValueDictionary()
+_MAX_WIDTHS = 1024
+
+
+def _watch_spec(t: torch.Tensor) -> dict | None:
+    spec_of = getattr(type(t), "wire_spec", None)
+    if not callable(spec_of) or type(t) is torch.Tensor:
+        return None
+    spec = spec_of()
+    token = spec.get("token")
+    if isinstance(token, str) and token:
+        _WATCHES.setdefault(token, type(t))  # the first class sent under a token owns it
+    return spec
+
+
+def _checked_spec(spec) -> dict:
+    """A watch spec from the other side, checked to be the data it should be."""
+    def ints(values, limit):
+        return (isinstance(values, list) and len(values) <= limit
+                and all(type(v) is int and 0 <= v < 2**31 for v in values))
+
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and len(spec["name"]) <= 200
+            and isinstance(spec.get("token"), str) and len(spec["token"]) <= 64
+            and type(spec.get("rows")) is int and 0 <= spec["rows"] < 2**31
+            and ints(spec.get("exempt"), 64) and ints(spec.get("widths"), _MAX_WIDTHS)
+            and isinstance(spec.get("ran"), bool)):
+        raise WireError("a malformed watch")
+    return spec
+
+
+class Decoder:
+    """``decode(node) -> value``; every tensor made is kept in ``tensors``, in the encoder's order.
+
+    ``watches``: what to do with a watched tensor's spec (see above): ``"report"`` its record to this
+    process's watch of that token (the grader), or ``"collect"`` ``(tensor, spec)`` in ``watches`` (the
+    kernel)."""
+
+    def __init__(self, blob: bytes, callables: Callable[[int], Any] | None = None, watches: str = "report"):
         self.blob = blob
         self.nodes = 0
         self.tensors: list[torch.Tensor] = []
         self.callables = callables
+        self.mode = watches
+        self.watches: list[tuple[torch.Tensor, dict]] = []
 
     def _segment(self, node) -> memoryview:
         offset, n = node.get("o"), node.get("n")
@@ -189,6 +241,14 @@ class Decoder:
                 t.grad = grad
         if keep:
             self.tensors.append(t)
+        if keep and "w" in node:
+            spec = _checked_spec(node["w"])
+            if self.mode == "collect":
+                self.watches.append((t, spec))
+            elif self.mode == "report":
+                watch = _WATCHES.get(spec["token"])
+                if watch is not None and callable(getattr(watch, "report", None)):
+                    watch.report(list(spec["widths"]), spec["ran"])
         return t
 
     def decode(self, node, depth: int = 0):

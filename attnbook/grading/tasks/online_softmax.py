@@ -9,8 +9,11 @@ tensors made from them) is looked at, and the widths of the blocks of scores it 
 A block wider than ``block_size`` (the whole row at once, ``torch.logsumexp`` of the full row, the full
 ``Q @ Kᵀ``) or blocks never as wide as ``block_size`` (one key at a time) fail with a message that says so.
 What it does not see: work done outside PyTorch on these tensors (NumPy, Python floats), which fails
-other checks; in the trusted grader's separate process the tensors travel as plain tensors, so there only
-the values are checked. The sizes of every watched case are distinct (queries, ``d_k``, ``d_v``, block
+other checks. In trusted grading (``attnbook-grade``) the learner's function runs in another process: the
+wire carries each watched tensor's settings as data, the kernel watches the learner's call there with the
+same watch, and the record (the widths) comes back with the outputs to this watch, which judges it exactly
+as after a local call (``tests/test_trusted_proxy.py``). That record is made in the learner's process, so
+a learner who tampers with the watch there can hide a wide block; the values are still checked here. The sizes of every watched case are distinct (queries, ``d_k``, ``d_v``, block
 widths) so that a width is never ambiguous; ``tests/test_catalogue_10.py`` checks that.
 """
 
