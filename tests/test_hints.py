@@ -243,3 +243,14 @@ def test_progress_lists_the_set_with_points_and_total(session, capsys):
     assert all(line.startswith("… ") for line in out[1:len(tasks)])
     total = sum(get_task(t).points for t in tasks)
     assert out[-1] == f"total: {first.points}/{total} points, 1 of {len(tasks)} tasks passed (this session)"
+
+
+def test_check_writes_no_result_file(tmp_path, monkeypatch):
+    # The trusted grader computes every verdict itself; a check in the learner's kernel leaves no record
+    # that anything could read as a grade (issue 10: forged result lines once earned 300/300).
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ATTNBOOK_RESULTS", str(tmp_path / "results.jsonl"))
+    task = next(t for t in all_tasks().values() if not t.hand)
+    with pytest.raises(Exception):
+        check(task.id, lambda *a, **k: None)
+    assert list(tmp_path.iterdir()) == [] and not hasattr(notebook, "RESULTS_ENV")

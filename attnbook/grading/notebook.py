@@ -12,14 +12,8 @@ set's tasks with their status and points in this session, and the running total.
 
 from __future__ import annotations
 
-import json
-import os
-
 from .engine import NOT_ATTEMPTED, PASSED, Result, run_task
 from .registry import all_tasks, get_task
-
-#: environment variable naming a file where ``attnbook-grade`` collects results (JSON lines)
-RESULTS_ENV = "ATTNBOOK_RESULTS"
 
 #: this session's last result of each task, and how many hint tiers of that failure were shown
 _SESSION: dict[str, dict] = {}
@@ -47,13 +41,6 @@ def _headline(result: Result) -> str:
     if result.status == NOT_ATTEMPTED:
         return f"… {result.task_id} ({result.title}): {result.message}"
     return f"✘ {result.task_id} ({result.title}): {result.message}"
-
-
-def _record(result: Result) -> None:
-    path = os.environ.get(RESULTS_ENV)
-    if path:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
 
 
 def _feedback_handler(shell, etype, value, tb, tb_offset=None):
@@ -96,7 +83,6 @@ def check(task_id: str, fn) -> None:
     """Grade ``fn`` against the task ``task_id``; print on success, raise :class:`GradingFeedback` else."""
     _install_handler()
     result = run_task(get_task(task_id), fn)
-    _record(result)
     extra = _remember(result)
     if result.passed:
         print(_headline(result))
