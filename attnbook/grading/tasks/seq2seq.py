@@ -509,7 +509,9 @@ def _greedy_cases():
         (8, 6, 3, 1, 2, 2, 0, False, "max_len = 0", "no step is allowed: the answer is []"),
     ]:
         step_fn = _toy_decoder(seed, V, d, sos, eos, stop_at, once)
-        cases.append(Case(name, (step_fn, _s0(seed, d), sos, eos, max_len), dims={"V": V, "d": d}, note=note))
+        cases.append(
+            Case(name, (step_fn, _s0(seed, d), sos, eos, max_len), dims={"n_vocab": V, "d": d}, note=note)
+        )
     return cases
 
 
