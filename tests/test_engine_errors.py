@@ -203,3 +203,40 @@ def test_not_implemented_error_from_the_stub_elsewhere_and_from_torch():
 def test_the_success_line_shows_points():
     result = run_task(TASK, _ref, guard=False)
     assert result.passed and result.message == "passed 1 case, 2/2 points"
+
+
+# Errors raised by real PyTorch/NumPy calls (so that the test follows PyTorch's wording): the message is in
+# the book's words, the raw text is gone.
+REAL_ERRORS = {
+    "negative size": (lambda Q, K: torch.zeros(Q.shape[1] - 4), "negative size",
+                      "must be non-negative"),
+    "negative size (NumPy)": (lambda Q, K: np.zeros(Q.shape[1] - 4), "negative size", "not allowed"),
+    "None compared": (lambda Q, K: (Q < None), "compares a tensor with None", "not supported"),
+    "cat of 2-D and 1-D": (lambda Q, K: torch.cat([Q[0], K[0, 0]]), "different numbers of axes", "same number"),
+    "cat of other sizes": (lambda Q, K: torch.cat([Q, K], dim=-1), "joins tensors along axis 2",
+                           "Sizes of tensors"),
+    "stack of other shapes": (lambda Q, K: torch.stack([Q, K]), "piece 0 has shape (2, 3, 4)", "stack expects"),
+    "stack of nothing": (lambda Q, K: torch.stack([Q[0, i] for i in range(0)]), "empty list", "TensorList"),
+    "einsum letters": (lambda Q, K: torch.einsum("ij,kj->ik", Q, K), "has 3 axes but its letters name 2",
+                       "einsum(): "),
+    "masked_fill with a tensor": (lambda Q, K: Q.masked_fill(Q > 0, K[0, 0]), "one single value",
+                                  "0-dimensional"),
+    "float index": (lambda Q, K: Q[:, torch.tensor([0.0, 1.0])], "floats was used as an index", "must be long"),
+    "tril of a vector": (lambda Q, K: torch.tril(Q[0, 0]), "`tril` works on a matrix",
+                         "input tensor must"),
+    "bmm of matrices": (lambda Q, K: torch.bmm(Q[0], K[0].mT), "`bmm` multiplies batches", "3D"),
+    "too many indices": (lambda Q, K: Q[0, 0, 0, 0], "more positions than it has axes", "too many indices"),
+    "len of a number": (lambda Q, K: len(Q.sum()), "used like a sequence", "0-d tensor"),
+    "float of many": (lambda Q, K: float(Q[0, 0]), "needs a tensor of one number", "only one element"),
+    "-inf into integers": (lambda Q, K: (Q > 0).long().masked_fill(Q < 0, float("-inf")), "integers cannot hold",
+                           "int64_t"),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_ERRORS))
+def test_more_raw_errors_are_translated(name):
+    fn, words, raw = REAL_ERRORS[name]
+    result = message_of(fn)
+    assert result.diagnosis == "raised" and words in result.message, result.message
+    explanation = result.message.split("`): ", 1)[-1]  # after the learner's quoted line
+    assert raw not in explanation, result.message

@@ -251,6 +251,6 @@ def test_check_writes_no_result_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ATTNBOOK_RESULTS", str(tmp_path / "results.jsonl"))
     task = next(t for t in all_tasks().values() if not t.hand)
-    with pytest.raises(Exception):
+    with pytest.raises(CheckFailed):
         check(task.id, lambda *a, **k: None)
     assert list(tmp_path.iterdir()) == [] and not hasattr(notebook, "RESULTS_ENV")

@@ -620,6 +620,14 @@ def _matmul_sizes(text: str) -> tuple[str, str] | None:
     return None
 
 
+def _a(python_type: str) -> str:
+    """A Python type's name as words: ``NoneType`` -> ``None``, ``Tensor`` -> ``a tensor``, ``int`` -> ``an int``."""
+    words = {"NoneType": "None", "Tensor": "a tensor", "torch.Tensor": "a tensor"}
+    if python_type in words:
+        return words[python_type]
+    return ("an " if python_type[:1].lower() in "aeiou" else "a ") + python_type
+
+
 def _explain(type_name: str, text: str, code: str, transposed_3d: bool | None = None) -> tuple[str, str]:
     """(explanation in the book's words, second-tier hint); ``("", "")`` when there is nothing to add."""
     if "t() expects a tensor with <= 2 dimensions" in text:
@@ -793,7 +801,7 @@ def _explain(type_name: str, text: str, code: str, transposed_3d: bool | None = 
     match = re.search(r"unsupported operand type\(s\) for ([^:]+): '([\w.]+)' and '([\w.]+)'", text)
     if match:
         op, a, b = match.groups()
-        return (f"`{op.strip()}` between a {a} and a {b} is not defined: one of the two is not what you "
+        return (f"`{op.strip()}` between {_a(a)} and {_a(b)} is not defined: one of the two is not what you "
                 "expected (None from a function without `return`, or a list where a tensor is needed)", "")
     match = re.search(r"'(\w+)' object has no attribute '(\w+)'", text)
     if match:
@@ -809,6 +817,95 @@ def _explain(type_name: str, text: str, code: str, transposed_3d: bool | None = 
     if "only integer tensors of a single element can be converted to an index" in text:
         return ("a tensor used as an index or a count (in `range()`, say) must be one integer, and this "
                 "one is a float or holds several numbers", "")
+    if re.search(r"[Dd]imension size must be non-negative|negative dimensions are not allowed|"
+                 r"negative dimension -?\d+", text):
+        return ("a tensor was asked to have a negative size: a size computed from the inputs came out "
+                "below 0 (a length minus 1 for a sentence of length 0, say)",
+                "Work out the size your line asks for on the case named, by hand; the task allows lengths "
+                "of 0.")
+    match = re.search(r"'(\S+)' not supported between instances of '([\w.]+)' and '([\w.]+)'", text)
+    if match:
+        op, a, b = match.groups()
+        return (f"`{op}` compares {_a(a)} with {_a(b)}, which cannot be ordered: one side is not what you "
+                "expected (None from a function without `return`, or a list where a tensor is needed)", "")
+    match = re.search(r"Tensors must have same number of dimensions: got (\d+) and (\d+)", text)
+    if match:
+        return (f"torch.cat joins tensors along an axis they already have, and these have different "
+                f"numbers of axes ({match.group(1)} and {match.group(2)}): one lacks an axis the other has",
+                "Give the pieces the same axes first (`unsqueeze`), or use `torch.stack`, which makes the "
+                "new axis itself.")
+    match = re.search(r"Sizes of tensors must match except in dimension (\d+)\. Expected size (\d+) but got "
+                      r"size (\d+)", text)
+    if match:
+        axis, a, b = match.groups()
+        return (f"torch.cat joins tensors along axis {axis}, and all their other axes must agree; here one "
+                f"has size {a} and another {b}: the pieces come from different inputs, or the joining axis "
+                "is not the one you meant", "Write the shape of every piece one above the other: only the "
+                "joining axis may differ.")
+    match = re.search(r"stack expects each tensor to be equal size, but got \[([\d, ]*)\] at entry (\d+) and "
+                      r"\[([\d, ]*)\] at entry (\d+)", text)
+    if match:
+        a, i, b, j = match.groups()
+        return (f"torch.stack needs pieces of one shape, and piece {i} has shape ({a}) while piece {j} has "
+                f"({b}): the pieces were not computed alike (a different length, or a different axis)", "")
+    if "expects a non-empty TensorList" in text:
+        return ("torch.stack (or torch.cat) got an empty list: the loop that fills it ran zero times (a "
+                "length of 0, or a range that is empty)", "Decide what an empty input gives (the task text "
+                "says) and build that result without the loop.")
+    match = re.search(r"einsum\(\): the number of subscripts in the equation \((\d+)\) does not match the "
+                      r"number of dimensions \((\d+)\) for operand (\d+)", text)
+    if match:
+        m, n, k = match.groups()
+        return (f"operand {k} of your einsum has {n} axes but its letters name {m}: one letter per axis "
+                "(or `...` for the leading ones)", "")
+    match = re.search(r"einsum\(\): output subscript (\w) does not appear in the equation for any input", text)
+    if match:
+        return (f"the letter {match.group(1)} of your einsum's result appears in no operand: every output "
+                "letter must come from an input", "")
+    if "masked_fill" in text and "only supports a 0-dimensional value tensor" in text:
+        return ("masked_fill fills every masked position with one single value, and the value given holds "
+                "several numbers", "To take values from another tensor where a mask says so, choose "
+                "element by element: `torch.where(mask, a, b)`.")
+    if "tensors used as indices must be long, int, byte or bool tensors" in text:
+        return ("a tensor of floats was used as an index (or as positions): indices are whole numbers, "
+                "or a True/False mask", "Build positions with `torch.arange` (integers), or compare to get "
+                "a mask.")
+    if "Class values must be smaller than num_classes" in text:
+        return ("one_hot got a class index at or beyond the number of classes given (indices count from "
+                "0, so the largest allowed is the number of classes minus 1)", "")
+    match = re.search(r"\b(tril|triu)\b.*must have at least 2 dimensions", text)
+    if match:
+        return (f"`{match.group(1)}` works on a matrix (at least 2 axes), and this tensor has fewer", "")
+    if re.search(r"batch1 must be a 3D tensor|Expected 3-dimensional tensor, but got \d+-dimensional tensor "
+                 r"for argument #\d+ 'batch", text):
+        return ("`bmm` multiplies batches of matrices (3 axes each: batch, rows, columns), and a factor "
+                "here has another number of axes", "`@` (matmul) takes factors with or without a batch "
+                "axis in front.")
+    match = re.search(r"too many indices for tensor of dimension (\d+)", text)
+    if match:
+        return (f"the tensor was indexed at more positions than it has axes ({match.group(1)}): it has fewer "
+                "axes than you assumed (no batch axis, or one already removed)", "")
+    if re.search(r"(len\(\)|iteration) over a 0-d tensor|len\(\) of a 0-d tensor", text):
+        return ("a single number (a 0-D tensor) was used like a sequence (len, a for loop, unpacking): it "
+                "has no items; an indexing or a reduction before removed the axis you meant to go over", "")
+    if "only one element tensors can be converted to Python scalars" in text:
+        return ("`float()`, `int()` or `.item()` needs a tensor of one number, and this one holds several: "
+                "the step works on whole tensors, not single numbers", "Keep the values in tensors and use "
+                "tensor operations (torch.where, torch.maximum, masks) instead of Python numbers.")
+    if "cannot be converted to type int64_t without overflow" in text or (
+            "cannot be converted to type" in text and "without overflow" in text):
+        return ("a tensor of integers (a mask or lengths turned into numbers, say) was given -inf, inf or "
+                "a number too large, which integers cannot hold", "Fill a floating tensor (the scores) "
+                "rather than an integer one.")
+    if "modified by an inplace operation" in text:
+        return ("an in-place operation (`+=`, `x[...] = ...`, a method ending in `_`) changed a tensor that "
+                "autograd still needed for the gradients", "Replace in-place operations by ones that make "
+                "new tensors.")
+    match = re.search(r"(\w+)\(\): argument '(\w+)' \(position \d+\) must be ([\w ,]+?), not (\w+)", text)
+    if match:
+        fn, arg, want, got = match.groups()
+        return (f"`{fn}` got {_a(got)} for its argument `{arg}`, which must be {want}: the value is not what "
+                "you expected (None from a function without `return`, say)", "")
     if "same dtype" in text or ("dtype" in text and re.search(r"\b(Float|Double)\b", text)):
         return ("tensors of two dtypes meet in one operation: a tensor you created (torch.tensor, "
                 "torch.zeros, torch.ones, torch.arange, ...) gets float32 (or int64) by default, while "

@@ -160,7 +160,7 @@ class Encoder:
 # default, ``watches="report"``) hands a record to the watch this process sent under that token, and to
 # nothing else: the record is a list of integers, given to a method of the grader's own class.
 
-_WATCHES: "weakref.WeakValueDictionary[str, type]" = weakref.WeakValueDictionary()
+_WATCHES: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
 _MAX_WIDTHS = 1024
 
 
