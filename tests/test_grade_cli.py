@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -126,3 +127,46 @@ def test_every_solution_gets_full_points_through_the_trusted_path():
     for kind, report in cli.grade_many(solutions, jobs=2):
         assert kind == "ok", report
         assert report["points"] == report["max_points"] > 0, cli.format_report(report)
+
+
+def test_learner_ids_never_put_two_learners_in_one_row():
+    name = SET_08.name
+    paths = [Path("s/ana") / name, Path("s/ben") / name.replace(".ipynb", " (1).ipynb"), Path("s/cem") / name,
+             Path("a/dora") / name, Path("b/dora") / name]
+    # one learner's odd file name used to switch every learner to the file's name: ana and cem merged
+    assert cli.learner_ids(paths) == ["ana", "ben", "cem", "a/dora", "b/dora"]
+    assert cli.learner_ids([Path("s") / "ana.ipynb", Path("s") / "ben.ipynb"]) == ["ana", "ben"]
+
+
+def _report(path, points):
+    return {"notebook": str(path), "set": "08", "points": points, "max_points": 4, "tasks": [
+        {"task": "08.sdpa", "status": "passed" if points else "failed", "message": "m", "points": points,
+         "max_points": 4}]}
+
+
+def test_gradebook_rows_reuploads_unreadable_files_and_formulas(tmp_path):
+    ana, again, ben, cmd = (tmp_path / "s" / "ana" / SET_08.name, tmp_path / "s" / "ana" / "08_copy.ipynb",
+                            tmp_path / "s" / "ben" / SET_08.name, tmp_path / "s" / "=cmd()" / SET_08.name)
+    outcomes = [("ok", _report(ana, 4)), ("ok", _report(again, 4)), ("error", "not a readable notebook"),
+                ("ok", _report(cmd, 0))]
+    cli.write_outputs(tmp_path / "out", [ana, again, ben, cmd], outcomes, set_id="08")
+    rows = {r["learner"]: r for r in csv.DictReader(open(tmp_path / "out" / "gradebook.csv", encoding="utf-8"))}
+    assert list(rows) == ["ana", "ana (08_copy.ipynb)", "ben", "'=cmd()"]
+    assert rows["ana"]["total"] == "4" and rows["ana"]["max_points"] == "4"  # a re-upload is not added on top
+    assert rows["ben"]["total"] == "0" and rows["ben"]["max_points"] == "8" and rows["ben"]["notes"]
+    assert len(list((tmp_path / "out" / "feedback").iterdir())) == 4
+
+
+def test_huge_notebooks_are_refused_unread_and_repairs_are_silent(tmp_path, monkeypatch, recwarn):
+    from attnbook.grading import trusted
+
+    nb = nbformat.read(ROOT / "exercises" / SET_08.name, as_version=4)
+    for cell in nb.cells:
+        cell["id"] = "same"
+    path = tmp_path / SET_08.name
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    trusted.read_submission(path)
+    assert not [w for w in recwarn if "cell id" in str(w.message).lower()]
+    monkeypatch.setattr(trusted, "MAX_NOTEBOOK_MB", 0)
+    with pytest.raises(trusted.NotGradable, match="more than an exercise notebook can be"):
+        trusted.read_submission(path)

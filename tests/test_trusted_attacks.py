@@ -173,6 +173,44 @@ for fd in range(3, 64):
             pass
 '''
 
+MACHINE = '''
+import os, resource
+seen = []
+for name in ("/dev/" + "x", "/dev/shm/" + "x"):  # /dev: read-only; /dev/shm: capped
+    written = 0
+    try:
+        with open(name, "wb") as handle:
+            for _ in range(16):
+                handle.write(b"x" * 2**23)
+                handle.flush()
+                written += 8
+    except OSError:
+        pass
+    seen.append(f"{name}={written}MB")
+for k in range(12):  # more files than one file-size limit (64 MB): the total is capped too
+    try:
+        with open(f"/dev/shm/fill{k}", "wb") as handle:
+            handle.write(b"x" * 2**25)
+    except OSError:
+        break
+total = sum(os.path.getsize("/dev/shm/" + f) for f in os.listdir("/dev/shm")) // 2**20
+seen.append(f"shm_total={total}MB")
+seen.append("nproc=%d/%d" % resource.getrlimit(resource.RLIMIT_NPROC))
+OBSERVED = " ".join(seen)
+def sdpa(Q, K, V, mask=None):
+    raise RuntimeError("OBSERVED " + OBSERVED + " END")
+'''
+
+DEEP_FRAME = '''
+import os, struct, sys
+head = b"[" * 300000 + b"]" * 300000  # deeper than any JSON parser's recursion limit
+for fd in range(3, 64):
+    try:
+        os.write(fd, struct.pack("!II", len(head), 0) + head)
+    except OSError:
+        pass
+'''
+
 
 def _tamper(nb):  # forged result records, a patched engine and check, edited graded cells
     _after(nb, "from attnbook.grading import check", FORGE + PATCH)
@@ -218,6 +256,14 @@ def _forge_wire(nb):
     _after(nb, "from attnbook.grading import check", FORGE_WIRE)
 
 
+def _machine(nb):  # fill /dev and /dev/shm; read the process limit
+    _after(nb, "def sdpa(", MACHINE)
+
+
+def _deep_frame(nb):  # a message the grader's JSON parser cannot read (RecursionError, not ValueError)
+    _after(nb, "from attnbook.grading import check", DEEP_FRAME)
+
+
 ATTACKS = {
     "tamper": (EXERCISE, _tamper),
     "borrow": (EXERCISE, _borrow),
@@ -226,6 +272,8 @@ ATTACKS = {
     "hang_cell": (SOLUTION, _hang_cell),
     "hang_function_and_memory": (SOLUTION, _hang_function_and_memory),
     "forge_wire": (EXERCISE, _forge_wire),
+    "machine": (EXERCISE, _machine),
+    "deep_frame": (SOLUTION, _deep_frame),
 }
 
 
@@ -333,3 +381,34 @@ def test_a_function_that_cancels_its_alarm_or_eats_memory_fails_only_its_task(gr
 def test_forged_wire_messages_earn_nothing(graded):
     report = graded["reports"]["forge_wire"]
     assert (report["points"], report["max_points"]) == (0, 8), cli.format_report(report)
+
+
+def test_dev_is_read_only_and_dev_shm_and_processes_are_capped(graded):
+    message = _tasks(graded["reports"]["machine"])["08.sdpa"]["message"]
+    assert "OBSERVED" in message, message
+    text = message.rsplit("OBSERVED ", 1)[1].split(" END")[0]  # the line of code is quoted first
+    seen = dict(item.split("=", 1) for item in text.split())
+    assert seen["/dev/x"] == "0MB", seen  # bwrap's /dev was a writable tmpfs without any size limit
+    assert int(seen["shm_total"][:-2]) <= 64 and int(seen["/dev/shm/x"][:-2]) <= 64, seen
+    assert seen["nproc"] == "256/256", seen  # a fork bomb stops there (not for a grader run as root)
+
+
+def test_a_message_the_grader_cannot_parse_is_a_crash_of_that_cell_not_of_the_grader(graded):
+    report = graded["reports"]["deep_frame"]  # the solution, with a cell that writes a 300 000-deep frame
+    assert [c["status"] for c in report["stopped_cells"]] == ["crash"], cli.format_report(report)
+    assert (report["points"], report["max_points"]) == (8, 8), cli.format_report(report)
+
+
+def test_a_notebook_of_slow_cells_stops_at_its_budget(tmp_path):
+    """Each cell stays under the cell limit; the notebook's wall-clock budget stops the whole."""
+    if backend() != "bwrap" and os.environ.get("ATTNBOOK_REQUIRE_SANDBOX") != "1":
+        pytest.skip(f"bubblewrap does not work here (sandbox: {backend()})")
+    nb = nbformat.read(SOLUTION, as_version=4)
+    for _ in range(4):
+        nb.cells.insert(_index(nb, "def sdpa(") + 1, _code("import time\ntime.sleep(2)"))
+    path = tmp_path / SOLUTION.name
+    nbformat.write(nb, path)
+    report = cli.grade_notebook(path, cell_timeout=3.0, notebook_timeout=5.0)
+    assert [t["status"] for t in report["tasks"]] == ["not run"] * 3, cli.format_report(report)
+    assert "budget of 5 s" in report["tasks"][0]["message"], report["tasks"][0]["message"]
+    assert report["timing"]["learner_cells"] < 5.0 + 0.5, report["timing"]  # 4 x 2 s without the budget

@@ -51,22 +51,23 @@ def graded_task_ids(nb) -> list[str]:
     return ids
 
 
-def _limits(cell_timeout: float = 60.0, memory_mb: int = 3072):
+def _limits(cell_timeout: float = 60.0, memory_mb: int = 3072, notebook_timeout: float = 300.0):
     from .sandbox import Limits
 
     return Limits(cell_timeout=cell_timeout, memory_mb=memory_mb,
-                  cpu_s=int(max(300, 10 * cell_timeout)))
+                  cpu_s=int(max(300, 10 * cell_timeout)), notebook_timeout=notebook_timeout)
 
 
 def grade_notebook(path: Path, cell_timeout: float = 60.0, *, only=None, set_id: str | None = None,
-                   release_dir: str | None = None, memory_mb: int = 3072, pool=None, prefetch: bool = False) -> dict:
+                   release_dir: str | None = None, memory_mb: int = 3072, pool=None, prefetch: bool = False,
+                   notebook_timeout: float = 300.0) -> dict:
     """Grade one notebook on the trusted path; ``{"notebook", "set", "tasks", "points", "max_points", ...}``.
 
     Raises :class:`attnbook.grading.trusted.NotGradable` with a one-line reason when it cannot."""
     from . import trusted
 
     return trusted.grade(Path(path), release_dir=release_dir, set_id=set_id, only=only,
-                         limits=_limits(cell_timeout, memory_mb), pool=pool, prefetch=prefetch)
+                         limits=_limits(cell_timeout, memory_mb, notebook_timeout), pool=pool, prefetch=prefetch)
 
 
 def _marks() -> dict:
@@ -114,7 +115,8 @@ def _worker_init(options: dict) -> None:
     from .sandbox import Pool
 
     all_tasks()
-    _WORKER["pool"] = Pool(_limits(options["cell_timeout"], options["memory_mb"]), spare=1)
+    _WORKER["pool"] = Pool(_limits(options["cell_timeout"], options["memory_mb"], options["notebook_timeout"]),
+                           spare=1)
     _WORKER["options"] = options
 
 
@@ -125,7 +127,8 @@ def _grade_job(path: str, prefetch: bool):
     try:
         return "ok", grade_notebook(Path(path), options["cell_timeout"], only=options["only"],
                                     set_id=options["set_id"], release_dir=options["release_dir"],
-                                    memory_mb=options["memory_mb"], pool=_WORKER["pool"], prefetch=prefetch)
+                                    memory_mb=options["memory_mb"], pool=_WORKER["pool"], prefetch=prefetch,
+                                    notebook_timeout=options["notebook_timeout"])
     except NotGradable as exc:
         return "error", str(exc)
     except Exception as exc:  # never a traceback: one line that says what failed
@@ -138,7 +141,7 @@ def grade_many(paths: list[Path], jobs: int = 1, prefetch: bool = True, **option
     ``prefetch``: start the next submission's sandbox (and its torch import) while this one is graded;
     each sandbox still serves one submission only."""
     options = {"cell_timeout": 60.0, "memory_mb": 3072, "only": None, "set_id": None, "release_dir": None,
-               **options}
+               "notebook_timeout": 300.0, **options}
     if jobs <= 1:
         _worker_init(options)
         try:
@@ -161,18 +164,52 @@ def grade_many(paths: list[Path], jobs: int = 1, prefetch: bool = True, **option
 
 
 def learner_ids(paths: list[Path]) -> list[str]:
-    """The learner of each notebook: its folder's name when every file has the same name
-    (``submissions/<learner>/08_x.ipynb``), else the file name without ``.ipynb``."""
-    names = {p.name for p in paths}
-    return [p.parent.name if len(names) == 1 and len(paths) > 1 else p.stem for p in paths]
+    """The learner of each notebook. With one folder per learner (``submissions/<learner>/08_x.ipynb``,
+    whatever each file is called), the folder's name; with every notebook in one folder, the file name
+    without ``.ipynb``. Two folders of the same name in different places (``a/ana``, ``b/ana``) are told
+    apart by their path, so two learners never share a row."""
+    parents = [p.resolve().parent for p in paths]
+    if len(set(parents)) <= 1:
+        return [p.stem for p in paths]
+    names: dict[str, set] = {}
+    for parent in parents:
+        names.setdefault(parent.name, set()).add(parent)
+    common = Path(os.path.commonpath([str(q) for q in parents]))
+    return [parent.name if len(names[parent.name]) == 1 else str(parent.relative_to(common)) for parent in parents]
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("._") or "learner"
 
 
-def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object]]) -> None:
-    """``grades.json``, ``gradebook.csv`` and ``feedback/<learner>.txt`` under ``out``."""
+def _csv_text(value):
+    """A text cell a spreadsheet will not run as a formula (a learner's folder named ``=HYPERLINK(...)``)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _set_max_points(path: Path, set_id: str | None, release_dir: str | None) -> int:
+    """The maximum of the set a notebook that could not be graded was meant to be (``--set``, else its file
+    name), so that its row still says "0 of 8"; 0 when that is unknown."""
+    from .trusted import SET_PREFIX, NotGradable, releases
+
+    match = SET_PREFIX.match(path.name)
+    sid = set_id or (match.group(1) if match else None)
+    try:
+        release = releases(release_dir).get(sid) if sid else None
+        return release.max_points if release is not None else 0
+    except (NotGradable, KeyError):
+        return 0
+
+
+def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object]], *, set_id: str | None = None,
+                  release_dir: str | None = None) -> None:
+    """``grades.json``, ``gradebook.csv`` and ``feedback/<learner>.txt`` under ``out``.
+
+    One row per learner: the notebooks of different sets of a learner share it; a second notebook with
+    the same tasks (a re-upload) gets a row of its own, named after its file, so nothing is added twice.
+    A notebook that could not be graded scores 0 out of its set's maximum, with the reason in ``notes``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "feedback").mkdir(exist_ok=True)
     learners = learner_ids(paths)
@@ -182,6 +219,11 @@ def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object
     feedback: dict[str, list[str]] = {}
     for learner, path, (kind, value) in zip(learners, paths, outcomes):
         row = rows.setdefault(learner, {"learner": learner, "total": 0, "max_points": 0, "notes": ""})
+        tasks = [t["task"] for t in value["tasks"]] if kind == "ok" else [f"notebook:{path.name}"]
+        if any(t in row.get("_seen", ()) for t in tasks):  # the same tasks twice for one learner
+            learner = f"{learner} ({path.name})"
+            row = rows.setdefault(learner, {"learner": learner, "total": 0, "max_points": 0, "notes": ""})
+        row.setdefault("_seen", set()).update(tasks)
         if kind == "ok":
             report = dict(value, learner=learner)
             reports.append(report)
@@ -194,16 +236,23 @@ def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object
             feedback.setdefault(learner, []).append(format_report(report))
         else:
             reports.append({"notebook": str(path), "learner": learner, "error": value})
+            row["max_points"] += _set_max_points(path, set_id, release_dir)
             row["notes"] = (row["notes"] + "; " if row["notes"] else "") + str(value)
             feedback.setdefault(learner, []).append(f"{path}: could not be graded: {value}")
     (out / "grades.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     with open(out / "gradebook.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ["learner", *columns, "total", "max_points", "notes"], restval="")
+        writer = csv.DictWriter(handle, ["learner", *columns, "total", "max_points", "notes"], restval="",
+                                extrasaction="ignore")
         writer.writeheader()
         for row in rows.values():
-            writer.writerow(row)
+            writer.writerow({k: _csv_text(v) for k, v in row.items()})
+    used: set[str] = set()
     for learner, texts in feedback.items():
-        (out / "feedback" / f"{_safe(learner)}.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+        name = _safe(learner)
+        while name.lower() in used:  # "a b" and "a_b", or names equal but for case
+            name += "_"
+        used.add(name.lower())
+        (out / "feedback" / f"{name}.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,15 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write grades.json, gradebook.csv and feedback/ here")
     parser.add_argument("--cell-timeout", type=float, default=60.0,
                         help="seconds a learner's cell may run before its sandbox is destroyed (default 60)")
+    parser.add_argument("--notebook-timeout", type=float, default=300.0,
+                        help="seconds one notebook may take in all, restarts and checks included; the rest of "
+                             "it is then reported as not run (default 300)")
     parser.add_argument("--memory-mb", type=int, default=3072,
                         help="address-space limit of a learner's kernel in MB (default 3072; torch needs ~600)")
     parser.add_argument("--release", help="folder of the released exercise notebooks (default: exercises/)")
     parser.add_argument("--require-isolation", action="store_true",
                         help="refuse to grade (exit 4) unless bubblewrap isolates the learner's code")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.cell_timeout <= 0 or args.memory_mb < 768:
-        parser.error("--jobs must be at least 1, --cell-timeout positive, --memory-mb at least 768 "
-                     "(importing torch needs between 512 and 768 MB of address space)")
+    if args.jobs < 1 or args.cell_timeout <= 0 or args.notebook_timeout <= 0 or args.memory_mb < 768:
+        parser.error("--jobs must be at least 1, --cell-timeout and --notebook-timeout positive, --memory-mb at "
+                     "least 768 (importing torch needs between 512 and 768 MB of address space)")
 
     from .sandbox import WARNINGS, backend
 
@@ -238,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attnbook-grade: warning: {WARNINGS[kind]}", file=sys.stderr)
     only = set(args.task) if args.task else None
     outcomes = grade_many(args.notebooks, args.jobs, cell_timeout=args.cell_timeout, memory_mb=args.memory_mb,
-                          only=only, set_id=args.set_id, release_dir=args.release)
+                          only=only, set_id=args.set_id, release_dir=args.release,
+                          notebook_timeout=args.notebook_timeout)
     status = 0
     reports = []
     for kind_, value in outcomes:
@@ -248,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"attnbook-grade: {value}", file=sys.stderr)
             status = 2
     if args.out:
-        write_outputs(args.out, args.notebooks, outcomes)
+        write_outputs(args.out, args.notebooks, outcomes, set_id=args.set_id, release_dir=args.release)
     if args.json:
         print(json.dumps(reports, ensure_ascii=False, indent=1))
     elif reports:

@@ -5,8 +5,8 @@ Backends, best first (``ATTNBOOK_SANDBOX=bwrap|unshare|none`` forces one):
 * ``bwrap`` (bubblewrap, the Debian package ``bubblewrap``): new user, PID, network, IPC, UTS and mount
   namespaces; no network at all (not even the grader's loopback); a read-only view of only what Python
   needs (the interpreter, the virtual environment, the ``attnbook`` package with ``grading/tasks``
-  hidden); a private working folder and ``/tmp``, both in memory and size-capped (nothing is written
-  to the grader's disk); no capabilities; killed with the
+  hidden); a private working folder, ``/tmp`` and ``/dev/shm``, all in memory and size-capped (nothing
+  is written to the grader's disk; the rest of ``/dev`` is read-only); no capabilities; killed with the
   grader (``--die-with-parent``) and, being the PID namespace's init, taking every process of the
   submission with it.
 * ``unshare`` (util-linux): new user, PID and network namespaces, killed with its child; the file system
@@ -15,7 +15,8 @@ Backends, best first (``ATTNBOOK_SANDBOX=bwrap|unshare|none`` forces one):
 
 Every backend applies resource limits in the kernel process before any learner code runs: address space
 (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``, hard: the learner cannot raise it), file size and core
-dumps. The wall-clock limit of a cell is the grader's: it kills the whole sandbox.
+dumps; in a user namespace (bwrap, unshare) also the number of processes and threads (``RLIMIT_NPROC``,
+counted per user namespace since Linux 5.14, and not enforced at all when the grader runs as root). The wall-clock limit of a cell is the grader's: it kills the whole sandbox.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ WORKDIR = "/home/learner"
 @dataclass
 class Limits:
     """Per-submission limits. ``memory_mb`` bounds the address space (a torch import needs about 600 MB
-    of it); ``cpu_s`` is the hard CPU-time limit of the kernel process for the whole submission."""
+    of it); ``cpu_s`` is the hard CPU-time limit of the kernel process for the whole submission;
+    ``nproc`` bounds processes and threads (a fork bomb); ``notebook_timeout`` is the wall-clock budget of
+    one submission, restarts and checks included (many cells, each just under ``cell_timeout``)."""
 
     cell_timeout: float = 60.0
     memory_mb: int = 3072
@@ -51,7 +54,10 @@ class Limits:
     file_mb: int = 64
     tmp_mb: int = 128
     work_mb: int = 128
+    shm_mb: int = 64
+    nproc: int = 256
     start_timeout: float = 120.0
+    notebook_timeout: float = 300.0
 
 
 class SandboxUnavailable(RuntimeError):
@@ -62,7 +68,10 @@ _BOOTSTRAP = """\
 import os, resource, sys, time
 os.environ['ATTNBOOK_T_START'] = repr(time.time())
 L = resource
-for which, value in ((L.RLIMIT_AS, {mem}), (L.RLIMIT_CPU, {cpu}), (L.RLIMIT_FSIZE, {fsize}), (L.RLIMIT_CORE, 0)):
+limits = [(L.RLIMIT_AS, {mem}), (L.RLIMIT_CPU, {cpu}), (L.RLIMIT_FSIZE, {fsize}), (L.RLIMIT_CORE, 0)]
+if {nproc} > 0:
+    limits.append((L.RLIMIT_NPROC, {nproc}))
+for which, value in limits:
     try:
         L.setrlimit(which, (value, value))
     except (ValueError, OSError):
@@ -101,7 +110,9 @@ def _bwrap_command(limits: Limits) -> list[str]:
     cmd += ["--ro-bind", str(PACKAGE_DIR), str(PACKAGE_DIR)]
     if TASKS_DIR.is_dir():  # the references: not there for the learner's code
         cmd += ["--tmpfs", str(TASKS_DIR), "--remount-ro", str(TASKS_DIR)]
-    cmd += ["--dev", "/dev", "--proc", "/proc",
+    # bwrap's /dev is a writable tmpfs without a size limit: only a capped /dev/shm stays writable
+    cmd += ["--dev", "/dev", "--size", str(limits.shm_mb * 2**20), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            "--proc", "/proc",
             "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp",
             "--size", str(limits.work_mb * 2**20), "--tmpfs", WORKDIR, "--remount-ro", "/", "--chdir", WORKDIR]
     env = {"HOME": WORKDIR, "PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1",
@@ -165,7 +176,10 @@ class Sandbox:
         to_kernel_r, to_kernel_w = os.pipe()
         from_kernel_r, from_kernel_w = os.pipe()
         mem = limits.memory_mb * 2**20
-        bootstrap = _BOOTSTRAP.format(mem=mem, cpu=int(limits.cpu_s), fsize=limits.file_mb * 2**20,
+        # RLIMIT_NPROC counts per user namespace only inside one; outside (no sandbox) it would count
+        # every process of the grader's user
+        nproc = limits.nproc if self.kind in ("bwrap", "unshare") else 0
+        bootstrap = _BOOTSTRAP.format(mem=mem, cpu=int(limits.cpu_s), fsize=limits.file_mb * 2**20, nproc=nproc,
                                       read_fd=to_kernel_r, write_fd=from_kernel_w)
         python = [sys.executable, "-c", bootstrap]
         if self.kind == "bwrap":

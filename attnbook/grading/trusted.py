@@ -20,6 +20,7 @@ import inspect
 import keyword
 import re
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,6 +39,11 @@ CHECK_LINE = re.compile(r"^\s*check\(.*$", re.M)
 SET_PREFIX = re.compile(r"^(\d\d)_")
 NOT_RUN = "not run"
 RELEASE_DIR = Path(__file__).resolve().parents[2] / "exercises"
+#: a submitted notebook larger than this is refused unread (the grader reads a notebook whole)
+MAX_NOTEBOOK_MB = 64
+#: what a hostile kernel can make the grader's reading of its messages raise, besides WireError (a
+#: header nested deeper than the JSON parser's recursion limit, say): each is a broken wire
+WIRE_FAULTS = (wire.WireError, RecursionError, ValueError, TypeError, OverflowError, MemoryError)
 
 
 class NotGradable(Exception):
@@ -99,8 +105,14 @@ def read_submission(path: Path):
         raise NotGradable(f"no notebook at {path}")
     if not path.is_file():
         raise NotGradable(f"{path} is not a file")
+    size = path.stat().st_size
+    if size > MAX_NOTEBOOK_MB * 2**20:
+        raise NotGradable(f"{path} is {size / 2**20:.0f} MB, more than an exercise notebook can be "
+                          f"({MAX_NOTEBOOK_MB} MB): clear its outputs and submit it again")
     try:
-        return nbformat.read(path, as_version=4)
+        with warnings.catch_warnings():  # nbformat's repairs (duplicate cell ids...) are not news for the grader
+            warnings.simplefilter("ignore")
+            return nbformat.read(path, as_version=4)
     except UnicodeDecodeError:
         raise NotGradable(f"{path} is not a notebook (not UTF-8 text)") from None
     except Exception as exc:  # JSON errors, nbformat validation
@@ -316,6 +328,15 @@ class Session:
         self._next = 0
         self.call_timeout = 10.0
         self.starts = 0
+        self.deadline = time.monotonic() + limits.notebook_timeout  # the whole submission's budget
+
+    def check_budget(self) -> None:
+        """Stop grading this submission once its wall-clock budget is spent (many slow cells, each under
+        the cell limit, or many slow checks)."""
+        if time.monotonic() >= self.deadline:
+            self.kill()
+            raise GiveUp(f"grading this notebook took longer than its budget of {self.limits.notebook_timeout:g} s "
+                         "(cells that are slow, or that never end); the rest was not graded")
 
     # sandboxes
     def _handlers(self) -> dict:
@@ -341,7 +362,7 @@ class Session:
                 self.timing.restarts += 1
             try:
                 info = self.box.wait_ready()
-            except wire.WireError as exc:
+            except WIRE_FAULTS as exc:
                 self.kill()
                 raise GiveUp(f"the sandbox could not start a kernel ({exc})") from None
             finally:
@@ -356,15 +377,19 @@ class Session:
 
     def run_cell(self, step: Step) -> bool:
         """Run a learner's cell; False when it was an offender (the sandbox is gone)."""
+        self.check_budget()
         start = time.perf_counter()
+        cell_deadline = time.monotonic() + self.limits.cell_timeout
         try:
             reply, _ = self.box.peer.request({"op": "run", "code": step.source, "cpu": self.limits.cell_timeout},
-                                             deadline=time.monotonic() + self.limits.cell_timeout)
+                                             deadline=min(cell_deadline, self.deadline))
         except wire.PeerTimeout:
             self.kill()
+            if time.monotonic() < cell_deadline:  # the notebook's budget ran out first
+                self.check_budget()
             self.cell_status[step.index] = ("timeout", f"was stopped after {self.limits.cell_timeout:g} s")
             return False
-        except wire.WireError:
+        except WIRE_FAULTS:
             self.kill()
             self.cell_status[step.index] = ("crash", "ended the kernel (a crash, os._exit(), or the memory "
                                                      "or CPU-time limit)")
@@ -439,7 +464,7 @@ class Session:
         try:
             reply, _ = self.box.peer.request({"op": "resolve", "name": name},
                                              deadline=time.monotonic() + self.limits.cell_timeout)
-        except wire.WireError:
+        except WIRE_FAULTS:
             self.kill()
             return {"dead": True}
         return reply
@@ -460,7 +485,7 @@ class Session:
         except wire.PeerTimeout:
             self.kill()
             raise engine.LearnerTimeout() from None
-        except wire.WireError:
+        except WIRE_FAULTS:
             self.kill()
             raise engine.LearnerError(*_CRASH, "", fn.__name__) from None
         except BaseException:  # the engine's time limit fired while we waited: the kernel is stuck
@@ -486,9 +511,10 @@ class Session:
             value = decoder.decode(reply.get("out"))
             outputs = list(decoder.tensors)
             after = decoder.decode(reply.get("after"))
-        except wire.WireError:
+        except WIRE_FAULTS:  # the kernel may be hostile now: it goes, and the answer is not read
             self.kill()
-            raise engine.LearnerError(*_CRASH, "", fn.__name__) from None
+            raise engine.LearnerError("ValueError", "your function returned a value the grader cannot read (too "
+                                      "many items, nested too deeply, or malformed)", "", fn.__name__) from None
         if isinstance(after, tuple) and len(after) == 2:
             for mine, changed in zip(args, after[0]):
                 _sync(mine, changed)
@@ -506,7 +532,7 @@ class Session:
             try:
                 answer, data = box.peer.request({"op": "backward", "h": handle, "grads": node}, encoder.blob(),
                                                 time.monotonic() + fn.task.timeout_s + self.call_timeout)
-            except wire.WireError:
+            except WIRE_FAULTS:
                 self.kill()
                 raise RuntimeError("the backward pass through your function did not finish") from None
             if answer.get("status") != "ok":
@@ -611,6 +637,7 @@ def grade(path: Path, *, release_dir: str | None = None, set_id: str | None = No
             if graded.task_id not in wanted:
                 continue
             task = get_task(graded.task_id)
+            session.check_budget()
             session.ensure_kernel()
             info = session.resolve(graded.function)
             if info.get("dead"):
