@@ -264,3 +264,27 @@ def test_a_nan_gradient_elsewhere_is_named_too():
                 lambda: [Case("a zero among the inputs", (torch.tensor([0.0, -2.0, 3.0], dtype=D),))])
     result = run_task(task, via_sqrt)
     assert result.diagnosis == "nan_gradient" and "NaN or inf" in result.message, result.message
+
+
+def test_the_generic_message_says_which_output_is_right_and_what_property_fails():
+    def ref(scores):
+        w = torch.softmax(scores, -1)
+        return w, w.sum(-1)
+
+    task = Task("97.pair", "weights and their sums (engine test)", ref,
+                lambda: [Case("B=2, T_k=5", (torch.randn(2, 5, generator=_g(3), dtype=D),), dims={"B": 2, "T_k": 5})],
+                output_names=("weights", "total"))
+
+    def other_distribution(scores):
+        w = torch.softmax(scores.flip(-1) ** 2, -1)
+        return w, w.sum(-1)
+
+    def not_normalised(scores):
+        w = torch.exp(scores) / (torch.exp(scores).sum(-1, keepdim=True) + 1.0)  # a 1 too many below
+        return w, torch.softmax(scores, -1).sum(-1)
+
+    first = run_task(task, other_distribution)
+    assert first.diagnosis == "wrong_values" and "is a distribution" in first.message, first.message
+    assert "`total` is right" in first.message
+    second = run_task(task, not_normalised)
+    assert "should be a distribution" in second.message and "sum to between" in second.message, second.message

@@ -55,6 +55,35 @@ def test_an_infinite_loop_is_stopped():
                 pass
     result = diagnose(forever, dataclasses.replace(TASK, timeout_s=0.3))
     assert result.diagnosis == "timeout" and "stopped after 0.3 s" in result.message
+    assert "loop that never ends" in result.message
+
+
+def _slow_helper():
+    import time
+
+    time.sleep(5)  # a slow first call, an import: no loop anywhere
+
+
+def test_a_slow_function_without_a_loop_is_not_told_about_loops():
+    def slow(Q, K):
+        _slow_helper()
+        return right(Q, K)
+
+    result = diagnose(slow, dataclasses.replace(TASK, timeout_s=0.3))
+    assert result.diagnosis == "timeout" and "stopped after 0.3 s" in result.message
+    assert "It has no loop" in result.message and "loop that never ends" not in result.message
+
+
+def test_a_loop_in_a_helper_of_the_learner_counts_as_a_loop():
+    def forever_helper():
+        while True:
+            pass
+
+    def calls_it(Q, K):
+        return forever_helper()
+
+    result = diagnose(calls_it, dataclasses.replace(TASK, timeout_s=0.3))
+    assert "loop that never ends" in result.message
 
 
 @pytest.mark.parametrize("fn, diagnosis, phrase", [

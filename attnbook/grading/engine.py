@@ -990,11 +990,20 @@ def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict,
         raise Fail(forbidden_message(use.names), "forbidden_call",
                    "Write the step with torch operations yourself; the chapter shows how, one line at a time.")
     except LearnerTimeout:
+        stopped = (f"your function was stopped after {task.timeout_s:g} s on {case.describe()} without "
+                   "returning (the time limit of this task)")
+        if _has_loop(fn) is False:
+            raise Fail(
+                f"{stopped}. It has no loop, so the time went to slow work inside it: an import, the first "
+                "use of something slow to start (torch.func, say), or a very large computation; on a busy "
+                "machine these take longer. Run the graded cell again; if it stops again, move the slow "
+                "work out of the function.",
+                "timeout",
+            )
         raise Fail(
-            f"your function was stopped after {task.timeout_s:g} s on {case.describe()} without "
-            "returning (the time limit of this task): the usual cause is a loop that never ends (a "
-            "`while` whose condition never changes, or a decoding loop without a stop); very slow work "
-            "inside the function (an import, a large computation) counts too.",
+            f"{stopped}: the usual cause is a loop that never ends (a `while` whose condition never "
+            "changes, or a decoding loop without a stop); very slow work inside the function (an import, "
+            "the first use of torch.func, a large computation) counts too.",
             "timeout",
         )
     except LearnerError as exc:
@@ -1007,6 +1016,39 @@ def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict,
         if _DOT_T.search(where) and (inspect.isfunction(fn) or inspect.ismethod(fn)):
             transposed_3d = "dot_T" in _trace(task, fn, case, args, kwargs)
         raise _raised(type(exc).__name__, str(exc), where, function, fn, case, transposed_3d)
+
+
+_LOOP_OPS = frozenset(op for name, op in __import__("dis").opmap.items()
+                     if name.startswith("JUMP_BACKWARD") or name in ("FOR_ITER", "JUMP_ABSOLUTE"))
+
+
+def _has_loop(fn) -> bool | None:
+    """Whether the learner's function, or a function of theirs it calls by name, contains a loop
+    (``for``/``while``, comprehensions included); ``None`` when its code cannot be read (a proxy)."""
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        return None
+    import dis
+
+    fn = getattr(fn, "__func__", fn)
+    scope = dict(getattr(fn, "__globals__", {}) or {})
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        with contextlib.suppress(ValueError):
+            scope[name] = cell.cell_contents
+    codes, seen = [fn.__code__], set()
+    for name in referenced_names(fn):
+        value = scope.get(name)
+        module = getattr(value, "__module__", "") or ""
+        if inspect.isfunction(value) and not module.startswith(("attnbook", "torch", "numpy")):
+            codes.append(value.__code__)
+    while codes:
+        code = codes.pop()
+        if code in seen:
+            continue
+        seen.add(code)
+        if any(ins.opcode in _LOOP_OPS for ins in dis.get_instructions(code)):
+            return True
+        codes.extend(c for c in code.co_consts if inspect.iscode(c))
+    return False
 
 
 def _check_types(task: Task, case: Case, value, expected: tuple) -> tuple:
@@ -1397,7 +1439,7 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
                 raise Fail(f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.", _DOT_T_FAIL.diagnosis,
                            _DOT_T_FAIL.hint)
             _engine_diagnosis(task, case, label, got, exp, index, fn)
-            detail = first_difference(got, exp)
+            detail = first_difference(got, exp) + _distribution_words(got, exp)
         else:  # numbers and lists (hand tasks): never reveal the expected answer
             detail = f"your answer {_rounded(got)} is not what the check computes"
             if isinstance(exp, list) and isinstance(got, (list, tuple)) and len(got) == len(exp):
@@ -1405,7 +1447,40 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
                          if not close(g, e, task.atol, task.rtol, equal_nan=True))
                 should = "; it should be None" if exp[i] is None else ""
                 detail = f"item {i} of your answer, {_rounded(got[i])}, is not what the check computes{should}"
+        right = [n for i, (n, g, e) in enumerate(zip(task.output_names, outputs, expected))
+                 if i != index and close(g, e, task.atol, task.rtol, equal_nan=True)]
+        if right:
+            names = ", ".join(f"`{n}`" for n in right)
+            detail += f" ({names} {'is' if len(right) == 1 else 'are'} right: look at what only {label} depends on)"
         raise Fail(f"{label} is wrong on {case.describe()}: {detail}.", "wrong_values")
+
+
+def _row_distributions(t: torch.Tensor) -> bool:
+    """True when every row (last axis) of ``t`` is non-negative and sums to 1 or is all 0 (a query with
+    no key left), and ``t`` is not just zeros and ones."""
+    if not t.is_floating_point() or t.dim() < 1 or t.shape[-1] < 2 or not t.numel():
+        return False
+    x = t.detach().double()
+    if not torch.isfinite(x).all() or (x < -1e-12).any() or bool(((x == 0) | (x == 1)).all()):
+        return False
+    sums = x.sum(-1)
+    return bool((((sums - 1).abs() < 1e-6) | (x == 0).all(-1)).all())
+
+
+def _distribution_words(got: torch.Tensor, exp: torch.Tensor) -> str:
+    """For an output that is a distribution on each row (weights): what property the learner's has."""
+    if got.shape != exp.shape or not _row_distributions(exp):
+        return ""
+    if _row_distributions(got):
+        return ("; each of your rows is a distribution (non-negative, summing to 1) as it should be, but not "
+                "this one: the scores that go into the softmax differ")
+    g = got.detach().double()
+    if not torch.isfinite(g).all():
+        return ""
+    sums = g.sum(-1)
+    negative = ", and some weights are negative" if (g < -1e-12).any() else ""
+    return (f"; each row should be a distribution (non-negative, summing to 1), and yours is not: your rows "
+            f"sum to between {float(sums.min()):.4g} and {float(sums.max()):.4g}{negative}")
 
 
 def _float_tensors(args, dicts: bool = True) -> list[torch.Tensor]:
