@@ -2,7 +2,7 @@
 
 Shapes (book notation): B sentences, N source positions (``<eos>`` included), T target steps,
 ``d_model`` features per position, ``h`` heads, ``d_ff`` hidden units of the feed-forward layer,
-V vocabulary size.
+``n_vocab`` the size of the target vocabulary (never V, which is the values).
 
 * :class:`FeedForward`: the position-wise feed-forward layer ``W_2 relu(W_1 x + b_1) + b_2``, the same
   two-layer network applied to every position on its own.
@@ -154,8 +154,8 @@ class DecoderLayer(nn.Module):
             return self.cross_attn(z, memory, memory, key_padding_mask=src_mask)
         mha = self.cross_attn
         B, T_k = memory.shape[:2]
-        V = mha.W_v(memory).view(B, T_k, mha.h, mha.d_h).transpose(1, 2)  # (B, h, N, d_h)
-        heads = weights @ V  # (B, h, T, d_h)
+        V = mha.W_v(memory).view(B, T_k, mha.h, mha.d_k).transpose(1, 2)  # (B, h, N, d_k)
+        heads = weights @ V  # (B, h, T, d_k)
         return mha.W_o(heads.transpose(1, 2).reshape(B, -1, mha.d_model)), weights
 
 
@@ -169,7 +169,7 @@ class Transformer(nn.Module):
         norm_first: pre-norm residual blocks instead of post-norm.
         max_len: longest sequence the position table covers.
 
-    ``forward(batch, return_attention=False)``: logits ``(B, T, V)`` under teacher forcing, all steps in
+    ``forward(batch, return_attention=False)``: logits ``(B, T, n_vocab)`` under teacher forcing, all steps in
     one call; with ``return_attention`` also the cross-attention weights of every decoder layer, a list
     of ``n_layers`` tensors ``(B, h, T, N)``.
     """
@@ -230,7 +230,7 @@ class Transformer(nn.Module):
     def decode(
         self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, cross_weights: dict | None = None
     ) -> tuple[Tensor, list[Tensor]]:
-        """tgt_in (B, T) ids -> logits (B, T, V) and the cross-attention weights of every layer.
+        """tgt_in (B, T) ids -> logits (B, T, n_vocab) and the cross-attention weights of every layer.
 
         ``cross_weights``: optional ``{layer: (B, h, T, N) weights}`` that replace that layer's
         cross-attention weights (to test what the model uses).
@@ -244,7 +244,7 @@ class Transformer(nn.Module):
         return self.out(self.decoder_norm(y)), crosses
 
     def forward(self, batch, return_attention: bool = False, embedded: Tensor | None = None):
-        """logits (B, T, V), and the cross-attention weights of every layer if ``return_attention``."""
+        """logits (B, T, n_vocab), and the cross-attention weights of every layer if ``return_attention``."""
         memory, src_mask = self.encode(batch.src, batch.src_len, embedded)
         logits, crosses = self.decode(batch.tgt_in, memory, src_mask)
         return (logits, crosses) if return_attention else logits
@@ -257,7 +257,7 @@ class Transformer(nn.Module):
         self, y_prev: Tensor, t: int, memory: Tensor, src_mask: Tensor, cache: list[list]
     ) -> tuple[Tensor, list[Tensor]]:
         """One decoder step at inference: the previous word ``y_prev (B,)`` at position ``t`` ->
-        logits ``(B, V)`` of the next word and the cross-attention weights of every layer, each
+        logits ``(B, n_vocab)`` of the next word and the cross-attention weights of every layer, each
         ``(B, h, N)``. ``cache`` (from :meth:`new_cache`) carries the earlier steps."""
         y = self.embed(y_prev[:, None], self.tgt_embedding, start=t)  # (B, 1, d_model)
         crosses = []
@@ -279,7 +279,7 @@ class Transformer(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=src.device)
         out = []
         for t in range(max_len):
-            logits, _ = self.decode_step(y, t, memory, src_mask, cache)  # (B, V)
+            logits, _ = self.decode_step(y, t, memory, src_mask, cache)  # (B, n_vocab)
             y = logits.argmax(-1).masked_fill(done, PAD)  # (B,)
             out.append(y)
             done = done | (y == EOS)
