@@ -417,6 +417,21 @@ def greedy_starts_from_pad(step, s_0, H, src_mask, E, max_len):
     return torch.stack(ids, 1), torch.stack(alphas, 1)
 
 
+def greedy_via_the_book(step, s_0, H, src_mask, E, max_len):
+    """Wraps the step in an object that looks like a model and calls the book's greedy loop."""
+    from types import SimpleNamespace
+
+    from attnbook.models import AttnSeq2Seq
+
+    fake = SimpleNamespace(
+        encoder=lambda src, src_len: (H, s_0), _prepare=lambda H: None, tgt_embedding=lambda y: E[y],
+        _decode=lambda Y, st, H, m, c, t, p: (lambda o: (o[0][:, None], o[2][:, None], (o[1][None], None)))(
+            step(Y[:, 0], st[0], H, m)))
+    seqs, alphas = AttnSeq2Seq._greedy(fake, torch.zeros(src_mask.shape, dtype=torch.long), src_mask.sum(-1), max_len)
+    n = alphas.shape[1]
+    return torch.tensor([(q + [EOS] + [PAD] * n)[:n] for q in seqs]), alphas
+
+
 def greedy_pad_propagates(step, s_0, H, src_mask, E, max_len):
     """Correct: a word is <pad> when the previous one was <eos> or <pad>, so finished stays finished."""
     B = H.shape[0]
@@ -558,6 +573,7 @@ WRONG = {
         ("Python lists", greedy_python_lists, "wrong_type", "torch.Tensor"),
         ("the <eos> step's weights blanked", greedy_eos_row_blank, "eos_step_weights_zeroed", "<eos> row"),
         ("starts from <pad>", greedy_starts_from_pad, "started_from_pad", "<sos>"),
+        ("the book's greedy loop", greedy_via_the_book, "forbidden_call", "_Base._greedy"),
         ("finished flag forgets", greedy_forgetful_flag, "finished_sentence_resumed", "stay finished"),
         ("pads one step after <eos>", greedy_pads_after_previous_eos, "finished_sentence_resumed", "came back"),
         ("stops when all say <eos> together", greedy_stops_when_all_say_eos, "no_early_stop",

@@ -689,6 +689,32 @@ def _greedy_with(
 _greedy_ref = _greedy_with()
 
 
+def _greedy_shortcut(step, s_0, H, src_mask, E, max_len):
+    """An answer that runs the book's own batched greedy loop (``_Base._greedy``) around the given step,
+    through a stand-in for a model (for tests/test_free_points.py)."""
+    from attnbook.models import _Base
+
+    class StandIn:
+        def encoder(self, src, src_len):
+            return H, s_0
+
+        def _prepare(self, H):
+            return None
+
+        def tgt_embedding(self, y):
+            return E[y]
+
+        def _decode(self, Y, state, H, mask, context, s_tilde, prepared):
+            y_hat, s, alpha = step(Y[:, 0], state[0], H, mask)
+            return y_hat[:, None], alpha[:, None], (s[None], None)
+
+    src = torch.zeros(src_mask.shape, dtype=torch.long)
+    seqs, alphas = _Base._greedy(StandIn(), src, src_mask.sum(-1), max_len)
+    T = alphas.shape[1]
+    rows = [(seq + [EOS] + [PAD] * T)[:T] for seq in seqs]
+    return torch.tensor(rows, dtype=torch.long), alphas
+
+
 def _greedy_resumes_after_eos(case, outputs):
     """A finished sentence must stay finished: nothing but <pad> after its first <eos>."""
     ids = outputs[0]
@@ -787,6 +813,8 @@ register(
         properties=[_greedy_resumes_after_eos],
         check_grad=False,
         timeout_s=5.0,
+        forbidden=("attnbook.models:_Base._greedy",),
+        shortcut_example=_greedy_shortcut,
         hint="y = <sos> for every sentence, s = s_0; up to max_len times: y_hat, s, alpha_t = step(E[y], s, H, "
         "src_mask); y = argmax; <pad> and zero weights for the sentences already done; record; stop when "
         "all are done. Stack with dim=1.",
