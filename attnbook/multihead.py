@@ -86,8 +86,9 @@ def _combined_mask(key_padding_mask: Tensor | None, attn_mask: Tensor | None) ->
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention with its own projections ``W_q, W_k, W_v, W_o``.
 
-    ``MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W_o`` with
-    ``head_j = Attention(Q W_q^j, K W_k^j, V W_v^j)``; every head sees ``d_k = d_model / h`` features, so
+    ``MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W_o^T`` with
+    ``head_j = Attention(Q (W_q^j)^T, K (W_k^j)^T, V (W_v^j)^T)``, ``W^j`` the ``d_k`` rows of head ``j``;
+    every head sees ``d_k = d_model / h`` features, so
     the scores are scaled by ``√d_k`` (the key dimension of one head), not by ``√d_model``. The weights
     are ``nn.Linear`` layers, stored ``(out_features, in_features)`` and applied as ``x @ W.T``.
 
