@@ -21,7 +21,7 @@ size, e embedding size, V target vocabulary.
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -130,13 +130,12 @@ def teacher_forced_attention(model: AttnSeq2Seq, pairs: Sequence[Pair], batch_si
     """Yield ``(batch, alpha)`` over ``pairs``: the weights ``α`` (B, T, N) under teacher forcing."""
     model.eval()
     for k in range(0, len(pairs), batch_size):
-        batch = make_batch(pairs[k:k + batch_size], model.src_vocab, model.tgt_vocab)
+        batch = make_batch(pairs[k : k + batch_size], model.src_vocab, model.tgt_vocab)
         _, alpha = model(batch, return_attention=True)
         yield batch, alpha
 
 
-def attention_agreement(model, pairs: Sequence[Pair], shift: int = 0,
-                        batch_size: int = 256) -> dict:
+def attention_agreement(model, pairs: Sequence[Pair], shift: int = 0, batch_size: int = 256) -> dict:
     """Agreement of the model's attention with the true alignment (or with it shifted by ``shift``).
 
     Under teacher forcing, over every target word of every pair (the ``<eos>`` step left out, as in
@@ -149,7 +148,9 @@ def attention_agreement(model, pairs: Sequence[Pair], shift: int = 0,
     """
     mass = aer_hits = n_steps = n_true = uniform = 0.0
     for batch, alpha in teacher_forced_attention(model, pairs, batch_size):
-        align = batch.align if shift == 0 else (shift_alignment(batch.align, batch.src_len, shift) > 0).float()
+        align = (
+            batch.align if shift == 0 else (shift_alignment(batch.align, batch.src_len, shift) > 0).float()
+        )
         steps = batch.tgt_len - 1  # words only, no <eos>
         real = real_steps_mask(steps, alpha.shape[1])
         n = float(real.sum())
@@ -159,14 +160,28 @@ def attention_agreement(model, pairs: Sequence[Pair], shift: int = 0,
         n_true += float(align[real].sum())
         uniform += float((align.sum(-1) / batch.src_len[:, None])[real].sum())
         n_steps += n
-    return {"mass": mass / n_steps, "aer": 1 - 2 * aer_hits / (n_steps + n_true),
-            "aer_best": 1 - 2 * n_steps / (n_steps + n_true), "link_precision": aer_hits / n_steps,
-            "uniform_mass": uniform / n_steps}
+    return {
+        "mass": mass / n_steps,
+        "aer": 1 - 2 * aer_hits / (n_steps + n_true),
+        "aer_best": 1 - 2 * n_steps / (n_steps + n_true),
+        "link_precision": aer_hits / n_steps,
+        "uniform_mass": uniform / n_steps,
+    }
 
 
-def train_guided(model: AttnSeq2Seq, pairs: Sequence[Pair], target: Callable[[Batch], Tensor] | None = None,
-                 weight: float = 1.0, epochs: int = 4, batch_size: int = 64, lr: float = 5e-3,
-                 clip: float = 1.0, seed: int = 0, progress: bool = True, desc: str | None = None) -> dict:
+def train_guided(
+    model: AttnSeq2Seq,
+    pairs: Sequence[Pair],
+    target: Callable[[Batch], Tensor] | None = None,
+    weight: float = 1.0,
+    epochs: int = 4,
+    batch_size: int = 64,
+    lr: float = 5e-3,
+    clip: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str | None = None,
+) -> dict:
     """Train like :func:`attnbook.models.train`, optionally pulling the attention towards ``target``.
 
     The loss is the cross-entropy of the next word (padding ignored) plus, if ``target`` is given,
@@ -180,9 +195,18 @@ def train_guided(model: AttnSeq2Seq, pairs: Sequence[Pair], target: Callable[[Ba
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = (len(pairs) + batch_size - 1) // batch_size
-    steps = ((e, b) for e in range(epochs)
-             for b in iterate_batches(pairs, batch_size, shuffle=True, seed=seed + e,
-                                      src_vocab=model.src_vocab, tgt_vocab=model.tgt_vocab))
+    steps = (
+        (e, b)
+        for e in range(epochs)
+        for b in iterate_batches(
+            pairs,
+            batch_size,
+            shuffle=True,
+            seed=seed + e,
+            src_vocab=model.src_vocab,
+            tgt_vocab=model.tgt_vocab,
+        )
+    )
     if progress:
         steps = _progress(steps, desc=desc or f"training {type(model).__name__}", total=epochs * n_batches)
     epoch_losses = [[] for _ in range(epochs)]
@@ -205,8 +229,9 @@ def train_guided(model: AttnSeq2Seq, pairs: Sequence[Pair], target: Callable[[Ba
 
 
 @torch.no_grad()
-def teacher_forced_accuracy(model: AttnSeq2Seq, pairs: Sequence[Pair], uniform_attention: bool = False,
-                            batch_size: int = 256) -> float:
+def teacher_forced_accuracy(
+    model: AttnSeq2Seq, pairs: Sequence[Pair], uniform_attention: bool = False, batch_size: int = 256
+) -> float:
     """Fraction of target words (``<eos>`` included) predicted exactly under teacher forcing.
 
     With ``uniform_attention=True`` every step's weights are replaced by uniform weights over the real
@@ -214,11 +239,13 @@ def teacher_forced_accuracy(model: AttnSeq2Seq, pairs: Sequence[Pair], uniform_a
     model attends. Only for models without input feeding.
     """
     if not isinstance(model, AttnSeq2Seq) or model.input_feeding:
-        raise ValueError("teacher_forced_accuracy supports Luong models (AttnSeq2Seq) without input feeding only")
+        raise ValueError(
+            "teacher_forced_accuracy supports Luong models (AttnSeq2Seq) without input feeding only"
+        )
     model.eval()
     correct = total = 0
     for k in range(0, len(pairs), batch_size):
-        batch = make_batch(pairs[k:k + batch_size], model.src_vocab, model.tgt_vocab)
+        batch = make_batch(pairs[k : k + batch_size], model.src_vocab, model.tgt_vocab)
         H, context = model.encoder(batch.src, batch.src_len)  # (B, N, d), (B, d)
         mask = source_mask(batch.src_len, batch.src.shape[1])  # (B, N)
         S, _ = model.decoder(model.tgt_embedding(batch.tgt_in), context[None])  # (B, T, d)

@@ -26,8 +26,9 @@ Tokens are lower-case words without punctuation. The public objects are :class:`
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -281,8 +282,9 @@ def _indefinite(next_word: str) -> str:
     return "an" if next_word[0] in "aeiou" else "a"
 
 
-def _noun_phrase(rng: random.Random, kinds: Sequence[str], allow_relative: bool = True,
-                 nouns: Sequence[str] | None = None) -> _NP:
+def _noun_phrase(
+    rng: random.Random, kinds: Sequence[str], allow_relative: bool = True, nouns: Sequence[str] | None = None
+) -> _NP:
     """det [pre-adjective] noun [post-adjective] [relative clause], French post-adjective inverted."""
     pool = [_NOUN[e] for e in nouns] if nouns else [n for n in _NOUNS if n.kind in kinds]
     noun = rng.choice(pool)
@@ -354,7 +356,9 @@ def _clause(rng: random.Random) -> _Span:
         prof = rng.choice(sorted(_PROFESSIONS))
         be_en, be_fr = _BE[person]
         fr_prof = _PROFESSIONS[prof][gender == "f"]
-        return _join([_word(en, fr), _word(be_en, be_fr), _word(_indefinite(prof), None), _word(prof, fr_prof)])
+        return _join(
+            [_word(en, fr), _word(be_en, be_fr), _word(_indefinite(prof), None), _word(prof, fr_prof)]
+        )
     subj, person, gender, number, kind = _subject(rng)
     if r < 0.3:  # SUBJ be ADJ: "the house is white" → "la maison est blanche"
         table = dict(_adjectives_after(kind), **_ADJ_BEFORE)
@@ -419,7 +423,7 @@ class Splits(NamedTuple):
 def make_splits(n_train: int, n_val: int, n_test: int, seed: int = 0, max_clauses: int = 4) -> Splits:
     """Train / validation / test sets cut from one corpus of distinct sources: no sentence is in two."""
     corpus = generate_corpus(n_train + n_val + n_test, seed=seed, max_clauses=max_clauses)
-    return Splits(corpus[:n_train], corpus[n_train:n_train + n_val], corpus[n_train + n_val:])
+    return Splits(corpus[:n_train], corpus[n_train : n_train + n_val], corpus[n_train + n_val :])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -438,7 +442,7 @@ class Vocab:
         self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, sequences) -> "Vocab":
+    def build(cls, sequences) -> Vocab:
         """A vocabulary of every word in ``sequences`` (an iterable of token sequences)."""
         return cls([w for seq in sequences for w in seq])
 
@@ -448,8 +452,9 @@ class Vocab:
     def __repr__(self) -> str:
         return f"Vocab({len(self)} entries)"
 
-    def encode(self, tokens: Sequence[str], add_sos: bool = False, add_eos: bool = True,
-               strict: bool = False) -> list[int]:
+    def encode(
+        self, tokens: Sequence[str], add_sos: bool = False, add_eos: bool = True, strict: bool = False
+    ) -> list[int]:
         """Token ids; an unknown word becomes ``<unk>``, or raises ``ValueError`` if ``strict``."""
         ids = [SOS] if add_sos else []
         for w in tokens:
@@ -530,12 +535,27 @@ def make_batch(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab) -> Bat
     align[links_b, links_t, links_i] = 1.0
     src_len = torch.tensor([len(p.src) + 1 for p in pairs])
     tgt_len = torch.tensor([len(p.tgt) + 1 for p in pairs])
-    return Batch(torch.tensor(src_rows, dtype=torch.long), src_len, torch.tensor(in_rows, dtype=torch.long),
-                 torch.tensor(out_rows, dtype=torch.long), tgt_len, align, pairs)
+    return Batch(
+        torch.tensor(src_rows, dtype=torch.long),
+        src_len,
+        torch.tensor(in_rows, dtype=torch.long),
+        torch.tensor(out_rows, dtype=torch.long),
+        tgt_len,
+        align,
+        pairs,
+    )
 
 
-def iterate_batches(pairs: Sequence[Pair], batch_size: int, shuffle: bool = False, seed: int = 0, *,
-                    src_vocab: Vocab, tgt_vocab: Vocab, sort_window: int | None = 20) -> Iterator[Batch]:
+def iterate_batches(
+    pairs: Sequence[Pair],
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    *,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    sort_window: int | None = 20,
+) -> Iterator[Batch]:
     """Yield :class:`Batch` es covering ``pairs`` once.
 
     Without ``shuffle`` the batches follow the order of ``pairs``. With ``shuffle`` (deterministic given
@@ -548,15 +568,15 @@ def iterate_batches(pairs: Sequence[Pair], batch_size: int, shuffle: bool = Fals
     pairs = list(pairs)
     if not shuffle:
         for k in range(0, len(pairs), batch_size):
-            yield make_batch(pairs[k:k + batch_size], src_vocab, tgt_vocab)
+            yield make_batch(pairs[k : k + batch_size], src_vocab, tgt_vocab)
         return
     rng = random.Random(seed)
     rng.shuffle(pairs)
     chunks = []
     window = len(pairs) if sort_window is None else batch_size * max(1, sort_window)
     for w in range(0, len(pairs), max(1, window)):
-        part = sorted(pairs[w:w + window], key=lambda p: len(p.src))
-        chunks += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+        part = sorted(pairs[w : w + window], key=lambda p: len(p.src))
+        chunks += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
     rng.shuffle(chunks)
     for chunk in chunks:
         yield make_batch(chunk, src_vocab, tgt_vocab)

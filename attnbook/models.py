@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -97,8 +97,9 @@ class Encoder(nn.Module):
     [forward state at the last token; backward state at the first token]: both have read everything.
     """
 
-    def __init__(self, vocab: Vocab | int, emb: int, hidden: int, cell: str = "gru",
-                 bidirectional: bool = False):
+    def __init__(
+        self, vocab: Vocab | int, emb: int, hidden: int, cell: str = "gru", bidirectional: bool = False
+    ):
         super().__init__()
         if bidirectional and hidden % 2:
             raise ValueError(f"a bidirectional encoder needs an even hidden size, got {hidden}")
@@ -128,8 +129,16 @@ class _Base(nn.Module):
 
     input_feeding = False
 
-    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, emb: int, hidden: int, cell: str,
-                 extra_input: int = 0, bidirectional: bool = False):
+    def __init__(
+        self,
+        src_vocab: Vocab | int,
+        tgt_vocab: Vocab | int,
+        emb: int,
+        hidden: int,
+        cell: str,
+        extra_input: int = 0,
+        bidirectional: bool = False,
+    ):
         super().__init__()
         self.src_vocab = src_vocab if isinstance(src_vocab, Vocab) else None
         self.tgt_vocab = tgt_vocab if isinstance(tgt_vocab, Vocab) else None
@@ -162,7 +171,7 @@ class _Base(nn.Module):
             return logits, alpha, (state, None if s_tilde is None else s_tilde[:, -1:])
         outs, alphas = [], []
         for k in range(Y.shape[1]):
-            x = self._decoder_input(Y[:, k:k + 1], context, s_tilde_prev)  # (B, 1, emb + d)
+            x = self._decoder_input(Y[:, k : k + 1], context, s_tilde_prev)  # (B, 1, emb + d)
             s, state = self.decoder(x, state)  # (B, 1, d)
             logits, alpha, s_tilde_prev = self._readout(s, H, mask, context)
             outs.append(logits)
@@ -172,8 +181,9 @@ class _Base(nn.Module):
     def _run(self, batch, embedded=None):
         H, context = self.encoder(batch.src, batch.src_len, embedded)  # (B, N, d), (B, d)
         mask = source_mask(batch.src_len, batch.src.shape[1])  # (B, N)
-        logits, alpha, _ = self._decode(self.tgt_embedding(batch.tgt_in), context[None], H, mask, context,
-                                        prepared=self._prepare(H))
+        logits, alpha, _ = self._decode(
+            self.tgt_embedding(batch.tgt_in), context[None], H, mask, context, prepared=self._prepare(H)
+        )
         return logits, alpha
 
     @torch.no_grad()
@@ -188,8 +198,9 @@ class _Base(nn.Module):
         done = torch.zeros(B, dtype=torch.bool)
         out, alphas = [], []
         for _ in range(max_len):
-            logits, alpha, (state, s_tilde) = self._decode(self.tgt_embedding(y)[:, None], state, H, mask,
-                                                           context, s_tilde, prepared)  # (B, 1, V), (B, 1, N)
+            logits, alpha, (state, s_tilde) = self._decode(
+                self.tgt_embedding(y)[:, None], state, H, mask, context, s_tilde, prepared
+            )  # (B, 1, V), (B, 1, N)
             y = logits[:, 0].argmax(-1).masked_fill(done, PAD)  # (B,)
             out.append(y)
             if alpha is not None:
@@ -213,9 +224,19 @@ class Seq2Seq(_Base):
     ``greedy_decode(src (B, N), src_len (B,), max_len) -> list of B id lists`` (without ``<eos>``).
     """
 
-    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, emb: int = 64, hidden: int = 128,
-                 cell: str = "gru", feed_context: bool = True, bidirectional: bool = False):
-        super().__init__(src_vocab, tgt_vocab, emb, hidden, cell, hidden if feed_context else 0, bidirectional)
+    def __init__(
+        self,
+        src_vocab: Vocab | int,
+        tgt_vocab: Vocab | int,
+        emb: int = 64,
+        hidden: int = 128,
+        cell: str = "gru",
+        feed_context: bool = True,
+        bidirectional: bool = False,
+    ):
+        super().__init__(
+            src_vocab, tgt_vocab, emb, hidden, cell, hidden if feed_context else 0, bidirectional
+        )
         self.feed_context = feed_context
         self.out = nn.Linear(hidden, _vocab_size(tgt_vocab))
 
@@ -249,9 +270,19 @@ class AttnSeq2Seq(_Base):
     Without it all teacher-forced steps run in one call.
     """
 
-    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, emb: int = 64, hidden: int = 128,
-                 cell: str = "gru", input_feeding: bool = False, bidirectional: bool = True):
-        super().__init__(src_vocab, tgt_vocab, emb, hidden, cell, hidden if input_feeding else 0, bidirectional)
+    def __init__(
+        self,
+        src_vocab: Vocab | int,
+        tgt_vocab: Vocab | int,
+        emb: int = 64,
+        hidden: int = 128,
+        cell: str = "gru",
+        input_feeding: bool = False,
+        bidirectional: bool = True,
+    ):
+        super().__init__(
+            src_vocab, tgt_vocab, emb, hidden, cell, hidden if input_feeding else 0, bidirectional
+        )
         self.input_feeding = input_feeding
         self.W_c = nn.Linear(2 * hidden, hidden)
         self.W_y = nn.Linear(hidden, _vocab_size(tgt_vocab))
@@ -300,8 +331,16 @@ class BahdanauSeq2Seq(_Base):
     (default d). The matrices have no biases, as in the formula.
     """
 
-    def __init__(self, src_vocab: Vocab | int, tgt_vocab: Vocab | int, emb: int = 64, hidden: int = 128,
-                 cell: str = "gru", bidirectional: bool = True, attn_hidden: int | None = None):
+    def __init__(
+        self,
+        src_vocab: Vocab | int,
+        tgt_vocab: Vocab | int,
+        emb: int = 64,
+        hidden: int = 128,
+        cell: str = "gru",
+        bidirectional: bool = True,
+        attn_hidden: int | None = None,
+    ):
         super().__init__(src_vocab, tgt_vocab, emb, hidden, cell, hidden, bidirectional)
         d_a = attn_hidden or hidden
         self.W_q = nn.Linear(hidden, d_a, bias=False)
@@ -312,8 +351,9 @@ class BahdanauSeq2Seq(_Base):
     def _prepare(self, H):
         return self.W_k(H)  # (B, N, d_a): the keys W_k h_i, the same at every step
 
-    def attend(self, s_prev: torch.Tensor, H: torch.Tensor, mask: torch.Tensor,
-               keys: torch.Tensor | None = None):
+    def attend(
+        self, s_prev: torch.Tensor, H: torch.Tensor, mask: torch.Tensor, keys: torch.Tensor | None = None
+    ):
         """Steps 1–3 for one decoder step: ``(a_t (B, d), alpha_t (B, N))`` from ``s_prev`` (B, d),
         ``H`` (B, N, d) and ``mask`` (B, N) bool; ``keys`` (B, N, d_a) = ``W_k(H)`` if already computed."""
         keys = self.W_k(H) if keys is None else keys
@@ -384,17 +424,30 @@ def validation_loss(model: _Base, pairs: Sequence[Pair], batch_size: int = 256) 
     total, count = 0.0, 0
     ordered = sorted(pairs, key=lambda p: len(p.src))
     for k in range(0, len(ordered), batch_size):
-        batch = make_batch(ordered[k:k + batch_size], src_vocab, tgt_vocab)
+        batch = make_batch(ordered[k : k + batch_size], src_vocab, tgt_vocab)
         logits = _logits(model, batch)
-        total += float(F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD,
-                                       reduction="sum"))
+        total += float(
+            F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD, reduction="sum")
+        )
         count += int((batch.tgt_out != PAD).sum())
     return total / count
 
 
-def train(model: _Base, pairs: Sequence[Pair], epochs: int = 4, batch_size: int = 64, lr: float = 5e-3,
-          clip: float = 1.0, seed: int = 0, progress: bool = True, *, sort_window: int | None = 20,
-          schedule: str | None = None, warmup: int = 0, val_pairs: Sequence[Pair] | None = None) -> dict:
+def train(
+    model: _Base,
+    pairs: Sequence[Pair],
+    epochs: int = 4,
+    batch_size: int = 64,
+    lr: float = 5e-3,
+    clip: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    sort_window: int | None = 20,
+    schedule: str | None = None,
+    warmup: int = 0,
+    val_pairs: Sequence[Pair] | None = None,
+) -> dict:
     """Train with Adam on cross-entropy (padding ignored), teacher forcing, gradient-norm clipping.
 
     Deterministic given ``seed`` (and the model's initial weights): batch order and torch's RNG are
@@ -420,9 +473,19 @@ def train(model: _Base, pairs: Sequence[Pair], epochs: int = 4, batch_size: int 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = (len(pairs) + batch_size - 1) // batch_size
     total = epochs * n_batches
-    steps = ((e, b) for e in range(epochs)
-             for b in iterate_batches(pairs, batch_size, shuffle=True, seed=seed + e,
-                                      src_vocab=src_vocab, tgt_vocab=tgt_vocab, sort_window=sort_window))
+    steps = (
+        (e, b)
+        for e in range(epochs)
+        for b in iterate_batches(
+            pairs,
+            batch_size,
+            shuffle=True,
+            seed=seed + e,
+            src_vocab=src_vocab,
+            tgt_vocab=tgt_vocab,
+            sort_window=sort_window,
+        )
+    )
     if progress:
         steps = _progress(steps, desc=f"training {type(model).__name__}", total=total)
     history = {"loss": [], "step_loss": [], "val_loss": [], "seconds": 0.0, "cpu_seconds": 0.0}
@@ -478,8 +541,9 @@ class BucketScore:
         return f"{self.lo}–{self.hi}"
 
 
-def evaluate_by_length(model: _Base, pairs: Sequence[Pair], buckets: Sequence[tuple[int, int]],
-                       batch_size: int = 256) -> list[BucketScore]:
+def evaluate_by_length(
+    model: _Base, pairs: Sequence[Pair], buckets: Sequence[tuple[int, int]], batch_size: int = 256
+) -> list[BucketScore]:
     """Greedy-decode ``pairs`` and score them per source-length bucket ``(lo, hi)`` (inclusive).
 
     Token accuracy compares the output with the reference position by position over the reference's
@@ -491,7 +555,7 @@ def evaluate_by_length(model: _Base, pairs: Sequence[Pair], buckets: Sequence[tu
     stats = [[0, 0, 0, 0] for _ in buckets]  # sentences, exact, tokens, correct tokens
     ordered = sorted(pairs, key=lambda p: len(p.src))
     for k in range(0, len(ordered), batch_size):
-        batch = make_batch(ordered[k:k + batch_size], src_vocab, tgt_vocab)
+        batch = make_batch(ordered[k : k + batch_size], src_vocab, tgt_vocab)
         hyps = _decode_ids(model, batch.src, batch.src_len, max_len=batch.tgt_out.shape[1] + 5)
         for p, hyp in zip(batch.pairs, hyps):
             ref = tgt_vocab.encode(p.tgt)  # words + <eos>
@@ -505,8 +569,10 @@ def evaluate_by_length(model: _Base, pairs: Sequence[Pair], buckets: Sequence[tu
                     s[2] += len(ref)
                     s[3] += correct
     nan = float("nan")
-    return [BucketScore(lo, hi, n, c / t if t else nan, e / n if n else nan)
-            for (lo, hi), (n, e, t, c) in zip(buckets, stats)]
+    return [
+        BucketScore(lo, hi, n, c / t if t else nan, e / n if n else nan)
+        for (lo, hi), (n, e, t, c) in zip(buckets, stats)
+    ]
 
 
 @torch.no_grad()
@@ -522,7 +588,7 @@ def alignment_agreement(model: AttnSeq2Seq, pairs: Sequence[Pair], batch_size: i
     model.eval()
     total, count = 0.0, 0
     for k in range(0, len(pairs), batch_size):
-        batch = make_batch(pairs[k:k + batch_size], src_vocab, tgt_vocab)
+        batch = make_batch(pairs[k : k + batch_size], src_vocab, tgt_vocab)
         _, alpha = model(batch, return_attention=True)  # (B, T, N)
         words = torch.arange(batch.tgt_out.shape[1])[None, :] < (batch.tgt_len - 1)[:, None]  # (B, T)
         mass = (alpha * batch.align).sum(-1)  # (B, T)
@@ -535,8 +601,9 @@ def alignment_agreement(model: AttnSeq2Seq, pairs: Sequence[Pair], batch_size: i
 # The book's reference setup
 # --------------------------------------------------------------------------------------------------
 
-STANDARD = dict(n_train=6000, n_val=500, n_test=1500, data_seed=0, emb=64, hidden=128, epochs=4,
-                batch_size=64, lr=5e-3)
+STANDARD = dict(
+    n_train=6000, n_val=500, n_test=1500, data_seed=0, emb=64, hidden=128, epochs=4, batch_size=64, lr=5e-3
+)
 """Corpus sizes and hyper-parameters of the book's reference models (see :func:`train_standard`)."""
 
 BUCKETS = [(3, 8), (9, 15), (16, 22), (23, 29), (30, 60)]
@@ -545,15 +612,30 @@ BUCKETS = [(3, 8), (9, 15), (16, 22), (23, 29), (30, 60)]
 
 def standard_data(seed: int | None = None) -> tuple[Splits, Vocab, Vocab]:
     """The reference splits and the vocabularies built from their training part."""
-    splits = make_splits(STANDARD["n_train"], STANDARD["n_val"], STANDARD["n_test"],
-                         seed=STANDARD["data_seed"] if seed is None else seed)
+    splits = make_splits(
+        STANDARD["n_train"],
+        STANDARD["n_val"],
+        STANDARD["n_test"],
+        seed=STANDARD["data_seed"] if seed is None else seed,
+    )
     return splits, Vocab.build(p.src for p in splits.train), Vocab.build(p.tgt for p in splits.train)
 
 
-def train_standard(kind: str = "attention", *, hidden: int | None = None, epochs: int | None = None,
-                   seed: int = 0, progress: bool = True, batch_size: int | None = None, lr: float | None = None,
-                   sort_window: int | None = 20, schedule: str | None = None, warmup: int = 0,
-                   validate: bool = False, **model_kwargs):
+def train_standard(
+    kind: str = "attention",
+    *,
+    hidden: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    sort_window: int | None = 20,
+    schedule: str | None = None,
+    warmup: int = 0,
+    validate: bool = False,
+    **model_kwargs,
+):
     """Build and train a reference model on the reference data: ``kind`` is ``"plain"``, ``"attention"``
     (Luong) or ``"bahdanau"``.
 
@@ -569,9 +651,20 @@ def train_standard(kind: str = "attention", *, hidden: int | None = None, epochs
     splits, src_vocab, tgt_vocab = standard_data()
     cls = {"plain": Seq2Seq, "attention": AttnSeq2Seq, "bahdanau": BahdanauSeq2Seq}[kind]
     torch.manual_seed(seed)
-    model = cls(src_vocab, tgt_vocab, emb=STANDARD["emb"], hidden=hidden or STANDARD["hidden"], **model_kwargs)
-    history = train(model, splits.train, epochs=epochs or STANDARD["epochs"],
-                    batch_size=batch_size or STANDARD["batch_size"], lr=lr or STANDARD["lr"], seed=seed,
-                    progress=progress, sort_window=sort_window, schedule=schedule, warmup=warmup,
-                    val_pairs=splits.val if validate else None)
+    model = cls(
+        src_vocab, tgt_vocab, emb=STANDARD["emb"], hidden=hidden or STANDARD["hidden"], **model_kwargs
+    )
+    history = train(
+        model,
+        splits.train,
+        epochs=epochs or STANDARD["epochs"],
+        batch_size=batch_size or STANDARD["batch_size"],
+        lr=lr or STANDARD["lr"],
+        seed=seed,
+        progress=progress,
+        sort_window=sort_window,
+        schedule=schedule,
+        warmup=warmup,
+        val_pairs=splits.val if validate else None,
+    )
     return model, history, splits

@@ -5,7 +5,7 @@ Widgets would store JavaScript in the executed notebooks; a text bar stores a li
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from tqdm.std import tqdm
 

@@ -37,13 +37,21 @@ def test_gru_cell_equals_torch():
 
 
 def test_real_steps_mask():
-    assert real_steps_mask(torch.tensor([2, 0, 3]), 3).tolist() == [[True, True, False], [False] * 3, [True] * 3]
+    assert real_steps_mask(torch.tensor([2, 0, 3]), 3).tolist() == [
+        [True, True, False],
+        [False] * 3,
+        [True] * 3,
+    ]
 
 
 def _example():
     # B=2, T=3, N=4; sentence 1 has 2 real steps, its step 2 is padding with garbage weights
-    alpha = torch.tensor([[[0.7, 0.1, 0.2, 0.0], [0.0, 0.5, 0.5, 0.0], [0.1, 0.2, 0.3, 0.4]],
-                          [[0.2, 0.8, 0.0, 0.0], [0.6, 0.4, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]]])
+    alpha = torch.tensor(
+        [
+            [[0.7, 0.1, 0.2, 0.0], [0.0, 0.5, 0.5, 0.0], [0.1, 0.2, 0.3, 0.4]],
+            [[0.2, 0.8, 0.0, 0.0], [0.6, 0.4, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]],
+        ]
+    )
     align = torch.zeros(2, 3, 4)
     align[0, 0, 0] = align[0, 1, 1] = align[0, 1, 2] = align[0, 2, 3] = 1  # step 1 aligns to two words
     align[1, 0, 1] = align[1, 1, 1] = 1
@@ -104,7 +112,9 @@ def test_guided_training_moves_the_attention(data):
     torch.manual_seed(0)
     model = AttnSeq2Seq(sv, tv, emb=16, hidden=24)
     before = attention_agreement(model, pairs, shift=1)["mass"]
-    history = train_guided(model, pairs, shifted, weight=1.0, epochs=30, batch_size=8, lr=1e-2, progress=False)
+    history = train_guided(
+        model, pairs, shifted, weight=1.0, epochs=30, batch_size=8, lr=1e-2, progress=False
+    )
     after = attention_agreement(model, pairs, shift=1)["mass"]
     assert after > before + 0.3 and after > 0.6, (before, after)
     assert history["loss"][-1] < history["loss"][0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -23,10 +22,24 @@ def gru(x, h, p):
     return gru_cell(x, h, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
 
 
-def bahdanau_learner(query="old", feed="y_a", score="additive", swap=False, tanh=True, use_w=True, dot_t=True,
-                     fill=float("-inf"), after=False, axis=-1, probs=True, give_back="new", predict="new",
-                     give_alpha="weights"):
+def bahdanau_learner(
+    query="old",
+    feed="y_a",
+    score="additive",
+    swap=False,
+    tanh=True,
+    use_w=True,
+    dot_t=True,
+    fill=float("-inf"),
+    after=False,
+    axis=-1,
+    probs=True,
+    give_back="new",
+    predict="new",
+    give_alpha="weights",
+):
     """A learner's Bahdanau step, written with F.linear and bmm; the keywords are the slips learners make."""
+
     def step(y_prev_emb, s_prev, H, src_mask, params):
         W_q, W_k = (params["W_k"], params["W_q"]) if swap else (params["W_q"], params["W_k"])
 
@@ -50,10 +63,14 @@ def bahdanau_learner(query="old", feed="y_a", score="additive", swap=False, tanh
         scores = scores_for(s_prev)
         alpha_t = weights_for(scores)
         context = torch.bmm(alpha_t.unsqueeze(1), H).squeeze(1)  # (B, d)
-        x = {"y_a": (y_prev_emb, context), "a_y": (context, y_prev_emb), "y_s": (y_prev_emb, s_prev)}.get(feed)
+        x = {"y_a": (y_prev_emb, context), "a_y": (context, y_prev_emb), "y_s": (y_prev_emb, s_prev)}.get(
+            feed
+        )
         if feed == "y_only":
             e = y_prev_emb.shape[1]
-            s_t = gru_cell(y_prev_emb, s_prev, params["W_ih"][:, :e], params["W_hh"], params["b_ih"], params["b_hh"])
+            s_t = gru_cell(
+                y_prev_emb, s_prev, params["W_ih"][:, :e], params["W_hh"], params["b_ih"], params["b_hh"]
+            )
         else:
             s_t = gru(torch.cat(x, dim=1), s_prev, params)
         if query == "new":  # "the query is the decoder state": attends again with s_t
@@ -64,6 +81,7 @@ def bahdanau_learner(query="old", feed="y_a", score="additive", swap=False, tanh
         y_hat = F.softmax(logits, dim=-1) if probs else logits
         out_alpha = alpha_t if give_alpha == "weights" else scores
         return y_hat, (s_t if give_back == "new" else s_prev), out_alpha
+
     return step
 
 
@@ -123,7 +141,9 @@ def bahdanau_not_normalised(y_prev_emb, s_prev, H, src_mask, params):
 
 def bahdanau_float32_inside(y_prev_emb, s_prev, H, src_mask, params):
     """Computes the scores in float32 ("it is faster") and converts back."""
-    e = torch.tanh(F.linear(s_prev.float(), params["W_q"].float())[:, None] + F.linear(H.float(), params["W_k"].float()))
+    e = torch.tanh(
+        F.linear(s_prev.float(), params["W_q"].float())[:, None] + F.linear(H.float(), params["W_k"].float())
+    )
     e = (e @ params["w"].float()).masked_fill(~src_mask, float("-inf"))
     alpha_t = F.softmax(e, -1).double()
     a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
@@ -168,8 +188,11 @@ def bahdanau_with_the_books_model(y_prev_emb, s_prev, H, src_mask, params):
 
     from attnbook.models import BahdanauSeq2Seq
 
-    layers = types.SimpleNamespace(W_q=lambda x: F.linear(x, params["W_q"]), W_k=lambda x: F.linear(x, params["W_k"]),
-                                   w=lambda x: (x @ params["w"]).unsqueeze(-1))
+    layers = types.SimpleNamespace(
+        W_q=lambda x: F.linear(x, params["W_q"]),
+        W_k=lambda x: F.linear(x, params["W_k"]),
+        w=lambda x: (x @ params["w"]).unsqueeze(-1),
+    )
     a_t, alpha_t = BahdanauSeq2Seq.attend(layers, s_prev, H, src_mask)
     s_t = gru(torch.cat([y_prev_emb, a_t], -1), s_prev, params)
     return F.softmax(F.linear(s_t, params["W_y"], params["b_y"]), -1), s_t, alpha_t
@@ -183,8 +206,14 @@ def bahdanau_einsum_finfo(y_prev_emb, s_prev, H, src_mask, params):
     e = torch.where(src_mask, e, torch.finfo(e.dtype).min)
     alpha_t = torch.softmax(e, dim=1)
     a_t = torch.einsum("bn,bnd->bd", alpha_t, H)
-    s_t = torch.gru_cell(torch.cat([y_prev_emb, a_t], 1), s_prev, params["W_ih"], params["W_hh"],
-                         params["b_ih"], params["b_hh"])
+    s_t = torch.gru_cell(
+        torch.cat([y_prev_emb, a_t], 1),
+        s_prev,
+        params["W_ih"],
+        params["W_hh"],
+        params["b_ih"],
+        params["b_hh"],
+    )
     y_hat = torch.softmax(torch.einsum("vd,bd->bv", params["W_y"], s_t) + params["b_y"], dim=1)
     return y_hat, s_t, alpha_t
 
@@ -302,6 +331,7 @@ def agree_einsum(alpha, align, tgt_len):
 
 def greedy_learner(stop="all", pad=True, zero=True, feed="own", carry=True, dim=1, record_last=True):
     """A learner's batched greedy loop with a `finished` flag; the keywords are the slips."""
+
     def decode(step, s_0, H, src_mask, E, max_len):
         B = H.shape[0]
         prev = torch.ones(B, dtype=torch.long) * SOS
@@ -309,7 +339,9 @@ def greedy_learner(stop="all", pad=True, zero=True, feed="own", carry=True, dim=
         finished = torch.zeros(B, dtype=torch.bool)
         out_ids, out_alphas = [], []
         for _ in range(max_len):
-            y_hat, new, alpha_t = step(E[prev] if feed == "own" else E[torch.ones_like(prev)], state, H, src_mask)
+            y_hat, new, alpha_t = step(
+                E[prev] if feed == "own" else E[torch.ones_like(prev)], state, H, src_mask
+            )
             if carry:
                 state = new
             word = torch.argmax(y_hat, dim=1)
@@ -329,6 +361,7 @@ def greedy_learner(stop="all", pad=True, zero=True, feed="own", carry=True, dim=
             if stop == "any" and (word == EOS).any():
                 break
         return torch.stack(out_ids, dim=dim), torch.stack(out_alphas, dim=dim)
+
     return decode
 
 
@@ -424,10 +457,16 @@ def greedy_via_the_book(step, s_0, H, src_mask, E, max_len):
     from attnbook.models import AttnSeq2Seq
 
     fake = SimpleNamespace(
-        encoder=lambda src, src_len: (H, s_0), _prepare=lambda H: None, tgt_embedding=lambda y: E[y],
+        encoder=lambda src, src_len: (H, s_0),
+        _prepare=lambda H: None,
+        tgt_embedding=lambda y: E[y],
         _decode=lambda Y, st, H, m, c, t, p: (lambda o: (o[0][:, None], o[2][:, None], (o[1][None], None)))(
-            step(Y[:, 0], st[0], H, m)))
-    seqs, alphas = AttnSeq2Seq._greedy(fake, torch.zeros(src_mask.shape, dtype=torch.long), src_mask.sum(-1), max_len)
+            step(Y[:, 0], st[0], H, m)
+        ),
+    )
+    seqs, alphas = AttnSeq2Seq._greedy(
+        fake, torch.zeros(src_mask.shape, dtype=torch.long), src_mask.sum(-1), max_len
+    )
     n = alphas.shape[1]
     return torch.tensor([(q + [EOS] + [PAD] * n)[:n] for q in seqs]), alphas
 
@@ -518,9 +557,19 @@ WRONG = {
         ("GRU first, then attend", bahdanau_gru_first, "query_s_t", "Luong's order"),
         ("average of the states", bahdanau_mean_of_states, "plain_average", "plain average"),
         ("softmax twice", bahdanau_double_softmax, "softmax_twice", "twice"),
-        ("GRU reads the word only", bahdanau_learner(feed="y_only"), "context_not_fed", "does not read the attention value"),
+        (
+            "GRU reads the word only",
+            bahdanau_learner(feed="y_only"),
+            "context_not_fed",
+            "does not read the attention value",
+        ),
         ("GRU input [a_t; y]", bahdanau_learner(feed="a_y"), "gru_input_order", "[y_{t-1}; a_t]"),
-        ("s_{t-1} fed as the GRU input", bahdanau_learner(feed="y_s"), "fed_state_not_value", "where the attention value"),
+        (
+            "s_{t-1} fed as the GRU input",
+            bahdanau_learner(feed="y_s"),
+            "fed_state_not_value",
+            "where the attention value",
+        ),
         ("dot scores", bahdanau_learner(score="dot"), "dot_scores", "additive"),
         ("W_q on the keys", bahdanau_learner(swap=True), "swapped_score_matrices", "query's matrix"),
         ("no tanh in the score", bahdanau_learner(tanh=False), "score_without_tanh", "tanh"),
@@ -533,7 +582,12 @@ WRONG = {
         ("softmax over the batch", bahdanau_learner(axis=0), "softmax_over_batch", "batch axis"),
         ("exp without the division", bahdanau_not_normalised, "not_normalised", "sum to 1"),
         ("returns the scores", bahdanau_learner(give_alpha="scores"), "returned_scores", "softmax"),
-        ("predicts from s_{t-1}", bahdanau_learner(predict="old"), "predicted_from_old_state", "new state s_t"),
+        (
+            "predicts from s_{t-1}",
+            bahdanau_learner(predict="old"),
+            "predicted_from_old_state",
+            "new state s_t",
+        ),
         ("returns the old state", bahdanau_learner(give_back="old"), "returned_old_state", "new state s_t"),
         ("logits", bahdanau_learner(probs=False), "returned_logits", "softmax"),
         ("float32 scores", bahdanau_float32_inside, "float32_computation", "float32"),
@@ -541,7 +595,12 @@ WRONG = {
         ("writes into params", bahdanau_rewrites_params, "mutates_input", "params"),
         ("state updated in place", bahdanau_state_in_place, "mutates_input", "s_prev"),
         ("outputs in another order", bahdanau_outputs_reordered, "swapped_outputs", "wrong order"),
-        ("the book's BahdanauSeq2Seq.attend", bahdanau_with_the_books_model, "forbidden_call", "BahdanauSeq2Seq.attend"),
+        (
+            "the book's BahdanauSeq2Seq.attend",
+            bahdanau_with_the_books_model,
+            "forbidden_call",
+            "BahdanauSeq2Seq.attend",
+        ),
     ],
     "07.alignment_agreement": [
         ("mean over every step", agree_all_steps, "averaged_over_padding", "padding included"),
@@ -561,8 +620,18 @@ WRONG = {
     "07.greedy_decode": [
         ("always max_len steps", greedy_learner(stop="never"), "no_early_stop", "max_len steps"),
         ("stops at the first <eos>", greedy_learner(stop="any"), "stops_at_first_eos", "all of them"),
-        ("last step not recorded", greedy_learner(record_last=False), "last_step_dropped", "belong to the output"),
-        ("no bookkeeping after <eos>", greedy_learner(pad=False, zero=False), "no_padding_after_eos", "<pad>"),
+        (
+            "last step not recorded",
+            greedy_learner(record_last=False),
+            "last_step_dropped",
+            "belong to the output",
+        ),
+        (
+            "no bookkeeping after <eos>",
+            greedy_learner(pad=False, zero=False),
+            "no_padding_after_eos",
+            "<pad>",
+        ),
         ("alphas not zeroed", greedy_learner(zero=False), "alphas_not_zeroed", "all 0"),
         ("stacked on dim 0", greedy_learner(dim=0), "wrong_stack_axis", "dim=1"),
         ("<sos> fed every step", greedy_learner(feed="sos"), "fed_sos_every_step", "E[y]"),
@@ -575,9 +644,18 @@ WRONG = {
         ("starts from <pad>", greedy_starts_from_pad, "started_from_pad", "<sos>"),
         ("the book's greedy loop", greedy_via_the_book, "forbidden_call", "_Base._greedy"),
         ("finished flag forgets", greedy_forgetful_flag, "finished_sentence_resumed", "stay finished"),
-        ("pads one step after <eos>", greedy_pads_after_previous_eos, "finished_sentence_resumed", "came back"),
-        ("stops when all say <eos> together", greedy_stops_when_all_say_eos, "no_early_stop",
-         "different steps"),
+        (
+            "pads one step after <eos>",
+            greedy_pads_after_previous_eos,
+            "finished_sentence_resumed",
+            "came back",
+        ),
+        (
+            "stops when all say <eos> together",
+            greedy_stops_when_all_say_eos,
+            "no_early_stop",
+            "different steps",
+        ),
     ],
 }
 
@@ -620,7 +698,9 @@ def test_bahdanau_reference_equals_the_package_model():
         y_prev_emb, s_prev, H, src_mask, p = case.args
         d_a, d = p["W_q"].shape
         e = y_prev_emb.shape[1]
-        model = BahdanauSeq2Seq(2, p["W_y"].shape[0], emb=e, hidden=d, attn_hidden=d_a, bidirectional=False).double()
+        model = BahdanauSeq2Seq(
+            2, p["W_y"].shape[0], emb=e, hidden=d, attn_hidden=d_a, bidirectional=False
+        ).double()
         with torch.no_grad():
             model.W_q.weight.copy_(p["W_q"])
             model.W_k.weight.copy_(p["W_k"])

@@ -85,7 +85,7 @@ def find_phrase(pairs, phrase):
     n = len(phrase)
     for p in pairs:
         for i in range(len(p.src) - n + 1):
-            if p.src[i:i + n] == phrase:
+            if p.src[i : i + n] == phrase:
                 fr = [(j, p.tgt[j]) for j, a in enumerate(p.align) if set(a) & set(range(i, i + n))]
                 return p, [w for _, w in sorted(fr)]
     raise AssertionError(f"{phrase} never generated")
@@ -97,7 +97,7 @@ def test_adjective_inversion_is_present(corpus):
     assert len(inverted) > len(corpus) // 4
     p, fr = find_phrase(corpus, ("the", "black", "cat"))
     assert fr == ["le", "chat", "noir"]
-    i = next(k for k in range(len(p.src)) if p.src[k:k + 3] == ("the", "black", "cat"))
+    i = next(k for k in range(len(p.src)) if p.src[k : k + 3] == ("the", "black", "cat"))
     j = next(k for k, a in enumerate(p.align) if a == (i + 2,))
     assert p.tgt[j] == "chat" and p.tgt[j + 1] == "noir" and p.align[j + 1] == (i + 1,)
 
@@ -121,8 +121,12 @@ def test_length_distribution_as_documented():
     assert 0.17 <= share(lambda n: n >= 25) <= 0.27
     assert 0.06 <= share(lambda n: n >= 30) <= 0.12
     # more clauses, longer sentences
-    by_clauses = [statistics.mean(len(p.src) for p in generate_corpus(300, seed=1, max_clauses=k)
-                                  if p.src.count("and") == k - 1) for k in (1, 2, 3)]
+    by_clauses = [
+        statistics.mean(
+            len(p.src) for p in generate_corpus(300, seed=1, max_clauses=k) if p.src.count("and") == k - 1
+        )
+        for k in (1, 2, 3)
+    ]
     assert by_clauses[0] < by_clauses[1] < by_clauses[2]
 
 
@@ -173,14 +177,14 @@ def test_batch_shapes_and_padding():
     for k, p in enumerate(pairs):
         n, t = len(p.src), len(p.tgt)
         assert b.src_len[k] == n + 1 and b.tgt_len[k] == t + 1
-        assert b.src[k, n] == EOS and (b.src[k, n + 1:] == PAD).all()
+        assert b.src[k, n] == EOS and (b.src[k, n + 1 :] == PAD).all()
         assert sv.decode(b.src[k]) == list(p.src)
-        assert b.tgt_in[k, 0] == SOS and (b.tgt_in[k, 1:t + 1] == b.tgt_out[k, :t]).all()
-        assert b.tgt_out[k, t] == EOS and (b.tgt_out[k, t + 1:] == PAD).all()
+        assert b.tgt_in[k, 0] == SOS and (b.tgt_in[k, 1 : t + 1] == b.tgt_out[k, :t]).all()
+        assert b.tgt_out[k, t] == EOS and (b.tgt_out[k, t + 1 :] == PAD).all()
         # each real target row has its alignment, the <eos> row points at the source <eos>
-        assert (b.align[k, :t + 1].sum(-1) >= 1).all() and b.align[k, t + 1:].sum() == 0
+        assert (b.align[k, : t + 1].sum(-1) >= 1).all() and b.align[k, t + 1 :].sum() == 0
         assert b.align[k, t, n] == 1 and b.align[k, t].sum() == 1
-        assert b.align[k, :, n + 1:].sum() == 0
+        assert b.align[k, :, n + 1 :].sum() == 0
 
 
 def test_iterate_batches_covers_everything_once():
@@ -205,14 +209,19 @@ def test_bucketed_batches_cover_everything_once_with_least_padding():
     def padding(batches):
         return sum(int(b.src.numel() - b.src_len.sum()) for b in batches)
 
-    windowed = list(iterate_batches(pairs, 32, shuffle=True, seed=1, src_vocab=sv, tgt_vocab=tv, sort_window=2))
-    bucketed = list(iterate_batches(pairs, 32, shuffle=True, seed=1, src_vocab=sv, tgt_vocab=tv,
-                                    sort_window=None))
+    windowed = list(
+        iterate_batches(pairs, 32, shuffle=True, seed=1, src_vocab=sv, tgt_vocab=tv, sort_window=2)
+    )
+    bucketed = list(
+        iterate_batches(pairs, 32, shuffle=True, seed=1, src_vocab=sv, tgt_vocab=tv, sort_window=None)
+    )
     assert sorted(p.src for b in bucketed for p in b.pairs) == sorted(p.src for p in pairs)
     assert padding(bucketed) < padding(windowed) / 2
     spans = sorted(max(len(p.src) for p in b.pairs) - min(len(p.src) for p in b.pairs) for b in bucketed)
     assert spans[len(spans) // 2] <= 2  # most buckets hold up to three lengths (the rare long ones spread)
-    other = list(iterate_batches(pairs, 32, shuffle=True, seed=2, src_vocab=sv, tgt_vocab=tv, sort_window=None))
+    other = list(
+        iterate_batches(pairs, 32, shuffle=True, seed=2, src_vocab=sv, tgt_vocab=tv, sort_window=None)
+    )
     assert [b.pairs for b in other] != [b.pairs for b in bucketed]  # another seed, other batches
 
 

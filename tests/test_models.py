@@ -241,7 +241,9 @@ def test_bahdanau_equals_its_steps_written_out(data):
             x = torch.cat([model.tgt_embedding(b.tgt_in[:, t]), a_t], -1)
             s = gru_cell(x, s, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
             torch.testing.assert_close(alpha[:, t], alpha_t, atol=1e-6, rtol=1e-5)
-            torch.testing.assert_close(logits[:, t], s @ model.W_y.weight.T + model.W_y.bias, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                logits[:, t], s @ model.W_y.weight.T + model.W_y.bias, atol=1e-5, rtol=1e-5
+            )
 
 
 def test_parameter_counts_at_the_reference_size():
@@ -273,8 +275,19 @@ def test_training_options(data):
     pairs, sv, tv = data
     torch.manual_seed(0)
     model = AttnSeq2Seq(sv, tv, emb=16, hidden=32)
-    h = train(model, pairs[:16], epochs=25, batch_size=8, lr=2e-2, seed=1, progress=False, sort_window=None,
-              schedule="cosine", warmup=3, val_pairs=pairs[16:])
+    h = train(
+        model,
+        pairs[:16],
+        epochs=25,
+        batch_size=8,
+        lr=2e-2,
+        seed=1,
+        progress=False,
+        sort_window=None,
+        schedule="cosine",
+        warmup=3,
+        val_pairs=pairs[16:],
+    )
     assert len(h["val_loss"]) == 25 and min(h["val_loss"]) < h["val_loss"][0]
     assert h["val_loss"][-1] == pytest.approx(validation_loss(model, pairs[16:]))
     assert h["loss"][-1] < 0.5 * h["loss"][0], h["loss"]

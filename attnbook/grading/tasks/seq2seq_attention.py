@@ -460,8 +460,10 @@ def _agreement_nan_on_empty(case, outputs):
     except (TypeError, ValueError, RuntimeError):
         return None
     if value != value and (torch.as_tensor(tgt_len) == 0).any():
-        return ("your result is NaN on a batch where one sentence has no real target step: that sentence adds "
-                "nothing to the sum and nothing to the count, but a mean over its zero steps is 0/0")
+        return (
+            "your result is NaN on a batch where one sentence has no real target step: that sentence adds "
+            "nothing to the sum and nothing to the count, but a mean over its zero steps is 0/0"
+        )
     return None
 
 
@@ -582,8 +584,11 @@ register(
         atol=TOL,
         rtol=TOL,
         hint="mass (B, T) = (alpha * align).sum(-1); keep the steps t < tgt_len[b]; their mean is the answer.",
-        forbidden=("attnbook.analysis:aligned_mass", "attnbook.analysis:attention_agreement",
-                   "attnbook.models:alignment_agreement"),
+        forbidden=(
+            "attnbook.analysis:aligned_mass",
+            "attnbook.analysis:attention_agreement",
+            "attnbook.models:alignment_agreement",
+        ),
         shortcut_example=lambda alpha, align, tgt_len: float(_book_aligned_mass(alpha, align, tgt_len)),
     )
 )
@@ -626,11 +631,45 @@ def _toy_step(seed, e, d, V, eos_at, eos_once=False):
 def _greedy_cases():
     cases = []
     for seed, B, e, d, N, V, eos_at, once, lengths, max_len, note in [
-        (1, 3, 4, 5, 6, 9, [2, 4, 3], True, [6, 3, 5], 8,
-         "<eos> at steps 2, 4 and 3: 4 steps; after its <eos> the decoder would emit real words again"),
-        (2, 2, 3, 4, 5, 7, [3, _NEVER], False, [5, 2], 6, "sentence 1 never produces <eos>: max_len stops the loop"),
-        (3, 4, 5, 3, 7, 8, [1, 2, 5, 3], True, [7, 4, 1, 6], 9,
-         "<eos> at the first step for sentence 0, which would then go on with real words"),
+        (
+            1,
+            3,
+            4,
+            5,
+            6,
+            9,
+            [2, 4, 3],
+            True,
+            [6, 3, 5],
+            8,
+            "<eos> at steps 2, 4 and 3: 4 steps; after its <eos> the decoder would emit real words again",
+        ),
+        (
+            2,
+            2,
+            3,
+            4,
+            5,
+            7,
+            [3, _NEVER],
+            False,
+            [5, 2],
+            6,
+            "sentence 1 never produces <eos>: max_len stops the loop",
+        ),
+        (
+            3,
+            4,
+            5,
+            3,
+            7,
+            8,
+            [1, 2, 5, 3],
+            True,
+            [7, 4, 1, 6],
+            9,
+            "<eos> at the first step for sentence 0, which would then go on with real words",
+        ),
         (4, 1, 2, 6, 4, 10, [5], False, [4], 5, "<eos> exactly at step max_len = 5"),
         (5, 3, 3, 4, 5, 6, [2, 2, 4], False, [5, 4, 2], 7, "two sentences end together, the third later"),
     ]:
@@ -639,17 +678,28 @@ def _greedy_cases():
         s_0 = randn(g, B, d)
         s_0[:, 0] = 0.0
         E = randn(g, V, e)
-        cases.append(Case(
-            f"B={B}, N={N}, n_vocab={V}, max_len={max_len}",
-            (_toy_step(seed, e, d, V, eos_at, once), s_0, H, _mask(lengths, N), E, max_len),
-            dims={"B": B, "N": N, "n_vocab": V, "e": e, "d": d}, note=note,
-        ))
+        cases.append(
+            Case(
+                f"B={B}, N={N}, n_vocab={V}, max_len={max_len}",
+                (_toy_step(seed, e, d, V, eos_at, once), s_0, H, _mask(lengths, N), E, max_len),
+                dims={"B": B, "N": N, "n_vocab": V, "e": e, "d": d},
+                note=note,
+            )
+        )
     return cases
 
 
 def _greedy_with(
-    stop="all", pad=True, zero_alpha=True, feed="prediction", carry=True, stack=1, record_last=True,
-    remember=True, zero_eos_step=False, first=SOS,
+    stop="all",
+    pad=True,
+    zero_alpha=True,
+    feed="prediction",
+    carry=True,
+    stack=1,
+    record_last=True,
+    remember=True,
+    zero_eos_step=False,
+    first=SOS,
 ):
     """A greedy decoder over a batch; the defaults give the reference."""
 
@@ -672,8 +722,15 @@ def _greedy_with(
             if zero_eos_step:
                 alpha_t = alpha_t.masked_fill((y == EOS)[:, None], 0.0)
             finished = done | (y == EOS) if remember else (y == EOS)
-            last = (bool(finished.all()) if stop == "all" else bool((y == EOS).any()) if stop == "any"
-                    else bool((y_hat.argmax(-1) == EOS).all()) if stop == "together" else False)
+            last = (
+                bool(finished.all())
+                if stop == "all"
+                else bool((y == EOS).any())
+                if stop == "any"
+                else bool((y_hat.argmax(-1) == EOS).all())
+                if stop == "together"
+                else False
+            )
             if last and not record_last:
                 break
             ids.append(y)
@@ -721,10 +778,12 @@ def _greedy_resumes_after_eos(case, outputs):
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype != torch.long:
         return None
     for row in ids.tolist():
-        if EOS in row and any(i != PAD for i in row[row.index(EOS) + 1:]):
-            return ("a sentence that has produced <eos> must stay finished, even when the decoder would emit "
-                    "real words after it: one of your sentences came back to life after its <eos> (your record "
-                    "of finished sentences forgets them)")
+        if EOS in row and any(i != PAD for i in row[row.index(EOS) + 1 :]):
+            return (
+                "a sentence that has produced <eos> must stay finished, even when the decoder would emit "
+                "real words after it: one of your sentences came back to life after its <eos> (your record "
+                "of finished sentences forgets them)"
+            )
     return None
 
 
