@@ -152,7 +152,11 @@ def osa(
     end = T_k - T_k % block_size if drop_tail else T_k
     for j in range(0, end, block_size):
         s = torch.bmm(Q, K[:, j : j + block_size].transpose(1, 2))
-        if scale:
+        if scale == "d_v":
+            s = s / V.shape[-1] ** 0.5
+        elif scale == "d":
+            s = s / K.shape[-1]
+        elif scale:
             s = s / math.sqrt(K.shape[-1])
         if fixed_max and j > 0:
             new_max = running_max
@@ -164,6 +168,26 @@ def osa(
         out = (out * c if rescale_acc else out) + torch.bmm(p, V[:, j : j + block_size])
         running_max = new_max
     return out / running_sum if divide else out
+
+
+def osa_factor_upside_down(Q, K, V, block_size):
+    """exp(new - old) instead of exp(old - new); the first block (old = -inf) handled by a branch."""
+    m = l = acc = None
+    for j in range(0, K.shape[1], block_size):
+        s = Q @ K[:, j : j + block_size].mT / math.sqrt(Q.shape[-1])
+        p_max = s.amax(-1, keepdim=True)
+        if m is None:
+            m = p_max
+            p = torch.exp(s - m)
+            l, acc = p.sum(-1, keepdim=True), p @ V[:, j : j + block_size]
+            continue
+        m_new = torch.maximum(m, p_max)
+        c = torch.exp(m_new - m)
+        p = torch.exp(s - m_new)
+        l = l * c + p.sum(-1, keepdim=True)
+        acc = acc * c + p @ V[:, j : j + block_size]
+        m = m_new
+    return acc / l
 
 
 def osa_per_block_average(Q, K, V, block_size):
@@ -432,6 +456,11 @@ WRONG = {
             "shorter block",
         ),
         ("no √d_k", lambda Q, K, V, b: osa(Q, K, V, b, scale=False), "not_scaled", "√d_k"),
+        ("sum not rescaled, output rescaled", lambda Q, K, V, b: osa(Q, K, V, b, rescale_l=False),
+         "sum_only_rescaled", "running sum l"),
+        ("factor upside down", osa_factor_upside_down, "rescaled_wrong_way", "upside down"),
+        ("scaled by √d_v", lambda Q, K, V, b: osa(Q, K, V, b, scale="d_v"), "scaled_by_d_v", "√d_v"),
+        ("scaled by d_k", lambda Q, K, V, b: osa(Q, K, V, b, scale="d"), "scaled_by_d", "square root"),
         ("softmax per block, averaged", osa_per_block_average, "softmax_per_block", "running maximum"),
         ("values overwritten", osa_last_block_only_values, "values_overwritten", "last block"),
         ("no running maximum at all", osa_no_max, "not_finite", "maximum"),

@@ -36,6 +36,7 @@ class _ThreadBox:
         self.kernel_peer = wire.Peer(to_kernel_r, from_kernel_w, Kernel(namespace).handlers())
         self.peer = wire.Peer(from_kernel_r, to_kernel_w, handlers)
         self.alive = True
+        self.lock, self.closed = threading.Lock(), set()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -45,14 +46,24 @@ class _ThreadBox:
         except wire.WireError:
             pass
 
+    def stop(self):
+        """As a sandbox's watchdog stop: the kernel side stops reading (a blocked write then fails)."""
+        with self.lock:
+            if self.kernel_peer.read_fd not in self.closed:
+                self.closed.add(self.kernel_peer.read_fd)
+                os.close(self.kernel_peer.read_fd)
+
     def kill(self):
         if self.alive:
             self.alive = False
             for fd in (self.peer.read_fd, self.peer.write_fd):
                 os.close(fd)
             self.thread.join(5)
-            for fd in (self.kernel_peer.read_fd, self.kernel_peer.write_fd):
-                os.close(fd)
+            with self.lock:
+                for fd in (self.kernel_peer.read_fd, self.kernel_peer.write_fd):
+                    if fd not in self.closed:
+                        self.closed.add(fd)
+                        os.close(fd)
 
 
 def proxy_for(fn, task_id: str, namespace: dict | None = None):

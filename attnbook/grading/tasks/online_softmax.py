@@ -377,6 +377,8 @@ def _online(
     per_block_softmax=False,
     m0=NEG_INF,
     overwrite=False,
+    divisor=None,
+    inverse=False,
 ):
     Q, K, V = _plain(Q, K, V)
     B, T_q, T_k = Q.shape[0], Q.shape[1], K.shape[1]
@@ -385,12 +387,14 @@ def _online(
     acc = torch.zeros((B, T_q, V.shape[-1]), dtype=Q.dtype)
     blocks = _blocks(T_k, block_size, drop_last)
     for i, (a, b) in enumerate(blocks):
-        s = Q @ K[:, a:b].transpose(-1, -2) / (math.sqrt(Q.shape[-1]) if scale else 1.0)
+        s = Q @ K[:, a:b].transpose(-1, -2) / (divisor if divisor else math.sqrt(Q.shape[-1]) if scale else 1.0)
         if per_block_softmax:
             acc = acc + torch.softmax(s, dim=-1) @ V[:, a:b] / len(blocks)
             continue
         m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True)) if (update_max or i == 0) else m
-        factor = torch.exp(m - m_new)
+        factor = torch.exp(m_new - m) if inverse else torch.exp(m - m_new)
+        if inverse:
+            factor = torch.nan_to_num(factor, nan=0.0, posinf=0.0)  # nothing accumulated yet
         p = torch.exp(s - m_new)
         l = (l * factor if rescale_l else l) + p.sum(dim=-1, keepdim=True)
         acc = p @ V[:, a:b] if overwrite else (acc * factor if rescale_acc else acc) + p @ V[:, a:b]
@@ -478,6 +482,29 @@ register(
                 "you rescale the running sum but not the running output (the weighted sum of values): it was "
                 "computed relative to the old maximum too, and needs the same factor",
                 lambda Q, K, V, b: _online(Q, K, V, b, rescale_acc=False),
+            ),
+            Misconception(
+                "sum_only_rescaled",
+                "you rescale the running output but not the running sum l: l was computed relative to the "
+                "old maximum too, and needs the same factor",
+                lambda Q, K, V, b: _online(Q, K, V, b, rescale_l=False),
+            ),
+            Misconception(
+                "rescaled_wrong_way",
+                "your rescaling factor is upside down (exp(m_new - m_old)): it makes the running sum and "
+                "output grow when the maximum grows; moved to a larger maximum, they must shrink",
+                lambda Q, K, V, b: _online(Q, K, V, b, inverse=True),
+            ),
+            Misconception(
+                "scaled_by_d_v",
+                "you divided the scores by √d_v, the width of the values; the scale is √d_k, the width of "
+                "the queries and keys that the dot product sums over",
+                lambda Q, K, V, b: _online(Q, K, V, b, divisor=math.sqrt(V.shape[-1])),
+            ),
+            Misconception(
+                "scaled_by_d",
+                "you divided the scores by d_k itself; the scale is its square root, √d_k",
+                lambda Q, K, V, b: _online(Q, K, V, b, divisor=float(Q.shape[-1])),
             ),
             Misconception(
                 "max_not_updated",
