@@ -4,6 +4,8 @@
     python tools/i18n.py status     # per page: translated, fuzzy (stale), missing; exit 1 if any is not done
     python tools/i18n.py build      # write the Korean book's sources into ko/ (English code and outputs)
     python tools/i18n.py build --check   # exit 1 if ko/ differs from what the catalogues make
+    python tools/i18n.py export chapters/04_attention_scores > 04.json   # units to translate, as JSON
+    python tools/i18n.py import chapters/04_attention_scores 04.json     # translations back into the .po
 
 The English pages (``_toc.yml``: book/*.md, chapters, exercises' solutions) stay the only source of code,
 outputs and figures. Their text is cut into *units*: each block of a markdown cell or page (paragraphs,
@@ -22,6 +24,7 @@ import argparse
 import copy
 import difflib
 import io
+import json
 import re
 import sys
 from collections import Counter
@@ -96,7 +99,9 @@ def _blocks(text: str) -> list[tuple[str, bool]]:
             info = fence.group(3).strip()
             is_code = marker[0] in "`~" and not info.startswith("{") or info.startswith("{code")
             is_math = info.startswith("{math}")
-            blocks.append((block, not (is_code or is_math)))
+            body = [b for b in lines[i + 1 : j] if not re.match(r"^\s*:[\w-]+:", b)]
+            has_text = bool(re.search(r"[A-Za-z]", info.split("}", 1)[-1] + " ".join(body)))
+            blocks.append((block, not (is_code or is_math) and has_text))
             i = j + 1
             continue
         if line.strip().startswith("$$") and not current:
@@ -401,6 +406,45 @@ def cmd_build(check: bool) -> int:
     return 0
 
 
+def cmd_export(name: str, todo_only: bool) -> int:
+    """Print the catalogue's units as a JSON list of {"english", "korean", "where", "stale"}."""
+    if not catalogue_path(name).exists():
+        print(f"i18n: no catalogue {catalogue_path(name)} (run `python tools/i18n.py update`)", file=sys.stderr)
+        return 2
+    units = [
+        {"english": m.id, "korean": m.string, "where": m.locations[0][0] if m.locations else "",
+         "stale": m.fuzzy}
+        for m in read_catalogue(name) if m.id and (not todo_only or not m.string or m.fuzzy)
+    ]
+    print(json.dumps(units, ensure_ascii=False, indent=1))
+    return 0
+
+
+def cmd_import(name: str, source: Path) -> int:
+    """Put the translations of a JSON list (as ``export`` writes it) into the catalogue; a unit whose
+    English is not in the catalogue any more is refused, and formulas, code and roles are checked."""
+    catalog = read_catalogue(name)
+    entries = json.loads(source.read_text(encoding="utf-8"))
+    unknown = [e["english"][:60] for e in entries if e["english"] not in catalog]
+    if unknown:
+        print(f"i18n: {len(unknown)} unit(s) are not in {name}, e.g. {unknown[0]!r}", file=sys.stderr)
+        return 1
+    for entry in entries:
+        if entry.get("korean"):
+            message = catalog[entry["english"]]
+            message.string = entry["korean"]
+            message.flags.discard("fuzzy")
+            message.previous_id = []
+    write_catalogue(name, catalog)
+    found = problems(name, catalog)
+    print(f"{name}: {len([m for m in catalog if m.id]) - len(found)} of {len([m for m in catalog if m.id])} "
+          "units translated and current")
+    for line in found:
+        if "lost" in line:
+            print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -408,7 +452,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="what is translated, stale or missing")
     build = sub.add_parser("build", help="write the Korean book's sources into ko/")
     build.add_argument("--check", action="store_true", help="write nothing; exit 1 if ko/ is stale")
+    export = sub.add_parser("export", help="a catalogue's units as JSON, for translating")
+    export.add_argument("name", help="the page without extension, e.g. chapters/04_attention_scores or _toc")
+    export.add_argument("--todo", action="store_true", help="only units that are missing or stale")
+    imp = sub.add_parser("import", help="put translations from a JSON file into a catalogue")
+    imp.add_argument("name")
+    imp.add_argument("json", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "export":
+        return cmd_export(args.name, args.todo)
+    if args.command == "import":
+        return cmd_import(args.name, args.json)
     if args.command == "update":
         return cmd_update()
     if args.command == "status":
