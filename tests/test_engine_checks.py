@@ -288,3 +288,28 @@ def test_the_generic_message_says_which_output_is_right_and_what_property_fails(
     assert "`total` is right" in first.message
     second = run_task(task, not_normalised)
     assert "should be a distribution" in second.message and "sum to between" in second.message, second.message
+
+
+def test_a_failing_backward_pass_is_called_in_place_only_when_it_is():
+    def in_place(scores, mask):
+        out = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)
+        out[torch.isnan(out)] = 0.0  # right values; softmax's backward needed its output unchanged
+        return out
+
+    class NoBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("my backward is not written")
+
+    def custom(scores, mask):
+        return NoBackward.apply(_masked_ref(scores, mask))
+
+    first = run_task(MASKED, in_place)
+    assert first.diagnosis == "breaks_autograd" and "in-place operation" in first.message, first.message
+    second = run_task(MASKED, custom)
+    assert second.diagnosis == "breaks_autograd" and "in-place" not in second.message, second.message
+    assert "my backward is not written" in second.message

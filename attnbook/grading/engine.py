@@ -1595,13 +1595,22 @@ def _check_grad(task: Task, fn: Callable, case: Case, names: list, guard=None) -
     try:
         learner_grads = torch.autograd.grad(learner_loss, learner_leaves, allow_unused=True)
     except RuntimeError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "inplace operation" in text or "in-place operation" in text:
+            raise Fail(
+                f"backpropagating through your function fails on {case.describe()}: an in-place operation "
+                "(`+=`, `x[...] = ...`, a method ending in `_`) changed a tensor that autograd still needed "
+                "for the gradients.",
+                "breaks_autograd",
+                "Replace in-place operations (`x += ...`, `.masked_fill_`, `x[...] = ...`) by ones that "
+                "make new tensors.",
+            ) from None
         raise Fail(
-            f"backpropagating through your function fails on {case.describe()} "
-            f"({str(exc).splitlines()[0]}): an in-place operation changed a tensor autograd needed.",
+            f"your values are right, but backpropagating through your function fails on {case.describe()} "
+            f"(PyTorch says: {text[:160]}): a gradient cannot be computed through one of its steps.",
             "breaks_autograd",
-            "Replace in-place operations (`x += ...`, `.masked_fill_`, `x[...] = ...`) by ones that "
-            "make new tensors.",
-        )
+            "Build the result from differentiable torch operations on the inputs.",
+        ) from None
     for r, g in zip(ref_grads, learner_grads):
         r = torch.zeros(()) if r is None else r
         g = torch.zeros(()) if g is None else g
