@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 NBVAL  := --nbval --nbval-sanitize-with tests/sanitize.cfg --nbval-current-env
 
-.PHONY: venv book test test-fast lint notebooks exercises benchmark clean
+.PHONY: venv book book-ko test test-fast lint notebooks exercises benchmark clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP):
 book: venv
 	rm -rf _build/html _build/.doctrees
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+# The Korean edition (한국어판), from locales/ko/*.po: sources generated into ko/, HTML into _build/html/ko
+# (beside the English book, so that the two can link to each other). Untranslated units show in English;
+# `tools/i18n.py status` lists them. Not yet part of `make test`: the translation is under way.
+book-ko: venv
+	$(BIN)/python tools/i18n.py build
+	rm -rf _build/ko _build/html/ko
+	$(BIN)/jupyter-book build ko --path-output _build/ko --warningiserror --keep-going
+	mkdir -p _build/html && cp -r _build/ko/_build/html _build/html/ko
 
 # Everything CI checks: package and policy tests, graders and their catalogue of wrong answers,
 # every chapter and solution re-executed under nbval (stored outputs must match), then the book
