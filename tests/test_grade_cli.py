@@ -170,3 +170,9 @@ def test_huge_notebooks_are_refused_unread_and_repairs_are_silent(tmp_path, monk
     monkeypatch.setattr(trusted, "MAX_NOTEBOOK_MB", 0)
     with pytest.raises(trusted.NotGradable, match="more than an exercise notebook can be"):
         trusted.read_submission(path)
+
+
+def test_a_class_graded_without_set_that_mixes_sets_is_warned_about():
+    reports = [{"set": "08"}, {"set": "04"}, {"set": "08"}]  # a learner handed in set 04 instead of 08
+    assert "--set" in cli.mixed_sets_warning(reports, None)
+    assert cli.mixed_sets_warning(reports[::2], None) == "" and cli.mixed_sets_warning(reports, "08") == ""

@@ -11,6 +11,7 @@ sets ``ATTNBOOK_REQUIRE_SANDBOX=1``); elsewhere the tests that need it are skipp
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -412,3 +413,37 @@ def test_a_notebook_of_slow_cells_stops_at_its_budget(tmp_path):
     assert [t["status"] for t in report["tasks"]] == ["not run"] * 3, cli.format_report(report)
     assert "budget of 5 s" in report["tasks"][0]["message"], report["tasks"][0]["message"]
     assert report["timing"]["learner_cells"] < 5.0 + 0.5, report["timing"]  # 4 x 2 s without the budget
+
+
+STOP_READING = '''
+import time
+from attnbook.grading import wire
+_receive = wire.Peer.receive
+def receive(self, deadline=None):
+    self._fill(8, deadline)
+    if int.from_bytes(bytes(self.buffer[:4]), "big") > 60000:  # a large message: stop reading it
+        time.sleep(10**6)
+    return _receive(self, deadline)
+wire.Peer.receive = receive
+'''
+
+
+def test_a_kernel_that_stops_reading_cannot_block_the_grader(tmp_path):
+    """The wire's deadline covers waiting for a reply, not writing a request: a kernel that stops reading
+    left the grader blocked for ever in the write of a large cell (found by hand: 90 s and counting)."""
+    if backend() != "bwrap" and os.environ.get("ATTNBOOK_REQUIRE_SANDBOX") != "1":
+        pytest.skip(f"bubblewrap does not work here (sandbox: {backend()})")
+    nb = nbformat.read(SOLUTION, as_version=4)
+    index = _index(nb, "def sdpa(") + 1
+    nb.cells.insert(index, _code(STOP_READING))
+    nb.cells.insert(index + 1, _code("x = 1\n" + "# a long cell\n" * 20000))  # ~300 kB: more than a pipe holds
+    path = tmp_path / SOLUTION.name
+    nbformat.write(nb, path)
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(cli.grade_notebook(path, cell_timeout=3.0)), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert done, "grading did not end"
+    report = done[0]
+    assert [c["status"] for c in report["stopped_cells"]] == ["timeout"], cli.format_report(report)
+    assert (report["points"], report["max_points"]) == (8, 8), cli.format_report(report)

@@ -255,6 +255,17 @@ def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object
         (out / "feedback" / f"{name}.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
 
 
+def mixed_sets_warning(reports: list[dict], set_id: str | None) -> str:
+    """A warning when, without ``--set``, the notebooks were graded as different sets: each notebook's set
+    is then recognised from its own cells, so a learner who hands in another set's notebook is graded on
+    that set's tasks, and the gradebook's columns and maxima differ between learners."""
+    sets = sorted({r.get("set") for r in reports if r.get("set")})
+    if set_id is None and len(sets) > 1:
+        return (f"the notebooks were graded as {len(sets)} different exercise sets ({', '.join(sets)}); "
+                "pass --set NN to grade every notebook against one set")
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attnbook-grade", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -300,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"attnbook-grade: {value}", file=sys.stderr)
             status = 2
+    mixed = mixed_sets_warning(reports, args.set_id)
+    if mixed:
+        print(f"attnbook-grade: warning: {mixed}", file=sys.stderr)
     if args.out:
         write_outputs(args.out, args.notebooks, outcomes, set_id=args.set_id, release_dir=args.release)
     if args.json:

@@ -16,9 +16,11 @@ destroyed, a fresh one re-runs the cells before it (without the offenders) and g
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import keyword
 import re
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -43,7 +45,7 @@ RELEASE_DIR = Path(__file__).resolve().parents[2] / "exercises"
 MAX_NOTEBOOK_MB = 64
 #: what a hostile kernel can make the grader's reading of its messages raise, besides WireError (a
 #: header nested deeper than the JSON parser's recursion limit, say): each is a broken wire
-WIRE_FAULTS = (wire.WireError, RecursionError, ValueError, TypeError, OverflowError, MemoryError)
+WIRE_FAULTS = (wire.WireError, RecursionError, ValueError, TypeError, OverflowError, MemoryError, RuntimeError)
 
 
 class NotGradable(Exception):
@@ -330,6 +332,20 @@ class Session:
         self.starts = 0
         self.deadline = time.monotonic() + limits.notebook_timeout  # the whole submission's budget
 
+    @contextlib.contextmanager
+    def watchdog(self, deadline: float):
+        """Kill the sandbox if this request is not over 1 s after ``deadline``. The wire's deadline covers
+        waiting for a reply, not sending: a kernel that stops reading (its receive loop patched) would
+        leave the grader blocked in a write of a large message, a cell's source or a call's arguments."""
+        box = self.box
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()) + 1.0, box.stop)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
     def check_budget(self) -> None:
         """Stop grading this submission once its wall-clock budget is spent (many slow cells, each under
         the cell limit, or many slow checks)."""
@@ -380,9 +396,11 @@ class Session:
         self.check_budget()
         start = time.perf_counter()
         cell_deadline = time.monotonic() + self.limits.cell_timeout
+        deadline = min(cell_deadline, self.deadline)
         try:
-            reply, _ = self.box.peer.request({"op": "run", "code": step.source, "cpu": self.limits.cell_timeout},
-                                             deadline=min(cell_deadline, self.deadline))
+            with self.watchdog(deadline):
+                reply, _ = self.box.peer.request({"op": "run", "code": step.source, "cpu": self.limits.cell_timeout},
+                                                 deadline=deadline)
         except wire.PeerTimeout:
             self.kill()
             if time.monotonic() < cell_deadline:  # the notebook's budget ran out first
@@ -391,6 +409,10 @@ class Session:
             return False
         except WIRE_FAULTS:
             self.kill()
+            if time.monotonic() >= deadline:  # stopped by the watchdog: a kernel that no longer read
+                self.check_budget()
+                self.cell_status[step.index] = ("timeout", f"was stopped after {self.limits.cell_timeout:g} s")
+                return False
             self.cell_status[step.index] = ("crash", "ended the kernel (a crash, os._exit(), or the memory "
                                                      "or CPU-time limit)")
             return False
@@ -461,9 +483,10 @@ class Session:
 
     # the learner's functions, called from the grader
     def resolve(self, name: str) -> dict:
+        deadline = time.monotonic() + self.limits.cell_timeout
         try:
-            reply, _ = self.box.peer.request({"op": "resolve", "name": name},
-                                             deadline=time.monotonic() + self.limits.cell_timeout)
+            with self.watchdog(deadline):
+                reply, _ = self.box.peer.request({"op": "resolve", "name": name}, deadline=deadline)
         except WIRE_FAULTS:
             self.kill()
             return {"dead": True}
@@ -481,12 +504,15 @@ class Session:
                    "forbid": fn.forbid, "cpu": limit + 5}
         deadline = time.monotonic() + limit
         try:
-            reply, blob = self.box.peer.request(message, encoder.blob(), deadline)
+            with self.watchdog(deadline):
+                reply, blob = self.box.peer.request(message, encoder.blob(), deadline)
         except wire.PeerTimeout:
             self.kill()
             raise engine.LearnerTimeout() from None
         except WIRE_FAULTS:
             self.kill()
+            if time.monotonic() >= deadline:  # stopped by the watchdog
+                raise engine.LearnerTimeout() from None
             raise engine.LearnerError(*_CRASH, "", fn.__name__) from None
         except BaseException:  # the engine's time limit fired while we waited: the kernel is stuck
             self.kill()
@@ -529,9 +555,11 @@ class Session:
                 raise RuntimeError("the kernel that ran your function is gone")
             encoder = wire.Encoder()
             node = encoder.encode(list(grad_outputs))
+            deadline = time.monotonic() + fn.task.timeout_s + self.call_timeout
             try:
-                answer, data = box.peer.request({"op": "backward", "h": handle, "grads": node}, encoder.blob(),
-                                                time.monotonic() + fn.task.timeout_s + self.call_timeout)
+                with self.watchdog(deadline):
+                    answer, data = box.peer.request({"op": "backward", "h": handle, "grads": node}, encoder.blob(),
+                                                    deadline)
             except WIRE_FAULTS:
                 self.kill()
                 raise RuntimeError("the backward pass through your function did not finish") from None
