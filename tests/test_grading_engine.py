@@ -145,3 +145,20 @@ def test_every_registered_task_passes_its_own_reference():
     for task in all_tasks().values():
         result = run_task(task, task.reference, guard=False)
         assert result.passed, f"{task.id}: {result.message}"
+
+
+def test_a_proxy_may_say_whether_its_function_has_a_loop():
+    from attnbook.grading import LearnerTimeout
+
+    class Proxy:
+        __name__ = "dot_scores_batch"
+
+        def __init__(self, has_loop):
+            self.has_loop = has_loop
+
+        def __call__(self, Q, K):
+            raise LearnerTimeout()
+
+    assert "It has no loop" in diagnose(Proxy(False)).message
+    assert "loop that never ends" in diagnose(Proxy(True)).message
+    assert "loop that never ends" in diagnose(Proxy(None)).message

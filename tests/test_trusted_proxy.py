@@ -295,3 +295,16 @@ def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
     for bad in ({"token": 1}, {"widths": ["os.system"]}, {"widths": [-1]}, {"ran": "yes"}, {"name": None}):
         with pytest.raises(wire.WireError):
             wire.Decoder(encoder.blob()).decode(dict(node, w=dict(node["w"], **bad)))
+
+
+def test_the_kernel_says_whether_a_function_has_a_loop():
+    def looped(T):
+        while True:
+            pass
+
+    for fn, loops in ((looped, True), (lambda T: torch.ones(T, T).tril().bool(), False)):
+        proxy, session = proxy_for(fn, "08.causal_mask")
+        try:
+            assert session.resolve("learner_fn")["loops"] is loops
+        finally:
+            session.kill()

@@ -1024,9 +1024,11 @@ _LOOP_OPS = frozenset(op for name, op in __import__("dis").opmap.items()
 
 def _has_loop(fn) -> bool | None:
     """Whether the learner's function, or a function of theirs it calls by name, contains a loop
-    (``for``/``while``, comprehensions included); ``None`` when its code cannot be read (a proxy)."""
+    (``for``/``while``, comprehensions included); ``None`` when unknown. A proxy may say so in a
+    ``has_loop`` attribute (the kernel computes it with this function; it only words a message)."""
     if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
-        return None
+        said = getattr(fn, "has_loop", None)
+        return said if isinstance(said, bool) else None
     import dis
 
     fn = getattr(fn, "__func__", fn)

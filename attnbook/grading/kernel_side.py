@@ -233,6 +233,10 @@ class Kernel:
 
         ns = self.shell.user_ns
         reply["refs"] = [n for n in engine.referenced_names(fn) if n != name and callable(ns.get(n))][:64]
+        try:  # whether it has a loop: only to word a time-out message in the grader
+            reply["loops"] = engine._has_loop(fn)
+        except Exception:
+            reply["loops"] = None
         return reply, b""
 
     def call(self, peer, message, blob):
