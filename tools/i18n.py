@@ -363,11 +363,13 @@ def korean_files() -> dict[Path, bytes]:
 # --------------------------------------------------------------------------------------------------
 
 
-def cmd_update() -> int:
+def cmd_update(only: list[str]) -> int:
     for page in pages():
         name = catalogue_name(page)
-        write_catalogue(name, merge(read_catalogue(name), page_units(page)))
-    write_catalogue(TOC_CATALOGUE, merge(read_catalogue(TOC_CATALOGUE), toc_units(toc())))
+        if not only or name in only:
+            write_catalogue(name, merge(read_catalogue(name), page_units(page)))
+    if not only or TOC_CATALOGUE in only:
+        write_catalogue(TOC_CATALOGUE, merge(read_catalogue(TOC_CATALOGUE), toc_units(toc())))
     return cmd_status(quiet=True)
 
 
@@ -448,7 +450,8 @@ def cmd_import(name: str, source: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("update", help="merge the English units into the catalogues")
+    update = sub.add_parser("update", help="merge the English units into the catalogues")
+    update.add_argument("names", nargs="*", help="only these catalogues (e.g. chapters/04_attention_scores)")
     sub.add_parser("status", help="what is translated, stale or missing")
     build = sub.add_parser("build", help="write the Korean book's sources into ko/")
     build.add_argument("--check", action="store_true", help="write nothing; exit 1 if ko/ is stale")
@@ -464,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import":
         return cmd_import(args.name, args.json)
     if args.command == "update":
-        return cmd_update()
+        return cmd_update(args.names)
     if args.command == "status":
         return cmd_status()
     return cmd_build(args.check)
