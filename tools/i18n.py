@@ -324,8 +324,8 @@ def korean_toc() -> str:
 
 def korean_config() -> str:
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    config["title"] = "어텐션, 차근차근"
-    config["logo"] = "book/images/logo.png"
+    config["title"] = "한 걸음씩 배우는 어텐션"
+    config["logo"] = "book/images/logo_ko.png"
     config["html"]["favicon"] = "book/images/favicon.png"
     config["repository"]["path_to_book"] = LOCALE
     config["sphinx"]["config"]["language"] = LOCALE
@@ -354,7 +354,7 @@ def korean_files() -> dict[Path, bytes]:
             files[OUT / "exercises" / page.name] = (nbformat.writes(exercise) + "\n").encode("utf-8")
     files[OUT / "_toc.yml"] = korean_toc().encode("utf-8")
     files[OUT / "_config.yml"] = korean_config().encode("utf-8")
-    for asset in ("book/references.bib", "book/images/logo.png", "book/images/favicon.png", "_static/book.css"):
+    for asset in ("book/references.bib", "book/images/logo_ko.png", "book/images/favicon.png", "_static/book.css"):
         files[OUT / asset] = (ROOT / asset).read_bytes()
     return files
 

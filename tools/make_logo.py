@@ -1,6 +1,6 @@
 """Draw the book's logo and favicon (an attention map: each target word looks mostly at one source word).
 
-    python tools/make_logo.py      # writes book/images/logo.png and book/images/favicon.png
+    python tools/make_logo.py      # writes book/images/logo.png, logo_ko.png and favicon.png
 
 Drawn by code like every figure of the book, in the Okabe-Ito blue of attnbook.plots.PALETTE, so the files
 can be remade and reviewed; the output is committed (the build does not run this).
@@ -31,7 +31,8 @@ def weights() -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def draw(path: Path, size_px: int, with_title: bool) -> None:
+def draw(path: Path, size_px: int, with_title: bool, title: tuple[str, str] = ("Attention,", "step by step"),
+         font: str | None = None) -> None:
     cmap = LinearSegmentedColormap.from_list("book", ["#ffffff", BLUE])
     width = 3.2 if with_title else 1.0
     fig = plt.figure(figsize=(width, 1.0), dpi=size_px)
@@ -43,8 +44,9 @@ def draw(path: Path, size_px: int, with_title: bool) -> None:
         spine.set_color(BLUE)
         spine.set_linewidth(max(size_px / 64, 1))
     if with_title:
-        fig.text(1.12 / width, 0.62, "Attention,", fontsize=15, color="#222222", weight="bold", va="center")
-        fig.text(1.12 / width, 0.3, "step by step", fontsize=13, color=BLUE, va="center")
+        family = {"family": font} if font else {}
+        fig.text(1.12 / width, 0.62, title[0], fontsize=15, color="#222222", weight="bold", va="center", **family)
+        fig.text(1.12 / width, 0.3, title[1], fontsize=13, color=BLUE, va="center", **family)
     fig.savefig(path, transparent=not with_title, facecolor="white" if with_title else "none",
                 metadata={"Software": None})
     plt.close(fig)
@@ -54,7 +56,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     draw(OUT / "logo.png", 200, with_title=True)
     draw(OUT / "favicon.png", 64, with_title=False)
-    print(f"wrote {OUT / 'logo.png'} and {OUT / 'favicon.png'}")
+    # The Korean edition's logo (a Hangul font: Debian's fonts-nanum, which .ci/run installs).
+    draw(OUT / "logo_ko.png", 200, with_title=True, title=("어텐션,", "한 걸음씩"), font="NanumGothic")
+    print(f"wrote {OUT / 'logo.png'}, {OUT / 'logo_ko.png'} and {OUT / 'favicon.png'}")
 
 
 if __name__ == "__main__":
