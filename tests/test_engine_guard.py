@@ -234,3 +234,36 @@ def test_a_watch_made_to_fail_and_then_caught_is_tampering():
     result = run_task(TASK, sneaky)
     assert sys.getprofile() is None
     assert result.diagnosis == "forbidden_call" and "switched off" in result.message, result.message
+
+
+def test_the_books_code_compiled_again_elsewhere_is_still_the_books():
+    """`exec(inspect.getsource(attnbook.attention))` gives functions with another file name but the same
+    instructions: calling them earns 0 like calling the originals (found by the instructor red team)."""
+    import inspect as _inspect
+
+    import attnbook.attention
+    from attnbook.grading import get_task, run_task
+
+    namespace: dict = {}
+    exec(compile(_inspect.getsource(attnbook.attention), "<copied>", "exec"), namespace)
+
+    def sdpa(Q, K, V, mask=None):
+        return namespace["scaled_dot_product_attention"](Q, K, V, mask)
+
+    result = run_task(get_task("08.sdpa"), sdpa)
+    assert result.diagnosis == "forbidden_call" and result.points == 0, result.message
+    assert "attnbook.attention" in result.message
+
+
+def test_a_short_step_written_like_the_books_is_not_taken_for_a_copy():
+    """Fingerprints cover only long functions: `weights @ values` written independently is the learner's."""
+    from attnbook.grading import get_task, run_task
+    from attnbook.grading.engine import FINGERPRINT_MIN_INSTRUCTIONS, _forbidden_fingerprints, _fingerprint
+
+    def attention_value(weights, values):
+        return weights @ values
+
+    prints = _forbidden_fingerprints(("attnbook.attention:*",))
+    assert prints and _fingerprint(attention_value.__code__) not in prints
+    assert FINGERPRINT_MIN_INSTRUCTIONS >= 20
+    assert run_task(get_task("05.log_weights"), lambda scores, dim: scores - scores.logsumexp(dim, keepdim=True)).passed

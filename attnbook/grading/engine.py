@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dis
+import importlib
 import inspect
 import math
 import os
@@ -273,6 +275,51 @@ def _codes_of(values, depth: int = 0) -> set:
     return found
 
 
+def _fingerprint(code) -> tuple:
+    """What two compilations of the same function share: instructions, names, argument names and constants
+    (nested functions by their own fingerprint), not the file name or line numbers."""
+    consts = tuple(_fingerprint(c) if inspect.iscode(c) else (type(c).__name__, repr(c)) for c in code.co_consts)
+    return (code.co_code, code.co_names, code.co_varnames[: code.co_argcount + code.co_kwonlyargcount], consts)
+
+
+_FINGERPRINTS: dict = {}
+#: Functions shorter than this many instructions are not matched by fingerprint: a one-line step written
+#: independently can compile to exactly the book's code, and must not cost a learner the point.
+FINGERPRINT_MIN_INSTRUCTIONS = 40
+
+
+def _forbidden_fingerprints(patterns: tuple) -> dict:
+    """Fingerprint -> "module:qualname" of every function the patterns forbid that has at least
+    ``FINGERPRINT_MIN_INSTRUCTIONS`` instructions (computed once per patterns). Modules of the book are
+    imported to read them; a module that cannot be imported is skipped."""
+    cached = _FINGERPRINTS.get(patterns)
+    if cached is not None:
+        return cached
+    prints: dict = {}
+    for pattern in patterns:
+        pmod = pattern.partition(":")[0]
+        base = pmod[:-2] if pmod.endswith(".*") else pmod
+        try:
+            importlib.import_module(base)
+        except Exception:  # noqa: BLE001 - a name that is not a module of this installation
+            continue
+        names = [n for n in list(sys.modules) if n == base or (pmod.endswith(".*") and n.startswith(base + "."))]
+        for name in names:
+            for value in list(vars(sys.modules[name]).values()):
+                functions = [value] if inspect.isfunction(value) else (
+                    [v for v in vars(value).values() if inspect.isfunction(v)] if inspect.isclass(value) else [])
+                for function in functions:
+                    if function.__module__ != name:
+                        continue
+                    code = function.__code__
+                    qualname = getattr(code, "co_qualname", code.co_name)
+                    long_enough = sum(1 for _ in dis.get_instructions(code)) >= FINGERPRINT_MIN_INSTRUCTIONS
+                    if long_enough and name_matches(pattern, name, qualname):
+                        prints.setdefault(_fingerprint(code), f"{name}:{qualname}")
+    _FINGERPRINTS[patterns] = prints
+    return prints
+
+
 _MODULE_FILES: dict = {}
 _MODULE_COUNT = [0]
 _NAME_CACHES: dict = {}
@@ -323,7 +370,9 @@ class ForbiddenCallGuard:
         for pattern in self.patterns:
             if name_matches(pattern, module, qualname):
                 return f"{module}:{qualname}"
-        return ""
+        # The same code compiled again elsewhere (`exec(inspect.getsource(attnbook.attention))`) has
+        # another file name but the same instructions, names and constants.
+        return _forbidden_fingerprints(self.patterns).get(_fingerprint(code), "")
 
     def _allowed_here(self, frame) -> bool:
         while frame is not None and frame is not self._entry:
