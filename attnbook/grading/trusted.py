@@ -222,6 +222,8 @@ class RemoteFunction:
         self.__name__ = self.__qualname__ = name
         self.__signature__ = _signature(info.get("sig"))
         self.forbid = engine.forbidden_names(task) if hasattr(engine, "forbidden_names") else []
+        # whether the learner's function has a loop (the kernel says): a timeout's message depends on it
+        self.has_loop = info.get("loops") if isinstance(info.get("loops"), bool) else None
 
     def __call__(self, *args, **kwargs):
         return self.session.call(self, args, kwargs)

@@ -16,6 +16,7 @@ side that computed the outputs and returns the input gradients it gets back.
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import struct
@@ -225,9 +226,9 @@ class Decoder:
             raise WireError("a tensor of an unknown dtype")
         shape = self._shape(node)
         data = self._segment(node)
-        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        numel = math.prod(shape)  # Python integers: a crafted shape cannot overflow
         itemsize = torch.empty((), dtype=dtype).element_size()
-        if numel * itemsize != len(data):
+        if numel * itemsize > MAX_MESSAGE or numel * itemsize != len(data):
             raise WireError("a tensor whose size does not match its shape")
         if numel == 0:
             t = torch.empty(shape, dtype=dtype)
@@ -286,7 +287,7 @@ class Decoder:
                 raise WireError("an array of an unknown dtype")
             dtype, shape = np.dtype(node["a"]), self._shape(node)
             data = self._segment(node)
-            if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
+            if math.prod(shape) * dtype.itemsize > MAX_MESSAGE or math.prod(shape) * dtype.itemsize != len(data):
                 raise WireError("an array whose size does not match its shape")
             return np.frombuffer(bytes(data), dtype=dtype).reshape(shape).copy()
         if "ns" in node:
@@ -376,7 +377,7 @@ class Peer:
         del self.buffer[:total]
         try:
             header = json.loads(head.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             self.closed = True
             raise WireError("a message that is not JSON") from None
         return _check_header(header), blob
