@@ -15,3 +15,5 @@ Modules:
 """
 
 __version__ = "0.1.0"
+
+from .i18n import get_language, set_language  # noqa: E402  (the language of the grader's messages)

@@ -32,6 +32,7 @@ import re
 import sys
 from pathlib import Path
 
+from .. import i18n
 from .engine import FAILED, NOT_ATTEMPTED, PASSED
 
 NOT_RUN = "not run"
@@ -60,14 +61,15 @@ def _limits(cell_timeout: float = 60.0, memory_mb: int = 3072, notebook_timeout:
 
 def grade_notebook(path: Path, cell_timeout: float = 60.0, *, only=None, set_id: str | None = None,
                    release_dir: str | None = None, memory_mb: int = 3072, pool=None, prefetch: bool = False,
-                   notebook_timeout: float = 300.0) -> dict:
+                   notebook_timeout: float = 300.0, language: str | None = None) -> dict:
     """Grade one notebook on the trusted path; ``{"notebook", "set", "tasks", "points", "max_points", ...}``.
 
     Raises :class:`attnbook.grading.trusted.NotGradable` with a one-line reason when it cannot."""
     from . import trusted
 
     return trusted.grade(Path(path), release_dir=release_dir, set_id=set_id, only=only,
-                         limits=_limits(cell_timeout, memory_mb, notebook_timeout), pool=pool, prefetch=prefetch)
+                         limits=_limits(cell_timeout, memory_mb, notebook_timeout), pool=pool, prefetch=prefetch,
+                         language=language)
 
 
 def _marks() -> dict:
@@ -80,22 +82,29 @@ def _marks() -> dict:
 
 
 def format_report(report: dict) -> str:
+    """The report as text, in the report's language (``report["language"]``; English without it)."""
+    with i18n.using(report.get("language") or "en"):
+        return _format_report(report)
+
+
+def _format_report(report: dict) -> str:
+    translate = i18n.translate
     marks = _marks()
     head = f"Grade report for {report['notebook']}"
     if report.get("set"):
         head += f" (exercise set {report['set']})"
-    lines = [head]
+    lines = [translate(head)]
     width = max([len(t["task"]) for t in report["tasks"]] + [4])
     for t in report["tasks"]:
         mark = marks.get(t["status"], "!")
         detail = t["message"]
         if t["status"] == NOT_RUN:
-            detail = f"not run: {detail}"
+            detail = translate(f"not run: {detail}")
         lines.append(f"  {mark} {t['task']:<{width}}  {t['points']}/{t['max_points']}  {detail}")
     for stopped in report.get("stopped_cells", []):
-        lines.append(f"  (cell {stopped['cell'] + 1} of the notebook {stopped['detail']}; it was skipped and "
-                     "the cells after it ran without it)")
-    lines.append(f"Total: {report['points']}/{report['max_points']}")
+        lines.append("  " + translate(f"(cell {stopped['cell'] + 1} of the notebook {stopped['detail']}; it was "
+                                      "skipped and the cells after it ran without it)"))
+    lines.append(translate(f"Total: {report['points']}/{report['max_points']}"))
     return "\n".join(lines)
 
 
@@ -128,7 +137,7 @@ def _grade_job(path: str, prefetch: bool):
         return "ok", grade_notebook(Path(path), options["cell_timeout"], only=options["only"],
                                     set_id=options["set_id"], release_dir=options["release_dir"],
                                     memory_mb=options["memory_mb"], pool=_WORKER["pool"], prefetch=prefetch,
-                                    notebook_timeout=options["notebook_timeout"])
+                                    notebook_timeout=options["notebook_timeout"], language=options["language"])
     except NotGradable as exc:
         return "error", str(exc)
     except Exception as exc:  # never a traceback: one line that says what failed
@@ -141,7 +150,7 @@ def grade_many(paths: list[Path], jobs: int = 1, prefetch: bool = True, **option
     ``prefetch``: start the next submission's sandbox (and its torch import) while this one is graded;
     each sandbox still serves one submission only."""
     options = {"cell_timeout": 60.0, "memory_mb": 3072, "only": None, "set_id": None, "release_dir": None,
-               "notebook_timeout": 300.0, **options}
+               "notebook_timeout": 300.0, "language": None, **options}
     if jobs <= 1:
         _worker_init(options)
         try:
@@ -204,7 +213,7 @@ def _set_max_points(path: Path, set_id: str | None, release_dir: str | None) -> 
 
 
 def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object]], *, set_id: str | None = None,
-                  release_dir: str | None = None) -> None:
+                  release_dir: str | None = None, language: str | None = None) -> None:
     """``grades.json``, ``gradebook.csv`` and ``feedback/<learner>.txt`` under ``out``.
 
     One row per learner: the notebooks of different sets of a learner share it; a second notebook with
@@ -238,7 +247,8 @@ def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object
             reports.append({"notebook": str(path), "learner": learner, "error": value})
             row["max_points"] += _set_max_points(path, set_id, release_dir)
             row["notes"] = (row["notes"] + "; " if row["notes"] else "") + str(value)
-            feedback.setdefault(learner, []).append(f"{path}: could not be graded: {value}")
+            with i18n.using(language):  # the notebook could not be read: the language asked for, if any
+                feedback.setdefault(learner, []).append(i18n.translate(f"{path}: could not be graded: {value}"))
     (out / "grades.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     with open(out / "gradebook.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, ["learner", *columns, "total", "max_points", "notes"], restval="",
@@ -284,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-mb", type=int, default=3072,
                         help="address-space limit of a learner's kernel in MB (default 3072; torch needs ~600)")
     parser.add_argument("--release", help="folder of the released exercise notebooks (default: exercises/)")
+    parser.add_argument("--lang", choices=i18n.LANGUAGES, default=None,
+                        help="language of the report and feedback (default: each notebook's own, "
+                             "metadata.attnbook.language, else ATTNBOOK_LANG, else en)")
     parser.add_argument("--require-isolation", action="store_true",
                         help="refuse to grade (exit 4) unless bubblewrap isolates the learner's code")
     args = parser.parse_args(argv)
@@ -302,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.task) if args.task else None
     outcomes = grade_many(args.notebooks, args.jobs, cell_timeout=args.cell_timeout, memory_mb=args.memory_mb,
                           only=only, set_id=args.set_id, release_dir=args.release,
-                          notebook_timeout=args.notebook_timeout)
+                          notebook_timeout=args.notebook_timeout, language=args.lang)
     status = 0
     reports = []
     for kind_, value in outcomes:
@@ -315,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     if mixed:
         print(f"attnbook-grade: warning: {mixed}", file=sys.stderr)
     if args.out:
-        write_outputs(args.out, args.notebooks, outcomes, set_id=args.set_id, release_dir=args.release)
+        write_outputs(args.out, args.notebooks, outcomes, set_id=args.set_id, release_dir=args.release,
+                      language=args.lang)
     if args.json:
         print(json.dumps(reports, ensure_ascii=False, indent=1))
     elif reports:

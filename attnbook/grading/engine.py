@@ -48,6 +48,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..i18n import translate
+
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted yet"
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -1793,7 +1795,10 @@ def run_task(task: Task, fn: Any, *, guard: bool = True,
 
     def result(status: str, message: str, diagnosis: str = "", hints: tuple = ()) -> Result:
         points = task.points if status == PASSED else 0
-        return Result(task.id, task.title, status, message, points, task.points, diagnosis, hints)
+        # the learner's language (attnbook.set_language / ATTNBOOK_LANG); English text is left as it is
+        hints = tuple(translate(h) for h in hints)
+        return Result(task.id, translate(task.title), status, translate(message), points, task.points, diagnosis,
+                      hints)
 
     if fn is None or fn is Ellipsis:
         return result(NOT_ATTEMPTED, "not attempted yet: write the function, then run this cell.", "not_attempted")

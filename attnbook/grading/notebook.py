@@ -12,6 +12,7 @@ set's tasks with their status and points in this session, and the running total.
 
 from __future__ import annotations
 
+from ..i18n import translate
 from .engine import NOT_ATTEMPTED, PASSED, Result, run_task
 from .registry import all_tasks, get_task
 
@@ -73,7 +74,7 @@ def _remember(result: Result) -> str:
             and previous["result"].diagnosis == result.diagnosis):
         shown = previous["shown"]
         if shown < len(result.hints):
-            extra = f" Hint: {result.hints[shown]}"
+            extra = " " + translate(f"Hint: {result.hints[shown]}")
             shown += 1
     _SESSION[result.task_id] = {"result": result, "shown": shown}
     return extra
@@ -96,28 +97,28 @@ def hint(task_id: str) -> None:
     get_task(task_id)  # an unknown id gets the registry's message, with the known ids
     state = _SESSION.get(task_id)
     if state is None:
-        print(f"{task_id}: no check of this task has run in this session yet; run its graded cell first.")
+        print(translate(f"{task_id}: no check of this task has run in this session yet; run its graded cell first."))
         return
     result = state["result"]
     if result.passed:
-        print(f"{task_id} passed: no hint needed.")
+        print(translate(f"{task_id} passed: no hint needed."))
         return
     if not result.hints:
-        print(f"{task_id}: no further hint for this mistake; the message says what is wrong: {result.message}")
+        print(translate(f"{task_id}: no further hint for this mistake; the message says what is wrong: {result.message}"))
         return
     if state["shown"] >= len(result.hints):
-        print(f"{task_id}: that was the last hint ({len(result.hints)} of {len(result.hints)}): "
-              f"{result.hints[-1]}")
+        print(translate(f"{task_id}: that was the last hint ({len(result.hints)} of {len(result.hints)}): "
+                        f"{result.hints[-1]}"))
         return
     level = state["shown"]
     state["shown"] = level + 1
-    print(f"{task_id}, hint {level + 1} of {len(result.hints)}: {result.hints[level]}")
+    print(translate(f"{task_id}, hint {level + 1} of {len(result.hints)}: {result.hints[level]}"))
 
 
 def _set_of(set_id: str | None) -> str:
     if set_id is None:
         if not _SESSION:
-            raise ValueError("progress() needs a set, e.g. progress(\"05\"), until a check has run")
+            raise ValueError(translate("progress() needs a set, e.g. progress(\"05\"), until a check has run"))
         set_id = next(reversed(_SESSION)).split(".", 1)[0]
     return str(set_id).split(".", 1)[0].zfill(2)
 
@@ -128,7 +129,7 @@ def progress(set_id: str | None = None) -> None:
     tasks = [t for t in all_tasks().values() if t.set_id == set_id]
     if not tasks:
         known = sorted({t.set_id for t in all_tasks().values()})
-        raise ValueError(f"no exercise set {set_id!r}; the sets are {', '.join(known)}")
+        raise ValueError(translate(f"no exercise set {set_id!r}; the sets are {', '.join(known)}"))
     width = max(len(t.id) for t in tasks)
     got = total = passed = 0
     lines = []
@@ -145,5 +146,5 @@ def progress(set_id: str | None = None) -> None:
         got += points
         total += task.points
         lines.append(f"{mark} {task.id:<{width}}  {points}/{task.points}")
-    lines.append(f"total: {got}/{total} points, {passed} of {len(tasks)} tasks passed (this session)")
+    lines.append(translate(f"total: {got}/{total} points, {passed} of {len(tasks)} tasks passed (this session)"))
     print("\n".join(lines))

@@ -31,6 +31,7 @@ from pathlib import Path
 import nbformat
 import torch
 
+from .. import i18n
 from . import engine, wire
 from .engine import FAILED, NOT_ATTEMPTED, PASSED, Result
 from .registry import get_task
@@ -613,7 +614,8 @@ class _Dependencies(Mapping):
 
 
 def _entry(task, status: str, message: str, diagnosis: str) -> dict:
-    return Result(task.id, task.title, status, message, 0, task.points, diagnosis).as_dict()
+    return Result(task.id, i18n.translate(task.title), status, i18n.translate(message), 0, task.points,
+                  diagnosis).as_dict()
 
 
 def _not_defined(session: Session, steps: list[Step], step: Step, name: str) -> tuple[str, str]:
@@ -633,12 +635,38 @@ def _not_defined(session: Session, steps: list[Step], step: Step, name: str) -> 
             "(keep the name the task gives)", "not_defined")
 
 
+def notebook_language(nb) -> str | None:
+    """The language a notebook asks its grader to speak (``metadata.attnbook.language``, as the Korean
+    exercises carry it); None when it names none, or one the grader does not speak."""
+    meta = nb.metadata.get("attnbook", {}) if isinstance(nb.metadata, dict) else {}
+    lang = meta.get("language") if isinstance(meta, dict) else None
+    if not isinstance(lang, str) or i18n._normalise(lang) not in i18n.LANGUAGES:
+        return None
+    return i18n._normalise(lang)
+
+
 def grade(path: Path, *, release_dir: str | None = None, set_id: str | None = None, only=None,
-          limits: Limits | None = None, pool: Pool | None = None, prefetch: bool = False) -> dict:
-    """Grade one submission; the report as a dict (see :mod:`attnbook.grading.cli`)."""
+          limits: Limits | None = None, pool: Pool | None = None, prefetch: bool = False,
+          language: str | None = None) -> dict:
+    """Grade one submission; the report as a dict (see :mod:`attnbook.grading.cli`).
+
+    The messages are in ``language`` when given, else in the notebook's (``metadata.attnbook.language``),
+    else in the grader's default (:func:`attnbook.i18n.get_language`); a report in another language than
+    English says which in ``"language"``."""
     start = time.perf_counter()
-    limits = limits or Limits()
     nb = read_submission(path)
+    with i18n.using(language or notebook_language(nb)):
+        lang = i18n.get_language()
+        report = _grade(nb, path, start, release_dir=release_dir, set_id=set_id, only=only, limits=limits,
+                        pool=pool, prefetch=prefetch)
+    if lang != "en":
+        report["language"] = lang
+    return report
+
+
+def _grade(nb, path: Path, start: float, *, release_dir: str | None, set_id: str | None, only,
+           limits: Limits | None, pool: Pool | None, prefetch: bool) -> dict:
+    limits = limits or Limits()
     release = identify(nb, path, releases(release_dir), set_id)
     for g in release.graded:
         try:
