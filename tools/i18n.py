@@ -306,7 +306,23 @@ def korean_page(page: Path) -> tuple[Path, str]:
             cell.source = translate_markdown(cell.source, table)
         elif _alt(cell) in table:
             cell.metadata["mystnb"]["image"]["alt"] = table[_alt(cell)]
+    _speak_korean(nb)
     return target, nbformat.writes(nb) + "\n"
+
+
+#: the first line of the cell that imports the graders, in a Korean notebook: the checks answer in Korean
+SET_LANGUAGE = 'import attnbook; attnbook.set_language("ko")\n'
+
+
+def _speak_korean(nb) -> None:
+    """A Korean notebook with graded checks says so (``metadata.attnbook.language``, read by
+    ``attnbook-grade``) and sets the graders' language at the top of the cell that imports them."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "from attnbook.grading" in cell.source:
+            if not cell.source.startswith(SET_LANGUAGE):
+                cell.source = SET_LANGUAGE + cell.source
+            nb.metadata.setdefault("attnbook", {})["language"] = LOCALE
+            return
 
 
 def korean_toc() -> str:
@@ -350,6 +366,7 @@ def korean_files() -> dict[Path, bytes]:
             for cell in exercise.cells:
                 if cell.cell_type == "markdown":
                     cell.source = translate_markdown(cell.source, table)
+            _speak_korean(exercise)
             exercise.metadata["attnbook"]["sources_sha256"] = make_exercises.sources_digest(exercise.cells)
             files[OUT / "exercises" / page.name] = (nbformat.writes(exercise) + "\n").encode("utf-8")
     files[OUT / "_toc.yml"] = korean_toc().encode("utf-8")
