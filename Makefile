@@ -18,14 +18,14 @@ $(STAMP):
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Build the HTML book into _build/html; any Sphinx warning or notebook problem fails the build.
+# Build the HTML book into _build/html, and its Korean edition (한국어판) into _build/html/ko, from
+# locales/ko/*.po (sources generated into ko/ by tools/i18n.py); any Sphinx warning or notebook problem
+# fails the build.
 book: venv
 	rm -rf _build/html _build/.doctrees
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(MAKE) book-ko
 
-# The Korean edition (한국어판), from locales/ko/*.po: sources generated into ko/, HTML into _build/html/ko
-# (beside the English book, so that the two can link to each other). Untranslated units show in English;
-# `tools/i18n.py status` lists them. Not yet part of `make test`: the translation is under way.
 book-ko: venv
 	$(BIN)/python tools/i18n.py build
 	rm -rf _build/ko _build/html/ko

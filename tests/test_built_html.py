@@ -21,8 +21,9 @@ from conftest import ROOT
 pytestmark = pytest.mark.html
 HTML = ROOT / "_build" / "html"
 PAGES = sorted(HTML.rglob("*.html")) if HTML.exists() else []
-BOOK_PAGES = [p for p in PAGES if not p.relative_to(HTML).parts[0].startswith("_")
-              and p.relative_to(HTML).as_posix() not in ("genindex.html", "search.html", "index.html")]
+#: the pages of both books (the Korean edition is built into _build/html/ko), without Sphinx's own
+BOOK_PAGES = [p for p in PAGES if not any(part.startswith("_") for part in p.relative_to(HTML).parts)
+              and p.relative_to(HTML).as_posix().removeprefix("ko/") not in ("genindex.html", "search.html", "index.html")]
 EXTERNAL = re.compile(r"^(https?:)?//", re.IGNORECASE)
 CSS_URL = re.compile(r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)")
 
@@ -79,7 +80,8 @@ def test_mathjax_is_local_and_title_and_copyright_are_set(page):
     assert all(not EXTERNAL.match(s) for s in mathjax), f"{page.name}: MathJax not served locally: {mathjax}"
     for src in mathjax:
         assert (page.parent / urlsplit(src).path).resolve().exists(), f"{page.name}: {src} is missing"
-    assert "Attention, step by step" in doc.title.get_text()
+    korean = page.relative_to(HTML).parts[0] == "ko"
+    assert ("한 걸음씩 배우는 어텐션" if korean else "Attention, step by step") in doc.title.get_text()
     footer = doc.get_text(" ")
     assert "2026" in footer and "attnbook authors" in footer
 

@@ -89,3 +89,66 @@ def test_korean_search_indexes_words_with_their_particles_removed():
     words = search.split("내적이 큰 키에 어텐션 가중치를 준다 (attention weights)")
     assert {"내적", "내적이", "가중치", "어텐션", "attention"} <= set(words)
     assert search.stem("Attention") == "attention"
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole book: every unit translated and current, the book's terms used
+# --------------------------------------------------------------------------------------------------
+
+#: English term -> the Korean term the book uses for it (book/glossary.md): a page whose English uses the
+#: term uses the Korean term (checked page by page: a sentence may rightly say it in other words).
+TERMS = {
+    "attention score": "어텐션 스코어",
+    "attention weight": "어텐션 가중치",
+    "attention value": "어텐션 값",
+    "context vector": "컨텍스트 벡터",
+    "teacher forcing": "교사 강요",
+    "vanishing gradient": "기울기 소실",
+    "self-attention": "셀프 어텐션",
+    "multi-head attention": "멀티 헤드 어텐션",
+    "dot product": "내적",
+    "weighted sum": "가중합",
+    "scaled dot-product attention": "스케일드 닷-프로덕트 어텐션",
+}
+#: synonyms that must never stand for the book's terms (machine-translation habits and rival usages)
+NEVER = ["주의 메커니즘", "주의 가중치", "주의 점수", "어텐션 점수", "스케일 도트", "도트 제품", "점곱", "문맥 벡터",
+         "교사 강제", "티처 포싱", "경사 소실", "그래디언트 소실", "멀티-헤드", "자기 주의", "셀프-어텐션"]
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def catalogues():
+    names = [i18n.catalogue_name(p) for p in i18n.pages()] + [i18n.TOC_CATALOGUE]
+    return {name: i18n.read_catalogue(name) for name in names}
+
+
+def test_every_unit_of_every_page_is_translated_and_current():
+    problems = [p for name, catalog in catalogues().items() for p in i18n.problems(name, catalog)]
+    assert not problems, f"{len(problems)} unit(s) to translate (tools/i18n.py status):\n" + "\n".join(problems[:20])
+
+
+def test_catalogues_hold_exactly_the_english_units():
+    """`tools/i18n.py update` would change nothing: no English unit is missing from its catalogue."""
+    for page in i18n.pages():
+        name = i18n.catalogue_name(page)
+        expected = {u.text for u in i18n.page_units(page)}
+        present = {m.id for m in i18n.read_catalogue(name) if m.id}
+        assert expected == present, (
+            f"{name}: run `python tools/i18n.py update {name}`; new or changed English: "
+            f"{sorted(expected - present)[:3]}"
+        )
+
+
+def test_the_books_terms_are_used_not_synonyms():
+    wrong = []
+    for name, catalog in catalogues().items():
+        units = [m for m in catalog if m.id and m.string]
+        english = _words(" ".join(m.id for m in units)).lower()
+        korean = _words(" ".join(m.string for m in units))
+        wrong.extend(f"{name}: uses {term!r} but never {ko!r}" for term, ko in TERMS.items()
+                     if term in english and ko not in korean)
+        wrong.extend(f"{name}: {never!r} in {m.string[:80]!r}" for m in units for never in NEVER
+                     if never in _words(m.string))
+    assert not wrong, "\n".join(wrong[:20])
