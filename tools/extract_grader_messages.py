@@ -8,6 +8,9 @@ joins and ``+`` concatenations of strings are one message. Docstrings, identifie
 
     .venv/bin/python tools/extract_grader_messages.py            # JSON list: msgid, locations, kind
     .venv/bin/python tools/extract_grader_messages.py --text     # one msgid a line
+    .venv/bin/python tools/extract_grader_messages.py --check    # tasks.po holds exactly these, all translated
+    .venv/bin/python tools/extract_grader_messages.py --update   # add new messages to tasks.po (untranslated),
+                                                                 # drop gone ones, refresh the file:line comments
 
 The Korean catalogue attnbook/locales/ko/tasks.po is keyed by exactly these msgids (tests check it).
 """
@@ -162,7 +165,7 @@ def extract(files=None) -> list[dict]:
                     _CONSTANTS[node.targets[0].id] = text
         rel = path.relative_to(ROOT).as_posix()
 
-        def visit(node, parents):
+        def visit(node, parents, docs=docs, rel=rel):
             text = None
             if id(node) not in docs:
                 text = _text_of(node)
@@ -184,15 +187,74 @@ def extract(files=None) -> list[dict]:
                 if not isinstance(node, ast.BinOp):
                     return
             for child in ast.iter_child_nodes(node):
-                visit(child, parents + [node])
+                visit(child, parents + [node], docs, rel)
 
         visit(tree, [])
     return list(found.values())
 
 
+PO = ROOT / "attnbook" / "locales" / "ko" / "tasks.po"
+
+
+def _read_po():
+    from babel.messages.pofile import read_po
+
+    with open(PO, "rb") as handle:
+        return read_po(handle)
+
+
+def check(messages) -> list[str]:
+    """Problems of tasks.po against the task files: missing, obsolete, untranslated or fuzzy entries."""
+    catalog = _read_po()
+    have = {m.id: m for m in catalog if m.id}
+    want = {m["msgid"] for m in messages}
+    problems = [f"missing from tasks.po: {i!r}" for i in sorted(want - set(have))]
+    problems += [f"in tasks.po but in no task file: {i!r}" for i in sorted(set(have) - want)]
+    problems += [f"not translated (or fuzzy): {i!r}" for i, m in sorted(have.items())
+                 if i in want and (not m.string or m.fuzzy)]
+    return problems
+
+
+def update(messages) -> None:
+    """Bring tasks.po in line with the task files; translations of unchanged msgids are kept."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.pofile import write_po
+
+    old = _read_po()
+    template = Catalog(locale="ko")
+    for m in messages:
+        template.add(m["msgid"], locations=[tuple(loc) for loc in m["locations"]])
+    known = {m.id: m for m in old if m.id}
+    new = Catalog(locale="ko", project=old.project, version=old.version, copyright_holder=old.copyright_holder,
+                  language_team=old.language_team, fuzzy=False, creation_date=old.creation_date,
+                  revision_date=old.revision_date)
+    new.header_comment = old.header_comment
+    new.last_translator = old.last_translator
+    new.msgid_bugs_address = old.msgid_bugs_address
+    for m in template:
+        if not m.id:
+            continue
+        before = known.get(m.id)
+        new.add(m.id, before.string if before else "", locations=m.locations,
+                auto_comments=before.auto_comments if before else ["new: to translate"])
+    with open(PO, "wb") as handle:
+        write_po(handle, new, width=0, sort_output=False)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     messages = extract()
+    if "--check" in argv:
+        problems = check(messages)
+        for line in problems:
+            print(line)
+        print(f"{len(messages)} messages in the task files; {len(problems)} problems in {PO.relative_to(ROOT)}")
+        return 1 if problems else 0
+    if "--update" in argv:
+        update(messages)
+        problems = check(messages)
+        print(f"{PO.relative_to(ROOT)} updated: {len(problems)} entries to translate")
+        return 0
     if "--text" in argv:
         for m in messages:
             print(m["msgid"])
