@@ -9,7 +9,8 @@ with the same placeholders. A message is translated by
 1. an exact match with a msgid that has no placeholder;
 2. else the first template (most literal characters first) that matches the whole message; each captured
    value is translated the same way (so a task's message captured inside an engine sentence is translated
-   too; a value that matches nothing, a name, a number, a shape or code, is kept as it is);
+   too; a value that matches nothing, a name, a number, a shape or code, is kept as it is; a value the
+   template puts between backticks, `{code}`, is code and never translated);
 3. else, sentence by sentence (split after ". " outside brackets and backticks), each sentence by 1 and 2.
 
 What matched nothing (and reads like English prose) is recorded: :func:`untranslated` lists it, so tests
@@ -113,7 +114,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 @lru_cache(maxsize=None)
 def _catalogue(lang: str) -> tuple[dict[str, str], tuple]:
-    """``(static msgid -> msgstr, ((regex, msgid, msgstr), ...) most literal characters first)`` of every
+    """``(static msgid -> msgstr, ((regex, code placeholders, msgstr), ...) most literal characters first)`` of every
     finished (translated, not fuzzy) entry of ``locales/<lang>/*.po``."""
     from babel.messages.pofile import read_po
 
@@ -127,11 +128,12 @@ def _catalogue(lang: str) -> tuple[dict[str, str], tuple]:
                 continue
             if placeholders(message.id):
                 regex, literal = _compile(message.id)
-                templates.append((literal, len(templates), regex, message.id, message.string))
+                code = frozenset(re.findall(r"`\{([A-Za-z_]\w*)\}`", message.id))
+                templates.append((literal, len(templates), regex, code, message.string))
             else:
                 static[_fill(message.id, {})] = _fill(message.string, {})
     templates.sort(key=lambda t: (-t[0], t[1]))
-    return static, tuple((regex, msgid, msgstr) for _, _, regex, msgid, msgstr in templates)
+    return static, tuple((regex, code, msgstr) for _, _, regex, code, msgstr in templates)
 
 
 def reload() -> None:
@@ -169,11 +171,13 @@ def _whole(text: str, lang: str, missing: list[str]) -> str | None:
     static, templates = _catalogue(lang)
     if text in static:
         return static[text]
-    for regex, _msgid, msgstr in templates:
+    for regex, code, msgstr in templates:
         match = regex.fullmatch(text)
         if match is None:
             continue
-        values = {name: _value(value, lang, missing) for name, value in match.groupdict().items()}
+        # a value between backticks in the template (`{code}`) is code: kept as it is, never translated
+        values = {name: value if name in code else _value(value, lang, missing)
+                  for name, value in match.groupdict().items()}
         return _fill(msgstr, values)
     return None
 
