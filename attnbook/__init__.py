@@ -17,3 +17,5 @@ Modules:
 __version__ = "0.1.0"
 
 from .i18n import get_language, set_language  # noqa: E402  (the language of the grader's messages)
+
+__all__ = ["__version__", "get_language", "set_language"]

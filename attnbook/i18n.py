@@ -7,7 +7,8 @@ catalogue's msgid is an English *template*: ``{name}`` is a placeholder that mat
 with the same placeholders. A message is translated by
 
 1. an exact match with a msgid that has no placeholder;
-2. else the first template (most literal characters first) that matches the whole message; each captured
+2. else the first template that matches the whole message (templates that end with literal text first, then
+   those that end with a placeholder; among them, most literal characters first); each captured
    value is translated the same way (so a task's message captured inside an engine sentence is translated
    too; a value that matches nothing, a name, a number, a shape or code, is kept as it is; a value the
    template puts between backticks, `{code}`, is code and never translated);
@@ -23,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 LANGUAGES = ("en", "ko")
@@ -112,7 +113,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(one, template)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _catalogue(lang: str) -> tuple[dict[str, str], tuple]:
     """``(static msgid -> msgstr, ((regex, code placeholders, msgstr), ...) most literal characters first)`` of every
     finished (translated, not fuzzy) entry of ``locales/<lang>/*.po``."""
@@ -129,11 +130,14 @@ def _catalogue(lang: str) -> tuple[dict[str, str], tuple]:
             if placeholders(message.id):
                 regex, literal = _compile(message.id)
                 code = frozenset(re.findall(r"`\{([A-Za-z_]\w*)\}`", message.id))
-                templates.append((literal, len(templates), regex, code, message.string))
+                # a template that ends with a placeholder could swallow what follows its message (the
+                # engine's ". Seen on case ...") into that placeholder: closed templates are tried first
+                open_end = bool(re.search(r"(?<!\})\{[A-Za-z_]\w*\}$", message.id))
+                templates.append(((open_end, -literal, len(templates)), regex, code, message.string))
             else:
                 static[_fill(message.id, {})] = _fill(message.string, {})
-    templates.sort(key=lambda t: (-t[0], t[1]))
-    return static, tuple((regex, code, msgstr) for _, _, regex, code, msgstr in templates)
+    templates.sort(key=lambda t: t[0])
+    return static, tuple((regex, code, msgstr) for _, regex, code, msgstr in templates)
 
 
 def reload() -> None:

@@ -14,17 +14,16 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 from babel.messages.pofile import read_po
+from test_catalogues import CASES
 
 import attnbook
 from attnbook import i18n
 from attnbook.grading import get_task, run_task
 from conftest import ROOT
-from test_catalogues import CASES
 
 LOCALES = ROOT / "attnbook" / "locales" / "ko"
 CATALOGUES = sorted(LOCALES.glob("*.po"))
@@ -154,6 +153,11 @@ def test_every_wrong_answer_gets_the_same_diagnosis_and_a_korean_message(task_id
     assert (korean.status, korean.diagnosis, korean.points) == (english.status, english.diagnosis, english.points)
     assert HANGUL.search(korean.message), korean.message
     assert not missing, f"not translated: {missing}\nmessage: {korean.message}"
+    # the case is named once, at the end, as in English (a template that swallowed it would put it inside)
+    if " Seen on case " in english.message:
+        assert korean.message.count("에서 확인했습니다.") == 1, korean.message
+        assert korean.message.endswith("에서 확인했습니다."), korean.message
+    assert "Seen on" not in korean.message, korean.message
 
 
 @pytest.mark.slow
