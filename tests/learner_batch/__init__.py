@@ -7,3 +7,6 @@ words and the ``cls`` of input that exposes it) and ``VALID`` (other right answe
 """
 
 SETS = ["02", "04", "05", "06", "07", "08", "09", "10"]
+
+# Hold-out batches (task ids spelled out in each entry), run with the sets above.
+EXTRA = ["holdout_1", "holdout_2", "holdout_3"]
