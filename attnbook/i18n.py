@@ -7,8 +7,10 @@ catalogue's msgid is an English *template*: ``{name}`` is a placeholder that mat
 with the same placeholders. A message is translated by
 
 1. an exact match with a msgid that has no placeholder;
-2. else the first template that matches the whole message (templates that end with literal text first, then
-   those that end with a placeholder; among them, most literal characters first); each captured
+2. else the first template that matches the whole message, in this order: the engine's sentences around a
+   whole message (flagged ``attnbook-outer`` in the catalogue: "{message}. Seen on {case}."), then templates
+   that end with literal text, then those that end with a placeholder; most literal characters first within
+   each group. Each captured
    value is translated the same way (so a task's message captured inside an engine sentence is translated
    too; a value that matches nothing, a name, a number, a shape or code, is kept as it is; a value the
    template puts between backticks, `{code}`, is code and never translated);
@@ -28,6 +30,8 @@ from functools import cache
 from pathlib import Path
 
 LANGUAGES = ("en", "ko")
+#: the .po flag of a template that wraps a whole message (tried before the messages it may hold)
+OUTER_FLAG = "attnbook-outer"
 _LOCALES = Path(__file__).resolve().parent / "locales"
 _CHOSEN: list[str | None] = [None]
 _UNTRANSLATED: set[str] = set()
@@ -130,10 +134,12 @@ def _catalogue(lang: str) -> tuple[dict[str, str], tuple]:
             if placeholders(message.id):
                 regex, literal = _compile(message.id)
                 code = frozenset(re.findall(r"`\{([A-Za-z_]\w*)\}`", message.id))
-                # a template that ends with a placeholder could swallow what follows its message (the
-                # engine's ". Seen on case ...") into that placeholder: closed templates are tried first
+                # an engine sentence around a whole message (flag "attnbook-outer") is tried before the
+                # messages it may hold; then a template that ends with a placeholder, which could swallow
+                # what follows its message (the engine's ". Seen on case ..."), after those that do not
+                outer = OUTER_FLAG in message.flags
                 open_end = bool(re.search(r"(?<!\})\{[A-Za-z_]\w*\}$", message.id))
-                templates.append(((open_end, -literal, len(templates)), regex, code, message.string))
+                templates.append(((not outer, open_end, -literal, len(templates)), regex, code, message.string))
             else:
                 static[_fill(message.id, {})] = _fill(message.string, {})
     templates.sort(key=lambda t: t[0])

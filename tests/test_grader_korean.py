@@ -82,9 +82,17 @@ def test_templates_capture_and_translate_nested_messages(korean):
     text = "`f` raised ZeroDivisionError at line 3: a division by zero: an empty group (a length of 0, an empty " \
            "bucket, no key left) reached a division. Seen on case 'T=0'."
     done = i18n.translate(text)
-    assert done.startswith("`f`의 3번째 줄에서 ZeroDivisionError 예외가 발생했습니다: 0으로 나누었습니다"), done
+    assert done.startswith("`f` 함수의 3번째 줄에서 ZeroDivisionError 예외가 발생했습니다: 0으로 나누었습니다"), done
     assert done.endswith("케이스 'T=0'에서 확인했습니다."), done
     assert i18n.untranslated() == []
+    # an explanation that begins with a placeholder does not swallow the engine's sentence around it
+    text = ("`f` raised RuntimeError at line 2 (`x = a + b`): float64 and float32 tensors meet in one operation: "
+            "a tensor you created (torch.tensor, torch.zeros, torch.ones, torch.arange, ...) gets float32 by "
+            "default, while the grader's inputs are float64. Seen on case 'B=2'.")
+    done = i18n.translate(text)
+    assert done.startswith("`f` 함수의 2번째 줄(`x = a + b`)에서 RuntimeError 예외가 발생했습니다: 한 연산에서 dtype "
+                           "float64 텐서와"), done
+    assert done.endswith("케이스 'B=2'에서 확인했습니다.") and i18n.untranslated() == [], done
     assert i18n.translate("something nobody wrote in any catalogue") == "something nobody wrote in any catalogue"
     assert i18n.untranslated() == ["something nobody wrote in any catalogue"]
 
