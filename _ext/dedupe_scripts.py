@@ -14,7 +14,10 @@ def _dedupe(app, pagename, templatename, context, doctree):
         seen, unique = set(), []
         for item in files:
             attributes = getattr(item, "attributes", {}) or {}
-            identity = (str(getattr(item, "filename", item) or ""), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+            identity = (
+                str(getattr(item, "filename", item) or ""),
+                tuple(sorted((k, str(v)) for k, v in attributes.items())),
+            )
             if identity not in seen:
                 seen.add(identity)
                 unique.append(item)

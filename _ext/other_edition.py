@@ -18,8 +18,10 @@ def _add_link(app, pagename, templatename, context, doctree):
     root = context["pathto"]("", 1) if "pathto" in context else ""
     root = "" if root in ("#", "./") else root
     href = f"{root}{edition['prefix']}{pagename}.html"
-    link = (f'<p class="other-edition"><a href="{escape(href)}" hreflang="{escape(edition["lang"])}" '
-            f'lang="{escape(edition["lang"])}">{escape(edition["label"])}</a></p>')
+    link = (
+        f'<p class="other-edition"><a href="{escape(href)}" hreflang="{escape(edition["lang"])}" '
+        f'lang="{escape(edition["lang"])}">{escape(edition["label"])}</a></p>'
+    )
     context["body"] = link + context["body"]
 
 

@@ -275,8 +275,14 @@ class ScoreWatch(torch.Tensor):
         widths = sorted(set(int(w) for w in cls.widths))
         if len(widths) > 512:  # the smallest and the largest widths are what a check needs
             widths = widths[:256] + widths[-256:]
-        return {"name": cls.wire_name, "rows": int(cls.rows), "exempt": sorted(int(e) for e in cls.exempt),
-                "token": cls.token, "widths": widths, "ran": bool(cls.ran)}
+        return {
+            "name": cls.wire_name,
+            "rows": int(cls.rows),
+            "exempt": sorted(int(e) for e in cls.exempt),
+            "token": cls.token,
+            "widths": widths,
+            "ran": bool(cls.ran),
+        }
 
     @classmethod
     def report(cls, widths, ran: bool) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -123,7 +123,14 @@ def heatmap(
         ax.set_title(title)
     if annotate and w.size <= 150:
         for (r, c), value in np.ndenumerate(w):
-            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                    color="black" if value > 0.6 * vmax else "white")
+            ax.text(
+                c,
+                r,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if value > 0.6 * vmax else "white",
+            )
     ax.figure.colorbar(image, ax=ax, label=cbar_label)
     return ax

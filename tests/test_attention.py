@@ -229,8 +229,15 @@ def test_batch_items_are_independent(seed, B, T_q, T_k, d_k, d_v):
 
 
 @FAST
-@given(seed=seeds, lead=st.lists(sizes, min_size=0, max_size=2), T_q=sizes, T_k=sizes, d_k=sizes, d_v=sizes,
-       mask_kind=st.sampled_from(["none", "full", "padding", "causal"]))
+@given(
+    seed=seeds,
+    lead=st.lists(sizes, min_size=0, max_size=2),
+    T_q=sizes,
+    T_k=sizes,
+    d_k=sizes,
+    d_v=sizes,
+    mask_kind=st.sampled_from(["none", "full", "padding", "causal"]),
+)
 def test_scaled_dot_product_attention_equals_pytorch(seed, lead, T_q, T_k, d_k, d_v, mask_kind):
     Q = randn(seed, *lead, T_q, d_k)  # (..., T_q, d_k)
     K = randn(seed + 1, *lead, T_k, d_k)  # (..., T_k, d_k)

@@ -24,16 +24,29 @@ pytestmark = pytest.mark.html
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-PAGES = sorted(
-    p.relative_to(HTML).as_posix()
-    for p in HTML.rglob("*.html")
-    if not any(part.startswith("_") for part in p.relative_to(HTML).parts)
-    and p.relative_to(HTML).as_posix().removeprefix("ko/") not in ("genindex.html", "search.html", "index.html")
-) if HTML.exists() else []
+PAGES = (
+    sorted(
+        p.relative_to(HTML).as_posix()
+        for p in HTML.rglob("*.html")
+        if not any(part.startswith("_") for part in p.relative_to(HTML).parts)
+        and p.relative_to(HTML).as_posix().removeprefix("ko/")
+        not in ("genindex.html", "search.html", "index.html")
+    )
+    if HTML.exists()
+    else []
+)
 #: the English book's pages (the Korean edition, under ko/, is walked by tests/test_korean_book.py)
 ENGLISH = [p for p in PAGES if not p.startswith("ko/")]
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -74,7 +87,9 @@ class Visit:
         self.failed: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         # Every local request must succeed (a missing favicon is a 404 on every page load).
-        self.page.on("response", lambda r: self.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        self.page.on(
+            "response", lambda r: self.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None
+        )
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.route("**/*", self._route)
         self.page.goto(f"{server}/{path}", wait_until="load")
@@ -166,7 +181,9 @@ def test_search_finds_a_term_from_a_chapter(browser, server):
     visit = Visit(browser, server, "search.html?q=attention+value")
     try:
         visit.page.wait_for_selector("#search-results li, ul.search li", timeout=15000)
-        hits = visit.page.eval_on_selector_all("#search-results li a, ul.search li a", "els => els.map(e => e.getAttribute('href'))")
+        hits = visit.page.eval_on_selector_all(
+            "#search-results li a, ul.search li a", "els => els.map(e => e.getAttribute('href'))"
+        )
         assert any("chapters/" in h for h in hits), hits
         assert not visit.outside
     finally:

@@ -8,7 +8,7 @@ notebook pages offer the .ipynb download.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -22,13 +22,18 @@ pytestmark = pytest.mark.html
 HTML = ROOT / "_build" / "html"
 PAGES = sorted(HTML.rglob("*.html")) if HTML.exists() else []
 #: the pages of both books (the Korean edition is built into _build/html/ko), without Sphinx's own
-BOOK_PAGES = [p for p in PAGES if not any(part.startswith("_") for part in p.relative_to(HTML).parts)
-              and p.relative_to(HTML).as_posix().removeprefix("ko/") not in ("genindex.html", "search.html", "index.html")]
+BOOK_PAGES = [
+    p
+    for p in PAGES
+    if not any(part.startswith("_") for part in p.relative_to(HTML).parts)
+    and p.relative_to(HTML).as_posix().removeprefix("ko/")
+    not in ("genindex.html", "search.html", "index.html")
+]
 EXTERNAL = re.compile(r"^(https?:)?//", re.IGNORECASE)
 CSS_URL = re.compile(r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)")
 
 
-@lru_cache(maxsize=None)
+@cache
 def soup(path: Path) -> BeautifulSoup:
     return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
@@ -49,8 +54,16 @@ def test_the_book_was_built():
 def test_nothing_is_loaded_from_outside(page):
     doc = soup(page)
     loaded = []
-    for tag, attr in (("script", "src"), ("img", "src"), ("iframe", "src"), ("source", "src"),
-                      ("audio", "src"), ("video", "src"), ("embed", "src"), ("object", "data")):
+    for tag, attr in (
+        ("script", "src"),
+        ("img", "src"),
+        ("iframe", "src"),
+        ("source", "src"),
+        ("audio", "src"),
+        ("video", "src"),
+        ("embed", "src"),
+        ("object", "data"),
+    ):
         loaded += [t.get(attr) for t in doc.find_all(tag) if t.get(attr)]
     for link in doc.find_all("link"):
         rel = " ".join(link.get("rel", []))
@@ -121,10 +134,17 @@ def test_images_exist_and_have_alt_text(page):
         assert img.get("alt", "").strip(), f"{page.name}: image without alt text: {src}"
 
 
-@pytest.mark.parametrize("page", [p for p in BOOK_PAGES if p.relative_to(HTML).parts[0] in ("chapters", "exercises", "solutions")],
-                         ids=lambda p: p.relative_to(HTML).as_posix())
+@pytest.mark.parametrize(
+    "page",
+    [p for p in BOOK_PAGES if p.relative_to(HTML).parts[0] in ("chapters", "exercises", "solutions")],
+    ids=lambda p: p.relative_to(HTML).as_posix(),
+)
 def test_notebook_pages_offer_the_ipynb_download(page):
-    links = [a["href"] for a in soup(page).find_all("a", href=True) if a["href"].endswith(".ipynb") and "_sources" in a["href"]]
+    links = [
+        a["href"]
+        for a in soup(page).find_all("a", href=True)
+        if a["href"].endswith(".ipynb") and "_sources" in a["href"]
+    ]
     assert links, f"{page.name}: no .ipynb download"
     assert (page.parent / links[0]).resolve().exists()
 
@@ -144,7 +164,10 @@ def test_chapters_have_colab_and_binder_buttons_for_their_own_notebook(page):
     repository = urlsplit(config["repository"]["url"]).path.strip("/")
     notebook = f"chapters/{page.stem}.ipynb"
     hrefs = [a["href"] for a in soup(page).find_all("a", href=True)]
-    assert any(h.startswith("https://colab.research.google.com/github/") and repository in h and h.endswith(notebook) for h in hrefs)
+    assert any(
+        h.startswith("https://colab.research.google.com/github/") and repository in h and h.endswith(notebook)
+        for h in hrefs
+    )
     assert any(h.startswith("https://mybinder.org/") and repository in h and notebook in h for h in hrefs)
 
 

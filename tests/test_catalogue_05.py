@@ -9,7 +9,6 @@ import dataclasses
 import math
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -345,7 +344,7 @@ def lengths_minus_1e9(scores, lengths):
 
 def lengths_loop_in_place(scores, lengths):
     for b in range(scores.shape[0]):
-        scores[b, :, int(lengths[b]):] = float("-inf")
+        scores[b, :, int(lengths[b]) :] = float("-inf")
     return _rows_to_zero(torch.softmax(scores, -1))
 
 
@@ -368,7 +367,9 @@ def lengths_dim0(scores, lengths):
 
 
 def lengths_float_lengths(scores, lengths):
-    mask = torch.arange(scores.shape[-1]) < lengths.float()  # broadcasts (T_k,) with (B,): wrong unless B = T_k
+    mask = (
+        torch.arange(scores.shape[-1]) < lengths.float()
+    )  # broadcasts (T_k,) with (B,): wrong unless B = T_k
     return _rows_to_zero(torch.softmax(scores.masked_fill(~mask, float("-inf")), -1))
 
 
@@ -504,10 +505,25 @@ WRONG = {
         ("writes -inf into scores", lengths_loop_in_place, "mutates_input", "`scores`"),
         ("mask without a batch axis", lengths_float_lengths, "raised", "RuntimeError"),
         ("first sentence's length for all", lengths_first_only, "one_length_for_all", "first sentence"),
-        ("< length - 1", lambda scores, lengths: _rows_to_zero(torch.softmax(scores.masked_fill(
-            ~(torch.arange(scores.shape[-1]) < lengths[:, None] - 1)[:, None, :], float("-inf")), -1)),
-         "off_by_one", "length - 1"),
-        ("max over the padded scores too", lengths_max_first, "max_includes_masked", "includes the masked scores"),
+        (
+            "< length - 1",
+            lambda scores, lengths: _rows_to_zero(
+                torch.softmax(
+                    scores.masked_fill(
+                        ~(torch.arange(scores.shape[-1]) < lengths[:, None] - 1)[:, None, :], float("-inf")
+                    ),
+                    -1,
+                )
+            ),
+            "off_by_one",
+            "length - 1",
+        ),
+        (
+            "max over the padded scores too",
+            lengths_max_first,
+            "max_includes_masked",
+            "includes the masked scores",
+        ),
         ("softmax over the batch", lengths_dim0, "batch_axis", "batch axis"),
     ],
     "05.softmax_with_temperature": [
@@ -528,8 +544,12 @@ WRONG = {
     ],
     "05.hand_weights": [
         ("softmax of all four", lambda: hand_softmax(E), "ignored_mask", "padded last key"),
-        ("softmax, then the last set to 0", lambda: hand_softmax(E)[:3] + [0.0], "mask_after_softmax",
-         "no longer sum to 1"),
+        (
+            "softmax, then the last set to 0",
+            lambda: hand_softmax(E)[:3] + [0.0],
+            "mask_after_softmax",
+            "no longer sum to 1",
+        ),
         ("padded score 0", lambda: hand_softmax(E[:3] + [0.0]), "fill_zero", "exp(0) = 1"),
         ("the scores", lambda: E, "returned_scores", "scores"),
         ("scores over their sum", lambda: [x / sum(E[:3]) for x in E[:3]] + [0.0], "no_exp", "exp(e_i)"),
@@ -537,7 +557,12 @@ WRONG = {
         ("uniform over three", lambda: [1 / 3, 1 / 3, 1 / 3, 0.0], "wrong_values", "is wrong"),
         ("a tensor", lambda: torch.tensor(hand_softmax(E[:3]) + [0.0]), "wrong_type", "list"),
         ("three numbers", lambda: hand_softmax(E[:3]), "padded_key_left_out", "four weights"),
-        ("the exponentials", lambda: [math.exp(x) for x in E[:3]] + [0.0], "no_normalisation", "exponentials"),
+        (
+            "the exponentials",
+            lambda: [math.exp(x) for x in E[:3]] + [0.0],
+            "no_normalisation",
+            "exponentials",
+        ),
         ("last key first", lambda: [0.0] + hand_softmax(E[:3])[::-1], "reversed", "reverse order"),
     ],
 }
@@ -551,14 +576,21 @@ CORRECT = {
     ],
     "05.masked_softmax": [
         lambda scores, mask: torch.nan_to_num(torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)),
-        lambda scores, mask: torch.where(mask.any(-1, keepdim=True),
-                                         torch.softmax(scores.masked_fill(~mask, -1e9), -1), 0.0),
+        lambda scores, mask: torch.where(
+            mask.any(-1, keepdim=True), torch.softmax(scores.masked_fill(~mask, -1e9), -1), 0.0
+        ),
         masked_where_valid,
         masked_finfo_valid,
     ],
     "05.attention_weights_from_lengths": [
-        lambda scores, lengths: torch.nan_to_num(torch.softmax(scores.masked_fill(
-            (torch.arange(scores.shape[-1]) >= lengths[:, None])[:, None, :], float("-inf")), -1)),
+        lambda scores, lengths: torch.nan_to_num(
+            torch.softmax(
+                scores.masked_fill(
+                    (torch.arange(scores.shape[-1]) >= lengths[:, None])[:, None, :], float("-inf")
+                ),
+                -1,
+            )
+        ),
     ],
     "05.softmax_with_temperature": [
         lambda scores, tau: torch.softmax(scores / tau, dim=-1),
@@ -607,25 +639,59 @@ def _plus_one(e):
 
 WRONG["05.log_weights"] += [
     ("adds 1", lambda scores, dim: torch.log_softmax(scores, dim) + 1.0, "positive_log_weight", "positive"),
-    ("subtracts 0.1", lambda scores, dim: torch.log_softmax(scores, dim) - 0.1, "not_normalised", "does not sum to 1"),
+    (
+        "subtracts 0.1",
+        lambda scores, dim: torch.log_softmax(scores, dim) - 0.1,
+        "not_normalised",
+        "does not sum to 1",
+    ),
 ]
 WRONG["05.softmax_with_temperature"] += [
-    ("adds 1 to the denominator", lambda scores, tau: _plus_one(torch.exp(scores / tau - (scores / tau).amax(-1, keepdim=True))),
-     "not_normalised", "do not sum to 1"),
+    (
+        "adds 1 to the denominator",
+        lambda scores, tau: _plus_one(torch.exp(scores / tau - (scores / tau).amax(-1, keepdim=True))),
+        "not_normalised",
+        "do not sum to 1",
+    ),
 ]
 WRONG["05.masked_softmax"] += [
     ("subtracts a constant", lambda scores, mask: _soft(scores, mask) - 0.05, "negative_weights", "negative"),
-    ("first query's mask for every query", lambda scores, mask: _soft(scores, mask.expand_as(scores)[..., :1, :].expand_as(scores)),
-     "masked_weight_not_zero", "non-zero weight"),
+    (
+        "first query's mask for every query",
+        lambda scores, mask: _soft(scores, mask.expand_as(scores)[..., :1, :].expand_as(scores)),
+        "masked_weight_not_zero",
+        "non-zero weight",
+    ),
     ("damped weights", lambda scores, mask: 0.9 * _soft(scores, mask), "not_normalised", "do not sum to 1"),
 ]
 WRONG["05.attention_weights_from_lengths"] += [
-    ("subtracts a constant", lambda scores, lengths: _soft(scores, _keep(lengths, scores.shape[-1])) - 0.05,
-     "negative_weights", "negative"),
-    ("last key never masked", lambda scores, lengths: _soft(scores, _keep(lengths, scores.shape[-1]) | (torch.arange(scores.shape[-1]) == scores.shape[-1] - 1)),
-     "masked_weight_not_zero", "non-zero weight"),
-    ("damped weights", lambda scores, lengths: 0.9 * _soft(scores, _keep(lengths, scores.shape[-1])), "not_normalised", "do not sum to 1"),
+    (
+        "subtracts a constant",
+        lambda scores, lengths: _soft(scores, _keep(lengths, scores.shape[-1])) - 0.05,
+        "negative_weights",
+        "negative",
+    ),
+    (
+        "last key never masked",
+        lambda scores, lengths: _soft(
+            scores,
+            _keep(lengths, scores.shape[-1]) | (torch.arange(scores.shape[-1]) == scores.shape[-1] - 1),
+        ),
+        "masked_weight_not_zero",
+        "non-zero weight",
+    ),
+    (
+        "damped weights",
+        lambda scores, lengths: 0.9 * _soft(scores, _keep(lengths, scores.shape[-1])),
+        "not_normalised",
+        "do not sum to 1",
+    ),
 ]
 WRONG["05.softmax_with_temperature"] += [
-    ("subtracts a constant", lambda scores, tau: torch.softmax(scores / tau, -1) - 0.25, "negative_weights", "negative"),
+    (
+        "subtracts a constant",
+        lambda scores, tau: torch.softmax(scores / tau, -1) - 0.25,
+        "negative_weights",
+        "negative",
+    ),
 ]

@@ -10,7 +10,6 @@ import dataclasses
 import math
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -205,7 +204,7 @@ def step_last_state_query(s_t, H, lengths):
 
 def step_in_place(s_t, H, lengths):
     for b in range(H.shape[0]):
-        H[b, int(lengths[b]):] = 0.0
+        H[b, int(lengths[b]) :] = 0.0
     e = (H @ s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~_mask(H, lengths), float("-inf"))
     alpha_t = torch.nan_to_num(torch.softmax(e, -1))
     return (alpha_t.unsqueeze(-1) * H).sum(1), alpha_t
@@ -426,7 +425,9 @@ def dec_batch_axis(S, H, lengths):
 
 def dec_previous_state(S, H, lengths):
     prev = F.pad(S, (0, 0, 1, 0))[:, :-1]  # s_0 = 0, then s_1 .. s_{T-1}
-    alpha = torch.nan_to_num(torch.softmax((prev @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), -1))
+    alpha = torch.nan_to_num(
+        torch.softmax((prev @ H.mT).masked_fill(~_dec_mask(H, lengths), float("-inf")), -1)
+    )
     return alpha @ H, alpha
 
 
@@ -486,10 +487,18 @@ WRONG = {
         ("nested Python lists", value_nested_loops, "wrong_type", "torch.Tensor"),
         ("values @ weights", lambda weights, values: values @ weights, "raised", "RuntimeError"),
         ("divided by the weight sum", value_renormalised, "renormalised_empty_row", "0/0"),
-        ("softmax of the weights", lambda weights, values: torch.softmax(weights, -1) @ values, "softmax_again",
-         "already are weights"),
-        ("divided by T_k", lambda weights, values: torch.bmm(weights, values) / weights.shape[-1], "divided_by_T_k",
-         "number of keys"),
+        (
+            "softmax of the weights",
+            lambda weights, values: torch.softmax(weights, -1) @ values,
+            "softmax_again",
+            "already are weights",
+        ),
+        (
+            "divided by T_k",
+            lambda weights, values: torch.bmm(weights, values) / weights.shape[-1],
+            "divided_by_T_k",
+            "number of keys",
+        ),
         ("the first sentence's values", value_first_sentence, "first_sentence_values", "first sentence"),
         ("float32 inside", value_float32_inside, "float32_computation", "float32"),
     ],
@@ -505,13 +514,26 @@ WRONG = {
         ("Q @ K", dpa_no_transpose, "raised", "RuntimeError"),
         ("None", lambda Q, K, V: None, "returned_none", "return"),
         ("sigmoid weights", dpa_sigmoid, "sigmoid", "sigmoid"),
-        ("scores over their sum", lambda Q, K, V: (lambda e: ((e / e.sum(-1, keepdim=True)) @ V,
-                                                              e / e.sum(-1, keepdim=True)))(Q @ K.mT),
-         "no_exp", "without taking exp"),
-        ("scores times values", lambda Q, K, V: ((Q @ K.mT) @ V, torch.softmax(Q @ K.mT, -1)), "value_from_scores",
-         "raw scores"),
-        ("F.scaled_dot_product_attention's default scale", lambda Q, K, V: (
-            F.scaled_dot_product_attention(Q, K, V), torch.softmax(Q @ K.mT, -1)), "scaled", "scale"),
+        (
+            "scores over their sum",
+            lambda Q, K, V: (lambda e: ((e / e.sum(-1, keepdim=True)) @ V, e / e.sum(-1, keepdim=True)))(
+                Q @ K.mT
+            ),
+            "no_exp",
+            "without taking exp",
+        ),
+        (
+            "scores times values",
+            lambda Q, K, V: ((Q @ K.mT) @ V, torch.softmax(Q @ K.mT, -1)),
+            "value_from_scores",
+            "raw scores",
+        ),
+        (
+            "F.scaled_dot_product_attention's default scale",
+            lambda Q, K, V: (F.scaled_dot_product_attention(Q, K, V), torch.softmax(Q @ K.mT, -1)),
+            "scaled",
+            "scale",
+        ),
         ("log_softmax weights", dpa_log_softmax, "log_softmax", "log-probabilities"),
         ("softmax over the batch", dpa_batch_axis, "softmax_over_batch", "batch axis"),
         ("the first sentence's keys", dpa_first_sentence, "first_sentence_keys", "first sentence"),
@@ -527,16 +549,29 @@ WRONG = {
         ("alpha_t @ H", step_matmul_2d, "mixes_batch_items", "(B, B, d)"),
         ("NaN for length 0", step_nan_rows, "nan_fully_masked", "length 0"),
         ("exp(e) * mask", step_naive, "overflow", "overflows"),
-        ("value weighted by the scores", step_value_from_scores, "value_not_weighted_sum", "your own weights"),
+        (
+            "value weighted by the scores",
+            step_value_from_scores,
+            "value_not_weighted_sum",
+            "your own weights",
+        ),
         ("encoder's last state as the query", step_last_state_query, "wrong_values", "is wrong"),
         ("zeroes the padding of H in place", step_in_place, "mutates_input", "`H`"),
         ("fill with -1e9", step_minus_1e9, "large_negative_fill", "uniform"),
         ("max over the padding too", step_max_over_padding, "max_includes_masked", "padded scores"),
         ("sentence 0's states for all", step_first_sentence, "first_sentence_states", "first sentence"),
-        ("positions <= length", lambda s_t, H, lengths: _step_masked(s_t, H, torch.arange(H.shape[1]) <= lengths[:, None]),
-         "off_by_one", "not <="),
-        ("positions < length - 1", lambda s_t, H, lengths: _step_masked(s_t, H, torch.arange(H.shape[1]) < lengths[:, None] - 1),
-         "off_by_one", "length - 1"),
+        (
+            "positions <= length",
+            lambda s_t, H, lengths: _step_masked(s_t, H, torch.arange(H.shape[1]) <= lengths[:, None]),
+            "off_by_one",
+            "not <=",
+        ),
+        (
+            "positions < length - 1",
+            lambda s_t, H, lengths: _step_masked(s_t, H, torch.arange(H.shape[1]) < lengths[:, None] - 1),
+            "off_by_one",
+            "length - 1",
+        ),
     ],
     "06.decoder_attention": [
         ("weights from s_1 only", dec_first_state, "static_query", "first decoder state"),
@@ -547,14 +582,24 @@ WRONG = {
         ("softmax over the steps", dec_dim1, "wrong_axis", "over the decoder steps"),
         ("(alpha, a)", dec_swapped, "swapped_outputs", "(output, weights)"),
         ("alpha (B, N, T)", dec_alpha_transposed, "transposed", "swapped (transposed)"),
-        ("S @ H", lambda S, H, lengths: (torch.softmax(S @ H, -1) @ H, torch.softmax(S @ H, -1)), "raised",
-         "RuntimeError"),
+        (
+            "S @ H",
+            lambda S, H, lengths: (torch.softmax(S @ H, -1) @ H, torch.softmax(S @ H, -1)),
+            "raised",
+            "RuntimeError",
+        ),
         ("NaN for length 0", dec_nan_rows, "nan_fully_masked", "length 0"),
         ("fill with -1e9", dec_minus_1e9, "large_negative_fill", "uniform"),
         ("softmax over the batch", dec_batch_axis, "softmax_over_batch", "batch axis"),
         ("query s_{t-1}", dec_previous_state, "previous_state_query", "s_{t-1}"),
-        ("positions <= length", lambda S, H, lengths: (lambda a: (a @ H, a))(_soft(
-            S @ H.mT, (torch.arange(H.shape[1]) <= lengths[:, None])[:, None, :])), "off_by_one", "not <="),
+        (
+            "positions <= length",
+            lambda S, H, lengths: (lambda a: (a @ H, a))(
+                _soft(S @ H.mT, (torch.arange(H.shape[1]) <= lengths[:, None])[:, None, :])
+            ),
+            "off_by_one",
+            "not <=",
+        ),
     ],
     "06.luong_output": [
         ("[s_t; a_t]", out_order, "wrong_concat_order", "[a_t; s_t]"),
@@ -570,8 +615,14 @@ WRONG = {
         ("ReLU instead of tanh", out_relu, "relu_not_tanh", "ReLU"),
         ("sigmoid instead of tanh", out_sigmoid_act, "sigmoid_not_tanh", "sigmoid"),
         ("biases swapped", out_swapped_biases, "swapped_biases", "swapped the biases"),
-        ("b_c after the tanh", lambda a_t, s_t, W_c, b_c, W_y, b_y: torch.softmax(
-            (torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T) + b_c) @ W_y.T + b_y, -1), "bias_after_tanh", "inside"),
+        (
+            "b_c after the tanh",
+            lambda a_t, s_t, W_c, b_c, W_y, b_y: torch.softmax(
+                (torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T) + b_c) @ W_y.T + b_y, -1
+            ),
+            "bias_after_tanh",
+            "inside",
+        ),
         ("log_softmax", out_log_softmax, "log_softmax", "log-probabilities"),
         ("sigmoid on the logits", out_sigmoid_final, "sigmoid", "sigmoid"),
         ("float32 inside", out_float32_inside, "float32_computation", "float32"),
@@ -581,11 +632,20 @@ WRONG = {
         ("columns of H", lambda: [0.4, 0.6, 0.7, 0.3], "columns_not_rows", "columns"),
         ("average of h_i", lambda: weighted_sum([0.25] * 4), "plain_average", "plain average"),
         ("sum of h_i", lambda: [2.0, 2.0, 2.0, 3.0], "unweighted_sum", "without weights"),
-        ("the worked example's a_3", lambda: [0.1509, 0.2119, 0.7881, 1.5433], "worked_example_a3", "own weights"),
+        (
+            "the worked example's a_3",
+            lambda: [0.1509, 0.2119, 0.7881, 1.5433],
+            "worked_example_a3",
+            "own weights",
+        ),
         ("the decoder state s_3", lambda: [0.0, 0.5, 1.0, 1.0], "wrong_values", "is wrong"),
         ("only the largest weight", lambda: [0.0, 1.0, 0.0, 1.0], "hard_attention", "largest weight"),
-        ("weighted by the scores [1, 3, -1, 2]", lambda: weighted_sum([1.0, 3.0, -1.0, 2.0]), "weighted_by_scores",
-         "other numbers"),
+        (
+            "weighted by the scores [1, 3, -1, 2]",
+            lambda: weighted_sum([1.0, 3.0, -1.0, 2.0]),
+            "weighted_by_scores",
+            "other numbers",
+        ),
         ("a tuple of three", lambda: (0.4, 0.9, 0.1), "wrong_values", "is wrong"),
     ],
 }
@@ -598,19 +658,24 @@ CORRECT = {
     ],
     "06.dot_product_attention": [
         lambda Q, K, V: (lambda al: (al @ V, al))(torch.softmax(torch.einsum("bqd,bkd->bqk", Q, K), -1)),
-        lambda Q, K, V: (F.scaled_dot_product_attention(Q, K, V, scale=1.0),
-                         torch.softmax(Q @ K.mT, -1)),
+        lambda Q, K, V: (F.scaled_dot_product_attention(Q, K, V, scale=1.0), torch.softmax(Q @ K.mT, -1)),
     ],
     "06.attention_step": [
         lambda s_t, H, lengths: (lambda al: (torch.bmm(al.unsqueeze(1), H).squeeze(1), al))(
-            torch.nan_to_num(torch.softmax(torch.bmm(H, s_t.unsqueeze(2)).squeeze(2).masked_fill(
-                ~_mask(H, lengths), float("-inf")), -1))),
+            torch.nan_to_num(
+                torch.softmax(
+                    torch.bmm(H, s_t.unsqueeze(2)).squeeze(2).masked_fill(~_mask(H, lengths), float("-inf")),
+                    -1,
+                )
+            )
+        ),
         step_book_softmax,
     ],
     "06.decoder_attention": [dec_python_loop_over_steps],
     "06.luong_output": [
         lambda a_t, s_t, W_c, b_c, W_y, b_y: torch.softmax(
-            F.linear(torch.tanh(F.linear(torch.cat([a_t, s_t], 1), W_c, b_c)), W_y, b_y), dim=1),
+            F.linear(torch.tanh(F.linear(torch.cat([a_t, s_t], 1), W_c, b_c)), W_y, b_y), dim=1
+        ),
     ],
     "06.hand_attention_value": [lambda: weighted_sum(ALPHA), lambda: [0.4, 0.9, 0.1, 0.6]],
 }
@@ -656,23 +721,54 @@ def _step(s_t, H, lengths, damp=1.0, value_factor=1.0):
 
 
 WRONG["06.dot_product_attention"] += [
-    ("damped weights", lambda Q, K, V: (lambda a: (a @ V, a))(0.9 * torch.softmax(Q @ K.transpose(1, 2), -1)),
-     "not_normalised", "do not sum to 1"),
+    (
+        "damped weights",
+        lambda Q, K, V: (lambda a: (a @ V, a))(0.9 * torch.softmax(Q @ K.transpose(1, 2), -1)),
+        "not_normalised",
+        "do not sum to 1",
+    ),
 ]
 WRONG["06.attention_step"] += [
-    ("damped weights", lambda s_t, H, lengths: _step(s_t, H, lengths, damp=0.9), "not_normalised", "do not sum to 1"),
-    ("value doubled", lambda s_t, H, lengths: _step(s_t, H, lengths, value_factor=2.0), "value_not_weighted_sum",
-     "weighted sum"),
+    (
+        "damped weights",
+        lambda s_t, H, lengths: _step(s_t, H, lengths, damp=0.9),
+        "not_normalised",
+        "do not sum to 1",
+    ),
+    (
+        "value doubled",
+        lambda s_t, H, lengths: _step(s_t, H, lengths, value_factor=2.0),
+        "value_not_weighted_sum",
+        "weighted sum",
+    ),
 ]
 WRONG["06.decoder_attention"] += [
-    ("damped weights", lambda S, H, lengths: (lambda a: (a @ H, a))(0.9 * _soft(S @ H.transpose(1, 2), _keep(lengths, H.shape[1])[:, None, :])),
-     "not_normalised", "do not sum to 1"),
+    (
+        "damped weights",
+        lambda S, H, lengths: (lambda a: (a @ H, a))(
+            0.9 * _soft(S @ H.transpose(1, 2), _keep(lengths, H.shape[1])[:, None, :])
+        ),
+        "not_normalised",
+        "do not sum to 1",
+    ),
 ]
 WRONG["06.luong_output"] += [
-    ("damped probabilities", lambda a_t, s_t, W_c, b_c, W_y, b_y: 0.9 * torch.softmax(torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_c) @ W_y.T + b_y, -1),
-     "not_normalised", "over the vocabulary"),
+    (
+        "damped probabilities",
+        lambda a_t, s_t, W_c, b_c, W_y, b_y: (
+            0.9 * torch.softmax(torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_c) @ W_y.T + b_y, -1)
+        ),
+        "not_normalised",
+        "over the vocabulary",
+    ),
 ]
 WRONG["06.decoder_attention"] += [
-    ("value doubled", lambda S, H, lengths: (lambda a: (2 * (a @ H), a))(_soft(S @ H.transpose(1, 2), _keep(lengths, H.shape[1])[:, None, :])),
-     "value_not_weighted_sum", "weighted sum"),
+    (
+        "value doubled",
+        lambda S, H, lengths: (lambda a: (2 * (a @ H), a))(
+            _soft(S @ H.transpose(1, 2), _keep(lengths, H.shape[1])[:, None, :])
+        ),
+        "value_not_weighted_sum",
+        "weighted sum",
+    ),
 ]

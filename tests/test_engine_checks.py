@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnbook.grading import Case, Task, run_task
-from attnbook.grading import registry
+from attnbook.grading import Case, Task, registry, run_task
 from attnbook.grading.engine import referenced_names
 
 D = torch.float64
@@ -37,10 +36,16 @@ def _masked_cases():
     partly = keep.clone()
     partly[1, 2] = False  # one query of item 1 has no key left; the other queries keep theirs
     return [
-        Case("B=2, T_q=3, T_k=5", (torch.randn(2, 3, 5, generator=g, dtype=D), keep),
-             dims={"B": 2, "T_q": 3, "T_k": 5}),
-        Case("B=2, T_q=3, T_k=5, a query with no key", (torch.randn(2, 3, 5, generator=g, dtype=D), partly),
-             dims={"B": 2, "T_q": 3, "T_k": 5}),
+        Case(
+            "B=2, T_q=3, T_k=5",
+            (torch.randn(2, 3, 5, generator=g, dtype=D), keep),
+            dims={"B": 2, "T_q": 3, "T_k": 5},
+        ),
+        Case(
+            "B=2, T_q=3, T_k=5, a query with no key",
+            (torch.randn(2, 3, 5, generator=g, dtype=D), partly),
+            dims={"B": 2, "T_q": 3, "T_k": 5},
+        ),
     ]
 
 
@@ -48,7 +53,9 @@ MASKED = Task("97.masked", "masked softmax (engine test)", _masked_ref, _masked_
 
 
 def test_a_correct_answer_passes():
-    assert run_task(MASKED, lambda s, m: torch.softmax(s.masked_fill(~m, -torch.inf), -1).nan_to_num(0.0)).passed
+    assert run_task(
+        MASKED, lambda s, m: torch.softmax(s.masked_fill(~m, -torch.inf), -1).nan_to_num(0.0)
+    ).passed
 
 
 def test_gradients_are_checked_on_every_case_not_only_the_first():
@@ -127,10 +134,16 @@ def _dict_ref(x, params):
 
 def _dict_cases():
     g = _g(2)
-    return [Case("B=3, d_in=4, d_out=2", (torch.randn(3, 4, generator=g, dtype=D),
-                                        {"W": torch.randn(2, 4, generator=g, dtype=D),
-                                         "b": torch.randn(2, generator=g, dtype=D)}),
-                 dims={"B": 3})]
+    return [
+        Case(
+            "B=3, d_in=4, d_out=2",
+            (
+                torch.randn(3, 4, generator=g, dtype=D),
+                {"W": torch.randn(2, 4, generator=g, dtype=D), "b": torch.randn(2, generator=g, dtype=D)},
+            ),
+            dims={"B": 3},
+        )
+    ]
 
 
 DICT = Task("97.dict", "dict params (engine test)", _dict_ref, _dict_cases)
@@ -151,9 +164,13 @@ def test_dot_T_on_a_3d_tensor_is_named_when_sizes_happen_to_fit():
 
     def cases():
         g = _g(3)  # B = d = T_k: Q @ K.T runs (and is wrong) instead of raising
-        return [Case("B=3, T_q=2, T_k=3, d=3", (torch.randn(3, 2, 3, generator=g, dtype=D),
-                                               torch.randn(3, 3, 3, generator=g, dtype=D)),
-                     dims={"B": 3, "T_q": 2})]
+        return [
+            Case(
+                "B=3, T_q=2, T_k=3, d=3",
+                (torch.randn(3, 2, 3, generator=g, dtype=D), torch.randn(3, 3, 3, generator=g, dtype=D)),
+                dims={"B": 3, "T_q": 2},
+            )
+        ]
 
     task = Task("97.scores", "scores (engine test)", ref, cases)
     result = run_task(task, lambda Q, K: Q @ K.T)
@@ -192,8 +209,9 @@ def test_a_failing_earlier_function_is_blamed_first(two_tasks):
     assert "first" in referenced_names(second)
     result = run_task(two_tasks[1], second)
     assert result.diagnosis == "dependency_fails"
-    assert result.message == ("task 96.second uses your `first`, which fails task 96.first: fix that one "
-                              "first.")
+    assert result.message == (
+        "task 96.second uses your `first`, which fails task 96.first: fix that one first."
+    )
 
 
 def test_a_proxy_passes_the_dependencies_it_knows(two_tasks):
@@ -209,8 +227,13 @@ def test_the_right_values_in_the_wrong_order_are_named():
 
     def cases():
         g = _g(4)
-        return [Case("B=2, T_q=3, T_k=5, d=4", (torch.randn(2, 3, 4, generator=g, dtype=D),
-                                               torch.randn(2, 5, 4, generator=g, dtype=D)), dims={"B": 2})]
+        return [
+            Case(
+                "B=2, T_q=3, T_k=5, d=4",
+                (torch.randn(2, 3, 4, generator=g, dtype=D), torch.randn(2, 5, 4, generator=g, dtype=D)),
+                dims={"B": 2},
+            )
+        ]
 
     task = Task("97.pair", "a pair (engine test)", ref, cases, output_names=("output", "weights"))
     result = run_task(task, lambda Q, K: ref(Q, K)[::-1])
@@ -224,9 +247,13 @@ def test_a_constant_factor_is_named_with_the_sizes_it_comes_from():
 
     def cases():
         g = _g(5)
-        return [Case("B=2, T_q=3, T_k=5, d=7", (torch.randn(2, 3, 7, generator=g, dtype=D),
-                                               torch.randn(2, 5, 7, generator=g, dtype=D)),
-                     dims={"B": 2, "T_q": 3, "T_k": 5, "d": 7})]
+        return [
+            Case(
+                "B=2, T_q=3, T_k=5, d=7",
+                (torch.randn(2, 3, 7, generator=g, dtype=D), torch.randn(2, 5, 7, generator=g, dtype=D)),
+                dims={"B": 2, "T_q": 3, "T_k": 5, "d": 7},
+            )
+        ]
 
     task = Task("97.scaled", "scaled scores (engine test)", ref, cases)
     result = run_task(task, lambda Q, K: Q @ K.transpose(-2, -1) / K.shape[-2] ** 0.5)
@@ -260,8 +287,12 @@ def test_a_nan_gradient_elsewhere_is_named_too():
     def via_sqrt(x):
         return torch.sqrt(x * x)  # right values; derivative 0/0 at x = 0
 
-    task = Task("97.abs", "absolute value (engine test)", ref,
-                lambda: [Case("a zero among the inputs", (torch.tensor([0.0, -2.0, 3.0], dtype=D),))])
+    task = Task(
+        "97.abs",
+        "absolute value (engine test)",
+        ref,
+        lambda: [Case("a zero among the inputs", (torch.tensor([0.0, -2.0, 3.0], dtype=D),))],
+    )
     result = run_task(task, via_sqrt)
     assert result.diagnosis == "nan_gradient" and "NaN or inf" in result.message, result.message
 
@@ -271,9 +302,13 @@ def test_the_generic_message_says_which_output_is_right_and_what_property_fails(
         w = torch.softmax(scores, -1)
         return w, w.sum(-1)
 
-    task = Task("97.pair", "weights and their sums (engine test)", ref,
-                lambda: [Case("B=2, T_k=5", (torch.randn(2, 5, generator=_g(3), dtype=D),), dims={"B": 2, "T_k": 5})],
-                output_names=("weights", "total"))
+    task = Task(
+        "97.pair",
+        "weights and their sums (engine test)",
+        ref,
+        lambda: [Case("B=2, T_k=5", (torch.randn(2, 5, generator=_g(3), dtype=D),), dims={"B": 2, "T_k": 5})],
+        output_names=("weights", "total"),
+    )
 
     def other_distribution(scores):
         w = torch.softmax(scores.flip(-1) ** 2, -1)

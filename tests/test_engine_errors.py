@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from attnbook.grading import Case, Task, run_task
-from attnbook.grading.engine import (ForbiddenUse, LearnerError, LearnerTimeout, learner_frame,
-                                     translate_error)
+from attnbook.grading.engine import ForbiddenUse, LearnerError, LearnerTimeout, learner_frame, translate_error
 
 D = torch.float64
 
@@ -21,9 +20,13 @@ def _ref(Q, K):
 
 def _cases():
     g = torch.Generator().manual_seed(0)
-    return [Case("B=2, T_q=3, T_k=5, d=4", (torch.randn(2, 3, 4, generator=g, dtype=D),
-                                           torch.randn(2, 5, 4, generator=g, dtype=D)),
-                 dims={"B": 2, "T_q": 3, "T_k": 5, "d": 4})]
+    return [
+        Case(
+            "B=2, T_q=3, T_k=5, d=4",
+            (torch.randn(2, 3, 4, generator=g, dtype=D), torch.randn(2, 5, 4, generator=g, dtype=D)),
+            dims={"B": 2, "T_q": 3, "T_k": 5, "d": 4},
+        )
+    ]
 
 
 TASK = Task("99.weights", "test weights", _ref, _cases, points=2)
@@ -84,17 +87,20 @@ def view_after_transpose(Q, K):
     return s
 
 
-@pytest.mark.parametrize("fn, words", [
-    (dot_T, ["`dot_T`", "`scores = Q @ K.T`", "reverses every axis", "only the last two"]),
-    (t_method, ["`t_method`", "matrix only", "only the last two"]),
-    (no_transpose, ["`no_transpose`", "4 meets 5", "transpose", "wrong order"]),
-    (no_keepdim, ["`no_keepdim`", "removes the axis it reduces over", "5 and 3"]),
-    (with_numpy, ["`with_numpy`", "`.numpy()` leaves PyTorch"]),
-    (np_function, ["`np_function`", "NumPy function"]),
-    (float_constant, ["`float_constant`", "float64 and float32", "float32 by default"]),
-    (helper_that_fails, ["`_my_scores`", "`return Q @ K`", "4 meets 5"]),
-    (view_after_transpose, ["contiguous", "the axes moved"]),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (dot_T, ["`dot_T`", "`scores = Q @ K.T`", "reverses every axis", "only the last two"]),
+        (t_method, ["`t_method`", "matrix only", "only the last two"]),
+        (no_transpose, ["`no_transpose`", "4 meets 5", "transpose", "wrong order"]),
+        (no_keepdim, ["`no_keepdim`", "removes the axis it reduces over", "5 and 3"]),
+        (with_numpy, ["`with_numpy`", "`.numpy()` leaves PyTorch"]),
+        (np_function, ["`np_function`", "NumPy function"]),
+        (float_constant, ["`float_constant`", "float64 and float32", "float32 by default"]),
+        (helper_that_fails, ["`_my_scores`", "`return Q @ K`", "4 meets 5"]),
+        (view_after_transpose, ["contiguous", "the axes moved"]),
+    ],
+)
 def test_raw_errors_are_translated_with_function_and_line(fn, words):
     result = message_of(fn)
     assert result.diagnosis == "raised", result.message
@@ -111,31 +117,78 @@ def test_the_fix_is_in_the_second_tier():
     assert any("keepdim=True" in h for h in message_of(no_keepdim).hints)
 
 
-@pytest.mark.parametrize("type_name, text, where, words", [
-    ("RuntimeError", "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and "
-     "cpu!", "line 3: x = Q + torch.zeros(3)", ["two devices (cuda:0 and cpu)", "CPU by default"]),
-    ("RuntimeError", "a Tensor with 15 elements cannot be converted to Scalar", "line 2: m = s.max().item()",
-     ["holds 15", "whole tensors"]),
-    ("RuntimeError", "Boolean value of Tensor with more than one value is ambiguous", "line 4: if s > 0:",
-     ["one True/False"]),
-    ("IndexError", "Dimension out of range (expected to be in range of [-2, 1], but got 2)", "line 1: s.sum(2)",
-     ["axis 2 does not exist on a tensor with 2 axes"]),
-    ("RuntimeError", "masked_fill_ only supports boolean masks, but got mask with dtype double", "",
-     ["True/False"]),
-    ("RuntimeError", "shape '[2, 3, 2, 4]' is invalid for input of size 40", "line 5: x.view(2, 3, 2, 4)",
-     ["[2, 3, 2, 4]", "40 numbers"]),
-    ("NameError", "name 'scroes' is not defined", "line 2: return scroes", ["`scroes` is not defined"]),
-    ("NotImplementedError", "Could not run 'aten::foo' with arguments from the 'Sparse' backend", "line 1: y = f(x)",
-     ["not implemented for these inputs"]),
-    ("TypeError", "unsupported operand type(s) for -: 'Tensor' and 'torch.return_types.max'",
-     "line 2: x = scores - scores.max(dim=-1)", ["gives a pair (values, indices)"]),
-    ("RuntimeError", "Class values must be non-negative.", "line 3: F.one_hot(lengths - 1, T)",
-     ["one_hot needs class indices of 0 or more"]),
-    ("RuntimeError", "The size of tensor a (5) must match the size of tensor b (3) at non-singleton dimension 1",
-     "line 4: y = torch.tanh(v @ W_c.T + b_y)", ["a bias added", "5 and 3"]),
-    ("ValueError", "something only the learner knows", "line 9: raise ValueError('x')",
-     ["something only the learner knows", "line 9"]),
-])
+@pytest.mark.parametrize(
+    "type_name, text, where, words",
+    [
+        (
+            "RuntimeError",
+            "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!",
+            "line 3: x = Q + torch.zeros(3)",
+            ["two devices (cuda:0 and cpu)", "CPU by default"],
+        ),
+        (
+            "RuntimeError",
+            "a Tensor with 15 elements cannot be converted to Scalar",
+            "line 2: m = s.max().item()",
+            ["holds 15", "whole tensors"],
+        ),
+        (
+            "RuntimeError",
+            "Boolean value of Tensor with more than one value is ambiguous",
+            "line 4: if s > 0:",
+            ["one True/False"],
+        ),
+        (
+            "IndexError",
+            "Dimension out of range (expected to be in range of [-2, 1], but got 2)",
+            "line 1: s.sum(2)",
+            ["axis 2 does not exist on a tensor with 2 axes"],
+        ),
+        (
+            "RuntimeError",
+            "masked_fill_ only supports boolean masks, but got mask with dtype double",
+            "",
+            ["True/False"],
+        ),
+        (
+            "RuntimeError",
+            "shape '[2, 3, 2, 4]' is invalid for input of size 40",
+            "line 5: x.view(2, 3, 2, 4)",
+            ["[2, 3, 2, 4]", "40 numbers"],
+        ),
+        ("NameError", "name 'scroes' is not defined", "line 2: return scroes", ["`scroes` is not defined"]),
+        (
+            "NotImplementedError",
+            "Could not run 'aten::foo' with arguments from the 'Sparse' backend",
+            "line 1: y = f(x)",
+            ["not implemented for these inputs"],
+        ),
+        (
+            "TypeError",
+            "unsupported operand type(s) for -: 'Tensor' and 'torch.return_types.max'",
+            "line 2: x = scores - scores.max(dim=-1)",
+            ["gives a pair (values, indices)"],
+        ),
+        (
+            "RuntimeError",
+            "Class values must be non-negative.",
+            "line 3: F.one_hot(lengths - 1, T)",
+            ["one_hot needs class indices of 0 or more"],
+        ),
+        (
+            "RuntimeError",
+            "The size of tensor a (5) must match the size of tensor b (3) at non-singleton dimension 1",
+            "line 4: y = torch.tanh(v @ W_c.T + b_y)",
+            ["a bias added", "5 and 3"],
+        ),
+        (
+            "ValueError",
+            "something only the learner knows",
+            "line 9: raise ValueError('x')",
+            ["something only the learner knows", "line 9"],
+        ),
+    ],
+)
 def test_translation_is_a_pure_function(type_name, text, where, words):
     message, hint = translate_error(type_name, text, where, "f")
     assert message.startswith(f"`f` raised {type_name}")
@@ -171,7 +224,10 @@ def test_a_proxy_can_report_a_timeout_and_forbidden_calls():
 
     result = message_of(borrowed)
     assert result.diagnosis == "forbidden_call" and result.points == 0
-    assert "`softmax` from attnbook.attention" in result.message and "book's own implementation" in result.message
+    assert (
+        "`softmax` from attnbook.attention" in result.message
+        and "book's own implementation" in result.message
+    )
 
 
 def test_not_implemented_error_from_the_stub_elsewhere_and_from_torch():
@@ -195,7 +251,9 @@ def test_not_implemented_error_from_the_stub_elsewhere_and_from_torch():
     assert run_task(TASK, proxy_stub).status == "not attempted yet"
 
     def library(Q, K):
-        raise LearnerError("NotImplementedError", "Could not run 'aten::x'", "line 3: y = torch.x(Q)", "library")
+        raise LearnerError(
+            "NotImplementedError", "Could not run 'aten::x'", "line 3: y = torch.x(Q)", "library"
+        )
 
     assert message_of(library).diagnosis == "raised"
 
@@ -208,28 +266,50 @@ def test_the_success_line_shows_points():
 # Errors raised by real PyTorch/NumPy calls (so that the test follows PyTorch's wording): the message is in
 # the book's words, the raw text is gone.
 REAL_ERRORS = {
-    "negative size": (lambda Q, K: torch.zeros(Q.shape[1] - 4), "negative size",
-                      "must be non-negative"),
+    "negative size": (lambda Q, K: torch.zeros(Q.shape[1] - 4), "negative size", "must be non-negative"),
     "negative size (NumPy)": (lambda Q, K: np.zeros(Q.shape[1] - 4), "negative size", "not allowed"),
-    "None compared": (lambda Q, K: (Q < None), "compares a tensor with None", "not supported"),
-    "cat of 2-D and 1-D": (lambda Q, K: torch.cat([Q[0], K[0, 0]]), "different numbers of axes", "same number"),
-    "cat of other sizes": (lambda Q, K: torch.cat([Q, K], dim=-1), "joins tensors along axis 2",
-                           "Sizes of tensors"),
-    "stack of other shapes": (lambda Q, K: torch.stack([Q, K]), "piece 0 has shape (2, 3, 4)", "stack expects"),
+    "None compared": (lambda Q, K: Q < None, "compares a tensor with None", "not supported"),
+    "cat of 2-D and 1-D": (
+        lambda Q, K: torch.cat([Q[0], K[0, 0]]),
+        "different numbers of axes",
+        "same number",
+    ),
+    "cat of other sizes": (
+        lambda Q, K: torch.cat([Q, K], dim=-1),
+        "joins tensors along axis 2",
+        "Sizes of tensors",
+    ),
+    "stack of other shapes": (
+        lambda Q, K: torch.stack([Q, K]),
+        "piece 0 has shape (2, 3, 4)",
+        "stack expects",
+    ),
     "stack of nothing": (lambda Q, K: torch.stack([Q[0, i] for i in range(0)]), "empty list", "TensorList"),
-    "einsum letters": (lambda Q, K: torch.einsum("ij,kj->ik", Q, K), "has 3 axes but its letters name 2",
-                       "einsum(): "),
-    "masked_fill with a tensor": (lambda Q, K: Q.masked_fill(Q > 0, K[0, 0]), "one single value",
-                                  "0-dimensional"),
-    "float index": (lambda Q, K: Q[:, torch.tensor([0.0, 1.0])], "floats was used as an index", "must be long"),
-    "tril of a vector": (lambda Q, K: torch.tril(Q[0, 0]), "`tril` works on a matrix",
-                         "input tensor must"),
+    "einsum letters": (
+        lambda Q, K: torch.einsum("ij,kj->ik", Q, K),
+        "has 3 axes but its letters name 2",
+        "einsum(): ",
+    ),
+    "masked_fill with a tensor": (
+        lambda Q, K: Q.masked_fill(Q > 0, K[0, 0]),
+        "one single value",
+        "0-dimensional",
+    ),
+    "float index": (
+        lambda Q, K: Q[:, torch.tensor([0.0, 1.0])],
+        "floats was used as an index",
+        "must be long",
+    ),
+    "tril of a vector": (lambda Q, K: torch.tril(Q[0, 0]), "`tril` works on a matrix", "input tensor must"),
     "bmm of matrices": (lambda Q, K: torch.bmm(Q[0], K[0].mT), "`bmm` multiplies batches", "3D"),
     "too many indices": (lambda Q, K: Q[0, 0, 0, 0], "more positions than it has axes", "too many indices"),
     "len of a number": (lambda Q, K: len(Q.sum()), "used like a sequence", "0-d tensor"),
     "float of many": (lambda Q, K: float(Q[0, 0]), "needs a tensor of one number", "only one element"),
-    "-inf into integers": (lambda Q, K: (Q > 0).long().masked_fill(Q < 0, float("-inf")), "integers cannot hold",
-                           "int64_t"),
+    "-inf into integers": (
+        lambda Q, K: (Q > 0).long().masked_fill(Q < 0, float("-inf")),
+        "integers cannot hold",
+        "int64_t",
+    ),
 }
 
 

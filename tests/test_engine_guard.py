@@ -35,8 +35,12 @@ TASK = Task("95.softmax", "softmax (guard test)", _ref, _cases, forbidden=("attn
 def test_names_match_functions_classes_and_modules():
     assert name_matches("attnbook.attention:softmax", "attnbook.attention", "softmax")
     assert not name_matches("attnbook.attention:softmax", "attnbook.attention", "softmax_like")
-    assert name_matches("attnbook.multihead:MultiHeadAttention", "attnbook.multihead", "MultiHeadAttention.forward")
-    assert name_matches("attnbook.grading.tasks.*:*", "attnbook.grading.tasks.seq2seq", "_encoder_ref.<locals>.f")
+    assert name_matches(
+        "attnbook.multihead:MultiHeadAttention", "attnbook.multihead", "MultiHeadAttention.forward"
+    )
+    assert name_matches(
+        "attnbook.grading.tasks.*:*", "attnbook.grading.tasks.seq2seq", "_encoder_ref.<locals>.f"
+    )
     assert not name_matches("attnbook.grading.tasks.*:*", "attnbook.grading.engine", "run_task")
 
 
@@ -49,7 +53,10 @@ def test_forbidden_names_are_strings_and_always_cover_the_grader():
 def test_the_books_implementation_earns_zero_and_says_why():
     result = run_task(TASK, lambda scores: attention.softmax(scores, dim=-1))
     assert not result.passed and result.points == 0 and result.diagnosis == "forbidden_call"
-    assert "`softmax` from attnbook.attention" in result.message and "book's own implementation" in result.message
+    assert (
+        "`softmax` from attnbook.attention" in result.message
+        and "book's own implementation" in result.message
+    )
     # the same answer is fine where the task does not forbid it
     assert run_task(dataclasses.replace(TASK, forbidden=()), lambda s: attention.softmax(s, dim=-1)).passed
 
@@ -57,10 +64,17 @@ def test_the_books_implementation_earns_zero_and_says_why():
 def test_any_graders_code_earns_zero_references_misconceptions_and_helpers():
     ref, misconception = OTHER.reference, OTHER.misconceptions[0].fn
     module = sys.modules[ref.__module__]
-    helper = next(v for v in vars(module).values() if isinstance(v, types.FunctionType)
-                  and v.__module__ == module.__name__ and v is not ref)
-    for fn in (lambda s: ref(*ARGS), lambda s: misconception(*ARGS), lambda s: OTHER.cases(),
-               lambda s: helper(*[None] * helper.__code__.co_argcount)):
+    helper = next(
+        v
+        for v in vars(module).values()
+        if isinstance(v, types.FunctionType) and v.__module__ == module.__name__ and v is not ref
+    )
+    for fn in (
+        lambda s: ref(*ARGS),
+        lambda s: misconception(*ARGS),
+        lambda s: OTHER.cases(),
+        lambda s: helper(*[None] * helper.__code__.co_argcount),
+    ):
         result = run_task(TASK, fn)
         assert result.diagnosis == "forbidden_call" and "grader's own code" in result.message, result.message
 
@@ -90,8 +104,9 @@ def test_grader_callables_given_as_arguments_may_be_used():
     task = Task("95.apply", "apply a given function (guard test)", ref, cases, check_grad=False)
     assert run_task(task, uses_it).passed
     assert run_task(task, lambda scores, f: (OTHER.reference, uses_it(scores, f))[1]).passed  # not called
-    assert run_task(task, lambda scores, f: uses_it(scores, OTHER.reference)
-                    ).diagnosis == "forbidden_call"  # the learner passing the reference along is caught
+    assert (
+        run_task(task, lambda scores, f: uses_it(scores, OTHER.reference)).diagnosis == "forbidden_call"
+    )  # the learner passing the reference along is caught
 
 
 def test_the_guard_restores_the_previous_profiler_and_records_per_use():
@@ -258,7 +273,7 @@ def test_the_books_code_compiled_again_elsewhere_is_still_the_books():
 def test_a_short_step_written_like_the_books_is_not_taken_for_a_copy():
     """Fingerprints cover only long functions: `weights @ values` written independently is the learner's."""
     from attnbook.grading import get_task, run_task
-    from attnbook.grading.engine import FINGERPRINT_MIN_INSTRUCTIONS, _forbidden_fingerprints, _fingerprint
+    from attnbook.grading.engine import FINGERPRINT_MIN_INSTRUCTIONS, _fingerprint, _forbidden_fingerprints
 
     def attention_value(weights, values):
         return weights @ values
@@ -266,4 +281,6 @@ def test_a_short_step_written_like_the_books_is_not_taken_for_a_copy():
     prints = _forbidden_fingerprints(("attnbook.attention:*",))
     assert prints and _fingerprint(attention_value.__code__) not in prints
     assert FINGERPRINT_MIN_INSTRUCTIONS >= 20
-    assert run_task(get_task("05.log_weights"), lambda scores, dim: scores - scores.logsumexp(dim, keepdim=True)).passed
+    assert run_task(
+        get_task("05.log_weights"), lambda scores, dim: scores - scores.logsumexp(dim, keepdim=True)
+    ).passed

@@ -17,11 +17,15 @@ def test_carriage_returns_collapse_to_the_final_state():
 
 @pytest.mark.slow
 def test_execution_is_byte_stable_and_in_order(tmp_path):
-    nb = new_notebook(cells=[
-        new_markdown_cell("# T"),
-        new_code_cell("import sys\nfor i in range(3):\n    print(i, end='\\r', file=sys.stderr)\nprint('done', file=sys.stderr)"),
-        new_code_cell("1 + 1"),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# T"),
+            new_code_cell(
+                "import sys\nfor i in range(3):\n    print(i, end='\\r', file=sys.stderr)\nprint('done', file=sys.stderr)"
+            ),
+            new_code_cell("1 + 1"),
+        ]
+    )
     path = tmp_path / "t.ipynb"
     nbformat.write(nb, path)
     ex.execute(path)
@@ -38,8 +42,10 @@ def test_execution_is_byte_stable_and_in_order(tmp_path):
 
 def test_split_streams_are_joined():
     nb = new_notebook(cells=[new_code_cell("print(1)")])
-    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="a\n"),
-                           nbformat.v4.new_output("stream", name="stdout", text="b\n"),
-                           nbformat.v4.new_output("stream", name="stderr", text="c\n")]
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="c\n"),
+    ]
     ex.normalise(nb)
     assert [(o.name, o.text) for o in nb.cells[0].outputs] == [("stdout", "a\nb\n"), ("stderr", "c\n")]

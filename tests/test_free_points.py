@@ -22,7 +22,7 @@ import io
 import re
 import textwrap
 import tokenize
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import nbformat
@@ -76,7 +76,7 @@ def _represents(token: str, value: float) -> bool:
     except ValueError:
         return False
     if decimals >= 2:
-        return abs(shown - round(value, decimals)) < 0.5 * 10 ** -decimals * 1e-6 + 1e-12
+        return abs(shown - round(value, decimals)) < 0.5 * 10**-decimals * 1e-6 + 1e-12
     return abs(shown - value) < 1e-12
 
 
@@ -84,7 +84,7 @@ def contains_answer(text: str, answer: list[float]) -> bool:
     tokens = NUMBER.findall(text.replace("\u2212", "-"))
     n = len(answer)
     for i in range(len(tokens) - n + 1):
-        window = tokens[i:i + n]
+        window = tokens[i : i + n]
         if any("." in t for t in window) and all(_represents(t, v) for t, v in zip(window, answer)):
             return True
     return False
@@ -105,7 +105,7 @@ def _notebook_texts(path: Path) -> list[tuple[str, str]]:
     return texts
 
 
-@lru_cache(maxsize=None)
+@cache
 def book_texts(exclude_set: str) -> tuple:
     texts = []
     for path in CHAPTERS + EXERCISES:
@@ -119,7 +119,9 @@ def book_texts(exclude_set: str) -> tuple:
 
 
 def test_the_number_matcher():
-    assert contains_answer("alpha = tensor([0.1173, 0.8668, 0.0159, 0.0000])", [0.11731, 0.86681, 0.015876, 0.0])
+    assert contains_answer(
+        "alpha = tensor([0.1173, 0.8668, 0.0159, 0.0000])", [0.11731, 0.86681, 0.015876, 0.0]
+    )
     assert contains_answer("weights 0.12, 0.87, 0.02 and 0", [0.11731, 0.86681, 0.015876, 0.0])
     assert contains_answer("e = [\u22120.5, 3, 1, 2.5]", [-0.5, 3.0, 1.0, 2.5])
     assert not contains_answer("weights 0.1, 0.9, 0.0, 0", [0.11731, 0.86681, 0.015876, 0.0])
@@ -143,12 +145,21 @@ def test_no_hand_answer_is_printed_in_the_book(task_id):
 
 # ------------------------------------------------------------------ near-copies of chapter code
 
-_SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+_SKIP = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+}
 
 
 def tokens(source: str) -> list[str]:
     try:
-        return [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in _SKIP]
+        return [
+            t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in _SKIP
+        ]
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return []
 
@@ -168,14 +179,16 @@ def solution_regions() -> list[tuple[str, list[str]]]:
     return regions
 
 
-@lru_cache(maxsize=None)
+@cache
 def chapter_chunks() -> tuple:
     chunks = []
     for path in CHAPTERS:
         for k, cell in enumerate(nbformat.read(path, as_version=4).cells):
             if cell.cell_type != "code":
                 continue
-            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            source = "\n".join(
+                line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))
+            )
             chunks.append((f"{path.name} cell {k}", tokens(source)))
             try:
                 tree = ast.parse(source)
@@ -193,8 +206,10 @@ def similarity_table() -> list[tuple[float, str, str]]:
     for name, region in solution_regions():
         if len(region) < MIN_TOKENS:
             continue
-        best = max((difflib.SequenceMatcher(None, region, chunk, autojunk=False).ratio(), where)
-                   for where, chunk in chapter_chunks())
+        best = max(
+            (difflib.SequenceMatcher(None, region, chunk, autojunk=False).ratio(), where)
+            for where, chunk in chapter_chunks()
+        )
         rows.append((best[0], name, best[1]))
     return sorted(rows, reverse=True)
 
@@ -229,7 +244,8 @@ FORBIDDING = sorted(t for t, task in TASKS.items() if task.forbidden)
 def test_the_books_implementation_earns_zero_with_its_message(task_id):
     task = TASKS[task_id]
     assert task.shortcut_example is not None, (
-        f"{task_id} forbids {task.forbidden[0]} but gives no shortcut_example that calls it")
+        f"{task_id} forbids {task.forbidden[0]} but gives no shortcut_example that calls it"
+    )
     result = run_task(task, task.shortcut_example)
     assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
     assert "book's own implementation" in result.message, result.message

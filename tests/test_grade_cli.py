@@ -54,8 +54,13 @@ def test_wrong_answer_crash_and_loop_are_reported_per_task(tmp_path):
 
 
 def _run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "attnbook.grading.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "attnbook.grading.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_one_task_report_marks_and_no_kernel_noise():
@@ -65,13 +70,21 @@ def test_one_task_report_marks_and_no_kernel_noise():
     assert lines[0].startswith("Grade report for") and "exercise set 08" in lines[0]
     assert [line.split()[1] for line in lines[1:-1]] == ["08.causal_mask"] and lines[1].split()[0] == "✔"
     assert lines[-1] == "Total: 2/2"
-    assert "TCP" not in done.stderr and "Traceback" not in done.stderr and "warning" not in done.stderr.lower()
+    assert (
+        "TCP" not in done.stderr and "Traceback" not in done.stderr and "warning" not in done.stderr.lower()
+    )
 
 
 def test_marks_name_every_status():
-    report = {"notebook": "x.ipynb", "points": 0, "max_points": 4, "tasks": [
-        {"task": f"t{i}", "status": status, "message": "m", "points": 0, "max_points": 1}
-        for i, status in enumerate(["passed", "failed", "not attempted yet", "not run"])]}
+    report = {
+        "notebook": "x.ipynb",
+        "points": 0,
+        "max_points": 4,
+        "tasks": [
+            {"task": f"t{i}", "status": status, "message": "m", "points": 0, "max_points": 1}
+            for i, status in enumerate(["passed", "failed", "not attempted yet", "not run"])
+        ],
+    }
     marks = [line.split()[0] for line in cli.format_report(report).splitlines()[1:-1]]
     assert marks == ["✔", "✘", "…", "?"]
 
@@ -83,11 +96,15 @@ def test_bad_files_get_one_line_and_exit_status_2(tmp_path, capsys):
     binary.write_bytes(b"\xff\xfe\x00\x01")
     stranger = tmp_path / "notes.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), stranger)
-    for args, phrase in [([tmp_path / "missing.ipynb"], "no notebook at"), ([garbage], "not a readable notebook"),
-                         ([binary], "not a notebook"), ([stranger], "not one of the book's exercise notebooks"),
-                         ([tmp_path], "is not a file"),
-                         (["--set", "05", SET_08], "looks like exercise set 08, not set 05"),
-                         (["--task", "05.masked_softmax", SET_08], "has no task 05.masked_softmax")]:
+    for args, phrase in [
+        ([tmp_path / "missing.ipynb"], "no notebook at"),
+        ([garbage], "not a readable notebook"),
+        ([binary], "not a notebook"),
+        ([stranger], "not one of the book's exercise notebooks"),
+        ([tmp_path], "is not a file"),
+        (["--set", "05", SET_08], "looks like exercise set 08, not set 05"),
+        (["--task", "05.masked_softmax", SET_08], "has no task 05.masked_softmax"),
+    ]:
         assert cli.main([str(a) for a in args]) == 2
         err = capsys.readouterr().err
         assert phrase in err and "Traceback" not in err, (args, err)
@@ -131,26 +148,53 @@ def test_every_solution_gets_full_points_through_the_trusted_path():
 
 def test_learner_ids_never_put_two_learners_in_one_row():
     name = SET_08.name
-    paths = [Path("s/ana") / name, Path("s/ben") / name.replace(".ipynb", " (1).ipynb"), Path("s/cem") / name,
-             Path("a/dora") / name, Path("b/dora") / name]
+    paths = [
+        Path("s/ana") / name,
+        Path("s/ben") / name.replace(".ipynb", " (1).ipynb"),
+        Path("s/cem") / name,
+        Path("a/dora") / name,
+        Path("b/dora") / name,
+    ]
     # one learner's odd file name used to switch every learner to the file's name: ana and cem merged
     assert cli.learner_ids(paths) == ["ana", "ben", "cem", "a/dora", "b/dora"]
     assert cli.learner_ids([Path("s") / "ana.ipynb", Path("s") / "ben.ipynb"]) == ["ana", "ben"]
 
 
 def _report(path, points):
-    return {"notebook": str(path), "set": "08", "points": points, "max_points": 4, "tasks": [
-        {"task": "08.sdpa", "status": "passed" if points else "failed", "message": "m", "points": points,
-         "max_points": 4}]}
+    return {
+        "notebook": str(path),
+        "set": "08",
+        "points": points,
+        "max_points": 4,
+        "tasks": [
+            {
+                "task": "08.sdpa",
+                "status": "passed" if points else "failed",
+                "message": "m",
+                "points": points,
+                "max_points": 4,
+            }
+        ],
+    }
 
 
 def test_gradebook_rows_reuploads_unreadable_files_and_formulas(tmp_path):
-    ana, again, ben, cmd = (tmp_path / "s" / "ana" / SET_08.name, tmp_path / "s" / "ana" / "08_copy.ipynb",
-                            tmp_path / "s" / "ben" / SET_08.name, tmp_path / "s" / "=cmd()" / SET_08.name)
-    outcomes = [("ok", _report(ana, 4)), ("ok", _report(again, 4)), ("error", "not a readable notebook"),
-                ("ok", _report(cmd, 0))]
+    ana, again, ben, cmd = (
+        tmp_path / "s" / "ana" / SET_08.name,
+        tmp_path / "s" / "ana" / "08_copy.ipynb",
+        tmp_path / "s" / "ben" / SET_08.name,
+        tmp_path / "s" / "=cmd()" / SET_08.name,
+    )
+    outcomes = [
+        ("ok", _report(ana, 4)),
+        ("ok", _report(again, 4)),
+        ("error", "not a readable notebook"),
+        ("ok", _report(cmd, 0)),
+    ]
     cli.write_outputs(tmp_path / "out", [ana, again, ben, cmd], outcomes, set_id="08")
-    rows = {r["learner"]: r for r in csv.DictReader(open(tmp_path / "out" / "gradebook.csv", encoding="utf-8"))}
+    rows = {
+        r["learner"]: r for r in csv.DictReader(open(tmp_path / "out" / "gradebook.csv", encoding="utf-8"))
+    }
     assert list(rows) == ["ana", "ana (08_copy.ipynb)", "ben", "'=cmd()"]
     assert rows["ana"]["total"] == "4" and rows["ana"]["max_points"] == "4"  # a re-upload is not added on top
     assert rows["ben"]["total"] == "0" and rows["ben"]["max_points"] == "8" and rows["ben"]["notes"]

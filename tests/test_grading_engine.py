@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
@@ -31,6 +30,7 @@ def test_reference_passes():
 def test_stub_is_not_attempted_yet():
     def stub(Q, K):
         raise NotImplementedError()
+
     result = diagnose(stub)
     assert result.status == "not attempted yet" and result.diagnosis == "not_attempted"
     assert run_task(TASK, None).status == "not attempted yet"
@@ -40,6 +40,7 @@ def test_a_learners_exception_is_one_line_naming_it():
     def broken(Q, K):
         scores = Q @ K  # shapes do not fit
         return scores
+
     result = diagnose(broken)
     assert result.diagnosis == "raised"
     assert "RuntimeError" in result.message and "scores = Q @ K" in result.message
@@ -53,6 +54,7 @@ def test_an_infinite_loop_is_stopped():
                 pass
             except Exception:  # a learner's catch-all cannot swallow the time limit
                 pass
+
     result = diagnose(forever, dataclasses.replace(TASK, timeout_s=0.3))
     assert result.diagnosis == "timeout" and "stopped after 0.3 s" in result.message
     assert "loop that never ends" in result.message
@@ -86,18 +88,21 @@ def test_a_loop_in_a_helper_of_the_learner_counts_as_a_loop():
     assert "loop that never ends" in result.message
 
 
-@pytest.mark.parametrize("fn, diagnosis, phrase", [
-    (lambda Q, K: None, "returned_none", "return"),
-    (lambda Q, K: right(Q, K).tolist(), "wrong_type", "torch.Tensor"),
-    (lambda Q, K: right(Q, K).numpy(), "wrong_type", "NumPy"),
-    (lambda Q, K: right(Q, K).float(), "wrong_dtype", "float32"),
-    (lambda Q, K: right(Q, K)[..., :-1], "wrong_shape", "(B=2, T_q=3, T_k=5)"),
-    (lambda Q, K: right(Q, K) * float("nan"), "not_finite", "NaN"),
-    (lambda Q, K: right(Q, K) + 1.0, "wrong_values", "expected"),
-    (lambda Q, K: torch.tensor(right(Q, K).tolist(), dtype=torch.float64), "breaks_autograd", "autograd"),
-    (lambda Q: Q, "wrong_signature", "(Q, K)"),
-    ("dot_scores_batch", "not_callable", "your function itself"),
-])
+@pytest.mark.parametrize(
+    "fn, diagnosis, phrase",
+    [
+        (lambda Q, K: None, "returned_none", "return"),
+        (lambda Q, K: right(Q, K).tolist(), "wrong_type", "torch.Tensor"),
+        (lambda Q, K: right(Q, K).numpy(), "wrong_type", "NumPy"),
+        (lambda Q, K: right(Q, K).float(), "wrong_dtype", "float32"),
+        (lambda Q, K: right(Q, K)[..., :-1], "wrong_shape", "(B=2, T_q=3, T_k=5)"),
+        (lambda Q, K: right(Q, K) * float("nan"), "not_finite", "NaN"),
+        (lambda Q, K: right(Q, K) + 1.0, "wrong_values", "expected"),
+        (lambda Q, K: torch.tensor(right(Q, K).tolist(), dtype=torch.float64), "breaks_autograd", "autograd"),
+        (lambda Q: Q, "wrong_signature", "(Q, K)"),
+        ("dot_scores_batch", "not_callable", "your function itself"),
+    ],
+)
 def test_bad_returns_and_calls_are_named(fn, diagnosis, phrase):
     result = diagnose(fn)
     assert result.diagnosis == diagnosis, result.message
@@ -108,6 +113,7 @@ def test_mutating_an_input_is_caught():
     def mutating(Q, K):
         Q.mul_(1.0).add_(1.0)
         return (Q - 1.0) @ K.transpose(-1, -2)
+
     result = diagnose(mutating)
     assert result.diagnosis == "mutates_input" and "`Q`" in result.message
 
@@ -115,6 +121,7 @@ def test_mutating_an_input_is_caught():
 def test_partial_detach_is_caught_by_the_gradient_check():
     def half_detached(Q, K):
         return Q.detach() @ K.transpose(-1, -2)
+
     assert diagnose(half_detached).diagnosis == "breaks_autograd"
 
 
@@ -142,6 +149,7 @@ def test_unknown_task_id_lists_the_known_ones():
 
 def test_every_registered_task_passes_its_own_reference():
     from attnbook.grading import all_tasks
+
     for task in all_tasks().values():
         result = run_task(task, task.reference, guard=False)
         assert result.passed, f"{task.id}: {result.message}"

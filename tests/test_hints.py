@@ -16,14 +16,13 @@ import io
 import re
 import tokenize
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import nbformat
 import pytest
 import torch
 
-from attnbook.grading import CheckFailed, all_tasks, check, get_task, hint, progress, run_task
-from attnbook.grading import notebook
+from attnbook.grading import CheckFailed, all_tasks, check, get_task, hint, notebook, progress, run_task
 from conftest import SOLUTIONS
 
 MIN_CHARS = 8  # a normalised statement this long says something (``m=x.amax(-1)``)
@@ -43,11 +42,15 @@ def normalised_lines(source: str) -> set[str]:
         if tok.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
             line = "".join(current)
             is_docstring = len(current) == 1 and previous is not None and previous.type == tokenize.STRING
-            if (line and not is_docstring and len(line) >= MIN_CHARS
-                    and not line.startswith(("def", "return", "import", "from", "@"))):
+            if (
+                line
+                and not is_docstring
+                and len(line) >= MIN_CHARS
+                and not line.startswith(("def", "return", "import", "from", "@"))
+            ):
                 lines.add(line)
             elif line.startswith("return") and len(line) - len("return") >= MIN_RETURN:
-                expression = line[len("return"):]
+                expression = line[len("return") :]
                 if not re.fullmatch(r"[\w,()]+", expression):  # not just names: `return H, context`
                     lines.add(expression)
             current = []
@@ -77,7 +80,7 @@ def _solution_regions() -> dict[str, str]:
     return regions
 
 
-@lru_cache(maxsize=None)
+@cache
 def answer_lines(task_id: str) -> frozenset:
     task = get_task(task_id)
     lines = set()
@@ -110,8 +113,9 @@ def _first_level_messages() -> list[tuple[str, str, str]]:
             found.append((task_id, f"misconception {m.key}", m.message))
     wrong = [(t, name, fn) for t, name, fn, *_ in test_catalogues.CASES]
     try:
-        from learner_batch import SETS
         import importlib
+
+        from learner_batch import SETS
 
         for s in SETS:
             for item in importlib.import_module(f"learner_batch.set_{s}").WRONG:
@@ -130,8 +134,9 @@ def _first_level_messages() -> list[tuple[str, str, str]]:
 
 
 def test_the_normaliser_keeps_code_and_drops_trivia():
-    lines = normalised_lines('def f(x):\n    """Doc."""\n    # a comment\n    m = x.amax(-1, keepdim=True)  # c\n'
-                             '    return x\n')
+    lines = normalised_lines(
+        'def f(x):\n    """Doc."""\n    # a comment\n    m = x.amax(-1, keepdim=True)  # c\n    return x\n'
+    )
     assert lines == {"m=x.amax(-1,keepdim=True)"}
 
 
@@ -198,6 +203,7 @@ def test_hint_gives_the_next_tier_and_a_repeat_failure_shows_it(session, capsys)
 
 def _unguarded(fn):
     """A wrong answer built on the reference, run without the guard (the guard would give it 0 at once)."""
+
     def call(*args, **kwargs):
         return fn(*args, **kwargs)
 
@@ -240,7 +246,7 @@ def test_progress_lists_the_set_with_points_and_total(session, capsys):
     progress(set_id)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"✔ {first.id}") and out[0].endswith(f"{first.points}/{first.points}")
-    assert all(line.startswith("… ") for line in out[1:len(tasks)])
+    assert all(line.startswith("… ") for line in out[1 : len(tasks)])
     total = sum(get_task(t).points for t in tasks)
     assert out[-1] == f"total: {first.points}/{total} points, 1 of {len(tasks)} tasks passed (this session)"
 

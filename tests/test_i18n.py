@@ -53,8 +53,10 @@ def test_translating_replaces_only_units_and_keeps_everything_else():
 
 
 def test_a_changed_english_unit_keeps_its_old_translation_marked_stale():
-    old = i18n.merge(i18n.Catalog(locale="ko"), [i18n.Unit("The score of one word.", "p"),
-                                                 i18n.Unit("Removed later.", "p")])
+    old = i18n.merge(
+        i18n.Catalog(locale="ko"),
+        [i18n.Unit("The score of one word.", "p"), i18n.Unit("Removed later.", "p")],
+    )
     old["The score of one word."].string = "단어 하나의 스코어."
     old["Removed later."].string = "나중에 지워진다."
     new = i18n.merge(old, [i18n.Unit("The score of one source word.", "p"), i18n.Unit("A new unit.", "p")])
@@ -67,10 +69,19 @@ def test_a_changed_english_unit_keeps_its_old_translation_marked_stale():
 
 
 def test_a_translation_must_keep_formulas_roles_code_and_link_targets():
-    catalog = i18n.merge(i18n.Catalog(locale="ko"), [i18n.Unit(
-        "The weights $\\alpha^t$ of `softmax` [chapter 5](05_softmax_weights.ipynb), {cite}`vaswani2017`.", "p")])
+    catalog = i18n.merge(
+        i18n.Catalog(locale="ko"),
+        [
+            i18n.Unit(
+                "The weights $\\alpha^t$ of `softmax` [chapter 5](05_softmax_weights.ipynb), {cite}`vaswani2017`.",
+                "p",
+            )
+        ],
+    )
     message = next(m for m in catalog if m.id)
-    message.string = "가중치 $\\alpha^t$는 `softmax`로 구한다 [5장](05_softmax_weights.ipynb), {cite}`vaswani2017`."
+    message.string = (
+        "가중치 $\\alpha^t$는 `softmax`로 구한다 [5장](05_softmax_weights.ipynb), {cite}`vaswani2017`."
+    )
     assert i18n.problems("p", catalog) == []
     message.string = "가중치 α는 softmax로 구한다 [5장](05_softmax_weights.ipynb)."
     (problem,) = i18n.problems("p", catalog)
@@ -79,7 +90,9 @@ def test_a_translation_must_keep_formulas_roles_code_and_link_targets():
 
 def test_every_page_of_the_toc_has_units():
     pages = i18n.pages()
-    assert any(p.parent.name == "chapters" for p in pages) and any(p.parent.name == "solutions" for p in pages)
+    assert any(p.parent.name == "chapters" for p in pages) and any(
+        p.parent.name == "solutions" for p in pages
+    )
     for page in pages:
         assert i18n.page_units(page), f"{page.name}: no translatable text found"
 
@@ -111,8 +124,23 @@ TERMS = {
     "scaled dot-product attention": "스케일드 닷-프로덕트 어텐션",
 }
 #: synonyms that must never stand for the book's terms (machine-translation habits and rival usages)
-NEVER = ["주의 메커니즘", "주의 가중치", "주의 점수", "어텐션 점수", "스케일 도트", "도트 제품", "점곱", "문맥 벡터",
-         "교사 강제", "티처 포싱", "경사 소실", "그래디언트 소실", "멀티-헤드", "자기 주의", "셀프-어텐션"]
+NEVER = [
+    "주의 메커니즘",
+    "주의 가중치",
+    "주의 점수",
+    "어텐션 점수",
+    "스케일 도트",
+    "도트 제품",
+    "점곱",
+    "문맥 벡터",
+    "교사 강제",
+    "티처 포싱",
+    "경사 소실",
+    "그래디언트 소실",
+    "멀티-헤드",
+    "자기 주의",
+    "셀프-어텐션",
+]
 
 
 def _words(text: str) -> str:
@@ -126,7 +154,9 @@ def catalogues():
 
 def test_every_unit_of_every_page_is_translated_and_current():
     problems = [p for name, catalog in catalogues().items() for p in i18n.problems(name, catalog)]
-    assert not problems, f"{len(problems)} unit(s) to translate (tools/i18n.py status):\n" + "\n".join(problems[:20])
+    assert not problems, f"{len(problems)} unit(s) to translate (tools/i18n.py status):\n" + "\n".join(
+        problems[:20]
+    )
 
 
 def test_catalogues_hold_exactly_the_english_units():
@@ -147,8 +177,15 @@ def test_the_books_terms_are_used_not_synonyms():
         units = [m for m in catalog if m.id and m.string]
         english = _words(" ".join(m.id for m in units)).lower()
         korean = _words(" ".join(m.string for m in units))
-        wrong.extend(f"{name}: uses {term!r} but never {ko!r}" for term, ko in TERMS.items()
-                     if term in english and ko not in korean)
-        wrong.extend(f"{name}: {never!r} in {m.string[:80]!r}" for m in units for never in NEVER
-                     if never in _words(m.string))
+        wrong.extend(
+            f"{name}: uses {term!r} but never {ko!r}"
+            for term, ko in TERMS.items()
+            if term in english and ko not in korean
+        )
+        wrong.extend(
+            f"{name}: {never!r} in {m.string[:80]!r}"
+            for m in units
+            for never in NEVER
+            if never in _words(m.string)
+        )
     assert not wrong, "\n".join(wrong[:20])

@@ -64,21 +64,27 @@ def test_korean_notebooks_download_and_launch_as_korean_notebooks(name):
     assert sum("\uac00" <= ch <= "\ud7a3" for ch in markdown) > 50
     if name.startswith("chapters/"):
         hrefs = [a["href"] for a in page.find_all("a", href=True)]
-        assert any(h.startswith("https://colab.research.google.com/") and h.endswith(f"ko/{name}.ipynb")
-                   for h in hrefs), hrefs
+        assert any(
+            h.startswith("https://colab.research.google.com/") and h.endswith(f"ko/{name}.ipynb")
+            for h in hrefs
+        ), hrefs
 
 
-@pytest.mark.parametrize("query, chapter", [
-    ("내적", "chapters/04_attention_scores.html"),
-    ("어텐션 가중치", "chapters/05_softmax_weights.html"),
-    ("교사 강요", "chapters/01_seq2seq_rnn.html"),
-])
+@pytest.mark.parametrize(
+    "query, chapter",
+    [
+        ("내적", "chapters/04_attention_scores.html"),
+        ("어텐션 가중치", "chapters/05_softmax_weights.html"),
+        ("교사 강요", "chapters/01_seq2seq_rnn.html"),
+    ],
+)
 def test_korean_search_finds_the_chapter_that_teaches_the_term(browser, server, query, chapter):  # noqa: F811
     visit = Visit(browser, server, f"ko/search.html?q={query}")
     try:
         visit.page.wait_for_selector("#search-results li, ul.search li", timeout=20000)
         hits = visit.page.eval_on_selector_all(
-            "#search-results li a, ul.search li a", "els => els.map(e => e.getAttribute('href'))")
+            "#search-results li a, ul.search li a", "els => els.map(e => e.getAttribute('href'))"
+        )
         assert any(urlsplit(h).path.endswith(chapter) for h in hits), hits
         assert not visit.outside and not visit.errors
     finally:

@@ -14,13 +14,17 @@ def solution_notebook():
     graded.metadata["tags"] = ["graded"]
     only = new_code_cell("print('only in the solution')")
     only.metadata["tags"] = ["solution-only"]
-    nb = new_notebook(cells=[
-        new_markdown_cell("# A set\n\nText."),
-        new_code_cell("def dot_scores(s_t, H):\n    x = 1\n    ### BEGIN SOLUTION\n    return H @ s_t\n    ### END SOLUTION"),
-        graded,
-        only,
-        new_code_cell("y = 2\n### BEGIN HIDDEN TESTS\nassert y == 2\n### END HIDDEN TESTS\nprint(y)"),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# A set\n\nText."),
+            new_code_cell(
+                "def dot_scores(s_t, H):\n    x = 1\n    ### BEGIN SOLUTION\n    return H @ s_t\n    ### END SOLUTION"
+            ),
+            graded,
+            only,
+            new_code_cell("y = 2\n### BEGIN HIDDEN TESTS\nassert y == 2\n### END HIDDEN TESTS\nprint(y)"),
+        ]
+    )
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi\n")]
     nb.cells[1].execution_count = 3
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -30,7 +34,9 @@ def solution_notebook():
 def test_stub_replaces_solution_with_the_markers_indentation():
     ex = mx.make_exercise(solution_notebook(), "04_x.ipynb")
     source = ex.cells[2].source  # title, generated note, then the function
-    assert source == "def dot_scores(s_t, H):\n    x = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    assert (
+        source == "def dot_scores(s_t, H):\n    x = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    )
 
 
 def test_hidden_tests_and_solution_only_cells_are_removed():
@@ -60,11 +66,14 @@ def test_byte_stable(tmp_path):
     assert mx.render(path) == mx.render(path)
 
 
-@pytest.mark.parametrize("source, message", [
-    ("### BEGIN SOLUTION\nx = 1", "never closed"),
-    ("x = 1\n### END SOLUTION", "without"),
-    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "inside an open region"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("### BEGIN SOLUTION\nx = 1", "never closed"),
+        ("x = 1\n### END SOLUTION", "without"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "inside an open region"),
+    ],
+)
 def test_unbalanced_markers_are_reported(source, message):
     nb = new_notebook(cells=[new_markdown_cell("# T"), new_code_cell(source)])
     with pytest.raises(mx.GenerationError, match=message):
@@ -103,7 +112,9 @@ def test_refuses_to_overwrite_a_learners_work_unless_forced(tmp_path, capsys):
     mx.main([str(solution), "--out", str(out)])
     target = out / "04_x.ipynb"
     nb = nbformat.read(target, as_version=4)
-    nb.cells[2].source = nb.cells[2].source.replace("raise NotImplementedError()", "return H @ s_t  # my work")
+    nb.cells[2].source = nb.cells[2].source.replace(
+        "raise NotImplementedError()", "return H @ s_t  # my work"
+    )
     nbformat.write(nb, target)
     sol = nbformat.read(solution, as_version=4)
     sol.cells[0].source = "# A set, revised"

@@ -32,8 +32,9 @@ BIN = Path(sys.executable).parent
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
     # nbgrader runs `alembic` by name: the environment's bin folder must be on PATH.
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    done = subprocess.run([str(BIN / "nbgrader"), *args], cwd=course, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [str(BIN / "nbgrader"), *args], cwd=course, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
 
@@ -48,8 +49,13 @@ def solution_cells() -> dict[str, str]:
     return cells
 
 
-def submit(course: Path, student: str, release: nbformat.NotebookNode, answers: dict[str, str],
-           edit_graded: dict[str, str] | None = None) -> None:
+def submit(
+    course: Path,
+    student: str,
+    release: nbformat.NotebookNode,
+    answers: dict[str, str],
+    edit_graded: dict[str, str] | None = None,
+) -> None:
     nb = copy.deepcopy(release)
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
@@ -136,9 +142,20 @@ def test_a_bad_solution_notebook_gets_a_clear_message(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# No tasks here")]
     nbformat.write(nb, bad)
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_nbgrader.py"), str(tmp_path / "c"), str(bad)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_nbgrader.py"), str(tmp_path / "c"), str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and "no graded cell" in done.stderr and "Traceback" not in done.stderr
-    missing = subprocess.run([sys.executable, str(ROOT / "tools" / "make_nbgrader.py"), str(tmp_path / "c"),
-                              str(tmp_path / "nothing.ipynb")], capture_output=True, text=True)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "make_nbgrader.py"),
+            str(tmp_path / "c"),
+            str(tmp_path / "nothing.ipynb"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "no solution notebook" in missing.stderr

@@ -38,7 +38,9 @@ def test_committed_executed_in_order(path):
     cells = code_cells(nb)
     assert any(c.outputs for c in cells), f"{path.name} is committed without outputs"
     counts = [c.execution_count for c in cells]
-    assert counts == list(range(1, len(cells) + 1)), f"{path.name} was not executed once, top to bottom: {counts}"
+    assert counts == list(range(1, len(cells) + 1)), (
+        f"{path.name} was not executed once, top to bottom: {counts}"
+    )
 
 
 @pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
@@ -46,12 +48,16 @@ def test_no_unexpected_errors_or_widgets_in_outputs(path):
     for cell in code_cells(read(path)):
         for output in cell.outputs:
             if output.output_type == "error":
-                assert "raises-exception" in tags(cell), f"{path.name}: error output in an untagged cell:\n{cell.source}"
+                assert "raises-exception" in tags(cell), (
+                    f"{path.name}: error output in an untagged cell:\n{cell.source}"
+                )
             data = output.get("data", {})
             assert "application/vnd.jupyter.widget-view+json" not in data, f"{path.name}: a widget is stored"
             assert "image/svg+xml" not in data, f"{path.name}: SVG output (embeds a date); use PNG"
             if output.output_type == "stream" and output.name == "stderr":
-                assert "Warning" not in output.text, f"{path.name}: a warning is stored in the outputs:\n{output.text}"
+                assert "Warning" not in output.text, (
+                    f"{path.name}: a warning is stored in the outputs:\n{output.text}"
+                )
 
 
 @pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
@@ -59,7 +65,9 @@ def test_figures_have_alt_text(path):
     for cell in code_cells(read(path)):
         if any("image/png" in o.get("data", {}) for o in cell.outputs):
             alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
-            assert len(alt) >= 20, f"{path.name}: a figure without alt text (cell metadata mystnb.image.alt):\n{cell.source[:200]}"
+            assert len(alt) >= 20, (
+                f"{path.name}: a figure without alt text (cell metadata mystnb.image.alt):\n{cell.source[:200]}"
+            )
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ids(ALL_NOTEBOOKS))
@@ -96,7 +104,9 @@ def test_every_notebook_and_page_is_in_the_toc():
     notebooks = {p.relative_to(ROOT).with_suffix("").as_posix() for p in ALL_NOTEBOOKS}
     pages = {p.relative_to(ROOT).with_suffix("").as_posix() for p in (ROOT / "book").glob("*.md")}
     assert notebooks | pages <= files, f"not in _toc.yml: {sorted((notebooks | pages) - files)}"
-    assert all((ROOT / f).with_suffix(".ipynb").exists() or (ROOT / f).with_suffix(".md").exists() for f in files)
+    assert all(
+        (ROOT / f).with_suffix(".ipynb").exists() or (ROOT / f).with_suffix(".md").exists() for f in files
+    )
 
 
 def test_every_solution_has_graded_cells_and_markers():
@@ -105,12 +115,18 @@ def test_every_solution_has_graded_cells_and_markers():
         graded = [c for c in nb.cells if "graded" in tags(c)]
         assert graded, f"{path.name} has no graded cell"
         for cell in graded:
-            assert re.fullmatch(r'check\("[\w.]+", \w+\)', cell.source.strip()), f"{path.name}: graded cell must be one check(...) call"
+            assert re.fullmatch(r'check\("[\w.]+", \w+\)', cell.source.strip()), (
+                f"{path.name}: graded cell must be one check(...) call"
+            )
         assert "### BEGIN SOLUTION" in "".join(c.source for c in nb.cells)
 
 
 def test_requirements_are_pinned_exactly():
-    lines = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = [
+        l.strip()
+        for l in (ROOT / "requirements.txt").read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
     loose = [l for l in lines if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+\-]+", l)]
     assert not loose, f"not pinned exactly: {loose}"
     assert "torch==2.13.0" in lines
@@ -133,24 +149,39 @@ def test_figures_use_the_book_style(path):
     has_figures = any("image/png" in o.get("data", {}) for c in code_cells(nb) for o in c.outputs)
     if has_figures:
         source = "\n".join(c.source for c in code_cells(nb))
-        assert "use_book_style()" in source, f"{path.name} draws figures without attnbook.plots.use_book_style()"
-        hardcoded = re.findall(r"""colou?r\s*=\s*["'](?!#(?:0072B2|E69F00|009E73|D55E00|CC79A7|56B4E9|F0E442|000000))[^"']+["']""", source, flags=re.I)
+        assert "use_book_style()" in source, (
+            f"{path.name} draws figures without attnbook.plots.use_book_style()"
+        )
+        hardcoded = re.findall(
+            r"""colou?r\s*=\s*["'](?!#(?:0072B2|E69F00|009E73|D55E00|CC79A7|56B4E9|F0E442|000000))[^"']+["']""",
+            source,
+            flags=re.I,
+        )
         assert not hardcoded, f"{path.name}: colours outside the Okabe–Ito PALETTE: {hardcoded}"
 
 
 @pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
 def test_no_pages_of_noise(path):
     for cell in code_cells(read(path)):
-        text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", "")) for o in cell.outputs)
-        assert text.count("\n") <= 60 and len(text) <= 6000, f"{path.name}: a cell prints {text.count(chr(10))} lines:\n{cell.source[:200]}"
+        text = "".join(
+            o.get("text", "") + "".join(o.get("data", {}).get("text/plain", "")) for o in cell.outputs
+        )
+        assert text.count("\n") <= 60 and len(text) <= 6000, (
+            f"{path.name}: a cell prints {text.count(chr(10))} lines:\n{cell.source[:200]}"
+        )
 
 
 @pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
 def test_training_loops_show_progress(path):
     for cell in code_cells(read(path)):
-        if re.search(r"^\s*\w*\s*=?\s*(\w+\.)?train\w*\(", cell.source, flags=re.M) and "def train" not in cell.source:
+        if (
+            re.search(r"^\s*\w*\s*=?\s*(\w+\.)?train\w*\(", cell.source, flags=re.M)
+            and "def train" not in cell.source
+        ):
             stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
-            assert "%|" in stderr, f"{path.name}: a training cell without a progress bar:\n{cell.source[:200]}"
+            assert "%|" in stderr, (
+                f"{path.name}: a training cell without a progress bar:\n{cell.source[:200]}"
+            )
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ids(ALL_NOTEBOOKS))

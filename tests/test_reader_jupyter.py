@@ -34,7 +34,9 @@ def readme_commands(heading: str) -> list[str]:
 
 def run(command: str, cwd) -> str:
     done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"`{command}` failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, (
+        f"`{command}` failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    )
     return done.stdout
 
 
@@ -51,7 +53,9 @@ def test_run_a_chapter_as_the_readme_says(clone):
     assert any("jupyter execute" in c for c in commands) and "make venv" in commands
     for command in commands:
         if "jupyter lab" in command:  # interactive: the next command is its non-interactive twin
-            assert (clone / shlex.split(command)[-1]).exists(), f"the README names a missing notebook: {command}"
+            assert (clone / shlex.split(command)[-1]).exists(), (
+                f"the README names a missing notebook: {command}"
+            )
             continue
         run(command, clone)
 

@@ -51,7 +51,7 @@ def _graded(nb, task_id: str):
 # The attacks
 # ------------------------------------------------------------------------------------------------
 
-FORGE = '''
+FORGE = """
 import json, os
 record = {"task": "08.sdpa", "title": "x", "status": "passed", "message": "passed", "points": 300,
           "max_points": 300, "diagnosis": ""}
@@ -63,9 +63,9 @@ for path in [os.environ.get("ATTNBOOK_RESULTS", ""), "/tmp/results.jsonl", "resu
         pass
 os.environ["ATTNBOOK_RESULTS"] = "results.jsonl"
 print("✔ 08.sdpa (scaled dot-product attention with masks): passed 7 cases, 4/4 points")
-'''
+"""
 
-PATCH = '''
+PATCH = """
 import attnbook.grading as G, attnbook.grading.engine as E, attnbook.grading.notebook as N
 def passed(task, fn, **kwargs):
     return E.Result(task.id, task.title, "passed", "passed", task.points, task.points)
@@ -73,15 +73,15 @@ E.run_task = G.run_task = N.run_task = passed
 E.close = lambda *a, **k: True
 E._check_values = E._check_types = lambda *a, **k: None
 G.check = N.check = lambda *a, **k: print("✔ passed")
-'''
+"""
 
-BORROW_REFERENCE = '''
+BORROW_REFERENCE = """
 from attnbook.grading import get_task
 def sdpa(Q, K, V, mask=None):
     return get_task("08.sdpa").reference(Q, K, V, mask)
-'''
+"""
 
-IMPORT_TASKS = '''
+IMPORT_TASKS = """
 import importlib, pkgutil
 import attnbook.grading.tasks as T
 for info in pkgutil.iter_modules(T.__path__):
@@ -90,9 +90,9 @@ from attnbook.grading import all_tasks
 REFERENCES = {task_id: task.reference for task_id, task in all_tasks().items()}
 def causal_mask(T):
     return REFERENCES["08.causal_mask"](T)
-'''
+"""
 
-READ_SOLUTIONS = f'''
+READ_SOLUTIONS = f"""
 import json, sys
 try:  # the solution notebook
     solution = json.load(open({str(SOLUTION)!r}))
@@ -106,7 +106,7 @@ try:  # the right answers of the test catalogue
     padding_mask = CORRECT["08.padding_mask"]
 except ImportError:
     pass
-'''
+"""
 
 ESCAPE = f'''
 import os, subprocess, sys
@@ -136,16 +136,16 @@ except OSError:
     REACHED = False
 '''
 
-HANG_IGNORING_SIGNALS = '''
+HANG_IGNORING_SIGNALS = """
 import signal
 for sig in (signal.SIGINT, signal.SIGALRM, signal.SIGTERM, signal.SIGXCPU):
     signal.signal(sig, signal.SIG_IGN)
 signal.setitimer(signal.ITIMER_REAL, 0)
 while True:
     pass
-'''
+"""
 
-HANG_IN_FUNCTION = '''
+HANG_IN_FUNCTION = """
 import signal
 def sdpa(Q, K, V, mask=None):
     signal.signal(signal.SIGALRM, signal.SIG_IGN)
@@ -153,16 +153,16 @@ def sdpa(Q, K, V, mask=None):
     signal.setitimer(signal.ITIMER_REAL, 0)
     while True:
         pass
-'''
+"""
 
-EAT_MEMORY = '''
+EAT_MEMORY = """
 _previous_causal_mask = causal_mask
 def causal_mask(T):
     hog = torch.empty(2**36, dtype=torch.float64)  # 512 GiB
     return _previous_causal_mask(T)
-'''
+"""
 
-FORGE_WIRE = '''
+FORGE_WIRE = """
 import json, os, struct
 for fd in range(3, 64):
     for reply in ({"re": "run", "ok": True}, {"re": "resolve", "exists": True, "callable": True},
@@ -172,9 +172,9 @@ for fd in range(3, 64):
             os.write(fd, struct.pack("!II", len(head), 0) + head)
         except OSError:
             pass
-'''
+"""
 
-MACHINE = '''
+MACHINE = """
 import os, resource
 seen = []
 for name in ("/dev/" + "x", "/dev/shm/" + "x"):  # /dev: read-only; /dev/shm: capped
@@ -200,9 +200,9 @@ seen.append("nproc=%d/%d" % resource.getrlimit(resource.RLIMIT_NPROC))
 OBSERVED = " ".join(seen)
 def sdpa(Q, K, V, mask=None):
     raise RuntimeError("OBSERVED " + OBSERVED + " END")
-'''
+"""
 
-DEEP_FRAME = '''
+DEEP_FRAME = """
 import os, struct, sys
 head = b"[" * 300000 + b"]" * 300000  # deeper than any JSON parser's recursion limit
 for fd in range(3, 64):
@@ -210,14 +210,16 @@ for fd in range(3, 64):
         os.write(fd, struct.pack("!II", len(head), 0) + head)
     except OSError:
         pass
-'''
+"""
 
 
 def _tamper(nb):  # forged result records, a patched engine and check, edited graded cells
     _after(nb, "from attnbook.grading import check", FORGE + PATCH)
     _graded(nb, "08.sdpa").source = 'print("✔ 08.sdpa passed")'
     _graded(nb, "08.causal_mask").metadata["tags"] = []
-    _graded(nb, "08.causal_mask").source = 'from attnbook.grading import check\ncheck("08.causal_mask", lambda T: None)'
+    _graded(
+        nb, "08.causal_mask"
+    ).source = 'from attnbook.grading import check\ncheck("08.causal_mask", lambda T: None)'
     nb.cells.append(_code('print("Total: 8/8")'))
 
 
@@ -237,10 +239,17 @@ def _deleted_and_foreign(nb):
 
 
 def _escape(nb, path: Path):
-    _after(nb, "from attnbook.grading import check",
-           f"SUBMISSION = {str(path)!r}\nSUBMISSION_DIR = {str(path.parent)!r}\n" + ESCAPE)
-    _after(nb, "def causal_mask(", "def causal_mask(T):\n    if REACHED:\n        return torch.ones(T, T).tril().bool()\n"
-                                    "    raise NotImplementedError()")
+    _after(
+        nb,
+        "from attnbook.grading import check",
+        f"SUBMISSION = {str(path)!r}\nSUBMISSION_DIR = {str(path.parent)!r}\n" + ESCAPE,
+    )
+    _after(
+        nb,
+        "def causal_mask(",
+        "def causal_mask(T):\n    if REACHED:\n        return torch.ones(T, T).tril().bool()\n"
+        "    raise NotImplementedError()",
+    )
 
 
 def _hang_cell(nb):
@@ -322,7 +331,7 @@ def test_borrowed_references_earn_nothing(graded):
     tasks = _tasks(report)
     assert (report["points"], report["max_points"]) == (0, 8), cli.format_report(report)
     assert "get_task" in tasks["08.sdpa"]["message"] or "KeyError" in tasks["08.sdpa"]["message"]
-    assert tasks["08.causal_mask"]["status"] == "failed"   # the references are not in the sandbox
+    assert tasks["08.causal_mask"]["status"] == "failed"  # the references are not in the sandbox
     assert tasks["08.padding_mask"]["status"] == "not attempted yet"  # solutions/, tests/ cannot be read
 
 
@@ -331,12 +340,19 @@ def test_deleted_or_foreign_graded_cells_do_not_change_the_maximum(graded):
     tasks = _tasks(report)
     assert list(tasks) == ["08.sdpa", "08.causal_mask", "08.padding_mask"]
     assert (report["points"], report["max_points"]) == (4, 8), cli.format_report(report)
-    assert tasks["08.causal_mask"]["diagnosis"] == tasks["08.padding_mask"]["diagnosis"] == "graded_cell_missing"
+    assert (
+        tasks["08.causal_mask"]["diagnosis"] == tasks["08.padding_mask"]["diagnosis"] == "graded_cell_missing"
+    )
 
 
 def test_writes_outside_the_working_folder_fail_and_the_submission_is_untouched(graded):
-    targets = [ROOT / "attnbook" / (MARK + ".py"), ROOT / MARK, Path.home() / MARK, Path("/tmp") / MARK,
-               graded["paths"]["escape"].parent / MARK]
+    targets = [
+        ROOT / "attnbook" / (MARK + ".py"),
+        ROOT / MARK,
+        Path.home() / MARK,
+        Path("/tmp") / MARK,
+        graded["paths"]["escape"].parent / MARK,
+    ]
     assert [t for t in targets if t.exists()] == []
     for name, path in graded["paths"].items():
         assert path.read_bytes() == graded["before"][name], f"{name}: the submission was changed"
@@ -415,7 +431,7 @@ def test_a_notebook_of_slow_cells_stops_at_its_budget(tmp_path):
     assert report["timing"]["learner_cells"] < 5.0 + 0.5, report["timing"]  # 4 x 2 s without the budget
 
 
-STOP_READING = '''
+STOP_READING = """
 import time
 from attnbook.grading import wire
 _receive = wire.Peer.receive
@@ -425,7 +441,7 @@ def receive(self, deadline=None):
         time.sleep(10**6)
     return _receive(self, deadline)
 wire.Peer.receive = receive
-'''
+"""
 
 
 def test_a_kernel_that_stops_reading_cannot_block_the_grader(tmp_path):
@@ -436,11 +452,15 @@ def test_a_kernel_that_stops_reading_cannot_block_the_grader(tmp_path):
     nb = nbformat.read(SOLUTION, as_version=4)
     index = _index(nb, "def sdpa(") + 1
     nb.cells.insert(index, _code(STOP_READING))
-    nb.cells.insert(index + 1, _code("x = 1\n" + "# a long cell\n" * 20000))  # ~300 kB: more than a pipe holds
+    nb.cells.insert(
+        index + 1, _code("x = 1\n" + "# a long cell\n" * 20000)
+    )  # ~300 kB: more than a pipe holds
     path = tmp_path / SOLUTION.name
     nbformat.write(nb, path)
     done: list = []
-    worker = threading.Thread(target=lambda: done.append(cli.grade_notebook(path, cell_timeout=3.0)), daemon=True)
+    worker = threading.Thread(
+        target=lambda: done.append(cli.grade_notebook(path, cell_timeout=3.0)), daemon=True
+    )
     worker.start()
     worker.join(120)
     assert done, "grading did not end"

@@ -84,21 +84,31 @@ def grade_through_proxy(task_id: str, fn):
         session.kill()
 
 
-FAITHFUL = [(task_id, name, fn) for module in (test_catalogue_08, test_catalogue_02)
-            for task_id, wrongs in module.WRONG.items() for name, fn, *_ in wrongs]
+FAITHFUL = [
+    (task_id, name, fn)
+    for module in (test_catalogue_08, test_catalogue_02)
+    for task_id, wrongs in module.WRONG.items()
+    for name, fn, *_ in wrongs
+]
 
 
 @pytest.mark.parametrize("task_id, name, fn", FAITHFUL, ids=[f"{t}:{n}" for t, n, _ in FAITHFUL])
 def test_a_wrong_answer_gets_the_same_diagnosis_through_the_proxy(task_id, name, fn):
     local = run_task(get_task(task_id), fn)
     remote = grade_through_proxy(task_id, fn)
-    assert (remote.status, remote.diagnosis) == (local.status, local.diagnosis), (local.message, remote.message)
+    assert (remote.status, remote.diagnosis) == (local.status, local.diagnosis), (
+        local.message,
+        remote.message,
+    )
     assert remote.points == local.points
 
 
-RIGHT = [(task_id, i, fn) for module in (test_catalogue_08, test_catalogue_02)
-         for task_id, fns in getattr(module, "CORRECT", {}).items()
-         for i, fn in enumerate(fns if isinstance(fns, (list, tuple)) else [fns])]
+RIGHT = [
+    (task_id, i, fn)
+    for module in (test_catalogue_08, test_catalogue_02)
+    for task_id, fns in getattr(module, "CORRECT", {}).items()
+    for i, fn in enumerate(fns if isinstance(fns, (list, tuple)) else [fns])
+]
 
 
 @pytest.mark.parametrize("task_id, i, fn", RIGHT, ids=[f"{t}:{i}" for t, i, _ in RIGHT])
@@ -141,10 +151,10 @@ def test_in_place_changes_of_requires_grad_and_grad_reach_the_grader():
 
 def test_gradients_flow_back_through_the_proxy_and_a_detach_is_seen():
     def attached(x):
-        return (x ** 2).sum(-1)
+        return (x**2).sum(-1)
 
     def detached(x):
-        return (x ** 2).sum(-1).detach()
+        return (x**2).sum(-1).detach()
 
     for fn, flows in ((attached, True), (detached, False)):
         proxy, session = proxy_for(fn, "08.causal_mask")
@@ -171,9 +181,16 @@ def _roundtrip(value):
 
 
 def test_values_travel_unchanged():
-    value = {"a": [torch.arange(6).reshape(2, 3), (1, 2.5, None, True)], 3: "text",
-             "b": torch.tensor([[True, False]]), "c": np.arange(4.0), "d": torch.float64,
-             "e": torch.empty(0, 3), "f": float("nan"), "g": torch.tensor(1.5, dtype=torch.bfloat16)}
+    value = {
+        "a": [torch.arange(6).reshape(2, 3), (1, 2.5, None, True)],
+        3: "text",
+        "b": torch.tensor([[True, False]]),
+        "c": np.arange(4.0),
+        "d": torch.float64,
+        "e": torch.empty(0, 3),
+        "f": float("nan"),
+        "g": torch.tensor(1.5, dtype=torch.bfloat16),
+    }
     back = _roundtrip(value)
     assert torch.equal(back["a"][0], value["a"][0]) and back["a"][1] == value["a"][1]
     assert back[3] == "text" and torch.equal(back["b"], value["b"]) and np.array_equal(back["c"], value["c"])
@@ -191,14 +208,17 @@ def test_objects_that_cannot_travel_arrive_as_their_type_name_only():
     assert type(back[1]).__name__ == "function" and not callable(back[1])
 
 
-@pytest.mark.parametrize("header, blob", [
-    ({"t": "float64", "s": [4], "o": 0, "n": 999}, b"\0" * 8),      # size does not match
-    ({"t": "object", "s": [1], "o": 0, "n": 8}, b"\0" * 8),          # unknown dtype
-    ({"t": "float64", "s": [-1], "o": 0, "n": 8}, b"\0" * 8),        # negative shape
-    ({"cb": 1}, b""),                                                # a callable the reader never gave
-    ({"py": "os.system"}, b""),                                      # an unknown kind
-    ({"L": [{"L": []}] * 3}, b""),                                   # fine, for contrast
-])
+@pytest.mark.parametrize(
+    "header, blob",
+    [
+        ({"t": "float64", "s": [4], "o": 0, "n": 999}, b"\0" * 8),  # size does not match
+        ({"t": "object", "s": [1], "o": 0, "n": 8}, b"\0" * 8),  # unknown dtype
+        ({"t": "float64", "s": [-1], "o": 0, "n": 8}, b"\0" * 8),  # negative shape
+        ({"cb": 1}, b""),  # a callable the reader never gave
+        ({"py": "os.system"}, b""),  # an unknown kind
+        ({"L": [{"L": []}] * 3}, b""),  # fine, for contrast
+    ],
+)
 def test_malformed_values_are_refused(header, blob):
     decoder = wire.Decoder(blob)
     if "L" in header:
@@ -225,6 +245,7 @@ def _in_a_thread(compute):
         worker.start()
         worker.join()
         return out["mask"]
+
     return causal_mask
 
 
@@ -248,15 +269,21 @@ def test_the_books_implementation_earns_nothing_even_from_a_thread_or_with_the_w
 # Set 10's block-width watch runs in the learner's process, and judges as locally
 # ------------------------------------------------------------------------------------------------
 
-BLOCKWISE = [(task_id, name, fn, diagnosis) for task_id, wrongs in test_catalogue_10.WRONG.items()
-             if task_id != "10.combine_max_sum" for name, fn, diagnosis, _ in wrongs]
+BLOCKWISE = [
+    (task_id, name, fn, diagnosis)
+    for task_id, wrongs in test_catalogue_10.WRONG.items()
+    if task_id != "10.combine_max_sum"
+    for name, fn, diagnosis, _ in wrongs
+]
 
 
 def test_the_block_check_has_cases_to_prove():
     assert {d for *_, d in BLOCKWISE} >= {"block_size_ignored", "blocks_too_small"}
 
 
-@pytest.mark.parametrize("task_id, name, fn, diagnosis", BLOCKWISE, ids=[f"{t}:{n}" for t, n, *_ in BLOCKWISE])
+@pytest.mark.parametrize(
+    "task_id, name, fn, diagnosis", BLOCKWISE, ids=[f"{t}:{n}" for t, n, *_ in BLOCKWISE]
+)
 def test_a_blockwise_answer_gets_the_same_diagnosis_through_the_proxy(task_id, name, fn, diagnosis):
     local = run_task(get_task(task_id), fn)
     remote = grade_through_proxy(task_id, fn)
@@ -264,8 +291,9 @@ def test_a_blockwise_answer_gets_the_same_diagnosis_through_the_proxy(task_id, n
     assert local.diagnosis == diagnosis
 
 
-BLOCKWISE_RIGHT = [(task_id, i, fn) for task_id, fns in test_catalogue_10.CORRECT.items()
-                   for i, fn in enumerate(fns)]
+BLOCKWISE_RIGHT = [
+    (task_id, i, fn) for task_id, fns in test_catalogue_10.CORRECT.items() for i, fn in enumerate(fns)
+]
 
 
 @pytest.mark.parametrize("task_id, i, fn", BLOCKWISE_RIGHT, ids=[f"{t}:{i}" for t, i, _ in BLOCKWISE_RIGHT])

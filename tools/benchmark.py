@@ -25,8 +25,13 @@ TARGET_S = 60.0
 
 def run(path: Path) -> tuple[float, str]:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     start = time.perf_counter()
     try:
         client.execute()
@@ -37,11 +42,17 @@ def run(path: Path) -> tuple[float, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
-    paths = args.notebooks or sorted((ROOT / "chapters").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}")
+    paths = args.notebooks or sorted((ROOT / "chapters").glob("*.ipynb")) + sorted(
+        (ROOT / "solutions").glob("*.ipynb")
+    )
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
+    )
     print(f"{'seconds':>8}  {'status':<8} notebook (includes ~1-2 s of kernel start)")
     total = 0.0
     slow = []
@@ -51,8 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         flag = "  <-- over target" if seconds > TARGET_S else ""
         if flag:
             slow.append(path)
-        print(f"{seconds:8.1f}  {status:<8} {path.relative_to(ROOT) if path.is_absolute() else path}{flag}", flush=True)
-    print(f"{total:8.1f}  total for {len(paths)} notebook(s); target per notebook {TARGET_S:.0f} s; over: {len(slow)}")
+        print(
+            f"{seconds:8.1f}  {status:<8} {path.relative_to(ROOT) if path.is_absolute() else path}{flag}",
+            flush=True,
+        )
+    print(
+        f"{total:8.1f}  total for {len(paths)} notebook(s); target per notebook {TARGET_S:.0f} s; over: {len(slow)}"
+    )
     return 0
 
 

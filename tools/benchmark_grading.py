@@ -52,17 +52,23 @@ def _wrong(rng: random.Random):
     for cell in nb.cells:
         for name in WRONG:
             if f"def {name}(" in cell.source:
-                cell.source = (cell.source.replace("    # YOUR CODE HERE\n    raise NotImplementedError()", WRONG[name])
-                               if name == broken else bodies[name])
+                cell.source = (
+                    cell.source.replace("    # YOUR CODE HERE\n    raise NotImplementedError()", WRONG[name])
+                    if name == broken
+                    else bodies[name]
+                )
     return nb
 
 
 def make_class(folder: Path, size: int, seed: int = 0) -> list[Path]:
     """``size`` submissions: 40 % correct, 20 % blank, 25 % wrong, 7.5 % hanging, 7.5 % malformed."""
     rng = random.Random(seed)
-    kinds = (["correct"] * 16 + ["blank"] * 8 + ["wrong"] * 10 + ["hanging"] * 3 + ["malformed"] * 3)
-    kinds = [kinds[i * len(kinds) // size] for i in range(size)] if size < len(kinds) else \
-        [kinds[i % len(kinds)] for i in range(size)]
+    kinds = ["correct"] * 16 + ["blank"] * 8 + ["wrong"] * 10 + ["hanging"] * 3 + ["malformed"] * 3
+    kinds = (
+        [kinds[i * len(kinds) // size] for i in range(size)]
+        if size < len(kinds)
+        else [kinds[i % len(kinds)] for i in range(size)]
+    )
     rng.shuffle(kinds)
     paths = []
     for i, kind in enumerate(kinds):
@@ -94,8 +100,14 @@ def old_path(paths: list[Path], cell_timeout: float) -> float:
     start = time.perf_counter()
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=int(cell_timeout), kernel_name="python3", allow_errors=True,
-                       record_timing=False, resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=int(cell_timeout),
+            kernel_name="python3",
+            allow_errors=True,
+            record_timing=False,
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
     return (time.perf_counter() - start) / len(paths)
 
 
@@ -109,39 +121,61 @@ def run(paths: list[Path], jobs: int, prefetch: bool, cell_timeout: float) -> di
     reports = [v for k, v in outcomes if k == "ok"]
     parts = {p: sum(r["timing"][p] for r in reports) for p in PARTS}
     parts["grading_total"] = sum(r["timing"]["total"] for r in reports)
-    return {"wall": wall, "rate": len(paths) / wall, "graded": len(reports), "errors": len(paths) - len(reports),
-            "points": sum(r["points"] for r in reports), "restarts": sum(r["timing"]["restarts"] for r in reports),
-            "parts": parts}
+    return {
+        "wall": wall,
+        "rate": len(paths) / wall,
+        "graded": len(reports),
+        "errors": len(paths) - len(reports),
+        "points": sum(r["points"] for r in reports),
+        "restarts": sum(r["timing"]["restarts"] for r in reports),
+        "parts": parts,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=40)
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cell-timeout", type=float, default=5.0)
-    parser.add_argument("--no-prefetch-too", action="store_true",
-                        help="also time N = 1 without starting the next sandbox early")
-    parser.add_argument("--old-path-too", type=int, default=0, metavar="K",
-                        help="also time the former grader (a Jupyter kernel per notebook) on K correct notebooks")
+    parser.add_argument(
+        "--no-prefetch-too",
+        action="store_true",
+        help="also time N = 1 without starting the next sandbox early",
+    )
+    parser.add_argument(
+        "--old-path-too",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also time the former grader (a Jupyter kernel per notebook) on K correct notebooks",
+    )
     args = parser.parse_args()
-    print(f"sandbox: {backend()}; class of {args.size} set-08 submissions; cell limit {args.cell_timeout:g} s; "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"sandbox: {backend()}; class of {args.size} set-08 submissions; cell limit {args.cell_timeout:g} s; "
+        f"{os.cpu_count()} CPUs"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_class(Path(tmp), args.size)
         settings = [(n, True) for n in args.jobs] + ([(1, False)] if args.no_prefetch_too else [])
         for jobs, prefetch in settings:
             result = run(paths, jobs, prefetch, args.cell_timeout)
             parts = result["parts"]
-            print(f"\nN = {jobs}{'' if prefetch else ', no early start'}: {result['wall']:.1f} s, "
-                  f"{result['rate']:.2f} notebooks/s ({result['graded']} graded, {result['errors']} not gradable, "
-                  f"{result['restarts']} kernel restarts)")
+            print(
+                f"\nN = {jobs}{'' if prefetch else ', no early start'}: {result['wall']:.1f} s, "
+                f"{result['rate']:.2f} notebooks/s ({result['graded']} graded, {result['errors']} not gradable, "
+                f"{result['restarts']} kernel restarts)"
+            )
             print("  seconds summed over the class (parallel parts overlap):")
             for name in (*PARTS, "grading_total"):
                 print(f"    {name:<14} {parts[name]:7.1f}")
         if args.old_path_too:
-            correct = [p for p in paths if p.parent.name.endswith("_correct")][:args.old_path_too]
-            print(f"\nformer grader (Jupyter kernel per notebook, no sandbox): "
-                  f"{old_path(correct, args.cell_timeout):.1f} s per notebook ({len(correct)} correct notebooks)")
+            correct = [p for p in paths if p.parent.name.endswith("_correct")][: args.old_path_too]
+            print(
+                f"\nformer grader (Jupyter kernel per notebook, no sandbox): "
+                f"{old_path(correct, args.cell_timeout):.1f} s per notebook ({len(correct)} correct notebooks)"
+            )
 
 
 if __name__ == "__main__":

@@ -56,9 +56,11 @@ def collapse_carriage_returns(text: str) -> str:
 def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Strip what varies between runs or machines from an executed notebook."""
     nb.metadata = nbformat.from_dict(
-        {"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO, **{
-            k: v for k, v in nb.metadata.items() if k not in ("kernelspec", "language_info", "widgets")
-        }}
+        {
+            "kernelspec": KERNELSPEC,
+            "language_info": LANGUAGE_INFO,
+            **{k: v for k, v in nb.metadata.items() if k not in ("kernelspec", "language_info", "widgets")},
+        }
     )
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
@@ -68,7 +70,11 @@ def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream":
                 previous = outputs[-1] if outputs else None
-                if previous is not None and previous.get("output_type") == "stream" and previous["name"] == output["name"]:
+                if (
+                    previous is not None
+                    and previous.get("output_type") == "stream"
+                    and previous["name"] == output["name"]
+                ):
                     # The kernel may split one stream into several messages, depending on load: join them.
                     previous["text"] = collapse_carriage_returns(previous["text"] + output["text"])
                     continue
@@ -104,7 +110,9 @@ def execute(path: Path, timeout: int = 300) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--all", action="store_true", help="every notebook in chapters/ and solutions/")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per cell")

@@ -84,8 +84,11 @@ def _text_of(node: ast.AST, names: bool = False) -> str | None:
         return "".join(out)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = _text_of(node.left, True), _text_of(node.right, True)
-        if left is not None and right is not None and (_text_of(node.left) is not None
-                                                         or _text_of(node.right) is not None):
+        if (
+            left is not None
+            and right is not None
+            and (_text_of(node.left) is not None or _text_of(node.right) is not None)
+        ):
             return _renumber(left + right)
     return None
 
@@ -119,7 +122,11 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             body = getattr(node, "body", [])
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, (ast.Constant, ast.JoinedStr)):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, (ast.Constant, ast.JoinedStr))
+            ):
                 ids.add(id(body[0].value))
     return ids
 
@@ -152,12 +159,20 @@ def extract(files=None) -> list[dict]:
         docs = _docstring_nodes(tree)
         _FORMAT_TEMPLATES.clear()
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"
-                    and isinstance(node.func.value, ast.Name)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "format"
+                and isinstance(node.func.value, ast.Name)
+            ):
                 _FORMAT_TEMPLATES.add(node.func.value.id)
         _CONSTANTS.clear()
         for node in tree.body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+            ):
                 text = _text_of(node.value)
                 if text is not None:
                     if node.targets[0].id in _FORMAT_TEMPLATES:  # "... {which} ..." filled by .format()
@@ -169,8 +184,12 @@ def extract(files=None) -> list[dict]:
             text = None
             if id(node) not in docs:
                 text = _text_of(node)
-                if (text is not None and isinstance(parents[-1] if parents else None, ast.Assign)
-                        and len(parents) == 2 and getattr(parents[-1].targets[0], "id", None) in _CONSTANTS):
+                if (
+                    text is not None
+                    and isinstance(parents[-1] if parents else None, ast.Assign)
+                    and len(parents) == 2
+                    and getattr(parents[-1].targets[0], "id", None) in _CONSTANTS
+                ):
                     text = _CONSTANTS[parents[-1].targets[0].id]
             if text is not None and not (
                 # the pieces of a "+" chain are one message, taken at the top of the chain
@@ -210,8 +229,11 @@ def check(messages) -> list[str]:
     want = {m["msgid"] for m in messages}
     problems = [f"missing from tasks.po: {i!r}" for i in sorted(want - set(have))]
     problems += [f"in tasks.po but in no task file: {i!r}" for i in sorted(set(have) - want)]
-    problems += [f"not translated (or fuzzy): {i!r}" for i, m in sorted(have.items())
-                 if i in want and (not m.string or m.fuzzy)]
+    problems += [
+        f"not translated (or fuzzy): {i!r}"
+        for i, m in sorted(have.items())
+        if i in want and (not m.string or m.fuzzy)
+    ]
     return problems
 
 
@@ -225,9 +247,16 @@ def update(messages) -> None:
     for m in messages:
         template.add(m["msgid"], locations=[tuple(loc) for loc in m["locations"]])
     known = {m.id: m for m in old if m.id}
-    new = Catalog(locale="ko", project=old.project, version=old.version, copyright_holder=old.copyright_holder,
-                  language_team=old.language_team, fuzzy=False, creation_date=old.creation_date,
-                  revision_date=old.revision_date)
+    new = Catalog(
+        locale="ko",
+        project=old.project,
+        version=old.version,
+        copyright_holder=old.copyright_holder,
+        language_team=old.language_team,
+        fuzzy=False,
+        creation_date=old.creation_date,
+        revision_date=old.revision_date,
+    )
     new.header_comment = old.header_comment
     new.last_translator = old.last_translator
     new.msgid_bugs_address = old.msgid_bugs_address
@@ -235,8 +264,12 @@ def update(messages) -> None:
         if not m.id:
             continue
         before = known.get(m.id)
-        new.add(m.id, before.string if before else "", locations=m.locations,
-                auto_comments=before.auto_comments if before else ["new: to translate"])
+        new.add(
+            m.id,
+            before.string if before else "",
+            locations=m.locations,
+            auto_comments=before.auto_comments if before else ["new: to translate"],
+        )
     with open(PO, "wb") as handle:
         write_po(handle, new, width=0, sort_output=False)
 
@@ -248,7 +281,9 @@ def main(argv=None) -> int:
         problems = check(messages)
         for line in problems:
             print(line)
-        print(f"{len(messages)} messages in the task files; {len(problems)} problems in {PO.relative_to(ROOT)}")
+        print(
+            f"{len(messages)} messages in the task files; {len(problems)} problems in {PO.relative_to(ROOT)}"
+        )
         return 1 if problems else 0
     if "--update" in argv:
         update(messages)

@@ -150,7 +150,11 @@ def page_units(path: Path) -> list[Unit]:
     if rel.startswith("solutions/") and path.suffix == ".ipynb":
         exercise = make_exercises.make_exercise(nbformat.read(path, as_version=4), path.name)
         own = _notebook_units(nbformat.read(path, as_version=4), rel)
-        extra = [u for u in _notebook_units(exercise, f"exercises/{path.name}") if u.text not in {o.text for o in own}]
+        extra = [
+            u
+            for u in _notebook_units(exercise, f"exercises/{path.name}")
+            if u.text not in {o.text for o in own}
+        ]
         return own + extra
     if path.suffix == ".md":
         return markdown_units(path.read_text(encoding="utf-8"), rel)
@@ -225,8 +229,15 @@ def write_catalogue(name: str, catalog: Catalog) -> None:
     path = catalogue_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    write_po(buffer, catalog, width=0, omit_header=True, include_previous=True, sort_output=False,
-             ignore_obsolete=False)
+    write_po(
+        buffer,
+        catalog,
+        width=0,
+        omit_header=True,
+        include_previous=True,
+        sort_output=False,
+        ignore_obsolete=False,
+    )
     path.write_bytes(buffer.getvalue())
 
 
@@ -245,10 +256,17 @@ def merge(catalog: Catalog, units: list[Unit]) -> Catalog:
             merged.add(unit.text, previous.string, locations=[(unit.where, 0)], flags=previous.flags)
             used.add(unit.text)
             continue
-        match = difflib.get_close_matches(unit.text, [k for k in old if old[k].string], n=1, cutoff=FUZZY_RATIO)
+        match = difflib.get_close_matches(
+            unit.text, [k for k in old if old[k].string], n=1, cutoff=FUZZY_RATIO
+        )
         if match:
-            merged.add(unit.text, old[match[0]].string, locations=[(unit.where, 0)], flags={"fuzzy"},
-                       previous_id=match[0])
+            merged.add(
+                unit.text,
+                old[match[0]].string,
+                locations=[(unit.where, 0)],
+                flags={"fuzzy"},
+                previous_id=match[0],
+            )
             used.add(match[0])
         else:
             merged.add(unit.text, "", locations=[(unit.where, 0)])
@@ -345,7 +363,9 @@ def korean_config() -> str:
     config["html"]["favicon"] = "book/images/favicon.png"
     config["repository"]["path_to_book"] = LOCALE
     config["sphinx"]["config"]["language"] = LOCALE
-    extensions = dict(config["sphinx"].get("local_extensions", {}), korean_search="_ext/", other_edition="_ext/")
+    extensions = dict(
+        config["sphinx"].get("local_extensions", {}), korean_search="_ext/", other_edition="_ext/"
+    )
     config["sphinx"]["local_extensions"] = {name: "../_ext/" for name in extensions}
     config["sphinx"]["config"]["html_search_language"] = LOCALE
     config["sphinx"]["config"]["other_edition"] = {"prefix": "../", "label": "English edition", "lang": "en"}
@@ -372,7 +392,12 @@ def korean_files() -> dict[Path, bytes]:
             files[OUT / "exercises" / page.name] = (nbformat.writes(exercise) + "\n").encode("utf-8")
     files[OUT / "_toc.yml"] = korean_toc().encode("utf-8")
     files[OUT / "_config.yml"] = korean_config().encode("utf-8")
-    for asset in ("book/references.bib", "book/images/logo_ko.png", "book/images/favicon.png", "_static/book.css"):
+    for asset in (
+        "book/references.bib",
+        "book/images/logo_ko.png",
+        "book/images/favicon.png",
+        "_static/book.css",
+    ):
         files[OUT / asset] = (ROOT / asset).read_bytes()
     return files
 
@@ -430,12 +455,19 @@ def cmd_build(check: bool) -> int:
 def cmd_export(name: str, todo_only: bool) -> int:
     """Print the catalogue's units as a JSON list of {"english", "korean", "where", "stale"}."""
     if not catalogue_path(name).exists():
-        print(f"i18n: no catalogue {catalogue_path(name)} (run `python tools/i18n.py update`)", file=sys.stderr)
+        print(
+            f"i18n: no catalogue {catalogue_path(name)} (run `python tools/i18n.py update`)", file=sys.stderr
+        )
         return 2
     units = [
-        {"english": m.id, "korean": m.string, "where": m.locations[0][0] if m.locations else "",
-         "stale": m.fuzzy}
-        for m in read_catalogue(name) if m.id and (not todo_only or not m.string or m.fuzzy)
+        {
+            "english": m.id,
+            "korean": m.string,
+            "where": m.locations[0][0] if m.locations else "",
+            "stale": m.fuzzy,
+        }
+        for m in read_catalogue(name)
+        if m.id and (not todo_only or not m.string or m.fuzzy)
     ]
     print(json.dumps(units, ensure_ascii=False, indent=1))
     return 0
@@ -458,8 +490,10 @@ def cmd_import(name: str, source: Path) -> int:
             message.previous_id = []
     write_catalogue(name, catalog)
     found = problems(name, catalog)
-    print(f"{name}: {len([m for m in catalog if m.id]) - len(found)} of {len([m for m in catalog if m.id])} "
-          "units translated and current")
+    print(
+        f"{name}: {len([m for m in catalog if m.id]) - len(found)} of {len([m for m in catalog if m.id])} "
+        "units translated and current"
+    )
     for line in found:
         if "lost" in line:
             print(line)
@@ -467,7 +501,9 @@ def cmd_import(name: str, source: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     update = sub.add_parser("update", help="merge the English units into the catalogues")
     update.add_argument("names", nargs="*", help="only these catalogues (e.g. chapters/04_attention_scores)")

@@ -82,7 +82,9 @@ def make_exercise(solution: nbformat.NotebookNode, solution_name: str) -> nbform
         where = f"{solution_name}, cell {index}"
         lines = new.source.split("\n")
         lines = _replace_regions(lines, BEGIN_HIDDEN, END_HIDDEN, None, where)
-        lines = _replace_regions(lines, BEGIN, END, STUB if cell.cell_type == "code" else ["*Your answer here.*"], where)
+        lines = _replace_regions(
+            lines, BEGIN, END, STUB if cell.cell_type == "code" else ["*Your answer here.*"], where
+        )
         new.source = "\n".join(lines)
         new.metadata.pop("execution", None)
         if cell.cell_type == "code":
@@ -105,11 +107,16 @@ def make_exercise(solution: nbformat.NotebookNode, solution_name: str) -> nbform
     # The note goes right under the title (the first cell, when it is the H1), else first.
     after_title = 1 if cells and cells[0].cell_type == "markdown" and cells[0].source.startswith("# ") else 0
     exercise.cells = cells[:after_title] + [header] + cells[after_title:]
-    exercise.metadata = nbformat.from_dict({
-        "kernelspec": KERNELSPEC,
-        "language_info": {"name": "python", "pygments_lexer": "ipython3"},
-        "attnbook": {"generated_from": f"solutions/{solution_name}", "sources_sha256": sources_digest(exercise.cells)},
-    })
+    exercise.metadata = nbformat.from_dict(
+        {
+            "kernelspec": KERNELSPEC,
+            "language_info": {"name": "python", "pygments_lexer": "ipython3"},
+            "attnbook": {
+                "generated_from": f"solutions/{solution_name}",
+                "sources_sha256": sources_digest(exercise.cells),
+            },
+        }
+    )
     exercise.nbformat, exercise.nbformat_minor = solution.nbformat, solution.nbformat_minor
     text = nbformat.writes(exercise)
     for marker in (BEGIN, END, BEGIN_HIDDEN, END_HIDDEN):
@@ -135,7 +142,9 @@ def learner_edited(exercise_path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("solutions", nargs="*", type=Path, help="default: every solutions/*.ipynb")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if an exercise is stale")
     parser.add_argument("--force", action="store_true", help="overwrite exercises even if edited")

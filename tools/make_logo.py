@@ -31,8 +31,13 @@ def weights() -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def draw(path: Path, size_px: int, with_title: bool, title: tuple[str, str] = ("Attention,", "step by step"),
-         font: str | None = None) -> None:
+def draw(
+    path: Path,
+    size_px: int,
+    with_title: bool,
+    title: tuple[str, str] = ("Attention,", "step by step"),
+    font: str | None = None,
+) -> None:
     cmap = LinearSegmentedColormap.from_list("book", ["#ffffff", BLUE])
     width = 3.2 if with_title else 1.0
     fig = plt.figure(figsize=(width, 1.0), dpi=size_px)
@@ -45,10 +50,16 @@ def draw(path: Path, size_px: int, with_title: bool, title: tuple[str, str] = ("
         spine.set_linewidth(max(size_px / 64, 1))
     if with_title:
         family = {"family": font} if font else {}
-        fig.text(1.12 / width, 0.62, title[0], fontsize=15, color="#222222", weight="bold", va="center", **family)
+        fig.text(
+            1.12 / width, 0.62, title[0], fontsize=15, color="#222222", weight="bold", va="center", **family
+        )
         fig.text(1.12 / width, 0.3, title[1], fontsize=13, color=BLUE, va="center", **family)
-    fig.savefig(path, transparent=not with_title, facecolor="white" if with_title else "none",
-                metadata={"Software": None})
+    fig.savefig(
+        path,
+        transparent=not with_title,
+        facecolor="white" if with_title else "none",
+        metadata={"Software": None},
+    )
     plt.close(fig)
 
 

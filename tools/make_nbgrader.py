@@ -41,13 +41,13 @@ BEGIN = "### BEGIN SOLUTION"
 CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([\w.]+)["']""")
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
-CONFIG = '''\
+CONFIG = """\
 # nbgrader configuration of a course graded with the book's checks (written by tools/make_nbgrader.py).
 c = get_config()  # noqa: F821 (nbgrader provides it)
 c.CourseDirectory.root = {root!r}
 # Checks that train nothing finish in seconds; a cell that runs longer than this is stopped.
 c.ExecutePreprocessor.timeout = 120
-'''
+"""
 
 
 class SourceError(Exception):
@@ -63,8 +63,14 @@ def _task_points(task_id: str) -> int:
         raise SourceError(str(exc)) from None
 
 
-def _meta(grade_id: str, *, grade: bool = False, solution: bool = False, locked: bool = False,
-          points: int | None = None) -> dict:
+def _meta(
+    grade_id: str,
+    *,
+    grade: bool = False,
+    solution: bool = False,
+    locked: bool = False,
+    points: int | None = None,
+) -> dict:
     meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
     if grade:
         meta["points"] = points
@@ -87,8 +93,12 @@ def make_source(solution: nbformat.NotebookNode, name: str) -> nbformat.Notebook
             if cell.cell_type != "code" or len(task_ids) != 1:
                 raise SourceError(f"{name}, cell {index}: a graded cell must call check() for one task")
             graded.append(task_ids[0])
-            new.metadata["nbgrader"] = _meta(f"test_{task_ids[0].replace('.', '_')}", grade=True, locked=True,
-                                             points=_task_points(task_ids[0]))
+            new.metadata["nbgrader"] = _meta(
+                f"test_{task_ids[0].replace('.', '_')}",
+                grade=True,
+                locked=True,
+                points=_task_points(task_ids[0]),
+            )
             new.metadata["tags"] = [t for t in tags if t != "raises-exception"]
         elif cell.cell_type == "code" and BEGIN in cell.source:
             new.metadata["nbgrader"] = _meta(f"answer_{index:02d}", solution=True)
@@ -99,10 +109,12 @@ def make_source(solution: nbformat.NotebookNode, name: str) -> nbformat.Notebook
         raise SourceError(f"{name}: no graded cell (a cell tagged 'graded' that calls check())")
     source = nbformat.v4.new_notebook()
     source.cells = cells
-    source.metadata = nbformat.from_dict({
-        "kernelspec": KERNELSPEC,
-        "language_info": {"name": "python", "pygments_lexer": "ipython3"},
-    })
+    source.metadata = nbformat.from_dict(
+        {
+            "kernelspec": KERNELSPEC,
+            "language_info": {"name": "python", "pygments_lexer": "ipython3"},
+        }
+    )
     return source
 
 
@@ -123,7 +135,9 @@ def write_course(course: Path, solutions: list[Path]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("course", type=Path, help="the nbgrader course folder (created if missing)")
     parser.add_argument("solutions", nargs="*", type=Path, help="default: every solutions/*.ipynb")
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CELL_ID = "setup-attnbook"
 FOLDERS = ("chapters", "solutions")
 
-TEMPLATE = '''\
+TEMPLATE = """\
 # Setup: outside a copy of the book (Colab, Binder) this installs the book's
 # package; inside one it does nothing. The address is `repository.url` in
 # the book's _config.yml (tools/setup_cell.py writes it here).
@@ -40,7 +40,7 @@ if importlib.util.find_spec("attnbook") is None:
             f"Could not install the book's package from {{BOOK_REPOSITORY}}: "
             "run this notebook from a copy of the book instead (see the "
             "page 'Running everything locally')."
-        )'''
+        )"""
 
 
 def repository_url(root: Path = ROOT) -> str:
@@ -61,7 +61,9 @@ def setup_cell(nb):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="report differences, change nothing")
     args = parser.parse_args(argv)
     source = setup_source(repository_url())

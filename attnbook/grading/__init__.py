@@ -5,14 +5,41 @@ exercise set; ``notebook`` holds :func:`check`, :func:`hint` and :func:`progress
 notebooks (``attnbook-grade``).
 """
 
-from .engine import (Case, ForbiddenCallGuard, ForbiddenUse, LearnerError, LearnerTimeout, Misconception,
-                     Result, Task, forbidden_names, run_task, translate_error)
+from .engine import (
+    Case,
+    ForbiddenCallGuard,
+    ForbiddenUse,
+    LearnerError,
+    LearnerTimeout,
+    Misconception,
+    Result,
+    Task,
+    forbidden_names,
+    run_task,
+    translate_error,
+)
 from .notebook import CheckFailed, GradingFeedback, NotAttemptedYet, check, hint, progress
 from .registry import all_tasks, get_task, register
 
 __all__ = [
-    "Case", "ForbiddenCallGuard", "ForbiddenUse", "LearnerError", "LearnerTimeout", "Misconception",
-    "Result", "Task", "forbidden_names", "run_task", "translate_error",
-    "CheckFailed", "GradingFeedback", "NotAttemptedYet", "check", "hint", "progress",
-    "all_tasks", "get_task", "register",
+    "Case",
+    "ForbiddenCallGuard",
+    "ForbiddenUse",
+    "LearnerError",
+    "LearnerTimeout",
+    "Misconception",
+    "Result",
+    "Task",
+    "forbidden_names",
+    "run_task",
+    "translate_error",
+    "CheckFailed",
+    "GradingFeedback",
+    "NotAttemptedYet",
+    "check",
+    "hint",
+    "progress",
+    "all_tasks",
+    "get_task",
+    "register",
 ]

@@ -54,16 +54,32 @@ def _error_reply(exc: BaseException) -> dict:
     from . import engine
 
     where, function = engine.learner_frame(exc)
-    return {"status": "error", "type": wire.short(type(exc).__name__, 80), "text": wire.short(text, 600),
-            "where": wire.short(where, 400), "function": wire.short(function, 80)}
+    return {
+        "status": "error",
+        "type": wire.short(type(exc).__name__, 80),
+        "text": wire.short(text, 600),
+        "where": wire.short(where, 400),
+        "function": wire.short(function, 80),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
 # Call-backs: a callable argument of the grader (a decoder step, a loss) is called over the wire
 # --------------------------------------------------------------------------------------------------
 
-_BUILTIN_ERRORS = {e.__name__: e for e in (IndexError, KeyError, TypeError, ValueError, RuntimeError,
-                                            ZeroDivisionError, AttributeError, OverflowError)}
+_BUILTIN_ERRORS = {
+    e.__name__: e
+    for e in (
+        IndexError,
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+        ZeroDivisionError,
+        AttributeError,
+        OverflowError,
+    )
+}
 
 
 class _Stub:
@@ -78,8 +94,9 @@ class _Stub:
         node = encoder.encode((list(args), kwargs))
         grad = torch.is_grad_enabled()
         inputs = [t for t in encoder.tensors if t.requires_grad] if grad else []
-        reply, data = self.peer.request({"op": "callback", "cb": self.ident, "args": node, "grad": grad},
-                                        encoder.blob())
+        reply, data = self.peer.request(
+            {"op": "callback", "cb": self.ident, "args": node, "grad": grad}, encoder.blob()
+        )
         if reply.get("status") != "ok":
             error = _BUILTIN_ERRORS.get(reply.get("type"), RuntimeError)
             raise error(wire.short(reply.get("text", ""), 600))
@@ -94,8 +111,9 @@ class _Stub:
         def backward(grad_outputs):
             encoder = wire.Encoder()
             node = encoder.encode([g for g in grad_outputs])
-            answer, blob = self.peer.request({"op": "callback_backward", "h": handle, "grads": node},
-                                             encoder.blob())
+            answer, blob = self.peer.request(
+                {"op": "callback_backward", "h": handle, "grads": node}, encoder.blob()
+            )
             if answer.get("status") != "ok":
                 raise RuntimeError(wire.short(answer.get("text", "the backward pass failed"), 600))
             return wire.decode_grads(wire.Decoder(blob), answer.get("grads"), inputs)
@@ -114,6 +132,7 @@ def _stub_for(peer):
         if key not in _STUBS:
             _STUBS[key] = _Stub(peer, ident)
         return _STUBS[key]
+
     return make
 
 
@@ -140,8 +159,9 @@ def _rewatch(watches: list, args: list, kwargs: dict) -> tuple[list, dict]:
         spec = members[0][1]
         module, _, name = spec["name"].partition(":")
         factory = getattr(importlib.import_module(module), name)
-        watched = factory([t for t, _ in members], rows=spec["rows"], exempt=spec["exempt"],
-                          outside_only=True, token=token)
+        watched = factory(
+            [t for t, _ in members], rows=spec["rows"], exempt=spec["exempt"], outside_only=True, token=token
+        )
         swap.update({id(t): w for (t, _), w in zip(members, watched)})
 
     def replace(value, depth=0):
@@ -213,8 +233,10 @@ class Kernel:
         error = result.error_before_exec or result.error_in_exec
         reply = {"ok": error is None, "s": time.perf_counter() - start}
         if error is not None:
-            reply.update(ename=wire.short(type(error).__name__, 80),
-                         evalue=wire.short(str(error).strip().splitlines()[0] if str(error).strip() else "", 300))
+            reply.update(
+                ename=wire.short(type(error).__name__, 80),
+                evalue=wire.short(str(error).strip().splitlines()[0] if str(error).strip() else "", 300),
+            )
         return reply, b""
 
     def resolve(self, peer, message, blob):
@@ -222,11 +244,18 @@ class Kernel:
         if name not in self.shell.user_ns:
             return {"exists": False}, b""
         fn = self.shell.user_ns[name]
-        reply = {"exists": True, "callable": callable(fn), "type": wire.short(type(fn).__name__, 80),
-                 "none": fn is None, "ellipsis": fn is Ellipsis}
+        reply = {
+            "exists": True,
+            "callable": callable(fn),
+            "type": wire.short(type(fn).__name__, 80),
+            "none": fn is None,
+            "ellipsis": fn is Ellipsis,
+        }
         try:
-            reply["sig"] = [[p.name, p.kind.name, p.default is not p.empty]
-                            for p in inspect.signature(fn).parameters.values()]
+            reply["sig"] = [
+                [p.name, p.kind.name, p.default is not p.empty]
+                for p in inspect.signature(fn).parameters.values()
+            ]
         except (TypeError, ValueError):
             reply["sig"] = None
         from . import engine
@@ -285,17 +314,30 @@ class Kernel:
             return {"status": "error", "text": "this call is no longer known"}, b""
         try:
             grads = wire.Decoder(blob).decode(message.get("grads"))
-            pairs = [(o, g) for o, g in zip(outputs, grads)
-                     if isinstance(g, torch.Tensor) and o.requires_grad and g.shape == o.shape]
+            pairs = [
+                (o, g)
+                for o, g in zip(outputs, grads)
+                if isinstance(g, torch.Tensor) and o.requires_grad and g.shape == o.shape
+            ]
             if not pairs or not inputs:
                 result = [None] * len(inputs)
             else:
-                result = list(torch.autograd.grad([o for o, _ in pairs], inputs,
-                                                  grad_outputs=[g.to(o.dtype) for o, g in pairs],
-                                                  allow_unused=True, retain_graph=True))
+                result = list(
+                    torch.autograd.grad(
+                        [o for o, _ in pairs],
+                        inputs,
+                        grad_outputs=[g.to(o.dtype) for o, g in pairs],
+                        allow_unused=True,
+                        retain_graph=True,
+                    )
+                )
         except Exception as exc:
-            return {"status": "error", "text": wire.short(str(exc).strip().splitlines()[0] if str(exc).strip()
-                                                          else type(exc).__name__, 600)}, b""
+            return {
+                "status": "error",
+                "text": wire.short(
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, 600
+                ),
+            }, b""
         encoder = wire.Encoder()
         node = encoder.encode(result)
         return {"status": "ok", "grads": node}, encoder.blob()
@@ -305,8 +347,9 @@ def main() -> None:
     read_fd, write_fd = int(sys.argv[1]), int(sys.argv[2])
     kernel = Kernel()
     peer = wire.Peer(read_fd, write_fd, handlers=kernel.handlers())
-    peer.send({"re": "ready", "t_start": _T_START, "t_torch": _T_TORCH, "t_ready": time.time(),
-               "pid": os.getpid()})
+    peer.send(
+        {"re": "ready", "t_start": _T_START, "t_torch": _T_TORCH, "t_ready": time.time(), "pid": os.getpid()}
+    )
     try:
         peer.serve_forever()
     except wire.WireError:

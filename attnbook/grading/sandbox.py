@@ -86,23 +86,46 @@ def _python_paths() -> list[str]:
     """Folders the interpreter needs, read-only inside the sandbox: the virtual environment and the
     Python installation it comes from, nothing else (not the grader's own ``sys.path``, which may hold
     the repository's tests or tools)."""
-    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix),
-             os.path.realpath(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))}
+    paths = {
+        os.path.realpath(sys.prefix),
+        os.path.realpath(sys.base_prefix),
+        os.path.realpath(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))),
+    }
     system = ("/", "/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc")
     return sorted(p for p in paths if p not in system and not p.startswith("/usr/"))
 
 
 def _bwrap_command(limits: Limits) -> list[str]:
     bwrap = shutil.which("bwrap")
-    cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--cap-drop", "ALL",
-           "--die-with-parent", "--new-session", "--disable-userns", "--clearenv"]
+    cmd = [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--cap-drop",
+        "ALL",
+        "--die-with-parent",
+        "--new-session",
+        "--disable-userns",
+        "--clearenv",
+    ]
     for top in ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/libx32", "/sbin"):
         if os.path.islink(top):
             cmd += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             cmd += ["--ro-bind", top, top]
-    for item in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
-                 "fonts", "matplotlibrc"):
+    for item in (
+        "ld.so.cache",
+        "ld.so.conf",
+        "ld.so.conf.d",
+        "localtime",
+        "nsswitch.conf",
+        "fonts",
+        "matplotlibrc",
+    ):
         if os.path.exists(f"/etc/{item}"):
             cmd += ["--ro-bind", f"/etc/{item}", f"/etc/{item}"]
     for path in _python_paths():
@@ -111,21 +134,58 @@ def _bwrap_command(limits: Limits) -> list[str]:
     if TASKS_DIR.is_dir():  # the references: not there for the learner's code
         cmd += ["--tmpfs", str(TASKS_DIR), "--remount-ro", str(TASKS_DIR)]
     # bwrap's /dev is a writable tmpfs without a size limit: only a capped /dev/shm stays writable
-    cmd += ["--dev", "/dev", "--size", str(limits.shm_mb * 2**20), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-            "--proc", "/proc",
-            "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp",
-            "--size", str(limits.work_mb * 2**20), "--tmpfs", WORKDIR, "--remount-ro", "/", "--chdir", WORKDIR]
-    env = {"HOME": WORKDIR, "PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "IPYTHONDIR": "/tmp/ipython",
-           "MPLCONFIGDIR": "/tmp/mpl", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    cmd += [
+        "--dev",
+        "/dev",
+        "--size",
+        str(limits.shm_mb * 2**20),
+        "--tmpfs",
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--size",
+        str(limits.tmp_mb * 2**20),
+        "--tmpfs",
+        "/tmp",
+        "--size",
+        str(limits.work_mb * 2**20),
+        "--tmpfs",
+        WORKDIR,
+        "--remount-ro",
+        "/",
+        "--chdir",
+        WORKDIR,
+    ]
+    env = {
+        "HOME": WORKDIR,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+        "IPYTHONDIR": "/tmp/ipython",
+        "MPLCONFIGDIR": "/tmp/mpl",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+    }
     for key, value in env.items():
         cmd += ["--setenv", key, value]
     return cmd + ["--"]
 
 
 def _unshare_command() -> list[str]:
-    return [shutil.which("unshare"), "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child",
-            "--mount-proc", "--"]
+    return [
+        shutil.which("unshare"),
+        "--user",
+        "--map-root-user",
+        "--net",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "--",
+    ]
 
 
 @cache
@@ -136,24 +196,40 @@ def backend() -> str:
         return forced
     if shutil.which("bwrap"):
         probe = _bwrap_command(Limits()) + [sys.executable, "-c", "import attnbook"]
-        if subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
+        if (
+            subprocess.run(
+                probe,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+            ).returncode
+            == 0
+        ):
             return "bwrap"
     if shutil.which("unshare"):
         probe = _unshare_command() + ["true"]
-        if subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
+        if (
+            subprocess.run(
+                probe,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+            ).returncode
+            == 0
+        ):
             return "unshare"
     return "none"
 
 
 WARNINGS = {
     "unshare": "bubblewrap (bwrap) is not available: learners' code runs without network and in its own "
-               "process namespace, but it can read and write files like the grader's user. Install the "
-               "package `bubblewrap`, or grade inside a container (see the instructor notes).",
+    "process namespace, but it can read and write files like the grader's user. Install the "
+    "package `bubblewrap`, or grade inside a container (see the instructor notes).",
     "none": "no sandbox is available (neither bubblewrap nor unshare works here): learners' code runs as "
-            "the grader's user with only time and memory limits. Grades are still computed outside the "
-            "learner's process, but grade untrusted work only in a container (see the instructor notes).",
+    "the grader's user with only time and memory limits. Grades are still computed outside the "
+    "learner's process, but grade untrusted work only in a container (see the instructor notes).",
 }
 
 
@@ -179,8 +255,14 @@ class Sandbox:
         # RLIMIT_NPROC counts per user namespace only inside one; outside (no sandbox) it would count
         # every process of the grader's user
         nproc = limits.nproc if self.kind in ("bwrap", "unshare") else 0
-        bootstrap = _BOOTSTRAP.format(mem=mem, cpu=int(limits.cpu_s), fsize=limits.file_mb * 2**20, nproc=nproc,
-                                      read_fd=to_kernel_r, write_fd=from_kernel_w)
+        bootstrap = _BOOTSTRAP.format(
+            mem=mem,
+            cpu=int(limits.cpu_s),
+            fsize=limits.file_mb * 2**20,
+            nproc=nproc,
+            read_fd=to_kernel_r,
+            write_fd=from_kernel_w,
+        )
         python = [sys.executable, "-c", bootstrap]
         if self.kind == "bwrap":
             cmd = _bwrap_command(limits) + python
@@ -194,9 +276,15 @@ class Sandbox:
             env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg", HOME=self.workdir)
 
         self.process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd=self.workdir, env=env, pass_fds=(to_kernel_r, from_kernel_w),
-            start_new_session=True)
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.workdir,
+            env=env,
+            pass_fds=(to_kernel_r, from_kernel_w),
+            start_new_session=True,
+        )
         os.close(to_kernel_r)
         os.close(from_kernel_w)
         self.peer = wire.Peer(from_kernel_r, to_kernel_w, handlers=handlers)

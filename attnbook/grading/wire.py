@@ -34,13 +34,36 @@ MAX_NODES = 200_000
 MAX_TEXT = 4000
 
 DTYPES = {
-    "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64,
-    "complex64": torch.complex64, "complex128": torch.complex128, "int8": torch.int8, "int16": torch.int16,
-    "int32": torch.int32, "int64": torch.int64, "uint8": torch.uint8, "bool": torch.bool,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "complex64": torch.complex64,
+    "complex128": torch.complex128,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-NP_DTYPES = {"float16", "float32", "float64", "complex64", "complex128", "int8", "int16", "int32", "int64",
-             "uint8", "uint16", "uint32", "uint64", "bool"}
+NP_DTYPES = {
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+}
 _HEAD = struct.Struct("!II")
 
 
@@ -101,8 +124,14 @@ class Encoder:
             return {"x": f"tensor of dtype {plain.dtype}"}
         raw = plain.reshape(-1).view(torch.uint8).numpy().tobytes() if plain.numel() else b""
         offset, n = self._bytes(raw)
-        node = {"t": DTYPE_NAMES[plain.dtype], "s": list(plain.shape), "o": offset, "n": n,
-                "rg": bool(t.requires_grad), "gf": t.grad_fn is not None}
+        node = {
+            "t": DTYPE_NAMES[plain.dtype],
+            "s": list(plain.shape),
+            "o": offset,
+            "n": n,
+            "rg": bool(t.requires_grad),
+            "gf": t.grad_fn is not None,
+        }
         watch = _watch_spec(t) if grad else None
         if watch is not None:
             node["w"] = watch
@@ -115,7 +144,7 @@ class Encoder:
         if depth > MAX_DEPTH:
             raise WireError("a value is nested too deeply to send")
         if value is None or isinstance(value, (bool, str)):
-            return value if not isinstance(value, str) else value[:MAX_MESSAGE // 4]
+            return value if not isinstance(value, str) else value[: MAX_MESSAGE // 4]
         if isinstance(value, int) and type(value) is int:
             return value if abs(value) < 2**63 else {"x": "int"}
         if isinstance(value, float) and type(value) is float:
@@ -178,15 +207,26 @@ def _watch_spec(t: torch.Tensor) -> dict | None:
 
 def _checked_spec(spec) -> dict:
     """A watch spec from the other side, checked to be the data it should be."""
-    def ints(values, limit):
-        return (isinstance(values, list) and len(values) <= limit
-                and all(type(v) is int and 0 <= v < 2**31 for v in values))
 
-    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and len(spec["name"]) <= 200
-            and isinstance(spec.get("token"), str) and len(spec["token"]) <= 64
-            and type(spec.get("rows")) is int and 0 <= spec["rows"] < 2**31
-            and ints(spec.get("exempt"), 64) and ints(spec.get("widths"), _MAX_WIDTHS)
-            and isinstance(spec.get("ran"), bool)):
+    def ints(values, limit):
+        return (
+            isinstance(values, list)
+            and len(values) <= limit
+            and all(type(v) is int and 0 <= v < 2**31 for v in values)
+        )
+
+    if not (
+        isinstance(spec, dict)
+        and isinstance(spec.get("name"), str)
+        and len(spec["name"]) <= 200
+        and isinstance(spec.get("token"), str)
+        and len(spec["token"]) <= 64
+        and type(spec.get("rows")) is int
+        and 0 <= spec["rows"] < 2**31
+        and ints(spec.get("exempt"), 64)
+        and ints(spec.get("widths"), _MAX_WIDTHS)
+        and isinstance(spec.get("ran"), bool)
+    ):
         raise WireError("a malformed watch")
     return spec
 
@@ -208,15 +248,23 @@ class Decoder:
 
     def _segment(self, node) -> memoryview:
         offset, n = node.get("o"), node.get("n")
-        if not (isinstance(offset, int) and isinstance(n, int) and 0 <= offset and 0 <= n
-                and offset + n <= len(self.blob)):
+        if not (
+            isinstance(offset, int)
+            and isinstance(n, int)
+            and 0 <= offset
+            and 0 <= n
+            and offset + n <= len(self.blob)
+        ):
             raise WireError("a malformed array")
-        return memoryview(self.blob)[offset:offset + n]
+        return memoryview(self.blob)[offset : offset + n]
 
     def _shape(self, node) -> tuple[int, ...]:
         shape = node.get("s")
-        if not (isinstance(shape, list) and len(shape) <= 16
-                and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s for s in shape)):
+        if not (
+            isinstance(shape, list)
+            and len(shape) <= 16
+            and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s for s in shape)
+        ):
             raise WireError("a malformed shape")
         return tuple(shape)
 
@@ -287,14 +335,18 @@ class Decoder:
                 raise WireError("an array of an unknown dtype")
             dtype, shape = np.dtype(node["a"]), self._shape(node)
             data = self._segment(node)
-            if math.prod(shape) * dtype.itemsize > MAX_MESSAGE or math.prod(shape) * dtype.itemsize != len(data):
+            if math.prod(shape) * dtype.itemsize > MAX_MESSAGE or math.prod(shape) * dtype.itemsize != len(
+                data
+            ):
                 raise WireError("an array whose size does not match its shape")
             return np.frombuffer(bytes(data), dtype=dtype).reshape(shape).copy()
         if "ns" in node:
             if node["ns"] not in NP_DTYPES or not isinstance(node.get("v"), (bool, int, float, str)):
                 raise WireError("a malformed number")
             try:
-                return np.dtype(node["ns"]).type(complex(node["v"]) if isinstance(node["v"], str) else node["v"])
+                return np.dtype(node["ns"]).type(
+                    complex(node["v"]) if isinstance(node["v"], str) else node["v"]
+                )
             except (TypeError, ValueError, OverflowError):
                 raise WireError("a malformed number") from None
         if "dt" in node:
@@ -325,7 +377,9 @@ class Peer:
     ``handlers`` maps an operation name to ``handler(peer, message, blob) -> (reply, blob)``; an
     operation without a handler is a protocol error (the grader accepts only call-backs)."""
 
-    def __init__(self, read_fd: int, write_fd: int, handlers: dict | None = None, max_message: int = MAX_MESSAGE):
+    def __init__(
+        self, read_fd: int, write_fd: int, handlers: dict | None = None, max_message: int = MAX_MESSAGE
+    ):
         self.read_fd, self.write_fd = read_fd, write_fd
         self.handlers = handlers or {}
         self.max_message = max_message
@@ -366,14 +420,14 @@ class Peer:
 
     def receive(self, deadline: float | None = None) -> tuple[dict, bytes]:
         self._fill(_HEAD.size, deadline)
-        n_head, n_blob = _HEAD.unpack(bytes(self.buffer[:_HEAD.size]))
+        n_head, n_blob = _HEAD.unpack(bytes(self.buffer[: _HEAD.size]))
         if n_head > 16 * 2**20 or n_head + n_blob > self.max_message:
             self.closed = True
             raise WireError("a message too large")
         total = _HEAD.size + n_head + n_blob
         self._fill(total, deadline)
-        head = bytes(self.buffer[_HEAD.size:_HEAD.size + n_head])
-        blob = bytes(self.buffer[_HEAD.size + n_head:total])
+        head = bytes(self.buffer[_HEAD.size : _HEAD.size + n_head])
+        blob = bytes(self.buffer[_HEAD.size + n_head : total])
         del self.buffer[:total]
         try:
             header = json.loads(head.decode("utf-8"))
@@ -444,8 +498,9 @@ class RemoteCall(torch.autograd.Function):
         return (None, None, None, *grads, *([None] * ctx.n_outputs))
 
 
-def link(inputs: list[torch.Tensor], outputs: list[torch.Tensor], differentiable: list[bool],
-         backward_fn) -> list[torch.Tensor]:
+def link(
+    inputs: list[torch.Tensor], outputs: list[torch.Tensor], differentiable: list[bool], backward_fn
+) -> list[torch.Tensor]:
     """Outputs attached to ``inputs`` through :class:`RemoteCall` (unchanged if nothing needs grad)."""
     if not outputs or not inputs or not torch.is_grad_enabled() or not any(differentiable):
         return outputs
@@ -482,4 +537,4 @@ def decode_grads(decoder: Decoder, node, inputs: list[torch.Tensor]) -> list:
 
 def short(text, limit: int = MAX_TEXT) -> str:
     text = str(text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

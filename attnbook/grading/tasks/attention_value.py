@@ -478,6 +478,8 @@ PADDING_NOT_MASKED = (
     "padding is not masked: source positions at index ≥ lengths[b] are padding and must "
     "get weight exactly 0 (removed before the softmax)"
 )
+
+
 def _length_mask_shifted(lengths, N, shift):
     """(B, N): positions < lengths + shift (a mask off by one in either direction)."""
     return torch.arange(N)[None, :] < (lengths[:, None] + shift)

@@ -387,7 +387,11 @@ def _online(
     acc = torch.zeros((B, T_q, V.shape[-1]), dtype=Q.dtype)
     blocks = _blocks(T_k, block_size, drop_last)
     for i, (a, b) in enumerate(blocks):
-        s = Q @ K[:, a:b].transpose(-1, -2) / (divisor if divisor else math.sqrt(Q.shape[-1]) if scale else 1.0)
+        s = (
+            Q
+            @ K[:, a:b].transpose(-1, -2)
+            / (divisor if divisor else math.sqrt(Q.shape[-1]) if scale else 1.0)
+        )
         if per_block_softmax:
             acc = acc + torch.softmax(s, dim=-1) @ V[:, a:b] / len(blocks)
             continue

@@ -13,11 +13,11 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from ... import attention as _book
 from ... import worked_example as wx
 from ..cases import DTYPE, generator, randn, tied
 from ..engine import Case, Misconception, Task
 from ..registry import register
-from ... import attention as _book
 
 #: the book's own softmax and attention functions: calling one earns 0 in the tasks of this set
 BOOK_SOFTMAX = (
