@@ -8,7 +8,8 @@
     python tools/i18n.py import chapters/04_attention_scores 04.json     # translations back into the .po
 
 The English pages (``_toc.yml``: book/*.md, chapters, exercises' solutions) stay the only source of code,
-outputs and figures. Their text is cut into *units*: each block of a markdown cell or page (paragraphs,
+outputs and figures (the stored output of a graded cell, the grader's own words, is shown in Korean through
+the grader's catalogues in attnbook/locales). Their text is cut into *units*: each block of a markdown cell or page (paragraphs,
 headings, lists, tables, admonitions), each figure's alt text, and each title and caption of the table of
 contents. Maths, code blocks and raw HTML blocks are not units: they are copied as they are. A unit's
 Korean text lives in ``locales/ko/<page>.po`` (gettext, one catalogue per page, written with Babel), keyed by
@@ -312,6 +313,27 @@ def _table(name: str) -> dict[str, str]:
     return {m.id: m.string for m in read_catalogue(name) if m.id and m.string and not m.fuzzy}
 
 
+HEADLINE = re.compile(r"^([✔✘…]) (\S+) \((.*)\): (.*)$")
+
+
+def _korean_output(text: str) -> str:
+    """A graded cell's stored output line by line in Korean, through the grader's own catalogues: the
+    check's headline (mark, task, title, message) and the lines of progress(); other lines unchanged."""
+    import attnbook.i18n as grader_i18n
+
+    with grader_i18n.using(LOCALE):
+        lines = []
+        for line in text.split("\n"):
+            match = HEADLINE.match(line)
+            if match:
+                mark, task, title, message = match.groups()
+                line = f"{mark} {task} ({grader_i18n.translate(title)}): {grader_i18n.translate(message)}"
+            elif line.strip():
+                line = grader_i18n.translate(line)
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def korean_page(page: Path) -> tuple[Path, str]:
     """The Korean page's path under ko/ and its text."""
     table = _table(catalogue_name(page))
@@ -324,6 +346,11 @@ def korean_page(page: Path) -> tuple[Path, str]:
             cell.source = translate_markdown(cell.source, table)
         elif _alt(cell) in table:
             cell.metadata["mystnb"]["image"]["alt"] = table[_alt(cell)]
+        if cell.cell_type == "code" and ("graded" in cell.metadata.get("tags", []) or
+                                         cell.source.strip().startswith("progress(")):
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream" and output.get("name") == "stdout":
+                    output["text"] = _korean_output(output["text"])
     _speak_korean(nb)
     return target, nbformat.writes(nb) + "\n"
 
