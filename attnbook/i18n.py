@@ -89,7 +89,7 @@ def _compile(template: str) -> tuple[re.Pattern, int]:
     """The regex of a template, and its number of literal characters."""
     parts, seen, literal, pos = [], set(), 0, 0
     for match in _PLACEHOLDER.finditer(template):
-        text = template[pos:match.start()]
+        text = template[pos : match.start()]
         parts.append(re.escape(text))
         literal += len(text)
         name = match.group(1)
@@ -139,7 +139,9 @@ def _catalogue(lang: str) -> tuple[dict[str, str], tuple]:
                 # what follows its message (the engine's ". Seen on case ..."), after those that do not
                 outer = OUTER_FLAG in message.flags
                 open_end = bool(re.search(r"(?<!\})\{[A-Za-z_]\w*\}$", message.id))
-                templates.append(((not outer, open_end, -literal, len(templates)), regex, code, message.string))
+                templates.append(
+                    ((not outer, open_end, -literal, len(templates)), regex, code, message.string)
+                )
             else:
                 static[_fill(message.id, {})] = _fill(message.string, {})
     templates.sort(key=lambda t: t[0])
@@ -169,8 +171,8 @@ def _sentences(text: str) -> list[str]:
             depth += 1
         elif not code and char in ")]}":
             depth = max(0, depth - 1)
-        elif not code and depth == 0 and char == "." and text[i + 1:i + 2] == " ":
-            pieces.append(text[start:i + 1])
+        elif not code and depth == 0 and char == "." and text[i + 1 : i + 2] == " ":
+            pieces.append(text[start : i + 1])
             start = i + 2
     pieces.append(text[start:])
     return [p for p in pieces if p]
@@ -186,8 +188,10 @@ def _whole(text: str, lang: str, missing: list[str]) -> str | None:
         if match is None:
             continue
         # a value between backticks in the template (`{code}`) is code: kept as it is, never translated
-        values = {name: value if name in code else _value(value, lang, missing)
-                  for name, value in match.groupdict().items()}
+        values = {
+            name: value if name in code else _value(value, lang, missing)
+            for name, value in match.groupdict().items()
+        }
         return _fill(msgstr, values)
     return None
 
@@ -249,5 +253,13 @@ def untranslated(clear: bool = False) -> list[str]:
     return found
 
 
-__all__ = ["LANGUAGES", "get_language", "placeholders", "reload", "set_language", "translate", "untranslated",
-           "using"]
+__all__ = [
+    "LANGUAGES",
+    "get_language",
+    "placeholders",
+    "reload",
+    "set_language",
+    "translate",
+    "untranslated",
+    "using",
+]

@@ -79,21 +79,31 @@ def test_the_particle_check_can_fail():
 
 
 def test_templates_capture_and_translate_nested_messages(korean):
-    text = "`f` raised ZeroDivisionError at line 3: a division by zero: an empty group (a length of 0, an empty " \
-           "bucket, no key left) reached a division. Seen on case 'T=0'."
+    text = (
+        "`f` raised ZeroDivisionError at line 3: a division by zero: an empty group (a length of 0, an empty "
+        "bucket, no key left) reached a division. Seen on case 'T=0'."
+    )
     done = i18n.translate(text)
-    assert done.startswith("`f` 함수의 3번째 줄에서 ZeroDivisionError 예외가 발생했습니다: 0으로 나누었습니다"), done
+    assert done.startswith(
+        "`f` 함수의 3번째 줄에서 ZeroDivisionError 예외가 발생했습니다: 0으로 나누었습니다"
+    ), done
     assert done.endswith("케이스 'T=0'에서 확인했습니다."), done
     assert i18n.untranslated() == []
     # an explanation that begins with a placeholder does not swallow the engine's sentence around it
-    text = ("`f` raised RuntimeError at line 2 (`x = a + b`): float64 and float32 tensors meet in one operation: "
-            "a tensor you created (torch.tensor, torch.zeros, torch.ones, torch.arange, ...) gets float32 by "
-            "default, while the grader's inputs are float64. Seen on case 'B=2'.")
+    text = (
+        "`f` raised RuntimeError at line 2 (`x = a + b`): float64 and float32 tensors meet in one operation: "
+        "a tensor you created (torch.tensor, torch.zeros, torch.ones, torch.arange, ...) gets float32 by "
+        "default, while the grader's inputs are float64. Seen on case 'B=2'."
+    )
     done = i18n.translate(text)
-    assert done.startswith("`f` 함수의 2번째 줄(`x = a + b`)에서 RuntimeError 예외가 발생했습니다: 한 연산에서 dtype "
-                           "float64 텐서와"), done
+    assert done.startswith(
+        "`f` 함수의 2번째 줄(`x = a + b`)에서 RuntimeError 예외가 발생했습니다: 한 연산에서 dtype "
+        "float64 텐서와"
+    ), done
     assert done.endswith("케이스 'B=2'에서 확인했습니다.") and i18n.untranslated() == [], done
-    assert i18n.translate("something nobody wrote in any catalogue") == "something nobody wrote in any catalogue"
+    assert (
+        i18n.translate("something nobody wrote in any catalogue") == "something nobody wrote in any catalogue"
+    )
     assert i18n.untranslated() == ["something nobody wrote in any catalogue"]
 
 
@@ -126,10 +136,14 @@ def test_set_language_and_the_environment_variable(monkeypatch):
     finally:
         i18n._CHOSEN[0] = previous
     env = dict(os.environ, ATTNBOOK_LANG="ko")
-    code = ("from attnbook.grading import get_task, run_task; "
-            "print(run_task(get_task('04.dot_scores'), None).message)")
+    code = (
+        "from attnbook.grading import get_task, run_task; "
+        "print(run_task(get_task('04.dot_scores'), None).message)"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "아직 풀지 않았습니다: 함수를 작성한 다음 이 셀을 실행하세요.", out.stderr[-2000:]
+    assert out.stdout.strip() == "아직 풀지 않았습니다: 함수를 작성한 다음 이 셀을 실행하세요.", out.stderr[
+        -2000:
+    ]
 
 
 def test_check_hint_and_progress_speak_korean(korean, capsys):
@@ -150,7 +164,9 @@ def test_check_hint_and_progress_speak_korean(korean, capsys):
 
 
 @pytest.mark.parametrize("task_id, name, fn, diagnosis, phrase", CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
-def test_every_wrong_answer_gets_the_same_diagnosis_and_a_korean_message(task_id, name, fn, diagnosis, phrase):
+def test_every_wrong_answer_gets_the_same_diagnosis_and_a_korean_message(
+    task_id, name, fn, diagnosis, phrase
+):
     task = get_task(task_id)
     with i18n.using("en"):
         english = run_task(task, fn)
@@ -158,7 +174,11 @@ def test_every_wrong_answer_gets_the_same_diagnosis_and_a_korean_message(task_id
         i18n.untranslated(clear=True)
         korean = run_task(task, fn)
         missing = i18n.untranslated(clear=True)
-    assert (korean.status, korean.diagnosis, korean.points) == (english.status, english.diagnosis, english.points)
+    assert (korean.status, korean.diagnosis, korean.points) == (
+        english.status,
+        english.diagnosis,
+        english.points,
+    )
     assert HANGUL.search(korean.message), korean.message
     assert not missing, f"not translated: {missing}\nmessage: {korean.message}"
     # the case is named once, at the end, as in English (a template that swallowed it would put it inside)
@@ -178,9 +198,24 @@ def test_attnbook_grade_answers_a_korean_notebook_in_korean(tmp_path):
     path = tmp_path / "04_attention_scores.ipynb"
     nbformat.write(exercise, path)
     out = tmp_path / "grades"
-    run = subprocess.run([sys.executable, "-m", "attnbook.grading.cli", "--task", "04.dot_scores",
-                          "--task", "04.dot_scores_batch", "--out", str(out), str(path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attnbook.grading.cli",
+            "--task",
+            "04.dot_scores",
+            "--task",
+            "04.dot_scores_batch",
+            "--out",
+            str(out),
+            str(path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "채점 결과" in run.stdout and "합계: 0/" in run.stdout, run.stdout
     assert "아직 풀지 않았습니다" in run.stdout, run.stdout
@@ -193,12 +228,33 @@ def test_attnbook_grade_answers_a_korean_notebook_in_korean(tmp_path):
     english = tmp_path / "en" / "04_attention_scores.ipynb"
     english.parent.mkdir()
     shutil.copy(ROOT / "exercises" / "04_attention_scores.ipynb", english)
-    asked = subprocess.run([sys.executable, "-m", "attnbook.grading.cli", "--lang", "ko", "--task", "04.dot_scores",
-                            str(english)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert asked.returncode == 0 and "아직 풀지 않았습니다" in asked.stdout, asked.stdout + asked.stderr[-2000:]
-    plain = subprocess.run([sys.executable, "-m", "attnbook.grading.cli", "--task", "04.dot_scores",
-                            str(english)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           env={k: v for k, v in os.environ.items() if k != "ATTNBOOK_LANG"})
+    asked = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attnbook.grading.cli",
+            "--lang",
+            "ko",
+            "--task",
+            "04.dot_scores",
+            str(english),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert asked.returncode == 0 and "아직 풀지 않았습니다" in asked.stdout, (
+        asked.stdout + asked.stderr[-2000:]
+    )
+    plain = subprocess.run(
+        [sys.executable, "-m", "attnbook.grading.cli", "--task", "04.dot_scores", str(english)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "ATTNBOOK_LANG"},
+    )
     assert plain.returncode == 0 and "Grade report for" in plain.stdout and not HANGUL.search(plain.stdout)
 
 
@@ -215,3 +271,19 @@ def test_a_generated_korean_exercise_sets_the_language():
         assert nb.metadata["attnbook"]["language"] == "ko"
         setup = next(c for c in nb.cells if c.cell_type == "code" and "from attnbook.grading" in c.source)
         assert setup.source.startswith('import attnbook; attnbook.set_language("ko")\n'), setup.source
+
+
+def test_tasks_catalogue_holds_exactly_the_task_messages():
+    """An edited or new message in a task file cannot go untranslated unnoticed."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "tools/extract_grader_messages.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

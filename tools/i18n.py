@@ -346,8 +346,9 @@ def korean_page(page: Path) -> tuple[Path, str]:
             cell.source = translate_markdown(cell.source, table)
         elif _alt(cell) in table:
             cell.metadata["mystnb"]["image"]["alt"] = table[_alt(cell)]
-        if cell.cell_type == "code" and ("graded" in cell.metadata.get("tags", []) or
-                                         cell.source.strip().startswith("progress(")):
+        if cell.cell_type == "code" and (
+            "graded" in cell.metadata.get("tags", []) or cell.source.strip().startswith("progress(")
+        ):
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "stream" and output.get("name") == "stdout":
                     output["text"] = _korean_output(output["text"])

@@ -55,21 +55,42 @@ def graded_task_ids(nb) -> list[str]:
 def _limits(cell_timeout: float = 60.0, memory_mb: int = 3072, notebook_timeout: float = 300.0):
     from .sandbox import Limits
 
-    return Limits(cell_timeout=cell_timeout, memory_mb=memory_mb,
-                  cpu_s=int(max(300, 10 * cell_timeout)), notebook_timeout=notebook_timeout)
+    return Limits(
+        cell_timeout=cell_timeout,
+        memory_mb=memory_mb,
+        cpu_s=int(max(300, 10 * cell_timeout)),
+        notebook_timeout=notebook_timeout,
+    )
 
 
-def grade_notebook(path: Path, cell_timeout: float = 60.0, *, only=None, set_id: str | None = None,
-                   release_dir: str | None = None, memory_mb: int = 3072, pool=None, prefetch: bool = False,
-                   notebook_timeout: float = 300.0, language: str | None = None) -> dict:
+def grade_notebook(
+    path: Path,
+    cell_timeout: float = 60.0,
+    *,
+    only=None,
+    set_id: str | None = None,
+    release_dir: str | None = None,
+    memory_mb: int = 3072,
+    pool=None,
+    prefetch: bool = False,
+    notebook_timeout: float = 300.0,
+    language: str | None = None,
+) -> dict:
     """Grade one notebook on the trusted path; ``{"notebook", "set", "tasks", "points", "max_points", ...}``.
 
     Raises :class:`attnbook.grading.trusted.NotGradable` with a one-line reason when it cannot."""
     from . import trusted
 
-    return trusted.grade(Path(path), release_dir=release_dir, set_id=set_id, only=only,
-                         limits=_limits(cell_timeout, memory_mb, notebook_timeout), pool=pool, prefetch=prefetch,
-                         language=language)
+    return trusted.grade(
+        Path(path),
+        release_dir=release_dir,
+        set_id=set_id,
+        only=only,
+        limits=_limits(cell_timeout, memory_mb, notebook_timeout),
+        pool=pool,
+        prefetch=prefetch,
+        language=language,
+    )
 
 
 def _marks() -> dict:
@@ -102,8 +123,13 @@ def _format_report(report: dict) -> str:
             detail = translate(f"not run: {detail}")
         lines.append(f"  {mark} {t['task']:<{width}}  {t['points']}/{t['max_points']}  {detail}")
     for stopped in report.get("stopped_cells", []):
-        lines.append("  " + translate(f"(cell {stopped['cell'] + 1} of the notebook {stopped['detail']}; it was "
-                                      "skipped and the cells after it ran without it)"))
+        lines.append(
+            "  "
+            + translate(
+                f"(cell {stopped['cell'] + 1} of the notebook {stopped['detail']}; it was "
+                "skipped and the cells after it ran without it)"
+            )
+        )
     lines.append(translate(f"Total: {report['points']}/{report['max_points']}"))
     return "\n".join(lines)
 
@@ -124,8 +150,9 @@ def _worker_init(options: dict) -> None:
     from .sandbox import Pool
 
     all_tasks()
-    _WORKER["pool"] = Pool(_limits(options["cell_timeout"], options["memory_mb"], options["notebook_timeout"]),
-                           spare=1)
+    _WORKER["pool"] = Pool(
+        _limits(options["cell_timeout"], options["memory_mb"], options["notebook_timeout"]), spare=1
+    )
     _WORKER["options"] = options
 
 
@@ -134,23 +161,41 @@ def _grade_job(path: str, prefetch: bool):
 
     options = _WORKER["options"]
     try:
-        return "ok", grade_notebook(Path(path), options["cell_timeout"], only=options["only"],
-                                    set_id=options["set_id"], release_dir=options["release_dir"],
-                                    memory_mb=options["memory_mb"], pool=_WORKER["pool"], prefetch=prefetch,
-                                    notebook_timeout=options["notebook_timeout"], language=options["language"])
+        return "ok", grade_notebook(
+            Path(path),
+            options["cell_timeout"],
+            only=options["only"],
+            set_id=options["set_id"],
+            release_dir=options["release_dir"],
+            memory_mb=options["memory_mb"],
+            pool=_WORKER["pool"],
+            prefetch=prefetch,
+            notebook_timeout=options["notebook_timeout"],
+            language=options["language"],
+        )
     except NotGradable as exc:
         return "error", str(exc)
     except Exception as exc:  # never a traceback: one line that says what failed
         return "error", f"cannot grade {path}: {type(exc).__name__}: {str(exc).strip()[:200]}"
 
 
-def grade_many(paths: list[Path], jobs: int = 1, prefetch: bool = True, **options) -> list[tuple[str, object]]:
+def grade_many(
+    paths: list[Path], jobs: int = 1, prefetch: bool = True, **options
+) -> list[tuple[str, object]]:
     """``[("ok", report) or ("error", reason), ...]`` in the order of ``paths``; ``jobs`` processes.
 
     ``prefetch``: start the next submission's sandbox (and its torch import) while this one is graded;
     each sandbox still serves one submission only."""
-    options = {"cell_timeout": 60.0, "memory_mb": 3072, "only": None, "set_id": None, "release_dir": None,
-               "notebook_timeout": 300.0, "language": None, **options}
+    options = {
+        "cell_timeout": 60.0,
+        "memory_mb": 3072,
+        "only": None,
+        "set_id": None,
+        "release_dir": None,
+        "notebook_timeout": 300.0,
+        "language": None,
+        **options,
+    }
     if jobs <= 1:
         _worker_init(options)
         try:
@@ -159,8 +204,9 @@ def grade_many(paths: list[Path], jobs: int = 1, prefetch: bool = True, **option
             _WORKER["pool"].close()
     results: list = [None] * len(paths)
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                                initargs=(options,)) as executor:
+    with concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_worker_init, initargs=(options,)
+    ) as executor:
         futures = {}
         for i, p in enumerate(paths):
             futures[executor.submit(_grade_job, str(p), prefetch and len(paths) - i > jobs)] = i
@@ -168,7 +214,10 @@ def grade_many(paths: list[Path], jobs: int = 1, prefetch: bool = True, **option
             try:
                 results[i] = future.result()
             except Exception as exc:  # a worker that died
-                results[i] = ("error", f"cannot grade {paths[i]}: the grading process failed ({type(exc).__name__})")
+                results[i] = (
+                    "error",
+                    f"cannot grade {paths[i]}: the grading process failed ({type(exc).__name__})",
+                )
     return results
 
 
@@ -184,7 +233,9 @@ def learner_ids(paths: list[Path]) -> list[str]:
     for parent in parents:
         names.setdefault(parent.name, set()).add(parent)
     common = Path(os.path.commonpath([str(q) for q in parents]))
-    return [parent.name if len(names[parent.name]) == 1 else str(parent.relative_to(common)) for parent in parents]
+    return [
+        parent.name if len(names[parent.name]) == 1 else str(parent.relative_to(common)) for parent in parents
+    ]
 
 
 def _safe(name: str) -> str:
@@ -212,8 +263,15 @@ def _set_max_points(path: Path, set_id: str | None, release_dir: str | None) -> 
         return 0
 
 
-def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object]], *, set_id: str | None = None,
-                  release_dir: str | None = None, language: str | None = None) -> None:
+def write_outputs(
+    out: Path,
+    paths: list[Path],
+    outcomes: list[tuple[str, object]],
+    *,
+    set_id: str | None = None,
+    release_dir: str | None = None,
+    language: str | None = None,
+) -> None:
     """``grades.json``, ``gradebook.csv`` and ``feedback/<learner>.txt`` under ``out``.
 
     One row per learner: the notebooks of different sets of a learner share it; a second notebook with
@@ -248,11 +306,16 @@ def write_outputs(out: Path, paths: list[Path], outcomes: list[tuple[str, object
             row["max_points"] += _set_max_points(path, set_id, release_dir)
             row["notes"] = (row["notes"] + "; " if row["notes"] else "") + str(value)
             with i18n.using(language):  # the notebook could not be read: the language asked for, if any
-                feedback.setdefault(learner, []).append(i18n.translate(f"{path}: could not be graded: {value}"))
-    (out / "grades.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+                feedback.setdefault(learner, []).append(
+                    i18n.translate(f"{path}: could not be graded: {value}")
+                )
+    (out / "grades.json").write_text(
+        json.dumps(reports, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+    )
     with open(out / "gradebook.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ["learner", *columns, "total", "max_points", "notes"], restval="",
-                                extrasaction="ignore")
+        writer = csv.DictWriter(
+            handle, ["learner", *columns, "total", "max_points", "notes"], restval="", extrasaction="ignore"
+        )
         writer.writeheader()
         for row in rows.values():
             writer.writerow({k: _csv_text(v) for k, v in row.items()})
@@ -271,38 +334,66 @@ def mixed_sets_warning(reports: list[dict], set_id: str | None) -> str:
     that set's tasks, and the gradebook's columns and maxima differ between learners."""
     sets = sorted({r.get("set") for r in reports if r.get("set")})
     if set_id is None and len(sets) > 1:
-        return (f"the notebooks were graded as {len(sets)} different exercise sets ({', '.join(sets)}); "
-                "pass --set NN to grade every notebook against one set")
+        return (
+            f"the notebooks were graded as {len(sets)} different exercise sets ({', '.join(sets)}); "
+            "pass --set NN to grade every notebook against one set"
+        )
     return ""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="attnbook-grade", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="attnbook-grade", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--json", action="store_true", help="print a JSON list of reports")
-    parser.add_argument("--task", action="append", metavar="ID",
-                        help="grade only this task (e.g. 08.sdpa); repeat for several")
+    parser.add_argument(
+        "--task",
+        action="append",
+        metavar="ID",
+        help="grade only this task (e.g. 08.sdpa); repeat for several",
+    )
     parser.add_argument("--set", dest="set_id", metavar="NN", help="the exercise set every notebook must be")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="notebooks graded in parallel (default 1)")
     parser.add_argument("--out", type=Path, help="write grades.json, gradebook.csv and feedback/ here")
-    parser.add_argument("--cell-timeout", type=float, default=60.0,
-                        help="seconds a learner's cell may run before its sandbox is destroyed (default 60)")
-    parser.add_argument("--notebook-timeout", type=float, default=300.0,
-                        help="seconds one notebook may take in all, restarts and checks included; the rest of "
-                             "it is then reported as not run (default 300)")
-    parser.add_argument("--memory-mb", type=int, default=3072,
-                        help="address-space limit of a learner's kernel in MB (default 3072; torch needs ~600)")
+    parser.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a learner's cell may run before its sandbox is destroyed (default 60)",
+    )
+    parser.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=300.0,
+        help="seconds one notebook may take in all, restarts and checks included; the rest of "
+        "it is then reported as not run (default 300)",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=3072,
+        help="address-space limit of a learner's kernel in MB (default 3072; torch needs ~600)",
+    )
     parser.add_argument("--release", help="folder of the released exercise notebooks (default: exercises/)")
-    parser.add_argument("--lang", choices=i18n.LANGUAGES, default=None,
-                        help="language of the report and feedback (default: each notebook's own, "
-                             "metadata.attnbook.language, else ATTNBOOK_LANG, else en)")
-    parser.add_argument("--require-isolation", action="store_true",
-                        help="refuse to grade (exit 4) unless bubblewrap isolates the learner's code")
+    parser.add_argument(
+        "--lang",
+        choices=i18n.LANGUAGES,
+        default=None,
+        help="language of the report and feedback (default: each notebook's own, "
+        "metadata.attnbook.language, else ATTNBOOK_LANG, else en)",
+    )
+    parser.add_argument(
+        "--require-isolation",
+        action="store_true",
+        help="refuse to grade (exit 4) unless bubblewrap isolates the learner's code",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.cell_timeout <= 0 or args.notebook_timeout <= 0 or args.memory_mb < 768:
-        parser.error("--jobs must be at least 1, --cell-timeout and --notebook-timeout positive, --memory-mb at "
-                     "least 768 (importing torch needs between 512 and 768 MB of address space)")
+        parser.error(
+            "--jobs must be at least 1, --cell-timeout and --notebook-timeout positive, --memory-mb at "
+            "least 768 (importing torch needs between 512 and 768 MB of address space)"
+        )
 
     from .sandbox import WARNINGS, backend
 
@@ -313,9 +404,17 @@ def main(argv: list[str] | None = None) -> int:
             return 4
         print(f"attnbook-grade: warning: {WARNINGS[kind]}", file=sys.stderr)
     only = set(args.task) if args.task else None
-    outcomes = grade_many(args.notebooks, args.jobs, cell_timeout=args.cell_timeout, memory_mb=args.memory_mb,
-                          only=only, set_id=args.set_id, release_dir=args.release,
-                          notebook_timeout=args.notebook_timeout, language=args.lang)
+    outcomes = grade_many(
+        args.notebooks,
+        args.jobs,
+        cell_timeout=args.cell_timeout,
+        memory_mb=args.memory_mb,
+        only=only,
+        set_id=args.set_id,
+        release_dir=args.release,
+        notebook_timeout=args.notebook_timeout,
+        language=args.lang,
+    )
     status = 0
     reports = []
     for kind_, value in outcomes:
@@ -328,8 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     if mixed:
         print(f"attnbook-grade: warning: {mixed}", file=sys.stderr)
     if args.out:
-        write_outputs(args.out, args.notebooks, outcomes, set_id=args.set_id, release_dir=args.release,
-                      language=args.lang)
+        write_outputs(
+            args.out,
+            args.notebooks,
+            outcomes,
+            set_id=args.set_id,
+            release_dir=args.release,
+            language=args.lang,
+        )
     if args.json:
         print(json.dumps(reports, ensure_ascii=False, indent=1))
     elif reports:

@@ -42,8 +42,9 @@ import sys
 import sysconfig
 import threading
 import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -186,8 +187,14 @@ class LearnerError(Exception):
     learner's line, as :func:`learner_frame` gives it (``"line 7: scores = Q @ K"``, or the code alone, or
     ``""``); ``function``: the name of the learner's function that line is in (``""`` if unknown)."""
 
-    def __init__(self, type_name: str, text: str, where: str = "", function: str = "",
-                 transposed_3d: bool | None = None):
+    def __init__(
+        self,
+        type_name: str,
+        text: str,
+        where: str = "",
+        function: str = "",
+        transposed_3d: bool | None = None,
+    ):
         super().__init__(f"{type_name}: {text}")
         self.type_name, self.text, self.where, self.function = type_name, text, where, function
         self.transposed_3d = transposed_3d
@@ -268,8 +275,9 @@ def _codes_of(values, depth: int = 0) -> set:
             found |= _codes_of([value.__func__], depth + 1)
         elif hasattr(value, "func") and callable(value) and not isinstance(value, torch.Tensor):
             found |= _codes_of([value.func], depth + 1)  # functools.partial
-        elif isinstance(value, torch.nn.Module) or (callable(value) and not isinstance(value, type)
-                                                     and not isinstance(value, torch.Tensor)):
+        elif isinstance(value, torch.nn.Module) or (
+            callable(value) and not isinstance(value, type) and not isinstance(value, torch.Tensor)
+        ):
             for klass in type(value).__mro__:
                 if klass.__module__.startswith(("torch", "builtins")):
                     continue
@@ -280,8 +288,15 @@ def _codes_of(values, depth: int = 0) -> set:
 def _fingerprint(code) -> tuple:
     """What two compilations of the same function share: instructions, names, argument names and constants
     (nested functions by their own fingerprint), not the file name or line numbers."""
-    consts = tuple(_fingerprint(c) if inspect.iscode(c) else (type(c).__name__, repr(c)) for c in code.co_consts)
-    return (code.co_code, code.co_names, code.co_varnames[: code.co_argcount + code.co_kwonlyargcount], consts)
+    consts = tuple(
+        _fingerprint(c) if inspect.iscode(c) else (type(c).__name__, repr(c)) for c in code.co_consts
+    )
+    return (
+        code.co_code,
+        code.co_names,
+        code.co_varnames[: code.co_argcount + code.co_kwonlyargcount],
+        consts,
+    )
 
 
 _FINGERPRINTS: dict = {}
@@ -305,11 +320,20 @@ def _forbidden_fingerprints(patterns: tuple) -> dict:
             importlib.import_module(base)
         except Exception:  # noqa: BLE001 - a name that is not a module of this installation
             continue
-        names = [n for n in list(sys.modules) if n == base or (pmod.endswith(".*") and n.startswith(base + "."))]
+        names = [
+            n for n in list(sys.modules) if n == base or (pmod.endswith(".*") and n.startswith(base + "."))
+        ]
         for name in names:
             for value in list(vars(sys.modules[name]).values()):
-                functions = [value] if inspect.isfunction(value) else (
-                    [v for v in vars(value).values() if inspect.isfunction(v)] if inspect.isclass(value) else [])
+                functions = (
+                    [value]
+                    if inspect.isfunction(value)
+                    else (
+                        [v for v in vars(value).values() if inspect.isfunction(v)]
+                        if inspect.isclass(value)
+                        else []
+                    )
+                )
                 for function in functions:
                     if function.__module__ != name:
                         continue
@@ -391,7 +415,9 @@ class ForbiddenCallGuard:
                 name = self._cache[code] = self._name_of(frame)
             if name and name not in self.found and not self._allowed_here(frame):
                 self.found.append(name)
-        elif event == "c_call" and arg in _PROFILE_SETTERS and not self._closing and TAMPERED not in self.found:
+        elif (
+            event == "c_call" and arg in _PROFILE_SETTERS and not self._closing and TAMPERED not in self.found
+        ):
             self.found.append(TAMPERED)  # switching the watch off (even for a moment) is not allowed
         if self._previous is not None:
             self._previous(frame, event, arg)
@@ -436,15 +462,21 @@ def forbidden_message(names: Sequence[str]) -> str:
     """The 0-point message for a function that entered ``names`` (qualified names); the book's own
     implementation is named first when one was used (a wrapper of the grader's may have called it)."""
     if TAMPERED in names:
-        return ("0 points: your function switched off the grader's watch over the functions it calls "
-                "(sys.setprofile or sys.settrace); a graded function only computes its answer.")
+        return (
+            "0 points: your function switched off the grader's watch over the functions it calls "
+            "(sys.setprofile or sys.settrace); a graded function only computes its answer."
+        )
     name = next((n for n in names if _is_book_code(n)), names[0])
     module, _, qualname = name.partition(":")
     if _is_book_code(name):
-        return (f"0 points: your function calls `{qualname}` from {module}, the book's own implementation "
-                "of the step this task asks you to write. A point here means you wrote the step yourself.")
-    return (f"0 points: your function calls the grader's own code (`{qualname}` in {module}); the checks "
-            "compare against it, so using it proves nothing. A point here means you wrote the step yourself.")
+        return (
+            f"0 points: your function calls `{qualname}` from {module}, the book's own implementation "
+            "of the step this task asks you to write. A point here means you wrote the step yourself."
+        )
+    return (
+        f"0 points: your function calls the grader's own code (`{qualname}` in {module}); the checks "
+        "compare against it, so using it proves nothing. A point here means you wrote the step yourself."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -550,7 +582,9 @@ def close(a, b, atol: float, rtol: float, equal_nan: bool = False) -> bool:
         if not isinstance(a, torch.Tensor) or a.shape != b.shape:
             return False
         return bool(
-            torch.allclose(a.detach().double(), b.detach().double(), atol=atol, rtol=rtol, equal_nan=equal_nan)
+            torch.allclose(
+                a.detach().double(), b.detach().double(), atol=atol, rtol=rtol, equal_nan=equal_nan
+            )
         )
     if isinstance(b, np.ndarray):
         a = np.asarray(a)
@@ -592,16 +626,22 @@ def _rounded(value):
 def first_difference(got: torch.Tensor, expected: torch.Tensor) -> str:
     diff = (got.detach().double() - expected.detach().double()).abs()
     diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
-    index = tuple(int(i) for i in np.unravel_index(int(diff.argmax()), tuple(diff.shape))) if diff.dim() else ()
-    where = f" at index {index}" if index else ""
-    return (
-        f"first big difference{where}: expected {float(expected[index]):.4f}, got {float(got[index]):.4f}"
+    index = (
+        tuple(int(i) for i in np.unravel_index(int(diff.argmax()), tuple(diff.shape))) if diff.dim() else ()
     )
+    where = f" at index {index}" if index else ""
+    return f"first big difference{where}: expected {float(expected[index]):.4f}, got {float(got[index]):.4f}"
 
 
 def _library_dirs() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
-    return tuple({os.path.realpath(paths[key]) for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths})
+    return tuple(
+        {
+            os.path.realpath(paths[key])
+            for key in ("stdlib", "platstdlib", "purelib", "platlib")
+            if key in paths
+        }
+    )
 
 
 def learner_frame(exc: BaseException) -> tuple[str, str]:
@@ -609,8 +649,11 @@ def learner_frame(exc: BaseException) -> tuple[str, str]:
     ``("", "")``. Frames of attnbook, of installed libraries (torch, numpy) and of the standard library
     are skipped. A proxy builds :class:`LearnerError` from this, so both sides report alike."""
     skip = (_PACKAGE_DIR,) + _library_dirs()
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not os.path.realpath(f.filename).startswith(skip)]
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not os.path.realpath(f.filename).startswith(skip)
+    ]
     if not frames:
         return "", ""
     frame = frames[-1]
@@ -643,16 +686,21 @@ _REDUCTION = re.compile(r"\b(sum|max|amax|min|amin|mean|logsumexp|norm|std|var|p
 _DOT_T = re.compile(r"\.T\b")
 _SIZES = (
     re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)"),
-    re.compile(r"Expected size for first two dimensions of batch2 tensor to be: \[([\d, ]+)\] but got: \[([\d, ]+)\]"),
+    re.compile(
+        r"Expected size for first two dimensions of batch2 tensor to be: \[([\d, ]+)\] but got: \[([\d, ]+)\]"
+    ),
     re.compile(r"size mismatch, got input \((\d+)\), mat \((\d+)x(\d+)\), vec \((\d+)\)"),
     re.compile(r"inconsistent tensor size, expected tensor \[(\d+)\] and src \[(\d+)\]"),
 )
 _BROADCAST = re.compile(
     r"The (?:size|expanded size) of (?:the )?tensor(?: a)? \((\d+)\) must match the (?:size|existing size)"
-    r"(?: of tensor b)? \((\d+)\) at non-singleton dimension (\d+)")
+    r"(?: of tensor b)? \((\d+)\) at non-singleton dimension (\d+)"
+)
 _MASK_USE = re.compile(r"masked_fill|torch\.where|\bwhere\(|mask\w*\s*[&|*]|[&|*~]\s*\w*mask|\[[^\]]*mask")
-_TRANSPOSE_HINT = ("Swap only the last two axes, with `.transpose(-2, -1)` (or `.mT`): it works with and "
-                   "without a batch axis in front.")
+_TRANSPOSE_HINT = (
+    "Swap only the last two axes, with `.transpose(-2, -1)` (or `.mT`): it works with and "
+    "without a batch axis in front."
+)
 
 
 def _matmul_sizes(text: str) -> tuple[str, str] | None:
@@ -682,293 +730,465 @@ def _a(python_type: str) -> str:
 def _explain(type_name: str, text: str, code: str, transposed_3d: bool | None = None) -> tuple[str, str]:
     """(explanation in the book's words, second-tier hint); ``("", "")`` when there is nothing to add."""
     if "t() expects a tensor with <= 2 dimensions" in text:
-        return ("`.t()` swaps the two axes of a matrix only, and this tensor has more axes (a batch axis in "
-                "front); you want to swap only the last two", _TRANSPOSE_HINT)
+        return (
+            "`.t()` swaps the two axes of a matrix only, and this tensor has more axes (a batch axis in "
+            "front); you want to swap only the last two",
+            _TRANSPOSE_HINT,
+        )
     sizes = _matmul_sizes(text)
     broadcast = _BROADCAST.search(text)
     size_error = bool(sizes or broadcast or "does not broadcast" in text)
     if size_error and transposed_3d:
-        return ("`.T` reverses every axis of a tensor with more than 2 axes (it turns (B, T, d) into "
-                "(d, T, B)); you want to swap only the last two", _TRANSPOSE_HINT)
+        return (
+            "`.T` reverses every axis of a tensor with more than 2 axes (it turns (B, T, d) into "
+            "(d, T, B)); you want to swap only the last two",
+            _TRANSPOSE_HINT,
+        )
     maybe_T = transposed_3d is None and _DOT_T.search(code)
-    causes = ("a missing transpose, `.T` on a tensor with more than 2 axes (it reverses every axis), or "
-              "the two factors in the wrong order" if maybe_T
-              else "a missing transpose or the two factors in the wrong order")
+    causes = (
+        "a missing transpose, `.T` on a tensor with more than 2 axes (it reverses every axis), or "
+        "the two factors in the wrong order"
+        if maybe_T
+        else "a missing transpose or the two factors in the wrong order"
+    )
     if sizes:
-        return (f"a matrix product needs the last size of the left factor to equal the second-to-last size "
-                f"of the right one, and here {sizes[0]} meets {sizes[1]}; the usual cause is {causes}",
-                "Write each factor's shape under the line, e.g. (B, T_q, d) @ (B, d, T_k): the inner sizes "
-                "must be equal, and the outer ones are the result's.")
+        return (
+            f"a matrix product needs the last size of the left factor to equal the second-to-last size "
+            f"of the right one, and here {sizes[0]} meets {sizes[1]}; the usual cause is {causes}",
+            "Write each factor's shape under the line, e.g. (B, T_q, d) @ (B, d, T_k): the inner sizes "
+            "must be equal, and the outer ones are the result's.",
+        )
     if "both arguments to matmul need to be at least 1D" in text:
         return ("a matrix product got a single number (0-D tensor) as a factor", "")
     if broadcast:
         a, b, axis = broadcast.groups()
         clash = f"sizes {a} and {b} clash at axis {axis}"
-        keep = ("Keep the reduced axis as a size-1 axis (`keepdim=True`), so that broadcasting lines the "
-                "two tensors up again.")
+        keep = (
+            "Keep the reduced axis as a size-1 axis (`keepdim=True`), so that broadcasting lines the "
+            "two tensors up again."
+        )
         if _REDUCTION.search(code) and "keepdim" not in code:
-            return ("the reduction on this line removes the axis it reduces over, so its result no longer "
-                    f"lines up with the tensor it is combined with ({clash})", keep)
+            return (
+                "the reduction on this line removes the axis it reduces over, so its result no longer "
+                f"lines up with the tensor it is combined with ({clash})",
+                keep,
+            )
         elementwise = re.search(r"[^@*/+\-=<>!]\s[+\-*/]\s|[+\-*/]=", code)
         if ("@" in code or "matmul" in code or "bmm" in code) and not elementwise:
-            return (f"the leading (batch) axes of a matrix product do not line up ({clash}): they must be "
-                    f"equal or 1 in both factors; the usual cause is {causes}",
-                    "Write both factors' shapes under the line: only the last two axes take part in the "
-                    "product; the axes in front must match.")
+            return (
+                f"the leading (batch) axes of a matrix product do not line up ({clash}): they must be "
+                f"equal or 1 in both factors; the usual cause is {causes}",
+                "Write both factors' shapes under the line: only the last two axes take part in the "
+                "product; the axes in front must match.",
+            )
         if _MASK_USE.search(code):
-            return (f"the mask does not line up with the tensor it is applied to ({clash}): a mask needs "
-                    "the same axes, or size-1 axes where it is shared",
-                    "Write the shapes of the mask and of the scores one above the other, aligned on the "
-                    "right; add a size-1 axis (`unsqueeze`) where the mask is shared (over queries, say).")
+            return (
+                f"the mask does not line up with the tensor it is applied to ({clash}): a mask needs "
+                "the same axes, or size-1 axes where it is shared",
+                "Write the shapes of the mask and of the scores one above the other, aligned on the "
+                "right; add a size-1 axis (`unsqueeze`) where the mask is shared (over queries, say).",
+            )
         if "@" in code or "matmul" in code:
-            return (f"two tensors on this line do not line up ({clash}), in an element-by-element operation "
-                    "(a bias added, say: is it the one of this layer?) or in the leading axes of a matrix "
-                    "product", "Write the shape of every operand under the line; element by element, sizes "
-                    "must be equal or 1, aligned on the right.")
-        return (f"two tensors combined element by element do not line up ({clash}); if one of them comes "
-                "from a reduction (sum, max, mean), it lost the reduced axis", keep)
+            return (
+                f"two tensors on this line do not line up ({clash}), in an element-by-element operation "
+                "(a bias added, say: is it the one of this layer?) or in the leading axes of a matrix "
+                "product",
+                "Write the shape of every operand under the line; element by element, sizes "
+                "must be equal or 1, aligned on the right.",
+            )
+        return (
+            f"two tensors combined element by element do not line up ({clash}); if one of them comes "
+            "from a reduction (sum, max, mean), it lost the reduced axis",
+            keep,
+        )
     if "does not broadcast" in text and "einsum" in text:
-        return ("the letters of your einsum do not fit the operands: one letter stands for two different "
-                "sizes", "Write each operand's shape under its letters; a letter shared by two operands "
-                "must have the same size in both.")
+        return (
+            "the letters of your einsum do not fit the operands: one letter stands for two different sizes",
+            "Write each operand's shape under its letters; a letter shared by two operands "
+            "must have the same size in both.",
+        )
     if "Can't call numpy() on Tensor that requires grad" in text:
         if "np." in code or "numpy." in code:
-            return ("a NumPy function cannot work on a tensor that tracks gradients, and the grader's "
-                    "inputs track them (so that it can check them): this step leaves PyTorch",
-                    "Use the torch operation of the same name (torch.exp, torch.sum, torch.max, ...); "
-                    "`.detach()` would silence the error and cut the gradients.")
-        return ("`.numpy()` leaves PyTorch, and a tensor that tracks gradients (as the grader's inputs "
-                "do) cannot leave without losing them",
-                "Stay in torch operations from input to output; `.detach()` would silence the error and "
-                "cut the gradients.")
+            return (
+                "a NumPy function cannot work on a tensor that tracks gradients, and the grader's "
+                "inputs track them (so that it can check them): this step leaves PyTorch",
+                "Use the torch operation of the same name (torch.exp, torch.sum, torch.max, ...); "
+                "`.detach()` would silence the error and cut the gradients.",
+            )
+        return (
+            "`.numpy()` leaves PyTorch, and a tensor that tracks gradients (as the grader's inputs "
+            "do) cannot leave without losing them",
+            "Stay in torch operations from input to output; `.detach()` would silence the error and "
+            "cut the gradients.",
+        )
     match = re.search(r"a Tensor with (\d+) elements cannot be converted to Scalar", text)
     if match:
-        return (f"`.item()`, `float()` or `int()` needs a tensor of one number, and this one holds "
-                f"{match.group(1)}: the step works on whole tensors, not single numbers",
-                "Keep the values in tensors and use tensor operations (torch.where, torch.maximum, "
-                "masks) instead of Python numbers.")
+        return (
+            f"`.item()`, `float()` or `int()` needs a tensor of one number, and this one holds "
+            f"{match.group(1)}: the step works on whole tensors, not single numbers",
+            "Keep the values in tensors and use tensor operations (torch.where, torch.maximum, "
+            "masks) instead of Python numbers.",
+        )
     if "Boolean value of Tensor with more than one value is ambiguous" in text:
-        return ("a tensor of several values was used as one True/False (in `if`, `and`/`or`, Python's "
-                "`max()`/`min()`, or a chained comparison)",
-                "Compare element by element with tensor operations (torch.where, torch.maximum, a mask).")
-    dtypes = (re.search(r"expected scalar type (\w+) but found (\w+)", text)
-              or re.search(r"same dtype, but got: (\w+) != (\w+)", text)
-              or re.search(r"[Ee]xpected object of scalar type (\w+) but got scalar type (\w+)", text))
+        return (
+            "a tensor of several values was used as one True/False (in `if`, `and`/`or`, Python's "
+            "`max()`/`min()`, or a chained comparison)",
+            "Compare element by element with tensor operations (torch.where, torch.maximum, a mask).",
+        )
+    dtypes = (
+        re.search(r"expected scalar type (\w+) but found (\w+)", text)
+        or re.search(r"same dtype, but got: (\w+) != (\w+)", text)
+        or re.search(r"[Ee]xpected object of scalar type (\w+) but got scalar type (\w+)", text)
+    )
     if dtypes:
         names = {"Double": "float64", "double": "float64", "Float": "float32", "float": "float32"}
         a, b = (names.get(x, x) for x in dtypes.groups())
-        return (f"{a} and {b} tensors meet in one operation: a tensor you created (torch.tensor, "
-                "torch.zeros, torch.ones, torch.arange, ...) gets float32 by default, while the grader's "
-                "inputs are float64",
-                "Create new tensors with the inputs' dtype and device: `torch.zeros(shape, dtype=x.dtype, "
-                "device=x.device)` or `x.new_zeros(shape)`.")
+        return (
+            f"{a} and {b} tensors meet in one operation: a tensor you created (torch.tensor, "
+            "torch.zeros, torch.ones, torch.arange, ...) gets float32 by default, while the grader's "
+            "inputs are float64",
+            "Create new tensors with the inputs' dtype and device: `torch.zeros(shape, dtype=x.dtype, "
+            "device=x.device)` or `x.new_zeros(shape)`.",
+        )
     match = re.search(r"result type (\w+) can't be cast to the desired output type (\w+)", text)
     if match:
-        return (f"an in-place operation would store {match.group(1)} values in a tensor of {match.group(2)}",
-                "Create the tensor that collects the results with the dtype of the values it will hold.")
+        return (
+            f"an in-place operation would store {match.group(1)} values in a tensor of {match.group(2)}",
+            "Create the tensor that collects the results with the dtype of the values it will hold.",
+        )
     if "Expected all tensors to be on the same device" in text:
         found = re.search(r"found at least two devices, ([\w:]+) and ([\w:]+)", text)
         which = f" ({found.group(1)} and {found.group(2)})" if found else ""
-        return (f"tensors on two devices{which} meet in one operation: a tensor you created lives on the "
-                "CPU by default, while the inputs may live elsewhere",
-                "Create new tensors on the inputs' device: `device=x.device`, or `x.new_zeros(...)`.")
+        return (
+            f"tensors on two devices{which} meet in one operation: a tensor you created lives on the "
+            "CPU by default, while the inputs may live elsewhere",
+            "Create new tensors on the inputs' device: `device=x.device`, or `x.new_zeros(...)`.",
+        )
     if "view size is not compatible with input tensor's size and stride" in text:
-        return ("`.view` needs the tensor's memory laid out in order (contiguous), and after a transpose "
-                "or permute it is not: the axes moved, the memory did not",
-                "Use `.reshape(...)`, which copies when it must (or `.contiguous().view(...)`).")
+        return (
+            "`.view` needs the tensor's memory laid out in order (contiguous), and after a transpose "
+            "or permute it is not: the axes moved, the memory did not",
+            "Use `.reshape(...)`, which copies when it must (or `.contiguous().view(...)`).",
+        )
     match = re.search(r"shape '\[([-\d, ]+)\]' is invalid for input of size (\d+)", text)
     if match:
-        return (f"reshaping to [{match.group(1)}] does not fit a tensor of {match.group(2)} numbers: one "
-                "of the sizes is not the one you meant", "Compute the new sizes from the tensor's own "
-                "shape (`x.shape`) rather than from numbers you assume.")
-    match = re.search(r"Dimension out of range \(expected to be in range of \[(-?\d+), (-?\d+)\], but got "
-                      r"(-?\d+)\)", text)
+        return (
+            f"reshaping to [{match.group(1)}] does not fit a tensor of {match.group(2)} numbers: one "
+            "of the sizes is not the one you meant",
+            "Compute the new sizes from the tensor's own "
+            "shape (`x.shape`) rather than from numbers you assume.",
+        )
+    match = re.search(
+        r"Dimension out of range \(expected to be in range of \[(-?\d+), (-?\d+)\], but got "
+        r"(-?\d+)\)",
+        text,
+    )
     if match:
         n = int(match.group(2)) + 1
-        return (f"axis {match.group(3)} does not exist on a tensor with {n} axes (they are numbered 0 to "
-                f"{n - 1}, or -{n} to -1 from the end)",
-                "Count axes from the end (-1 is the last, -2 the one before): the same code then works "
-                "with and without a batch axis in front.")
+        return (
+            f"axis {match.group(3)} does not exist on a tensor with {n} axes (they are numbered 0 to "
+            f"{n - 1}, or -{n} to -1 from the end)",
+            "Count axes from the end (-1 is the last, -2 the one before): the same code then works "
+            "with and without a batch axis in front.",
+        )
     if "a leaf Variable that requires grad is being used in an in-place operation" in text:
-        return ("an in-place operation (`+=`, `x[...] = ...`, a method ending in `_`) changes one of the "
-                "inputs, which track gradients and must stay as they were",
-                "Work on new tensors: `x = x - m` rather than `x -= m`, `masked_fill` rather than "
-                "`masked_fill_`.")
+        return (
+            "an in-place operation (`+=`, `x[...] = ...`, a method ending in `_`) changes one of the "
+            "inputs, which track gradients and must stay as they were",
+            "Work on new tensors: `x = x - m` rather than `x -= m`, `masked_fill` rather than "
+            "`masked_fill_`.",
+        )
     if "only supports boolean masks" in text:
-        return ("a mask must hold True/False (dtype bool), and this one holds numbers",
-                "Build the mask with a comparison, which gives bools (e.g. positions compared with the "
-                "lengths).")
+        return (
+            "a mask must hold True/False (dtype bool), and this one holds numbers",
+            "Build the mask with a comparison, which gives bools (e.g. positions compared with the lengths).",
+        )
     if "with a bool tensor is not supported" in text:
-        return ("arithmetic on a True/False mask (such as `1 - mask`) is not defined in PyTorch",
-                "Flip a boolean mask with `~mask` (logical not).")
+        return (
+            "arithmetic on a True/False mask (such as `1 - mask`) is not defined in PyTorch",
+            "Flip a boolean mask with `~mask` (logical not).",
+        )
     if type_name == "TypeError" and "softmax" in text and ("dim" in text or "invalid combination" in text):
-        return ("softmax was not told which axis to normalise over (the keys' axis)",
-                "Pass the axis: `torch.softmax(scores, dim=-1)`.")
+        return (
+            "softmax was not told which axis to normalise over (the keys' axis)",
+            "Pass the axis: `torch.softmax(scores, dim=-1)`.",
+        )
     match = re.search(r"index (-?\d+) is out of bounds for dimension (\d+) with size (\d+)", text)
     if match:
-        return (f"index {match.group(1)} is past the end of axis {match.group(2)}, which has "
-                f"{match.group(3)} positions numbered 0 to {int(match.group(3)) - 1}", "")
+        return (
+            f"index {match.group(1)} is past the end of axis {match.group(2)}, which has "
+            f"{match.group(3)} positions numbered 0 to {int(match.group(3)) - 1}",
+            "",
+        )
     match = re.search(r"name '(\w+)' is not defined", text)
     if match and type_name in ("NameError", "UnboundLocalError"):
-        return (f"`{match.group(1)}` is not defined where your function looks for it: a typo, a name from "
-                "a cell that has not been run, or a variable of another function", "")
+        return (
+            f"`{match.group(1)}` is not defined where your function looks for it: a typo, a name from "
+            "a cell that has not been run, or a variable of another function",
+            "",
+        )
     if type_name == "ZeroDivisionError":
-        return ("a division by zero: an empty group (a length of 0, an empty bucket, no key left) "
-                "reached a division", "Decide what an empty group gives (the task text says) and handle "
-                "it before dividing.")
+        return (
+            "a division by zero: an empty group (a length of 0, an empty bucket, no key left) "
+            "reached a division",
+            "Decide what an empty group gives (the task text says) and handle it before dividing.",
+        )
     if "does not require grad and does not have a grad_fn" in text:
-        return ("a gradient was asked of something that does not depend on any tensor that tracks "
-                "gradients: the tensor you differentiate with respect to was never marked to track them, "
-                "or was cut off (detached) on the way",
-                "Make a copy of the input that tracks gradients (`.detach().clone().requires_grad_(True)`), "
-                "compute from that copy, then ask for its gradient.")
+        return (
+            "a gradient was asked of something that does not depend on any tensor that tracks "
+            "gradients: the tensor you differentiate with respect to was never marked to track them, "
+            "or was cut off (detached) on the way",
+            "Make a copy of the input that tracks gradients (`.detach().clone().requires_grad_(True)`), "
+            "compute from that copy, then ask for its gradient.",
+        )
     match = re.search(r"(too many|not enough) values to unpack \(expected (\d+)(?:, got (\d+))?\)", text)
     if match:
         got = f" and got {match.group(3)}" if match.group(3) else ""
-        return (f"unpacking expected {match.group(2)} values{got}: the value unpacked has a different "
-                "number of parts than names on the left (a function returning another number of values, "
-                "or a tensor unpacked along its first axis)", "")
+        return (
+            f"unpacking expected {match.group(2)} values{got}: the value unpacked has a different "
+            "number of parts than names on the left (a function returning another number of values, "
+            "or a tensor unpacked along its first axis)",
+            "",
+        )
     match = re.search(r"cannot unpack non-iterable (\w+) object", text)
     if match:
-        return (f"a single {match.group(1)} was unpacked into several names: the value is one thing, not "
-                "a tuple (a function that returns one value, or None)", "")
+        return (
+            f"a single {match.group(1)} was unpacked into several names: the value is one thing, not "
+            "a tuple (a function that returns one value, or None)",
+            "",
+        )
     match = re.search(r"'(\w+)' object is not subscriptable", text)
     if match:
-        return (f"a {match.group(1)} was indexed with [...]: the value is not the tensor or list you "
-                "expected (a function that returned something else, or a reused name)", "")
+        return (
+            f"a {match.group(1)} was indexed with [...]: the value is not the tensor or list you "
+            "expected (a function that returned something else, or a reused name)",
+            "",
+        )
     match = re.search(r"'(\w+)' object is not callable", text)
     if match:
-        return (f"a {match.group(1)} was called like a function: a name that held a function now holds "
-                "a value (reused as a variable), or round brackets where square ones were meant", "")
+        return (
+            f"a {match.group(1)} was called like a function: a name that held a function now holds "
+            "a value (reused as a variable), or round brackets where square ones were meant",
+            "",
+        )
     if "return_types" in text:
         kind = re.search(r"return_types\.(\w+)", text)
         name = kind.group(1) if kind else "max"
-        return (f"`{name}(dim=...)` gives a pair (values, indices), not a tensor, and the pair was used as a "
-                "tensor", f"Take the values of the pair: `x.{name}(dim=-1).values` (or use `amax`, which "
-                "returns the values alone).")
+        return (
+            f"`{name}(dim=...)` gives a pair (values, indices), not a tensor, and the pair was used as a "
+            "tensor",
+            f"Take the values of the pair: `x.{name}(dim=-1).values` (or use `amax`, which "
+            "returns the values alone).",
+        )
     if "Class values must be non-negative" in text:
-        return ("one_hot needs class indices of 0 or more, and one is negative (a `length - 1` is -1 for "
-                "a sentence of length 0)", "")
+        return (
+            "one_hot needs class indices of 0 or more, and one is negative (a `length - 1` is -1 for "
+            "a sentence of length 0)",
+            "",
+        )
     match = re.search(r"unsupported operand type\(s\) for ([^:]+): '([\w.]+)' and '([\w.]+)'", text)
     if match:
         op, a, b = match.groups()
-        return (f"`{op.strip()}` between {_a(a)} and {_a(b)} is not defined: one of the two is not what you "
-                "expected (None from a function without `return`, or a list where a tensor is needed)", "")
+        return (
+            f"`{op.strip()}` between {_a(a)} and {_a(b)} is not defined: one of the two is not what you "
+            "expected (None from a function without `return`, or a list where a tensor is needed)",
+            "",
+        )
     match = re.search(r"'(\w+)' object has no attribute '(\w+)'", text)
     if match:
-        return (f"a {match.group(1)} has no attribute `{match.group(2)}`: the value is not the kind you "
-                "expected, or the name is misspelt", "")
+        return (
+            f"a {match.group(1)} has no attribute `{match.group(2)}`: the value is not the kind you "
+            "expected, or the name is misspelt",
+            "",
+        )
     if "list index out of range" in text or "tuple index out of range" in text:
-        return ("an index past the end of a list: positions count from 0, so the last of n items is "
-                "n - 1, and an empty list has none", "")
-    if "number of dims don't match in permute" in text or "number of dimensions in the tensor input does not " \
-            "match the length of the desired ordering" in text:
-        return ("a permutation needs exactly one entry per axis of the tensor, and yours has a different "
-                "number", "")
+        return (
+            "an index past the end of a list: positions count from 0, so the last of n items is "
+            "n - 1, and an empty list has none",
+            "",
+        )
+    if (
+        "number of dims don't match in permute" in text
+        or "number of dimensions in the tensor input does not match the length of the desired ordering"
+        in text
+    ):
+        return (
+            "a permutation needs exactly one entry per axis of the tensor, and yours has a different number",
+            "",
+        )
     if "only integer tensors of a single element can be converted to an index" in text:
-        return ("a tensor used as an index or a count (in `range()`, say) must be one integer, and this "
-                "one is a float or holds several numbers", "")
-    if re.search(r"[Dd]imension size must be non-negative|negative dimensions are not allowed|"
-                 r"negative dimension -?\d+", text):
-        return ("a tensor was asked to have a negative size: a size computed from the inputs came out "
-                "below 0 (a length minus 1 for a sentence of length 0, say)",
-                "Work out the size your line asks for on the case named, by hand; the task allows lengths "
-                "of 0.")
+        return (
+            "a tensor used as an index or a count (in `range()`, say) must be one integer, and this "
+            "one is a float or holds several numbers",
+            "",
+        )
+    if re.search(
+        r"[Dd]imension size must be non-negative|negative dimensions are not allowed|"
+        r"negative dimension -?\d+",
+        text,
+    ):
+        return (
+            "a tensor was asked to have a negative size: a size computed from the inputs came out "
+            "below 0 (a length minus 1 for a sentence of length 0, say)",
+            "Work out the size your line asks for on the case named, by hand; the task allows lengths of 0.",
+        )
     match = re.search(r"'(\S+)' not supported between instances of '([\w.]+)' and '([\w.]+)'", text)
     if match:
         op, a, b = match.groups()
-        return (f"`{op}` compares {_a(a)} with {_a(b)}, which cannot be ordered: one side is not what you "
-                "expected (None from a function without `return`, or a list where a tensor is needed)", "")
+        return (
+            f"`{op}` compares {_a(a)} with {_a(b)}, which cannot be ordered: one side is not what you "
+            "expected (None from a function without `return`, or a list where a tensor is needed)",
+            "",
+        )
     match = re.search(r"Tensors must have same number of dimensions: got (\d+) and (\d+)", text)
     if match:
-        return (f"torch.cat joins tensors along an axis they already have, and these have different "
-                f"numbers of axes ({match.group(1)} and {match.group(2)}): one lacks an axis the other has",
-                "Give the pieces the same axes first (`unsqueeze`), or use `torch.stack`, which makes the "
-                "new axis itself.")
-    match = re.search(r"Sizes of tensors must match except in dimension (\d+)\. Expected size (\d+) but got "
-                      r"size (\d+)", text)
+        return (
+            f"torch.cat joins tensors along an axis they already have, and these have different "
+            f"numbers of axes ({match.group(1)} and {match.group(2)}): one lacks an axis the other has",
+            "Give the pieces the same axes first (`unsqueeze`), or use `torch.stack`, which makes the "
+            "new axis itself.",
+        )
+    match = re.search(
+        r"Sizes of tensors must match except in dimension (\d+)\. Expected size (\d+) but got "
+        r"size (\d+)",
+        text,
+    )
     if match:
         axis, a, b = match.groups()
-        return (f"torch.cat joins tensors along axis {axis}, and all their other axes must agree; here one "
-                f"has size {a} and another {b}: the pieces come from different inputs, or the joining axis "
-                "is not the one you meant", "Write the shape of every piece one above the other: only the "
-                "joining axis may differ.")
-    match = re.search(r"stack expects each tensor to be equal size, but got \[([\d, ]*)\] at entry (\d+) and "
-                      r"\[([\d, ]*)\] at entry (\d+)", text)
+        return (
+            f"torch.cat joins tensors along axis {axis}, and all their other axes must agree; here one "
+            f"has size {a} and another {b}: the pieces come from different inputs, or the joining axis "
+            "is not the one you meant",
+            "Write the shape of every piece one above the other: only the joining axis may differ.",
+        )
+    match = re.search(
+        r"stack expects each tensor to be equal size, but got \[([\d, ]*)\] at entry (\d+) and "
+        r"\[([\d, ]*)\] at entry (\d+)",
+        text,
+    )
     if match:
         a, i, b, j = match.groups()
-        return (f"torch.stack needs pieces of one shape, and piece {i} has shape ({a}) while piece {j} has "
-                f"({b}): the pieces were not computed alike (a different length, or a different axis)", "")
+        return (
+            f"torch.stack needs pieces of one shape, and piece {i} has shape ({a}) while piece {j} has "
+            f"({b}): the pieces were not computed alike (a different length, or a different axis)",
+            "",
+        )
     if "expects a non-empty TensorList" in text:
-        return ("torch.stack (or torch.cat) got an empty list: the loop that fills it ran zero times (a "
-                "length of 0, or a range that is empty)", "Decide what an empty input gives (the task text "
-                "says) and build that result without the loop.")
-    match = re.search(r"einsum\(\): the number of subscripts in the equation \((\d+)\) does not match the "
-                      r"number of dimensions \((\d+)\) for operand (\d+)", text)
+        return (
+            "torch.stack (or torch.cat) got an empty list: the loop that fills it ran zero times (a "
+            "length of 0, or a range that is empty)",
+            "Decide what an empty input gives (the task text says) and build that result without the loop.",
+        )
+    match = re.search(
+        r"einsum\(\): the number of subscripts in the equation \((\d+)\) does not match the "
+        r"number of dimensions \((\d+)\) for operand (\d+)",
+        text,
+    )
     if match:
         m, n, k = match.groups()
-        return (f"operand {k} of your einsum has {n} axes but its letters name {m}: one letter per axis "
-                "(or `...` for the leading ones)", "")
-    match = re.search(r"einsum\(\): output subscript (\w) does not appear in the equation for any input", text)
+        return (
+            f"operand {k} of your einsum has {n} axes but its letters name {m}: one letter per axis "
+            "(or `...` for the leading ones)",
+            "",
+        )
+    match = re.search(
+        r"einsum\(\): output subscript (\w) does not appear in the equation for any input", text
+    )
     if match:
-        return (f"the letter {match.group(1)} of your einsum's result appears in no operand: every output "
-                "letter must come from an input", "")
+        return (
+            f"the letter {match.group(1)} of your einsum's result appears in no operand: every output "
+            "letter must come from an input",
+            "",
+        )
     if "masked_fill" in text and "only supports a 0-dimensional value tensor" in text:
-        return ("masked_fill fills every masked position with one single value, and the value given holds "
-                "several numbers", "To take values from another tensor where a mask says so, choose "
-                "element by element: `torch.where(mask, a, b)`.")
+        return (
+            "masked_fill fills every masked position with one single value, and the value given holds "
+            "several numbers",
+            "To take values from another tensor where a mask says so, choose "
+            "element by element: `torch.where(mask, a, b)`.",
+        )
     if "tensors used as indices must be long, int, byte or bool tensors" in text:
-        return ("a tensor of floats was used as an index (or as positions): indices are whole numbers, "
-                "or a True/False mask", "Build positions with `torch.arange` (integers), or compare to get "
-                "a mask.")
+        return (
+            "a tensor of floats was used as an index (or as positions): indices are whole numbers, "
+            "or a True/False mask",
+            "Build positions with `torch.arange` (integers), or compare to get a mask.",
+        )
     if "Class values must be smaller than num_classes" in text:
-        return ("one_hot got a class index at or beyond the number of classes given (indices count from "
-                "0, so the largest allowed is the number of classes minus 1)", "")
+        return (
+            "one_hot got a class index at or beyond the number of classes given (indices count from "
+            "0, so the largest allowed is the number of classes minus 1)",
+            "",
+        )
     match = re.search(r"\b(tril|triu)\b.*must have at least 2 dimensions", text)
     if match:
         return (f"`{match.group(1)}` works on a matrix (at least 2 axes), and this tensor has fewer", "")
-    if re.search(r"batch1 must be a 3D tensor|Expected 3-dimensional tensor, but got \d+-dimensional tensor "
-                 r"for argument #\d+ 'batch", text):
-        return ("`bmm` multiplies batches of matrices (3 axes each: batch, rows, columns), and a factor "
-                "here has another number of axes", "`@` (matmul) takes factors with or without a batch "
-                "axis in front.")
+    if re.search(
+        r"batch1 must be a 3D tensor|Expected 3-dimensional tensor, but got \d+-dimensional tensor "
+        r"for argument #\d+ 'batch",
+        text,
+    ):
+        return (
+            "`bmm` multiplies batches of matrices (3 axes each: batch, rows, columns), and a factor "
+            "here has another number of axes",
+            "`@` (matmul) takes factors with or without a batch axis in front.",
+        )
     match = re.search(r"too many indices for tensor of dimension (\d+)", text)
     if match:
-        return (f"the tensor was indexed at more positions than it has axes ({match.group(1)}): it has fewer "
-                "axes than you assumed (no batch axis, or one already removed)", "")
+        return (
+            f"the tensor was indexed at more positions than it has axes ({match.group(1)}): it has fewer "
+            "axes than you assumed (no batch axis, or one already removed)",
+            "",
+        )
     if re.search(r"(len\(\)|iteration) over a 0-d tensor|len\(\) of a 0-d tensor", text):
-        return ("a single number (a 0-D tensor) was used like a sequence (len, a for loop, unpacking): it "
-                "has no items; an indexing or a reduction before removed the axis you meant to go over", "")
+        return (
+            "a single number (a 0-D tensor) was used like a sequence (len, a for loop, unpacking): it "
+            "has no items; an indexing or a reduction before removed the axis you meant to go over",
+            "",
+        )
     if "only one element tensors can be converted to Python scalars" in text:
-        return ("`float()`, `int()` or `.item()` needs a tensor of one number, and this one holds several: "
-                "the step works on whole tensors, not single numbers", "Keep the values in tensors and use "
-                "tensor operations (torch.where, torch.maximum, masks) instead of Python numbers.")
+        return (
+            "`float()`, `int()` or `.item()` needs a tensor of one number, and this one holds several: "
+            "the step works on whole tensors, not single numbers",
+            "Keep the values in tensors and use "
+            "tensor operations (torch.where, torch.maximum, masks) instead of Python numbers.",
+        )
     if "cannot be converted to type int64_t without overflow" in text or (
-            "cannot be converted to type" in text and "without overflow" in text):
-        return ("a tensor of integers (a mask or lengths turned into numbers, say) was given -inf, inf or "
-                "a number too large, which integers cannot hold", "Fill a floating tensor (the scores) "
-                "rather than an integer one.")
+        "cannot be converted to type" in text and "without overflow" in text
+    ):
+        return (
+            "a tensor of integers (a mask or lengths turned into numbers, say) was given -inf, inf or "
+            "a number too large, which integers cannot hold",
+            "Fill a floating tensor (the scores) rather than an integer one.",
+        )
     if "modified by an inplace operation" in text:
-        return ("an in-place operation (`+=`, `x[...] = ...`, a method ending in `_`) changed a tensor that "
-                "autograd still needed for the gradients", "Replace in-place operations by ones that make "
-                "new tensors.")
+        return (
+            "an in-place operation (`+=`, `x[...] = ...`, a method ending in `_`) changed a tensor that "
+            "autograd still needed for the gradients",
+            "Replace in-place operations by ones that make new tensors.",
+        )
     match = re.search(r"(\w+)\(\): argument '(\w+)' \(position \d+\) must be ([\w ,]+?), not (\w+)", text)
     if match:
         fn, arg, want, got = match.groups()
-        return (f"`{fn}` got {_a(got)} for its argument `{arg}`, which must be {want}: the value is not what "
-                "you expected (None from a function without `return`, say)", "")
+        return (
+            f"`{fn}` got {_a(got)} for its argument `{arg}`, which must be {want}: the value is not what "
+            "you expected (None from a function without `return`, say)",
+            "",
+        )
     if "same dtype" in text or ("dtype" in text and re.search(r"\b(Float|Double)\b", text)):
-        return ("tensors of two dtypes meet in one operation: a tensor you created (torch.tensor, "
-                "torch.zeros, torch.ones, torch.arange, ...) gets float32 (or int64) by default, while "
-                "the grader's inputs are float64",
-                "Create new tensors with the inputs' dtype: `dtype=x.dtype`, or `x.new_zeros(shape)`.")
+        return (
+            "tensors of two dtypes meet in one operation: a tensor you created (torch.tensor, "
+            "torch.zeros, torch.ones, torch.arange, ...) gets float32 (or int64) by default, while "
+            "the grader's inputs are float64",
+            "Create new tensors with the inputs' dtype: `dtype=x.dtype`, or `x.new_zeros(shape)`.",
+        )
     if type_name == "NotImplementedError":
         return (f"an operation is not implemented for these inputs (PyTorch says: {text[:120]})", "")
     return "", ""
 
 
-def translate_error(type_name: str, text: str, where: str = "", function: str = "",
-                    transposed_3d: bool | None = None) -> tuple[str, str]:
+def translate_error(
+    type_name: str, text: str, where: str = "", function: str = "", transposed_3d: bool | None = None
+) -> tuple[str, str]:
     """A learner's exception in the book's words: ``(message, hint)``.
 
     A pure function of the exception's type name, its text, the learner's line (``"line 7: code"`` or the
@@ -1007,8 +1227,9 @@ def _not_attempted() -> Fail:
     )
 
 
-def _raised(type_name: str, text: str, where: str, function: str, fn, case: Case,
-            transposed_3d: bool | None = None) -> Fail:
+def _raised(
+    type_name: str, text: str, where: str, function: str, fn, case: Case, transposed_3d: bool | None = None
+) -> Fail:
     """The Fail for a learner's exception (local or reported by a proxy): same words either way."""
     _, code = _split_where(where)
     called = getattr(fn, "__name__", "")
@@ -1025,24 +1246,30 @@ def _raised(type_name: str, text: str, where: str, function: str, fn, case: Case
     return Fail(f"{message}. Seen on {case.describe()}.", "raised", hint)
 
 
-def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict,
-          guard: ForbiddenCallGuard | None = None):
+def _call(
+    task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict, guard: ForbiddenCallGuard | None = None
+):
     """Call the learner's function under the time limit (and ``guard``, when given); every way it can
     go wrong becomes a :class:`Fail`."""
     try:
         try:
-            with (guard if guard is not None else contextlib.nullcontext()), time_limit(task.timeout_s):
+            with guard if guard is not None else contextlib.nullcontext(), time_limit(task.timeout_s):
                 value = fn(*args, **kwargs)
         finally:
             if guard is not None and guard.found:
                 raise ForbiddenUse(guard.found)
         return value
     except ForbiddenUse as use:
-        raise Fail(forbidden_message(use.names), "forbidden_call",
-                   "Write the step with torch operations yourself; the chapter shows how, one line at a time.")
+        raise Fail(
+            forbidden_message(use.names),
+            "forbidden_call",
+            "Write the step with torch operations yourself; the chapter shows how, one line at a time.",
+        ) from None
     except LearnerTimeout:
-        stopped = (f"your function was stopped after {task.timeout_s:g} s on {case.describe()} without "
-                   "returning (the time limit of this task)")
+        stopped = (
+            f"your function was stopped after {task.timeout_s:g} s on {case.describe()} without "
+            "returning (the time limit of this task)"
+        )
         if _has_loop(fn) is False:
             raise Fail(
                 f"{stopped}. It has no loop, so the time went to slow work inside it: an import, the first "
@@ -1050,15 +1277,15 @@ def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict,
                 "machine these take longer. Run the graded cell again; if it stops again, move the slow "
                 "work out of the function.",
                 "timeout",
-            )
+            ) from None
         raise Fail(
             f"{stopped}: the usual cause is a loop that never ends (a `while` whose condition never "
             "changes, or a decoding loop without a stop); very slow work inside the function (an import, "
             "the first use of torch.func, a large computation) counts too.",
             "timeout",
-        )
+        ) from None
     except LearnerError as exc:
-        raise _raised(exc.type_name, exc.text, exc.where, exc.function, fn, case, exc.transposed_3d)
+        raise _raised(exc.type_name, exc.text, exc.where, exc.function, fn, case, exc.transposed_3d) from None
     except Fail:
         raise
     except Exception as exc:  # the learner's own error, reported in one line
@@ -1066,11 +1293,14 @@ def _call(task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict,
         transposed_3d = None
         if _DOT_T.search(where) and (inspect.isfunction(fn) or inspect.ismethod(fn)):
             transposed_3d = "dot_T" in _trace(task, fn, case, args, kwargs)
-        raise _raised(type(exc).__name__, str(exc), where, function, fn, case, transposed_3d)
+        raise _raised(type(exc).__name__, str(exc), where, function, fn, case, transposed_3d) from None
 
 
-_LOOP_OPS = frozenset(op for name, op in __import__("dis").opmap.items()
-                     if name.startswith("JUMP_BACKWARD") or name in ("FOR_ITER", "JUMP_ABSOLUTE"))
+_LOOP_OPS = frozenset(
+    op
+    for name, op in __import__("dis").opmap.items()
+    if name.startswith("JUMP_BACKWARD") or name in ("FOR_ITER", "JUMP_ABSOLUTE")
+)
 
 
 def _has_loop(fn) -> bool | None:
@@ -1134,8 +1364,11 @@ def _check_types(task: Task, case: Case, value, expected: tuple) -> tuple:
                     "wrong_type",
                 )
             if got.dtype != exp.dtype:
-                hint = (" (a new tensor made without dtype=... is float32)"
-                        if got.dtype == torch.float32 and exp.dtype == torch.float64 else "")
+                hint = (
+                    " (a new tensor made without dtype=... is float32)"
+                    if got.dtype == torch.float32 and exp.dtype == torch.float64
+                    else ""
+                )
                 raise Fail(
                     f"{label} returned dtype {got.dtype} but this task expects {exp.dtype}{hint}.",
                     "wrong_dtype",
@@ -1168,8 +1401,11 @@ def _diagnose(task: Task, case: Case, outputs: tuple, properties: bool = True) -
     for prop in task.properties if properties else ():
         message = prop(case, outputs)
         if message:
-            raise Fail(f"{message}. Seen on {case.describe()}.", getattr(prop, "key", prop.__name__),
-                       getattr(prop, "hint", ""))
+            raise Fail(
+                f"{message}. Seen on {case.describe()}.",
+                getattr(prop, "key", prop.__name__),
+                getattr(prop, "hint", ""),
+            )
 
 
 # ------------------------------------------------------------------ task-independent detectors
@@ -1192,8 +1428,9 @@ def _float32_computation(task: Task, case: Case, got: torch.Tensor, exp: torch.T
         return False
     try:
         with torch.no_grad(), time_limit(task.timeout_s):
-            low = as_outputs(task.reference(*_to_float32(case.args), **_to_float32(case.kwargs)),
-                             len(task.output_names))[index]
+            low = as_outputs(
+                task.reference(*_to_float32(case.args), **_to_float32(case.kwargs)), len(task.output_names)
+            )[index]
     except (Exception, LearnerTimeout):
         return False
     if not isinstance(low, torch.Tensor) or low.shape != exp.shape:
@@ -1220,7 +1457,11 @@ def _fully_masked_rows_only(task: Task, case: Case, label: str, got: torch.Tenso
     if got.shape != exp.shape or exp.dim() == 0 or not exp.numel() or not _has_mask_argument(task, case):
         return
     g, e = got.detach().double(), exp.detach().double()
-    bad_rows = (~torch.isclose(g, e, atol=task.atol, rtol=task.rtol, equal_nan=True)).reshape(-1, exp.shape[-1]).any(-1)
+    bad_rows = (
+        (~torch.isclose(g, e, atol=task.atol, rtol=task.rtol, equal_nan=True))
+        .reshape(-1, exp.shape[-1])
+        .any(-1)
+    )
     empty_rows = (e.reshape(-1, exp.shape[-1]) == 0).all(-1)
     if bad_rows.any() and bool(empty_rows[bad_rows].all()) and bool((~bad_rows & ~empty_rows).any()):
         raise Fail(
@@ -1233,8 +1474,9 @@ def _fully_masked_rows_only(task: Task, case: Case, label: str, got: torch.Tenso
         )
 
 
-def _engine_diagnosis(task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor,
-                      index: int, fn=None) -> None:
+def _engine_diagnosis(
+    task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor, index: int, fn=None
+) -> None:
     """The most specific task-independent diagnosis of a wrong, finite tensor (raises :class:`Fail`)."""
     if got.shape != exp.shape:
         return
@@ -1242,8 +1484,9 @@ def _engine_diagnosis(task: Task, case: Case, label: str, got: torch.Tensor, exp
         raise _float32_fail(label, case)
     if exp.dim() == 0:
         return
-    bad = ~torch.isclose(got.detach().double(), exp.detach().double(), atol=task.atol, rtol=task.rtol,
-                         equal_nan=True)
+    bad = ~torch.isclose(
+        got.detach().double(), exp.detach().double(), atol=task.atol, rtol=task.rtol, equal_nan=True
+    )
     _constant_factor(task, case, label, got, exp)
     _wrong_at_masked_positions(task, case, label, got, exp, bad)
     B = case.dims.get("B")
@@ -1269,7 +1512,7 @@ def _factor_in_words(c: float, dims: dict) -> str:
     sizes = {name: float(n) for name, n in dims.items() if isinstance(n, int) and n > 1}
     candidates = []
     for a, na in sizes.items():
-        candidates += [(na, a), (na ** 0.5, f"√{a}"), (1 / na, f"1/{a}"), (na ** -0.5, f"1/√{a}")]
+        candidates += [(na, a), (na**0.5, f"√{a}"), (1 / na, f"1/{a}"), (na**-0.5, f"1/√{a}")]
         for b, nb in sizes.items():
             if a != b and na != nb:
                 candidates += [(na / nb, f"{a}/{b}"), ((na / nb) ** 0.5, f"√({a}/{b})")]
@@ -1295,8 +1538,11 @@ def _constant_factor(task: Task, case: Case, label: str, got: torch.Tensor, exp:
     if not torch.allclose(g, c * e, atol=task.atol, rtol=1e-6):
         return
     if math.isclose(c, -1.0, rel_tol=1e-6):
-        raise Fail(f"{label} has the opposite sign of the expected one everywhere on {case.describe()}: a "
-                   "difference or a product taken the other way round.", "opposite_sign")
+        raise Fail(
+            f"{label} has the opposite sign of the expected one everywhere on {case.describe()}: a "
+            "difference or a product taken the other way round.",
+            "opposite_sign",
+        )
     words = _factor_in_words(c, case.dims)
     named = f" = {words}" if words else ""
     raise Fail(
@@ -1308,8 +1554,9 @@ def _constant_factor(task: Task, case: Case, label: str, got: torch.Tensor, exp:
     )
 
 
-def _wrong_at_masked_positions(task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor,
-                               bad: torch.Tensor) -> None:
+def _wrong_at_masked_positions(
+    task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor, bad: torch.Tensor
+) -> None:
     """Wrong only where a boolean mask argument removes positions: the mask is not honoured there."""
     if not bad.any():
         return
@@ -1332,7 +1579,7 @@ def _wrong_at_masked_positions(task: Task, case: Case, label: str, got: torch.Te
 
 def _slice_item(value, B: int, b: int):
     if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == B:
-        return value[b:b + 1].clone()
+        return value[b : b + 1].clone()
     return clone(value)
 
 
@@ -1367,8 +1614,12 @@ def _trace(task: Task, fn: Callable, case: Case, args=None, kwargs=None) -> set:
 
     class _Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            if (getattr(getattr(func, "__self__", None), "__name__", "") == "T" and args
-                    and isinstance(args[0], torch.Tensor) and args[0].dim() > 2):
+            if (
+                getattr(getattr(func, "__self__", None), "__name__", "") == "T"
+                and args
+                and isinstance(args[0], torch.Tensor)
+                and args[0].dim() > 2
+            ):
                 seen.add("dot_T")
             out = func(*args, **(kwargs or {}))
             if any(isinstance(t, torch.Tensor) and t.dtype in low for t in _tensors(out)):
@@ -1377,7 +1628,10 @@ def _trace(task: Task, fn: Callable, case: Case, args=None, kwargs=None) -> set:
 
     try:
         with _Mode(), time_limit(task.timeout_s):
-            fn(*clone(case.args if args is None else args), **clone(case.kwargs if kwargs is None else kwargs))
+            fn(
+                *clone(case.args if args is None else args),
+                **clone(case.kwargs if kwargs is None else kwargs),
+            )
     except (Exception, LearnerTimeout):
         pass
     return seen
@@ -1406,8 +1660,13 @@ def _check_precision(task: Task, case: Case, outputs: tuple, expected: tuple, fn
     only when the error is what the reference computed in float32 shows, and (for a local function) an
     operation of the learner's made a float32 tensor."""
     for index, (name, got, exp) in enumerate(zip(task.output_names, outputs, expected)):
-        if not (isinstance(exp, torch.Tensor) and isinstance(got, torch.Tensor) and exp.dtype == torch.float64
-                and got.shape == exp.shape and exp.numel()):
+        if not (
+            isinstance(exp, torch.Tensor)
+            and isinstance(got, torch.Tensor)
+            and exp.dtype == torch.float64
+            and got.shape == exp.shape
+            and exp.numel()
+        ):
             continue
         g, e = got.detach().double(), exp.detach().double()
         finite = torch.isfinite(e) & torch.isfinite(g)
@@ -1417,14 +1676,18 @@ def _check_precision(task: Task, case: Case, outputs: tuple, expected: tuple, fn
         if float((g[finite] - e[finite]).abs().max()) <= 1e-9 * scale:
             continue
         label = "your result" if len(expected) == 1 else f"`{name}`"
-        if _float32_computation(task, case, got, exp, index) and (fn is None or "float32" in _trace(task, fn, case)):
+        if _float32_computation(task, case, got, exp, index) and (
+            fn is None or "float32" in _trace(task, fn, case)
+        ):
             raise _float32_fail(label, case)
 
 
 _DOT_T_FAIL = Fail(
     "`.T` reverses every axis of a tensor with more than 2 axes (it turns (B, T, d) into (d, T, B)); you "
     "want to swap only the last two",
-    "transpose_all_axes", _TRANSPOSE_HINT)
+    "transpose_all_axes",
+    _TRANSPOSE_HINT,
+)
 
 
 def _check_order(task: Task, case: Case, outputs: tuple, expected: tuple) -> None:
@@ -1440,7 +1703,9 @@ def _check_order(task: Task, case: Case, outputs: tuple, expected: tuple) -> Non
     for order in itertools.permutations(range(n)):
         if order == tuple(range(n)):
             continue
-        if all(close(outputs[j], expected[i], task.atol, task.rtol, equal_nan=True) for i, j in enumerate(order)):
+        if all(
+            close(outputs[j], expected[i], task.atol, task.rtol, equal_nan=True) for i, j in enumerate(order)
+        ):
             _diagnose(task, case, outputs, properties=False)
             got = ", ".join(task.output_names[i] for i in sorted(range(n), key=lambda i: order[i]))
             raise Fail(
@@ -1461,8 +1726,11 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
         if isinstance(exp, torch.Tensor) and got.shape != exp.shape:
             _diagnose(task, case, outputs, properties=False)
             if local is not None and "dot_T" in _trace(task, local, case):
-                raise Fail(f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.", _DOT_T_FAIL.diagnosis,
-                           _DOT_T_FAIL.hint)
+                raise Fail(
+                    f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.",
+                    _DOT_T_FAIL.diagnosis,
+                    _DOT_T_FAIL.hint,
+                )
             if got.dim() >= 2 and tuple(got.shape[:-2]) + (got.shape[-1], got.shape[-2]) == tuple(exp.shape):
                 raise Fail(
                     f"{label} has shape {shape_text(got.shape, case.dims)} but should have shape "
@@ -1489,22 +1757,35 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
                     "not_finite",
                 )
             if local is not None and "dot_T" in _trace(task, local, case):
-                raise Fail(f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.", _DOT_T_FAIL.diagnosis,
-                           _DOT_T_FAIL.hint)
+                raise Fail(
+                    f"{_DOT_T_FAIL.message}. Seen on {case.describe()}.",
+                    _DOT_T_FAIL.diagnosis,
+                    _DOT_T_FAIL.hint,
+                )
             _engine_diagnosis(task, case, label, got, exp, index, fn)
             detail = first_difference(got, exp) + _distribution_words(got, exp)
         else:  # numbers and lists (hand tasks): never reveal the expected answer
             detail = f"your answer {_rounded(got)} is not what the check computes"
             if isinstance(exp, list) and isinstance(got, (list, tuple)) and len(got) == len(exp):
-                i = next(i for i, (g, e) in enumerate(zip(got, exp))
-                         if not close(g, e, task.atol, task.rtol, equal_nan=True))
+                i = next(
+                    i
+                    for i, (g, e) in enumerate(zip(got, exp))
+                    if not close(g, e, task.atol, task.rtol, equal_nan=True)
+                )
                 should = "; it should be None" if exp[i] is None else ""
-                detail = f"item {i} of your answer, {_rounded(got[i])}, is not what the check computes{should}"
-        right = [n for i, (n, g, e) in enumerate(zip(task.output_names, outputs, expected))
-                 if i != index and close(g, e, task.atol, task.rtol, equal_nan=True)]
+                detail = (
+                    f"item {i} of your answer, {_rounded(got[i])}, is not what the check computes{should}"
+                )
+        right = [
+            n
+            for i, (n, g, e) in enumerate(zip(task.output_names, outputs, expected))
+            if i != index and close(g, e, task.atol, task.rtol, equal_nan=True)
+        ]
         if right:
             names = ", ".join(f"`{n}`" for n in right)
-            detail += f" ({names} {'is' if len(right) == 1 else 'are'} right: look at what only {label} depends on)"
+            detail += (
+                f" ({names} {'is' if len(right) == 1 else 'are'} right: look at what only {label} depends on)"
+            )
         raise Fail(f"{label} is wrong on {case.describe()}: {detail}.", "wrong_values")
 
 
@@ -1525,15 +1806,19 @@ def _distribution_words(got: torch.Tensor, exp: torch.Tensor) -> str:
     if got.shape != exp.shape or not _row_distributions(exp):
         return ""
     if _row_distributions(got):
-        return ("; each of your rows is a distribution (non-negative, summing to 1) as it should be, but not "
-                "this one: the scores that go into the softmax differ")
+        return (
+            "; each of your rows is a distribution (non-negative, summing to 1) as it should be, but not "
+            "this one: the scores that go into the softmax differ"
+        )
     g = got.detach().double()
     if not torch.isfinite(g).all():
         return ""
     sums = g.sum(-1)
     negative = ", and some weights are negative" if (g < -1e-12).any() else ""
-    return (f"; each row should be a distribution (non-negative, summing to 1), and yours is not: your rows "
-            f"sum to between {float(sums.min()):.4g} and {float(sums.max()):.4g}{negative}")
+    return (
+        f"; each row should be a distribution (non-negative, summing to 1), and yours is not: your rows "
+        f"sum to between {float(sums.min()):.4g} and {float(sums.max()):.4g}{negative}"
+    )
 
 
 def _float_tensors(args, dicts: bool = True) -> list[torch.Tensor]:
@@ -1549,12 +1834,18 @@ def _float_tensors(args, dicts: bool = True) -> list[torch.Tensor]:
 
 
 def _mutation_message(name: str, case: Case, before) -> Fail:
-    hint = ("Work on new tensors: `x = x - m` rather than `x -= m`; `masked_fill` rather than `masked_fill_`."
-            if isinstance(before, (torch.Tensor, np.ndarray))
-            else "Build a new list or value instead of changing this one (no .append, .sort, or item "
-            "assignment on it).")
-    return Fail(f"your function changed its input `{name}` in place on {case.describe()}: the caller's "
-                "data must stay as it was.", "mutates_input", hint)
+    hint = (
+        "Work on new tensors: `x = x - m` rather than `x -= m`; `masked_fill` rather than `masked_fill_`."
+        if isinstance(before, (torch.Tensor, np.ndarray))
+        else "Build a new list or value instead of changing this one (no .append, .sort, or item "
+        "assignment on it)."
+    )
+    return Fail(
+        f"your function changed its input `{name}` in place on {case.describe()}: the caller's "
+        "data must stay as it was.",
+        "mutates_input",
+        hint,
+    )
 
 
 def _check_inputs_unchanged(names: list, originals: tuple, after: tuple, states: list, case: Case) -> None:
@@ -1782,8 +2073,9 @@ def _hints_for(task: Task, failure: Fail) -> tuple:
     return tuple(dict.fromkeys(tiers))
 
 
-def run_task(task: Task, fn: Any, *, guard: bool = True,
-             dependencies: Mapping[str, Callable] | None = None) -> Result:
+def run_task(
+    task: Task, fn: Any, *, guard: bool = True, dependencies: Mapping[str, Callable] | None = None
+) -> Result:
     """Try ``fn`` on every case of ``task``; return the learner-facing :class:`Result`.
 
     ``fn`` may be any callable, a proxy for a function that runs elsewhere included (see
@@ -1797,11 +2089,14 @@ def run_task(task: Task, fn: Any, *, guard: bool = True,
         points = task.points if status == PASSED else 0
         # the learner's language (attnbook.set_language / ATTNBOOK_LANG); English text is left as it is
         hints = tuple(translate(h) for h in hints)
-        return Result(task.id, translate(task.title), status, translate(message), points, task.points, diagnosis,
-                      hints)
+        return Result(
+            task.id, translate(task.title), status, translate(message), points, task.points, diagnosis, hints
+        )
 
     if fn is None or fn is Ellipsis:
-        return result(NOT_ATTEMPTED, "not attempted yet: write the function, then run this cell.", "not_attempted")
+        return result(
+            NOT_ATTEMPTED, "not attempted yet: write the function, then run this cell.", "not_attempted"
+        )
     if not callable(fn):
         return result(
             FAILED,
@@ -1818,7 +2113,9 @@ def run_task(task: Task, fn: Any, *, guard: bool = True,
             required = [p for p in positional if p.default is p.empty]
             varargs = any(p.kind == p.VAR_POSITIONAL for p in learner_params.values())
             # Extra optional parameters (a `mask=None`, say) are fine; the task's arguments must fit.
-            fits = len(required) <= len(expected_names) and (varargs or len(positional) >= len(expected_names))
+            fits = len(required) <= len(expected_names) and (
+                varargs or len(positional) >= len(expected_names)
+            )
             if not fits:
                 raise Fail(
                     f"your function takes {len(positional)} argument(s) but the task's signature is "
@@ -1844,11 +2141,14 @@ def run_task(task: Task, fn: Any, *, guard: bool = True,
                 args, kwargs = clone(case.args), clone(case.kwargs)
                 value = _call(task, fn, case, args, kwargs, watch)
             _check_inputs_unchanged(expected_names, case.args, args, states, case)
-            expected = as_outputs(task.reference(*clone(case.args), **clone(case.kwargs)), len(task.output_names))
+            expected = as_outputs(
+                task.reference(*clone(case.args), **clone(case.kwargs)), len(task.output_names)
+            )
             outputs = _check_types(task, case, value, expected)
             _check_values(task, case, outputs, expected, fn)
-            _check_precision(task, case, outputs, expected,
-                             fn if inspect.isfunction(fn) or inspect.ismethod(fn) else None)
+            _check_precision(
+                task, case, outputs, expected, fn if inspect.isfunction(fn) or inspect.ismethod(fn) else None
+            )
         if task.check_grad:
             for case in cases:
                 _check_grad(task, fn, case, expected_names, watch)

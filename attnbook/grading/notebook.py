@@ -70,8 +70,12 @@ def _remember(result: Result) -> str:
     previous = _SESSION.get(result.task_id)
     shown = 0
     extra = ""
-    if (not result.passed and previous is not None and not previous["result"].passed
-            and previous["result"].diagnosis == result.diagnosis):
+    if (
+        not result.passed
+        and previous is not None
+        and not previous["result"].passed
+        and previous["result"].diagnosis == result.diagnosis
+    ):
         shown = previous["shown"]
         if shown < len(result.hints):
             extra = " " + translate(f"Hint: {result.hints[shown]}")
@@ -97,18 +101,30 @@ def hint(task_id: str) -> None:
     get_task(task_id)  # an unknown id gets the registry's message, with the known ids
     state = _SESSION.get(task_id)
     if state is None:
-        print(translate(f"{task_id}: no check of this task has run in this session yet; run its graded cell first."))
+        print(
+            translate(
+                f"{task_id}: no check of this task has run in this session yet; run its graded cell first."
+            )
+        )
         return
     result = state["result"]
     if result.passed:
         print(translate(f"{task_id} passed: no hint needed."))
         return
     if not result.hints:
-        print(translate(f"{task_id}: no further hint for this mistake; the message says what is wrong: {result.message}"))
+        print(
+            translate(
+                f"{task_id}: no further hint for this mistake; the message says what is wrong: {result.message}"
+            )
+        )
         return
     if state["shown"] >= len(result.hints):
-        print(translate(f"{task_id}: that was the last hint ({len(result.hints)} of {len(result.hints)}): "
-                        f"{result.hints[-1]}"))
+        print(
+            translate(
+                f"{task_id}: that was the last hint ({len(result.hints)} of {len(result.hints)}): "
+                f"{result.hints[-1]}"
+            )
+        )
         return
     level = state["shown"]
     state["shown"] = level + 1
@@ -118,7 +134,7 @@ def hint(task_id: str) -> None:
 def _set_of(set_id: str | None) -> str:
     if set_id is None:
         if not _SESSION:
-            raise ValueError(translate("progress() needs a set, e.g. progress(\"05\"), until a check has run"))
+            raise ValueError(translate('progress() needs a set, e.g. progress("05"), until a check has run'))
         set_id = next(reversed(_SESSION)).split(".", 1)[0]
     return str(set_id).split(".", 1)[0].zfill(2)
 
@@ -146,5 +162,7 @@ def progress(set_id: str | None = None) -> None:
         got += points
         total += task.points
         lines.append(f"{mark} {task.id:<{width}}  {points}/{task.points}")
-    lines.append(translate(f"total: {got}/{total} points, {passed} of {len(tasks)} tasks passed (this session)"))
+    lines.append(
+        translate(f"total: {got}/{total} points, {passed} of {len(tasks)} tasks passed (this session)")
+    )
     print("\n".join(lines))

@@ -46,7 +46,15 @@ RELEASE_DIR = Path(__file__).resolve().parents[2] / "exercises"
 MAX_NOTEBOOK_MB = 64
 #: what a hostile kernel can make the grader's reading of its messages raise, besides WireError (a
 #: header nested deeper than the JSON parser's recursion limit, say): each is a broken wire
-WIRE_FAULTS = (wire.WireError, RecursionError, ValueError, TypeError, OverflowError, MemoryError, RuntimeError)
+WIRE_FAULTS = (
+    wire.WireError,
+    RecursionError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    MemoryError,
+    RuntimeError,
+)
 
 
 class NotGradable(Exception):
@@ -110,10 +118,14 @@ def read_submission(path: Path):
         raise NotGradable(f"{path} is not a file")
     size = path.stat().st_size
     if size > MAX_NOTEBOOK_MB * 2**20:
-        raise NotGradable(f"{path} is {size / 2**20:.0f} MB, more than an exercise notebook can be "
-                          f"({MAX_NOTEBOOK_MB} MB): clear its outputs and submit it again")
+        raise NotGradable(
+            f"{path} is {size / 2**20:.0f} MB, more than an exercise notebook can be "
+            f"({MAX_NOTEBOOK_MB} MB): clear its outputs and submit it again"
+        )
     try:
-        with warnings.catch_warnings():  # nbformat's repairs (duplicate cell ids...) are not news for the grader
+        with (
+            warnings.catch_warnings()
+        ):  # nbformat's repairs (duplicate cell ids...) are not news for the grader
             warnings.simplefilter("ignore")
             return nbformat.read(path, as_version=4)
     except UnicodeDecodeError:
@@ -125,21 +137,31 @@ def read_submission(path: Path):
 
 def identify(nb, path: Path, known: dict[str, Release], set_id: str | None = None) -> Release:
     """The release a submission belongs to: by its cell ids, its graded calls and its file name."""
-    called = {t.split(".")[0] for c in nb.cells if c.cell_type == "code" for t, _ in CHECK_CALL.findall(c.source)}
+    called = {
+        t.split(".")[0] for c in nb.cells if c.cell_type == "code" for t, _ in CHECK_CALL.findall(c.source)
+    }
     ids = {c.get("id") for c in nb.cells if c.get("id")}
     prefix = SET_PREFIX.match(path.name)
     scores = {}
     for sid, release in known.items():
-        scores[sid] = 2 * len(ids & release.cell_ids) + 3 * (sid in called) + (1 if prefix and prefix.group(1) == sid else 0)
+        scores[sid] = (
+            2 * len(ids & release.cell_ids)
+            + 3 * (sid in called)
+            + (1 if prefix and prefix.group(1) == sid else 0)
+        )
     best = max(scores, key=scores.get) if scores else None
     if set_id is not None:
         if set_id not in known:
-            raise NotGradable(f"there is no released exercise set {set_id!r}; known sets: {', '.join(sorted(known))}")
+            raise NotGradable(
+                f"there is no released exercise set {set_id!r}; known sets: {', '.join(sorted(known))}"
+            )
         if best is not None and scores[best] > scores[set_id] and scores[best] >= 3:
             raise NotGradable(f"{path} looks like exercise set {best}, not set {set_id} (wrong file?)")
         return known[set_id]
     if best is None or scores[best] == 0:
-        raise NotGradable(f"{path} is not one of the book's exercise notebooks (no cell of a released set found)")
+        raise NotGradable(
+            f"{path} is not one of the book's exercise notebooks (no cell of a released set found)"
+        )
     return known[best]
 
 
@@ -207,8 +229,11 @@ def _signature(described) -> inspect.Signature | None:
             kind = getattr(inspect.Parameter, str(kind), None)
             if not isinstance(kind, type(inspect.Parameter.POSITIONAL_ONLY)):
                 return None
-            default = None if has_default is True and kind not in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD) \
+            default = (
+                None
+                if has_default is True and kind not in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD)
                 else inspect.Parameter.empty
+            )
             params.append(inspect.Parameter(name, kind, default=default))
         return inspect.Signature(params)
     except (TypeError, ValueError):
@@ -252,8 +277,11 @@ def _sync(mine, after) -> None:
                     mine.copy_(after)
                 else:
                     mine.data = after.detach()
-        if mine.is_leaf and mine.requires_grad != after.requires_grad and (
-                mine.is_floating_point() or mine.is_complex()):
+        if (
+            mine.is_leaf
+            and mine.requires_grad != after.requires_grad
+            and (mine.is_floating_point() or mine.is_complex())
+        ):
             mine.requires_grad_(after.requires_grad)
         if after.grad is None and mine.grad is not None:
             mine.grad = None
@@ -287,8 +315,10 @@ def _sync(mine, after) -> None:
             _sync(m, a)
 
 
-_CRASH = ("SystemExit", "the Python process that ran your code ended while it ran (os._exit(), a crash, or "
-          "it ran out of memory)")
+_CRASH = (
+    "SystemExit",
+    "the Python process that ran your code ended while it ran (os._exit(), a crash, or it ran out of memory)",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,8 +347,14 @@ class GiveUp(Exception):
 class Session:
     """Grades one submission: one sandbox at a time, replaced after an offending cell."""
 
-    def __init__(self, steps: list[Step], limits: Limits, pool: Pool | None = None, prefetch: bool = False,
-                 max_restarts: int = 4):
+    def __init__(
+        self,
+        steps: list[Step],
+        limits: Limits,
+        pool: Pool | None = None,
+        prefetch: bool = False,
+        max_restarts: int = 4,
+    ):
         self.steps, self.limits = steps, limits
         self.pool = pool or Pool(limits, spare=0)
         self.prefetch = prefetch
@@ -354,8 +390,10 @@ class Session:
         the cell limit, or many slow checks)."""
         if time.monotonic() >= self.deadline:
             self.kill()
-            raise GiveUp(f"grading this notebook took longer than its budget of {self.limits.notebook_timeout:g} s "
-                         "(cells that are slow, or that never end); the rest was not graded")
+            raise GiveUp(
+                f"grading this notebook took longer than its budget of {self.limits.notebook_timeout:g} s "
+                "(cells that are slow, or that never end); the rest was not graded"
+            )
 
     # sandboxes
     def _handlers(self) -> dict:
@@ -402,8 +440,9 @@ class Session:
         deadline = min(cell_deadline, self.deadline)
         try:
             with self.watchdog(deadline):
-                reply, _ = self.box.peer.request({"op": "run", "code": step.source, "cpu": self.limits.cell_timeout},
-                                                 deadline=deadline)
+                reply, _ = self.box.peer.request(
+                    {"op": "run", "code": step.source, "cpu": self.limits.cell_timeout}, deadline=deadline
+                )
         except wire.PeerTimeout:
             self.kill()
             if time.monotonic() < cell_deadline:  # the notebook's budget ran out first
@@ -414,18 +453,26 @@ class Session:
             self.kill()
             if time.monotonic() >= deadline:  # stopped by the watchdog: a kernel that no longer read
                 self.check_budget()
-                self.cell_status[step.index] = ("timeout", f"was stopped after {self.limits.cell_timeout:g} s")
+                self.cell_status[step.index] = (
+                    "timeout",
+                    f"was stopped after {self.limits.cell_timeout:g} s",
+                )
                 return False
-            self.cell_status[step.index] = ("crash", "ended the kernel (a crash, os._exit(), or the memory "
-                                                     "or CPU-time limit)")
+            self.cell_status[step.index] = (
+                "crash",
+                "ended the kernel (a crash, os._exit(), or the memory or CPU-time limit)",
+            )
             return False
         finally:
             self.timing.learner_cells += time.perf_counter() - start
         if reply.get("ok") is True:
             self.cell_status[step.index] = ("ok", "")
         else:
-            self.cell_status[step.index] = ("error", f"{wire.short(reply.get('ename', 'an error'), 80)}: "
-                                                     f"{wire.short(reply.get('evalue', ''), 200)}".rstrip(": "))
+            self.cell_status[step.index] = (
+                "error",
+                f"{wire.short(reply.get('ename', 'an error'), 80)}: "
+                f"{wire.short(reply.get('evalue', ''), 200)}".rstrip(": "),
+            )
         self.done.append(step)
         return True
 
@@ -444,8 +491,12 @@ class Session:
             raise wire.WireError("a call-back to an unknown function")
         decoder = wire.Decoder(blob, callables=self.callables.get)
         packed = decoder.decode(message.get("args"))
-        if not (isinstance(packed, tuple) and len(packed) == 2 and isinstance(packed[0], list)
-                and isinstance(packed[1], dict)):
+        if not (
+            isinstance(packed, tuple)
+            and len(packed) == 2
+            and isinstance(packed[0], list)
+            and isinstance(packed[1], dict)
+        ):
             raise wire.WireError("malformed call-back arguments")
         grad = message.get("grad") is True
         inputs = [t for t in decoder.tensors if t.requires_grad]
@@ -471,13 +522,22 @@ class Session:
             grads = wire.Decoder(blob).decode(message.get("grads"))
             if not isinstance(grads, list):
                 raise ValueError("malformed gradients")
-            pairs = [(o, g) for o, g in zip(outputs, grads)
-                     if isinstance(g, torch.Tensor) and o.requires_grad and g.shape == o.shape]
+            pairs = [
+                (o, g)
+                for o, g in zip(outputs, grads)
+                if isinstance(g, torch.Tensor) and o.requires_grad and g.shape == o.shape
+            ]
             result = [None] * len(inputs)
             if pairs and inputs:
-                result = list(torch.autograd.grad([o for o, _ in pairs], inputs,
-                                                  grad_outputs=[g.to(o.dtype) for o, g in pairs],
-                                                  allow_unused=True, retain_graph=True))
+                result = list(
+                    torch.autograd.grad(
+                        [o for o, _ in pairs],
+                        inputs,
+                        grad_outputs=[g.to(o.dtype) for o, g in pairs],
+                        allow_unused=True,
+                        retain_graph=True,
+                    )
+                )
         except Exception as exc:
             return {"status": "error", "text": wire.short(str(exc), 600)}, b""
         encoder = wire.Encoder()
@@ -503,8 +563,15 @@ class Session:
         grad = torch.is_grad_enabled()
         inputs = [t for t in encoder.tensors if t.requires_grad] if grad else []
         limit = fn.task.timeout_s + self.call_timeout  # the engine's own time limit comes first
-        message = {"op": "call", "name": fn.__name__, "args": args_node, "kwargs": kwargs_node, "grad": grad,
-                   "forbid": fn.forbid, "cpu": limit + 5}
+        message = {
+            "op": "call",
+            "name": fn.__name__,
+            "args": args_node,
+            "kwargs": kwargs_node,
+            "grad": grad,
+            "forbid": fn.forbid,
+            "cpu": limit + 5,
+        }
         deadline = time.monotonic() + limit
         try:
             with self.watchdog(deadline):
@@ -523,15 +590,22 @@ class Session:
         status = reply.get("status")
         if status == "forbidden":
             names = reply.get("names")
-            raise engine.ForbiddenUse([wire.short(n, 200) for n in names if isinstance(n, str)]
-                                      if isinstance(names, list) else ["?"])
+            raise engine.ForbiddenUse(
+                [wire.short(n, 200) for n in names if isinstance(n, str)]
+                if isinstance(names, list)
+                else ["?"]
+            )
         if status == "error":
-            raise engine.LearnerError(wire.short(reply.get("type", "Exception"), 80),
-                                      wire.short(reply.get("text", ""), 600), wire.short(reply.get("where", ""), 400),
-                                      wire.short(reply.get("function", ""), 80))
+            raise engine.LearnerError(
+                wire.short(reply.get("type", "Exception"), 80),
+                wire.short(reply.get("text", ""), 600),
+                wire.short(reply.get("where", ""), 400),
+                wire.short(reply.get("function", ""), 80),
+            )
         if status == "unsendable":
-            raise engine.LearnerError("ValueError", "your function returned a value too large to check", "",
-                                      fn.__name__)
+            raise engine.LearnerError(
+                "ValueError", "your function returned a value too large to check", "", fn.__name__
+            )
         if status != "ok":
             self.kill()
             raise engine.LearnerError(*_CRASH, "", fn.__name__)
@@ -542,8 +616,13 @@ class Session:
             after = decoder.decode(reply.get("after"))
         except WIRE_FAULTS:  # the kernel may be hostile now: it goes, and the answer is not read
             self.kill()
-            raise engine.LearnerError("ValueError", "your function returned a value the grader cannot read (too "
-                                      "many items, nested too deeply, or malformed)", "", fn.__name__) from None
+            raise engine.LearnerError(
+                "ValueError",
+                "your function returned a value the grader cannot read (too "
+                "many items, nested too deeply, or malformed)",
+                "",
+                fn.__name__,
+            ) from None
         if isinstance(after, tuple) and len(after) == 2:
             for mine, changed in zip(args, after[0]):
                 _sync(mine, changed)
@@ -561,8 +640,9 @@ class Session:
             deadline = time.monotonic() + fn.task.timeout_s + self.call_timeout
             try:
                 with self.watchdog(deadline):
-                    answer, data = box.peer.request({"op": "backward", "h": handle, "grads": node}, encoder.blob(),
-                                                    deadline)
+                    answer, data = box.peer.request(
+                        {"op": "backward", "h": handle, "grads": node}, encoder.blob(), deadline
+                    )
             except WIRE_FAULTS:
                 self.kill()
                 raise RuntimeError("the backward pass through your function did not finish") from None
@@ -614,8 +694,9 @@ class _Dependencies(Mapping):
 
 
 def _entry(task, status: str, message: str, diagnosis: str) -> dict:
-    return Result(task.id, i18n.translate(task.title), status, i18n.translate(message), 0, task.points,
-                  diagnosis).as_dict()
+    return Result(
+        task.id, i18n.translate(task.title), status, i18n.translate(message), 0, task.points, diagnosis
+    ).as_dict()
 
 
 def _not_defined(session: Session, steps: list[Step], step: Step, name: str) -> tuple[str, str]:
@@ -624,15 +705,21 @@ def _not_defined(session: Session, steps: list[Step], step: Step, name: str) -> 
         if definer.search(earlier.source):
             state, detail = session.cell_status.get(earlier.index, ("not run", ""))
             if state == "timeout":
-                return (f"`{name}` is not defined: the cell that defines it {detail} (a loop that never "
-                        "ends?), so it never finished", "cell_timeout")
+                return (
+                    f"`{name}` is not defined: the cell that defines it {detail} (a loop that never "
+                    "ends?), so it never finished",
+                    "cell_timeout",
+                )
             if state == "crash":
                 return f"`{name}` is not defined: the cell that defines it {detail}", "cell_crash"
             if state == "error":
                 return f"`{name}` is not defined: the cell that defines it raised {detail}", "cell_error"
             break
-    return (f"`{name}` is not defined when its graded cell runs: define it in a cell above the graded cell "
-            "(keep the name the task gives)", "not_defined")
+    return (
+        f"`{name}` is not defined when its graded cell runs: define it in a cell above the graded cell "
+        "(keep the name the task gives)",
+        "not_defined",
+    )
 
 
 def notebook_language(nb) -> str | None:
@@ -645,9 +732,17 @@ def notebook_language(nb) -> str | None:
     return i18n._normalise(lang)
 
 
-def grade(path: Path, *, release_dir: str | None = None, set_id: str | None = None, only=None,
-          limits: Limits | None = None, pool: Pool | None = None, prefetch: bool = False,
-          language: str | None = None) -> dict:
+def grade(
+    path: Path,
+    *,
+    release_dir: str | None = None,
+    set_id: str | None = None,
+    only=None,
+    limits: Limits | None = None,
+    pool: Pool | None = None,
+    prefetch: bool = False,
+    language: str | None = None,
+) -> dict:
     """Grade one submission; the report as a dict (see :mod:`attnbook.grading.cli`).
 
     The messages are in ``language`` when given, else in the notebook's (``metadata.attnbook.language``),
@@ -657,31 +752,56 @@ def grade(path: Path, *, release_dir: str | None = None, set_id: str | None = No
     nb = read_submission(path)
     with i18n.using(language or notebook_language(nb)):
         lang = i18n.get_language()
-        report = _grade(nb, path, start, release_dir=release_dir, set_id=set_id, only=only, limits=limits,
-                        pool=pool, prefetch=prefetch)
+        report = _grade(
+            nb,
+            path,
+            start,
+            release_dir=release_dir,
+            set_id=set_id,
+            only=only,
+            limits=limits,
+            pool=pool,
+            prefetch=prefetch,
+        )
     if lang != "en":
         report["language"] = lang
     return report
 
 
-def _grade(nb, path: Path, start: float, *, release_dir: str | None, set_id: str | None, only,
-           limits: Limits | None, pool: Pool | None, prefetch: bool) -> dict:
+def _grade(
+    nb,
+    path: Path,
+    start: float,
+    *,
+    release_dir: str | None,
+    set_id: str | None,
+    only,
+    limits: Limits | None,
+    pool: Pool | None,
+    prefetch: bool,
+) -> dict:
     limits = limits or Limits()
     release = identify(nb, path, releases(release_dir), set_id)
     for g in release.graded:
         try:
             get_task(g.task_id)
         except KeyError:
-            raise NotGradable(f"the released set {release.set_id} ({release.path.name}) has a graded cell for "
-                              f"{g.task_id}, which the grader does not know: regenerate the exercises") from None
+            raise NotGradable(
+                f"the released set {release.set_id} ({release.path.name}) has a graded cell for "
+                f"{g.task_id}, which the grader does not know: regenerate the exercises"
+            ) from None
     selected = [g for g in release.graded if only is None or g.task_id in only]
     if only is not None and not selected:
-        raise NotGradable(f"set {release.set_id} has no task {', '.join(sorted(only))}; its tasks: "
-                          f"{', '.join(g.task_id for g in release.graded)}")
+        raise NotGradable(
+            f"set {release.set_id} has no task {', '.join(sorted(only))}; its tasks: "
+            f"{', '.join(g.task_id for g in release.graded)}"
+        )
     steps, missing = plan(nb, release)
     wanted = {g.task_id for g in selected}
-    last = max((i for i, s in enumerate(steps) if s.kind == "task" and s.graded.task_id in wanted), default=-1)
-    steps_run = steps[:last + 1]
+    last = max(
+        (i for i, s in enumerate(steps) if s.kind == "task" and s.graded.task_id in wanted), default=-1
+    )
+    steps_run = steps[: last + 1]
     session = Session(steps_run, limits, pool, prefetch)
     results: dict[str, dict] = {}
     try:
@@ -699,7 +819,9 @@ def _grade(nb, path: Path, start: float, *, release_dir: str | None, set_id: str
             session.ensure_kernel()
             info = session.resolve(graded.function)
             if info.get("dead"):
-                results[task.id] = _entry(task, FAILED, "looking up your function ended the kernel", "cell_crash")
+                results[task.id] = _entry(
+                    task, FAILED, "looking up your function ended the kernel", "cell_crash"
+                )
                 continue
             if not info.get("exists"):
                 message, diagnosis = _not_defined(session, steps_run, step, graded.function)
@@ -737,9 +859,15 @@ def _grade(nb, path: Path, start: float, *, release_dir: str | None, set_id: str
     for g in selected:
         task = get_task(g.task_id)
         if g in missing:
-            tasks.append(_entry(task, FAILED, "the graded cell of this task is missing from the notebook (deleted?): "
-                                f"copy it back from the released exercise, `check(\"{g.task_id}\", {g.function})`",
-                                "graded_cell_missing"))
+            tasks.append(
+                _entry(
+                    task,
+                    FAILED,
+                    "the graded cell of this task is missing from the notebook (deleted?): "
+                    f'copy it back from the released exercise, `check("{g.task_id}", {g.function})`',
+                    "graded_cell_missing",
+                )
+            )
         elif g.task_id in results:
             entry = results[g.task_id]
             entry["points"] = task.points if entry.get("status") == PASSED else 0  # points from the registry
@@ -754,12 +882,23 @@ def _grade(nb, path: Path, start: float, *, release_dir: str | None, set_id: str
         "tasks": tasks,
         "points": sum(t["points"] for t in tasks),
         "max_points": sum(get_task(g.task_id).points for g in selected),
-        "stopped_cells": [{"cell": index, "status": state, "detail": detail}
-                          for index, (state, detail) in sorted(session.cell_status.items())
-                          if state in ("timeout", "crash")],
+        "stopped_cells": [
+            {"cell": index, "status": state, "detail": detail}
+            for index, (state, detail) in sorted(session.cell_status.items())
+            if state in ("timeout", "crash")
+        ],
         "isolation": backend(),
         "timing": session.timing.as_dict(),
     }
 
 
-__all__ = ["NOT_ATTEMPTED", "NOT_RUN", "NotGradable", "RemoteFunction", "Session", "grade", "plan", "releases"]
+__all__ = [
+    "NOT_ATTEMPTED",
+    "NOT_RUN",
+    "NotGradable",
+    "RemoteFunction",
+    "Session",
+    "grade",
+    "plan",
+    "releases",
+]
