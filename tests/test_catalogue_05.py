@@ -481,7 +481,12 @@ WRONG = {
         ("NaN for an empty row", masked_nan_rows, "nan_fully_masked", "NaN"),
         ("fill with -1e9", masked_minus_1e9, "large_negative_fill", "uniform"),
         ("exp(x - max) * mask", masked_exp_times_mask, "max_includes_masked", "includes the masked scores"),
-        ("exp(x - max) * mask, guarded", masked_exp_times_mask_guarded, "max_includes_masked", "Mask first"),
+        (
+            "exp(x - max) * mask, guarded",
+            masked_exp_times_mask_guarded,
+            "normalised_before_mask",
+            "Mask first",
+        ),
         ("exp(x) * mask", masked_naive, "overflow", "overflows"),
         ("masked_fill_ in place", masked_in_place, "mutates_input", "`scores`"),
         ("float32 result", masked_float_mask, "wrong_dtype", "float32"),
@@ -694,4 +699,46 @@ WRONG["05.softmax_with_temperature"] += [
         "negative_weights",
         "negative",
     ),
+]
+
+
+# Hold-out classes the red team found unnamed or misnamed (issue 14): written here as a learner would.
+def log_shift_by_largest_magnitude(scores, dim):
+    m = scores.abs().max(dim=dim, keepdim=True).values  # "the biggest number, whatever its sign"
+    return scores - m - (scores - m).exp().sum(dim=dim, keepdim=True).log()
+
+
+def masked_softmax_then_renormalise(scores, mask):
+    w = F.softmax(scores, dim=-1).masked_fill(~mask, 0.0)
+    total = w.sum(-1, keepdim=True)
+    return torch.where(total > 0, w / total, torch.zeros_like(w))
+
+
+def temp_clamped_for_stability(scores, tau):
+    return torch.softmax(scores / max(tau, 0.1), dim=-1)
+
+
+def temp_one_plus_tau(scores, tau):
+    return torch.softmax(scores / (1.0 + tau), dim=-1)
+
+
+WRONG["05.log_weights"] += [
+    (
+        "shift by the largest |score|",
+        log_shift_by_largest_magnitude,
+        "shift_not_max",
+        "not the largest score",
+    ),
+]
+WRONG["05.masked_softmax"] += [
+    (
+        "softmax, then mask and renormalise",
+        masked_softmax_then_renormalise,
+        "normalised_before_mask",
+        "the mask came only afterwards",
+    ),
+]
+WRONG["05.softmax_with_temperature"] += [
+    ("tau clamped at 0.1", temp_clamped_for_stability, "other_temperature", "another temperature"),
+    ("divides by 1 + tau", temp_one_plus_tau, "other_temperature", "another temperature"),
 ]

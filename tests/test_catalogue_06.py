@@ -772,3 +772,52 @@ WRONG["06.decoder_attention"] += [
         "weighted sum",
     ),
 ]
+
+
+# Hold-out classes the red team found unnamed or misnamed (issue 14): written here as a learner would.
+def step_first_sentence_length(s_t, H, lengths):
+    n = int(lengths[0])  # "the length of the batch"
+    keep = torch.arange(H.shape[1]).expand(H.shape[0], -1) < n
+    e = torch.bmm(H, s_t.unsqueeze(-1)).squeeze(-1).masked_fill(~keep, float("-inf"))
+    alpha = torch.nan_to_num(torch.softmax(e, -1))
+    return torch.bmm(alpha.unsqueeze(1), H).squeeze(1), alpha
+
+
+def step_shortest_length(s_t, H, lengths):
+    keep = torch.arange(H.shape[1])[None, :] < lengths.min()
+    e = torch.einsum("bd,bnd->bn", s_t, H).masked_fill(~keep, float("-inf"))
+    alpha = torch.nan_to_num(torch.softmax(e, -1))
+    return torch.einsum("bn,bnd->bd", alpha, H), alpha
+
+
+def out_softmax_twice(a_t, s_t, W_c, b_c, W_y, b_y):
+    probs = torch.softmax(torch.tanh(torch.cat([a_t, s_t], -1) @ W_c.T + b_c) @ W_y.T + b_y, -1)
+    return F.softmax(probs, dim=-1)  # "make sure it is a distribution"
+
+
+WRONG["06.attention_step"] += [
+    (
+        "lengths[0] for every sentence",
+        step_first_sentence_length,
+        "one_length_for_all",
+        "one and the same length",
+    ),
+    ("the shortest length for all", step_shortest_length, "one_length_for_all", "lengths[b]"),
+]
+WRONG["06.luong_output"] += [
+    ("softmax twice", out_softmax_twice, "softmax_twice", "softmax twice"),
+]
+WRONG["06.hand_attention_value"] += [
+    (
+        "weights in reverse order",
+        lambda: weighted_sum(list(reversed(ALPHA))),
+        "wrong_pairing",
+        "reverse order",
+    ),
+    (
+        "weights shifted by one state",
+        lambda: weighted_sum(ALPHA[1:] + ALPHA[:1]),
+        "wrong_pairing",
+        "wrong states",
+    ),
+]

@@ -422,3 +422,30 @@ WRONG["08.sdpa"] += [
         "not 0",
     ),
 ]
+
+
+# Hold-out classes the red team found unnamed (issue 14): written here as a learner would.
+def pad_without_last_token(lengths, T_k):
+    positions = torch.arange(T_k).unsqueeze(0)
+    return (positions < (lengths.unsqueeze(1) - 1)).unsqueeze(1)  # "the last index is length - 1"
+
+
+def pad_two_short(lengths, T_k):
+    positions = torch.arange(T_k).unsqueeze(0)
+    return (positions < (lengths.unsqueeze(1) - 2).clamp(min=0)).unsqueeze(1)
+
+
+WRONG["08.padding_mask"] += [
+    ("< lengths - 1", pad_without_last_token, "off_by_one", "drops the last real token"),
+    ("two short", pad_two_short, "wrong_lengths", "keeps the first"),
+]
+
+
+def pad_longest_for_all(lengths, T_k):
+    longest = int(lengths.max())  # "pad everything to the longest sentence"
+    return (torch.arange(T_k) < longest).expand(len(lengths), T_k).unsqueeze(1)
+
+
+WRONG["08.padding_mask"] += [
+    ("the longest length for all", pad_longest_for_all, "wrong_lengths", "one length for the whole batch"),
+]

@@ -14,6 +14,7 @@ float32 is named.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import torch
@@ -414,17 +415,20 @@ def _step_cases():
     H_wx, s_wx = wx.encoder_states(), wx.decoder_states()
     H_big = randn(g, 2, 4, 3)
     H_big[0, 2:] = 500.0  # padded encoder states with huge entries: huge masked scores
+    first = Case(
+        "B=3, N=5, d=4, lengths 5, 2, 4",
+        (randn(g, 3, 4), randn(g, 3, 5, 4), torch.tensor([5, 2, 4])),
+        dims={"B": 3, "N": 5, "d": 4},
+    )
+    # first a batch whose first sentence is the shorter one: one length for all (the first one's) and no
+    # mask at all then give different weights, so the first failing case tells the two apart
     return [
-        Case(
-            "B=3, N=5, d=4, lengths 5, 2, 4",
-            (randn(g, 3, 4), randn(g, 3, 5, 4), torch.tensor([5, 2, 4])),
-            dims={"B": 3, "N": 5, "d": 4},
-        ),
         Case(
             "B=2, N=3, d=6, lengths 1, 3",
             (randn(g, 2, 6), randn(g, 2, 3, 6), torch.tensor([1, 3])),
             dims={"B": 2, "N": 3, "d": 6},
         ),
+        first,
         Case(
             "B=4, N=6, d=2, large scores",
             (randn(g, 4, 2, scale=30.0), randn(g, 4, 6, 2, scale=30.0), torch.tensor([6, 3, 5, 2])),
@@ -513,6 +517,27 @@ def _dec_off_by(shift):
     return fn
 
 
+ONE_LENGTH_FOR_ALL = (
+    "you masked every sentence of the batch with one and the same length (the first sentence's, the "
+    "longest or the shortest): each sentence b has its own number of real source words, lengths[b], "
+    "so a shorter sentence kept padding or a longer one lost real words"
+)
+
+
+def _step_one_length(pick):
+    """The padding mask built from a single length (``pick(lengths)``) for every sentence."""
+
+    def fn(s_t, H, lengths):
+        if lengths.numel() == 0:
+            return _step_ref(s_t, H, lengths)
+        one = pick(lengths).expand_as(lengths)
+        scores = (H @ s_t.unsqueeze(-1)).squeeze(-1)
+        alpha_t = softmax(scores, mask=_length_mask_shifted(one, H.shape[1], 0))
+        return (alpha_t.unsqueeze(-1) * H).sum(dim=1), alpha_t
+
+    return fn
+
+
 STEP_MISCONCEPTIONS = [
     # first: where a padded score is huge it gives zeros, like a mask applied after the softmax
     Misconception(
@@ -596,6 +621,10 @@ STEP_MISCONCEPTIONS = [
     ),
     Misconception("off_by_one", OFF_BY_ONE_MORE, _step_off_by(1)),
     Misconception("off_by_one", OFF_BY_ONE_LESS, _step_off_by(-1)),
+    Misconception("one_length_for_all", ONE_LENGTH_FOR_ALL, _step_one_length(lambda lengths: lengths[0])),
+    Misconception("one_length_for_all", ONE_LENGTH_FOR_ALL, _step_one_length(lambda lengths: lengths.max())),
+    Misconception("one_length_for_all", ONE_LENGTH_FOR_ALL, _step_one_length(lambda lengths: lengths.min())),
+    Misconception("one_length_for_all", ONE_LENGTH_FOR_ALL, _step_one_length(lambda lengths: lengths[-1])),
 ]
 
 register(
@@ -944,6 +973,12 @@ register(
                 _output_with(final=_naive_softmax),
             ),
             Misconception(
+                "softmax_twice",
+                "you applied the softmax twice: ŷ_t is already a distribution over the vocabulary after one "
+                "softmax of the logits, and a second one flattens it towards the uniform distribution",
+                _output_with(final=lambda x: softmax(softmax(x))),
+            ),
+            Misconception(
                 "bias_after_tanh",
                 "you added b_c after the tanh; it belongs inside: s̃_t = tanh(W_c u_t + b_c)",
                 lambda a_t, s_t, W_c, b_c, W_y, b_y: softmax(
@@ -984,6 +1019,37 @@ def _hand_w():
 
 def _as_list(x):
     return [float(v) for v in x]
+
+
+def _hand_pairing(case, outputs):
+    """The given weights, each paired with another state than its own (reversed or another order)."""
+    got = outputs[0]
+    if not isinstance(got, (list, tuple)) or len(got) != wx.encoder_states().shape[1]:
+        return None
+    try:
+        g = torch.tensor([float(v) for v in got], dtype=DTYPE)
+    except (TypeError, ValueError):
+        return None
+    H, w = wx.encoder_states(), _hand_w()
+    if torch.allclose(g, w.flip(0) @ H, atol=1e-3, rtol=0.0):
+        return (
+            "you paired the weights with the states in reverse order: α_1 goes with h_1, α_2 with h_2, and "
+            "so on, each weight with the state of its own position"
+        )
+    right = w @ H
+    for perm in itertools.permutations(range(len(HAND_WEIGHTS))):
+        other = w[list(perm)] @ H
+        if not torch.allclose(other, right, atol=1e-3, rtol=0.0) and torch.allclose(
+            g, other, atol=1e-3, rtol=0.0
+        ):
+            return (
+                "you paired the weights with the wrong states: α_i goes with h_i, each weight with the "
+                "state of its own position"
+            )
+    return None
+
+
+_hand_pairing.key = "wrong_pairing"
 
 
 register(
@@ -1034,6 +1100,7 @@ register(
                 lambda: _as_list(softmax(wx.encoder_states() @ wx.decoder_states()[2]) @ wx.encoder_states()),
             ),
         ],
+        properties=[_hand_pairing],
         atol=1e-3,
         rtol=0.0,
         check_grad=False,

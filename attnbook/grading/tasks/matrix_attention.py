@@ -508,6 +508,42 @@ def _padding_ref(lengths, T_k):
     return torch.arange(T_k)[None, :].lt(lengths[:, None]).unsqueeze(1)  # (B, 1, T_k)
 
 
+PADDING_ONE_SHORT = (
+    "your mask drops the last real token of every sentence: a sentence of length L has L real positions, "
+    "0..L-1, and position L-1 is still a real word, not padding"
+)
+
+
+def _padding_prefix_lengths(case, outputs):
+    """A mask of the right shape that keeps a prefix of each row, but not of the sentence's length."""
+    got, (lengths, T_k) = outputs[0], case.args
+    if (
+        not isinstance(got, torch.Tensor)
+        or got.dtype != torch.bool
+        or tuple(got.shape) != (len(lengths), 1, T_k)
+    ):
+        return None
+    rows = got[:, 0, :]
+    kept = rows.sum(-1)
+    prefix = torch.arange(T_k)[None, :] < kept[:, None]
+    if not torch.equal(rows, prefix) or torch.equal(kept, lengths.clamp(0, T_k)):
+        return None
+    if len(set(kept.tolist())) == 1 and len(set(lengths.tolist())) > 1:
+        return (
+            f"every row of your mask keeps the same number of positions, {int(kept[0])}: you used one "
+            "length for the whole batch, but each sentence b has its own length lengths[b]"
+        )
+    wrong = [(int(k), int(n)) for k, n in zip(kept, lengths) if int(k) != min(int(n), T_k)]
+    k, n = wrong[0]
+    return (
+        f"your mask keeps the first {k} positions of a sentence whose length is {n}: each row must keep "
+        "exactly its sentence's real positions, as many as its length, and no padding"
+    )
+
+
+_padding_prefix_lengths.key = "wrong_lengths"
+
+
 register(
     Task(
         id="08.padding_mask",
@@ -538,12 +574,18 @@ register(
                 lambda lengths, T_k: torch.arange(T_k)[None, :].le(lengths[:, None]).unsqueeze(1),
             ),
             Misconception(
+                "off_by_one",
+                PADDING_ONE_SHORT,
+                lambda lengths, T_k: torch.arange(T_k)[None, :].lt(lengths[:, None] - 1).unsqueeze(1),
+            ),
+            Misconception(
                 "query_axis",
                 "your mask has shape (B, T_k, 1), so it would hide queries: padding hides keys, shape (B, 1, T_k), "
                 "so that it broadcasts over the query axis",
                 lambda lengths, T_k: torch.arange(T_k)[None, :].lt(lengths[:, None]).unsqueeze(2),
             ),
         ],
+        properties=[_padding_prefix_lengths],
         check_grad=False,
         hint="Compare torch.arange(T_k) with each length (broadcasting) and add the query axis: shape (B, 1, T_k).",
         forbidden=(BOOK_ATTENTION_FIRST,),

@@ -9,6 +9,7 @@ including rows whose keys are all masked (their weights must be zeros, not NaN).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -209,6 +210,19 @@ def _global_max_log(scores, dim):
     return scores - m - torch.log(torch.exp(scores - m).sum(dim=dim, keepdim=True))
 
 
+def _shifted_log(scores, m, dim):
+    """log-softmax with the shift m (right only when m is the slice's largest score)."""
+    return scores - m - torch.log(torch.exp(scores - m).sum(dim=dim, keepdim=True))
+
+
+SHIFT_NOT_MAX = (
+    "the number you subtracted before exp is not the largest score of each slice (the largest "
+    "magnitude, or the smallest score, is another number): on a slice of scores near -1000 or "
+    "+1000 the shifted exps then underflow to 0 or overflow to inf, and the log breaks. Only the "
+    "slice's largest score makes the biggest exp exactly 1"
+)
+
+
 def _log_not_normalised(case, outputs):
     got, (scores, dim) = outputs[0], case.args
     if not isinstance(got, torch.Tensor) or got.shape != scores.shape or not torch.isfinite(got).all():
@@ -311,6 +325,16 @@ register(
                 "you subtracted the maximum of the whole tensor, not of each slice along `dim`: a slice far "
                 "below the global maximum underflows to log(0) = -inf",
                 _global_max_log,
+            ),
+            Misconception(
+                "shift_not_max",
+                SHIFT_NOT_MAX,
+                lambda scores, dim: _shifted_log(scores, scores.abs().amax(dim=dim, keepdim=True), dim),
+            ),
+            Misconception(
+                "shift_not_max",
+                SHIFT_NOT_MAX,
+                lambda scores, dim: _shifted_log(scores, scores.amin(dim=dim, keepdim=True), dim),
             ),
             Misconception(
                 "log_sigmoid",
@@ -493,6 +517,14 @@ MAX_INCLUDES_MASKED = Misconception(
     "then take the maximum",
     _max_includes_masked,
 )
+#: a softmax over all keys, then the mask and a renormalisation, gives exactly what a maximum taken over
+#: the masked scores gives (the guarded form): both normalise before the mask, so one message names both
+NORMALISED_BEFORE_MASK = (
+    "your weights were normalised over all the keys, the masked ones included, and the mask came only "
+    "afterwards (a softmax followed by the mask and a renormalisation, or a maximum taken over the masked "
+    "scores too): when a masked key holds a huge score it takes all the weight first, every kept key's "
+    "exp underflows to 0 and nothing is left to renormalise. Mask first, before any maximum or softmax"
+)
 MASKED_OVERFLOW = Misconception(
     "overflow",
     "your softmax overflows on scores of ±1000 (exp(1000) = inf, inf/inf = NaN): subtract each row's "
@@ -527,7 +559,7 @@ register(
         cases=_masked_softmax_cases,
         misconceptions=[
             # first: where the padded scores are huge it gives all zeros, like a mask applied after the softmax
-            Misconception(MAX_INCLUDES_MASKED.key, MAX_INCLUDES_MASKED.message, _max_includes_masked_guarded),
+            Misconception("normalised_before_mask", NORMALISED_BEFORE_MASK, _max_includes_masked_guarded),
             MASK_AFTER,
             FILL_ZERO,
             POLARITY,
@@ -814,6 +846,42 @@ def _uniform_at_large_tau(case, outputs):
 
 _uniform_at_large_tau.key = "uniform_at_large_tau"
 
+
+def _other_temperature(case, outputs):
+    """Weights that are exactly a softmax of the scores at one other temperature t != tau (tau clamped,
+    log(1 + tau), tau + 1, ...): recover t from the log-weights and check the whole case with it."""
+    got, (scores, tau) = outputs[0], case.args
+    if not isinstance(got, torch.Tensor) or got.shape != scores.shape or not torch.isfinite(got).all():
+        return None
+    g, e = got.detach().double().reshape(-1, scores.shape[-1]), scores.double().reshape(-1, scores.shape[-1])
+    slopes = []
+    for w_row, e_row in zip(g, e):
+        keep = w_row > 1e-250
+        if int(keep.sum()) < 2:
+            continue
+        x, y = e_row[keep], w_row[keep].log()
+        x0 = x - x.mean()
+        if float((x0 * x0).sum()) < 1e-24:
+            continue
+        slopes.append(float((x0 * (y - y.mean())).sum() / (x0 * x0).sum()))
+    if not slopes:
+        return None
+    inv_t = sorted(slopes)[len(slopes) // 2]
+    if inv_t <= 0 or not math.isfinite(inv_t):
+        return None
+    t = 1.0 / inv_t
+    if abs(t - tau) <= 1e-6 * max(1.0, tau):
+        return None
+    if not torch.allclose(g, _stable(e * inv_t), atol=1e-7, rtol=1e-6):
+        return None
+    return (
+        f"your weights are a softmax at another temperature: about t = {t:.4g} where this case asks for "
+        f"tau = {tau:g}. The temperature is tau itself, for every tau > 0, with nothing changed or clamped"
+    )
+
+
+_other_temperature.key = "other_temperature"
+
 register(
     Task(
         id="05.softmax_with_temperature",
@@ -877,7 +945,13 @@ register(
                 lambda scores, tau: _naive(scores / tau),
             ),
         ],
-        properties=[_negative, _not_normalised, _hard_at_small_tau, _uniform_at_large_tau],
+        properties=[
+            _negative,
+            _not_normalised,
+            _hard_at_small_tau,
+            _uniform_at_large_tau,
+            _other_temperature,
+        ],
         hint="softmax(e / tau) over the last axis: tau > 1 flattens the weights, tau < 1 sharpens them.",
         forbidden=BOOK_SOFTMAX,
         shortcut_example=_book.softmax,
