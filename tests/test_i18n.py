@@ -189,3 +189,10 @@ def test_the_books_terms_are_used_not_synonyms():
             if never in _words(m.string)
         )
     assert not wrong, "\n".join(wrong[:20])
+
+
+def test_the_korean_sources_are_what_the_catalogues_make():
+    """ko/ is generated (committed, so that the Korean notebooks launch from the repository): it must be
+    exactly what `tools/i18n.py build` makes from the English pages and the catalogues."""
+    stale = [p for p, data in i18n.korean_files().items() if not p.exists() or p.read_bytes() != data]
+    assert not stale, f"run `python tools/i18n.py build`: {[str(p.relative_to(ROOT)) for p in stale[:5]]}"
