@@ -128,6 +128,9 @@ def _bwrap_command(limits: Limits) -> list[str]:
     ):
         if os.path.exists(f"/etc/{item}"):
             cmd += ["--ro-bind", f"/etc/{item}", f"/etc/{item}"]
+    # The private /tmp comes before the interpreter, the virtual environment and the package are bound:
+    # they may themselves live under /tmp (a checkout in /tmp), and a tmpfs mounted after them would hide them.
+    cmd += ["--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp"]
     for path in _python_paths():
         cmd += ["--ro-bind", path, path]
     cmd += ["--ro-bind", str(PACKAGE_DIR), str(PACKAGE_DIR)]
@@ -145,10 +148,6 @@ def _bwrap_command(limits: Limits) -> list[str]:
         "/dev",
         "--proc",
         "/proc",
-        "--size",
-        str(limits.tmp_mb * 2**20),
-        "--tmpfs",
-        "/tmp",
         "--size",
         str(limits.work_mb * 2**20),
         "--tmpfs",
