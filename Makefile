@@ -32,9 +32,10 @@ book-ko: venv
 	$(BIN)/jupyter-book build ko --path-output _build/ko --warningiserror --keep-going
 	mkdir -p _build/html && cp -r _build/ko/_build/html _build/html/ko
 
-# Everything CI checks: package and policy tests, graders and their catalogue of wrong answers,
-# every chapter and solution re-executed under nbval (stored outputs must match), then the book
-# build and the checks of the built HTML.
+# Everything CI checks: lint; package and policy tests, graders and their catalogues of wrong answers
+# (English and Korean), trusted grading's attack suite, nbgrader, the Korean catalogues; every chapter and
+# solution re-executed under nbval (stored outputs must match); then both books built and the checks of
+# the built HTML in a browser.
 test: venv lint
 	$(BIN)/python -m pytest tests -n 2 --dist loadscope -m "not html"
 	$(BIN)/python -m pytest $(NBVAL) chapters solutions -n 2 --dist loadscope
