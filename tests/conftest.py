@@ -13,6 +13,21 @@ CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
 sys.path.insert(0, str(ROOT / "tools"))
+HTML = ROOT / "_build" / "html"
+SPHINX_PAGES = ("genindex.html", "search.html", "index.html")
+
+
+def book_pages() -> list[Path]:
+    """The built pages of both books (the Korean edition is built into _build/html/ko), without Sphinx's
+    own pages and static files; empty before `make book`."""
+    if not HTML.exists():
+        return []
+    return sorted(
+        p
+        for p in HTML.rglob("*.html")
+        if not any(part.startswith("_") for part in p.relative_to(HTML).parts)
+        and p.relative_to(HTML).as_posix().removeprefix("ko/") not in SPHINX_PAGES
+    )
 
 
 def read(path: Path) -> nbformat.NotebookNode:

@@ -18,23 +18,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import ROOT
+from conftest import HTML, ROOT, book_pages
 
 pytestmark = pytest.mark.html
-HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-PAGES = (
-    sorted(
-        p.relative_to(HTML).as_posix()
-        for p in HTML.rglob("*.html")
-        if not any(part.startswith("_") for part in p.relative_to(HTML).parts)
-        and p.relative_to(HTML).as_posix().removeprefix("ko/")
-        not in ("genindex.html", "search.html", "index.html")
-    )
-    if HTML.exists()
-    else []
-)
+PAGES = [p.relative_to(HTML).as_posix() for p in book_pages()]
 #: the English book's pages (the Korean edition, under ko/, is walked by tests/test_korean_book.py)
 ENGLISH = [p for p in PAGES if not p.startswith("ko/")]
 FLAGS = [

@@ -16,19 +16,11 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from conftest import ROOT
+from conftest import HTML, ROOT, book_pages
 
 pytestmark = pytest.mark.html
-HTML = ROOT / "_build" / "html"
 PAGES = sorted(HTML.rglob("*.html")) if HTML.exists() else []
-#: the pages of both books (the Korean edition is built into _build/html/ko), without Sphinx's own
-BOOK_PAGES = [
-    p
-    for p in PAGES
-    if not any(part.startswith("_") for part in p.relative_to(HTML).parts)
-    and p.relative_to(HTML).as_posix().removeprefix("ko/")
-    not in ("genindex.html", "search.html", "index.html")
-]
+BOOK_PAGES = book_pages()
 EXTERNAL = re.compile(r"^(https?:)?//", re.IGNORECASE)
 CSS_URL = re.compile(r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)")
 

@@ -16,11 +16,10 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from conftest import ROOT
+from conftest import HTML, ROOT
 from test_browser import Visit, browser, server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.html
-HTML = ROOT / "_build" / "html"
 KO = HTML / "ko"
 
 
