@@ -16,6 +16,6 @@ Modules:
 
 __version__ = "0.1.0"
 
-from .i18n import get_language, set_language  # noqa: E402  (the language of the grader's messages)
+from .i18n import get_language, set_language  # noqa: E402  (the language of the grader's messages and figures)
 
 __all__ = ["__version__", "get_language", "set_language"]

@@ -1,6 +1,9 @@
 """Figures in one style: colour-blind-safe colours, labelled axes, readable fonts.
 
 Every figure in the book is drawn by code in its notebook with these helpers, so the look is consistent.
+In another language (``attnbook.set_language("ko")`` or ``ATTNBOOK_LANG=ko``) the figures' labels are
+translated when a figure is rendered, through ``attnbook/locales/<lang>/figures.po``
+(:func:`attnbook.i18n.translated_figure`); the code that draws them stays English.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections.abc import Sequence
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+
+from . import i18n
 
 #: Okabe–Ito palette (safe for the common forms of colour blindness), in the order the book uses it.
 PALETTE = [
@@ -48,6 +53,8 @@ def use_book_style() -> None:
             "image.cmap": HEATMAP_CMAP,
         }
     )
+    if i18n.get_language() != "en":
+        i18n.install_figure_hook()
     # Inline figures as PNG only: SVG output embeds a date and would make stored outputs unstable.
     ipython = _ipython()
     if ipython is not None:
@@ -57,6 +64,10 @@ def use_book_style() -> None:
             set_matplotlib_formats("png")
         except Exception:  # pragma: no cover - outside an IPython kernel
             pass
+
+
+if i18n.get_language() != "en":  # ATTNBOOK_LANG=ko: figures in Korean (set_language installs it too)
+    i18n.install_figure_hook()
 
 
 def _ipython():
