@@ -1,11 +1,15 @@
 """The Korean edition: translation catalogues keyed by English units, and the Korean book made from them.
 
     python tools/i18n.py update     # add new English units to locales/ko/*.po; changed ones become fuzzy
-    python tools/i18n.py status     # per page: translated, fuzzy (stale), missing; exit 1 if any is not done
+    python tools/i18n.py status     # per page: translated, fuzzy (stale), missing; figure labels; Korean
+                                    # figures; exit 1 if anything is not done
     python tools/i18n.py build      # write the Korean book's sources into ko/ (English code and outputs)
-    python tools/i18n.py build --check   # exit 1 if ko/ differs from what the catalogues make
+    python tools/i18n.py build --check   # exit 1 if ko/ differs from what the catalogues make, or a Korean
+                                         # figure is missing or stale
     python tools/i18n.py export chapters/04_attention_scores > 04.json   # units to translate, as JSON
     python tools/i18n.py import chapters/04_attention_scores 04.json     # translations back into the .po
+    python tools/i18n.py figures chapters/04_attention_scores   # draw and store its Korean figures
+    python tools/i18n.py figures    # ... of every page with figures (executes them: minutes)
 
 The English pages (``_toc.yml``: book/*.md, chapters, exercises' solutions) stay the only source of code,
 outputs and figures (the stored output of a graded cell, the grader's own words, is shown in Korean through
@@ -17,17 +21,38 @@ the English text itself: when the English changes, the old translation is kept b
 and ``status`` fails until someone translates it again. A translation must keep every inline formula,
 inline code, role (``{cite}`...```), link target and substitution of its English unit, character for
 character; ``status`` checks that too.
+
+Figures. The code that draws a figure stays English; its words are translated when it is drawn:
+``attnbook.set_language("ko")`` makes attnbook translate a figure's labels (titles, axis and colour-bar
+labels, legends, annotations, string tick labels; never data: corpus words, maths, numbers) through
+``attnbook/locales/ko/figures.po`` just before matplotlib renders it (``attnbook.i18n.translated_figure``).
+``figures`` executes the Korean notebook of each named page in a temporary copy with the language set to
+Korean (as ``tools/execute_notebooks.py`` executes), and stores each figure it draws in the page's ko/
+notebook in place of the English one, stamped in the output's metadata (``attnbook.figure``: the sha256 of
+the English PNG it stands for, and every label it shows with its translation). It merges the labels it met
+into figures.po: a new one untranslated, a changed one fuzzy. ``build`` keeps a stored Korean figure while
+its stamp is current: the same English PNG, and every label translating as it did. Otherwise it keeps the
+English figure, and ``build --check`` and ``status`` fail, naming the page to run ``figures`` on. So after
+changing an English figure (re-executing its notebook) or a figure label's translation, run
+``figures PAGE``; ``build`` and ``--check`` never execute anything. The Korean notebooks set the language
+in their first cell that imports attnbook, so a learner who runs one gets Korean checks and figures too.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
+import datetime
 import difflib
+import hashlib
 import io
 import json
+import os
 import re
 import sys
+import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +64,7 @@ from babel.messages.pofile import read_po, write_po
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_exercises  # noqa: E402  (tools/make_exercises.py: the Korean exercises are made like the English)
+import setup_cell  # noqa: E402  (tools/setup_cell.py: the id of the hidden setup cell)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCALE = "ko"
@@ -47,6 +73,13 @@ OUT = ROOT / LOCALE
 TOC_CATALOGUE = "_toc"
 #: a fuzzy match keeps the old translation for a changed unit when the English is at least this similar
 FUZZY_RATIO = 0.6
+#: the Korean labels of the figures, read by attnbook.i18n when a figure is drawn in Korean
+FIGURE_CATALOGUE = ROOT / "attnbook" / "locales" / LOCALE / "figures.po"
+#: the font the stored Korean figures are drawn with (Debian's fonts-nanum, which .ci/run installs)
+FIGURE_FONT = "NanumGothic"
+#: where a stored Korean figure keeps its stamp: output.metadata["attnbook"]["figure"]
+STAMP = "attnbook"
+PNG = "image/png"
 
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,}|:{3,})(.*)$")
 # What a translation must keep exactly: inline maths, inline code, roles with their target, link targets,
@@ -334,8 +367,10 @@ def _korean_output(text: str) -> str:
     return "\n".join(lines)
 
 
-def korean_page(page: Path) -> tuple[Path, str]:
-    """The Korean page's path under ko/ and its text."""
+def korean_page(page: Path, figures: dict | None = None) -> tuple[Path, str]:
+    """The Korean page's path under ko/ and its text. Each English figure is replaced by its Korean one,
+    from ``figures`` (``{(cell, n): output}``; default: the figures stored in the page's ko/ notebook)
+    where that one's stamp is current (:func:`figure_problem`); else the English figure stays."""
     table = _table(catalogue_name(page))
     target = OUT / page.relative_to(ROOT)
     if page.suffix == ".md":
@@ -352,23 +387,303 @@ def korean_page(page: Path) -> tuple[Path, str]:
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "stream" and output.get("name") == "stdout":
                     output["text"] = _korean_output(output["text"])
+    if page.suffix == ".ipynb":
+        korean = stored_figures(page) if figures is None else figures
+        for key, (cell, index) in _figure_slots(nb).items():
+            figure = korean.get(key)
+            if figure is not None and figure_problem(cell.outputs[index], figure) is None:
+                cell.outputs[index] = copy.deepcopy(figure)
     _speak_korean(nb)
     return target, nbformat.writes(nb) + "\n"
 
 
-#: the first line of the cell that imports the graders, in a Korean notebook: the checks answer in Korean
+#: the first line of the cell that imports the graders (else the book's package), in a Korean notebook: the
+#: checks answer in Korean and the figures are drawn with Korean labels
 SET_LANGUAGE = 'import attnbook; attnbook.set_language("ko")\n'
+IMPORTS_ATTNBOOK = re.compile(r"^(?:from attnbook[.\s]|import attnbook\b)", re.M)
 
 
 def _speak_korean(nb) -> None:
-    """A Korean notebook with graded checks says so (``metadata.attnbook.language``, read by
-    ``attnbook-grade``) and sets the graders' language at the top of the cell that imports them."""
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "from attnbook.grading" in cell.source:
-            if not cell.source.startswith(SET_LANGUAGE):
-                cell.source = SET_LANGUAGE + cell.source
-            nb.metadata.setdefault("attnbook", {})["language"] = LOCALE
-            return
+    """A Korean notebook says so (``metadata.attnbook.language``, read by ``attnbook-grade``) and sets the
+    language at the top of the cell that imports the graders, or else of the first cell that imports the
+    book's package (after the hidden setup cell): a learner who runs it gets Korean checks and figures."""
+    cells = [c for c in nb.cells if c.cell_type == "code" and c.get("id") != setup_cell.CELL_ID]
+    cell = next((c for c in cells if "from attnbook.grading" in c.source), None) or next(
+        (c for c in cells if IMPORTS_ATTNBOOK.search(c.source)), None
+    )
+    if cell is None:
+        return
+    if not cell.source.startswith(SET_LANGUAGE):
+        cell.source = SET_LANGUAGE + cell.source
+    nb.metadata.setdefault("attnbook", {})["language"] = LOCALE
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures: Korean figures stored in ko/, each stamped with what it was made from
+# --------------------------------------------------------------------------------------------------
+
+
+def _figure_slots(nb) -> dict[tuple[str, int], tuple]:
+    """``{(cell id, n): (cell, output index)}`` of the n-th PNG output of every code cell."""
+    slots = {}
+    for position, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        pngs = [i for i, output in enumerate(cell.get("outputs", [])) if PNG in output.get("data", {})]
+        for n, index in enumerate(pngs):
+            slots[(cell.get("id") or f"#{position}", n)] = (cell, index)
+    return slots
+
+
+def png_sha256(output) -> str:
+    """The sha256 of a PNG output's bytes."""
+    data = output["data"][PNG]
+    return hashlib.sha256(base64.b64decode("".join(data) if isinstance(data, list) else data)).hexdigest()
+
+
+def stamp_of(output) -> dict | None:
+    return output.get("metadata", {}).get(STAMP, {}).get("figure")
+
+
+def stored_figures(page: Path) -> dict:
+    """The stamped Korean figures of the page's notebook in ko/, by ``(cell id, n)``."""
+    path = OUT / page.relative_to(ROOT)
+    if not path.exists():
+        return {}
+    nb = nbformat.read(path, as_version=4)
+    return {
+        key: cell.outputs[index]
+        for key, (cell, index) in _figure_slots(nb).items()
+        if stamp_of(cell.outputs[index])
+    }
+
+
+def figure_problem(english, korean) -> str | None:
+    """Why ``korean`` (a stored Korean figure) cannot stand for ``english`` (the English PNG output): it is
+    missing or unstamped, it was made from another English figure, or a label it shows translates
+    differently now (a changed or new entry of figures.po); None when it is current."""
+    import attnbook.i18n as labels
+
+    stamp = stamp_of(korean) if korean is not None else None
+    if not stamp:
+        return "no Korean figure"
+    if stamp.get("english_sha256") != png_sha256(english):
+        return "the English figure changed"
+    for text, shown in stamp.get("texts", {}).items():
+        now = labels.translate_label(text, LOCALE)
+        if now != shown:
+            first = text.splitlines()[0][:50]
+            if shown == text:
+                return f"the label {first!r} has a translation now"
+            return f"the translation of {first!r} changed"
+    return None
+
+
+def figure_pages() -> list[Path]:
+    """The pages whose English notebook shows figures (PNG outputs)."""
+    return [p for p in pages() if p.suffix == ".ipynb" and _figure_slots(nbformat.read(p, as_version=4))]
+
+
+def figure_problems(page: Path) -> list[str]:
+    """One line per English figure of ``page`` whose Korean figure is missing or not current."""
+    name = catalogue_name(page)
+    korean = stored_figures(page)
+    found = []
+    slots = _figure_slots(nbformat.read(page, as_version=4))
+    for number, (key, (cell, index)) in enumerate(slots.items(), start=1):
+        reason = figure_problem(cell.outputs[index], korean.get(key))
+        if reason:
+            found.append(
+                f"{name}: figure {number} of {len(slots)} (cell {key[0]}): {reason}: run "
+                f"`python tools/i18n.py figures {name}`"
+            )
+    return found
+
+
+FIGURE_HEADER = """\
+# Korean labels of the book's figures: attnbook.i18n translates a figure's texts with them just before
+# matplotlib renders it (titles, axis and colour-bar labels, legends, annotations, string tick labels).
+# msgid: an English label as a figure shows it, or a template ({name} matches any text, non-greedily; a
+# value it captures is translated too, or kept); msgstr: its Korean, with the same placeholders. A msgstr
+# equal to its msgid keeps the label as it is (a name, a formula). Data (corpus words, maths, numbers) is
+# never translated. Never put a placeholder directly before a particle whose form depends on the word.
+# `#:` the pages that use an entry. `python tools/i18n.py figures PAGE` adds the labels it meets (new
+# ones untranslated) and stores the page's Korean figures; `python tools/i18n.py status` lists what is left."""
+
+
+def read_figure_catalogue() -> Catalog:
+    if not FIGURE_CATALOGUE.exists():
+        return Catalog(locale=LOCALE, fuzzy=False)
+    with FIGURE_CATALOGUE.open("rb") as handle:
+        return read_po(handle, locale=LOCALE)
+
+
+def write_figure_catalogue(catalog: Catalog) -> None:
+    """figures.po, with a fixed header (no dates that change at every write)."""
+    fixed = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    out = Catalog(
+        locale=LOCALE,
+        header_comment=FIGURE_HEADER,
+        project="attnbook",
+        version="0.1.0",
+        creation_date=fixed,
+        revision_date=fixed,
+        fuzzy=False,
+    )
+    for message in catalog:
+        if message.id:
+            out[message.id] = message
+    for key, message in catalog.obsolete.items():
+        out.obsolete[key] = message
+    buffer = io.BytesIO()
+    write_po(buffer, out, width=0, include_previous=True, sort_output=False, ignore_obsolete=False)
+    FIGURE_CATALOGUE.write_bytes(buffer.getvalue())
+
+
+def merge_labels(catalog: Catalog, name: str, met: list[str]) -> Catalog:
+    """figures.po after the figures of page ``name`` met ``met`` (the entries they used and the labels no
+    entry translated): each entry lists the pages that use it; a new label is added untranslated (fuzzy,
+    with the old translation, when it looks like a label that changed); an entry that only this page used
+    and no longer uses becomes obsolete."""
+    lost = []
+    for message in catalog:
+        if not message.id:
+            continue
+        had = bool(message.locations)
+        message.locations = [loc for loc in message.locations if loc[0] != name]
+        if had and not message.locations and message.id not in met:
+            lost.append(message.id)
+    done = {m.id: m for m in catalog if m.id and m.string and not m.fuzzy and m.id not in met}
+    done.update({k: m for k, m in catalog.obsolete.items() if m.string})
+    for text in met:
+        if text in catalog:
+            catalog[text].locations.append((name, 0))
+            continue
+        match = difflib.get_close_matches(text, list(done), n=1, cutoff=FUZZY_RATIO)
+        if match:
+            catalog.add(
+                text, done[match[0]].string, locations=[(name, 0)], flags={"fuzzy"}, previous_id=match[0]
+            )
+        else:
+            catalog.add(text, "", locations=[(name, 0)])
+    for msgid in lost:
+        message = catalog[msgid]
+        if message.string:
+            catalog.obsolete[msgid] = message
+        del catalog[msgid]
+    return catalog
+
+
+def figure_catalogue_problems(catalog: Catalog) -> list[str]:
+    """What is not done in figures.po: missing, fuzzy, lost formulas, placeholders that differ."""
+    import attnbook.i18n as labels
+
+    found = [f"attnbook/locales/ko/figures.po: {p}" for p in problems("figures", catalog)]
+    for message in catalog:
+        if (
+            message.id
+            and message.string
+            and labels.placeholders(message.id) != labels.placeholders(message.string)
+        ):
+            found.append(
+                f"attnbook/locales/ko/figures.po: {message.id!r}: the translation's placeholders differ"
+            )
+    return found
+
+
+def _korean_run(page: Path, timeout: int) -> tuple[dict, dict]:
+    """Execute the page's Korean notebook in a temporary copy, the language set to Korean; return its PNG
+    outputs by ``(cell id, n)`` and the figure log (``attnbook.i18n.FIGURE_LOG``) by PNG sha256."""
+    import attnbook.i18n as labels
+    import execute_notebooks  # tools/execute_notebooks.py: the book's way of executing a notebook
+
+    _, text = korean_page(page, figures={})
+    with tempfile.TemporaryDirectory(prefix="attnbook-figures-") as tmp:
+        path = Path(tmp) / page.name
+        path.write_text(text, encoding="utf-8")
+        log = Path(tmp) / "figures.jsonl"
+        saved = {k: os.environ.get(k) for k in ("ATTNBOOK_LANG", labels.FIGURE_LOG)}
+        os.environ.update({"ATTNBOOK_LANG": LOCALE, labels.FIGURE_LOG: str(log)})
+        try:
+            execute_notebooks.execute(path, timeout)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        executed = nbformat.read(path, as_version=4)
+        lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    records = {r["png_sha256"]: r for r in map(json.loads, lines)}
+    pngs = {key: cell.outputs[index] for key, (cell, index) in _figure_slots(executed).items()}
+    return pngs, records
+
+
+def cmd_figures(names: list[str], timeout: int) -> int:
+    """Draw the Korean figures of the named pages (default: every page with figures), store them in the
+    ko/ notebooks with their stamps, and merge the labels met into figures.po."""
+    import attnbook.i18n as labels
+
+    if labels.figure_font(LOCALE) != FIGURE_FONT:
+        print(f"i18n: the Korean figures are drawn with {FIGURE_FONT}: install fonts-nanum", file=sys.stderr)
+        return 2
+    candidates = {catalogue_name(p): p for p in figure_pages()}
+    wanted = [re.sub(r"\.ipynb$", "", n.removeprefix(f"{LOCALE}/").removeprefix("./")) for n in names]
+    unknown = [n for n in wanted if n not in candidates]
+    if unknown:
+        print(
+            f"i18n: no English figures in {unknown}; pages with figures: {sorted(candidates)}",
+            file=sys.stderr,
+        )
+        return 2
+    failed = 0
+    for name in wanted or list(candidates):
+        page = candidates[name]
+        start = time.perf_counter()
+        try:
+            pngs, records = _korean_run(page, timeout)
+        except Exception as exc:  # a failing cell: say which page, go on with the others
+            failed += 1
+            print(f"FAILED {name}: {str(exc).strip().splitlines()[-1][:300]}", file=sys.stderr)
+            continue
+        english = _figure_slots(nbformat.read(page, as_version=4))
+        if set(pngs) != set(english):
+            failed += 1
+            print(
+                f"FAILED {name}: the Korean run drew figures {sorted(pngs)}, the English notebook stores "
+                f"{sorted(english)}",
+                file=sys.stderr,
+            )
+            continue
+        figures, met = {}, {}
+        for key, output in pngs.items():
+            record = records.get(png_sha256(output))
+            if record is None:
+                failed += 1
+                print(f"FAILED {name}: figure in cell {key[0]} was not drawn in Korean", file=sys.stderr)
+                break
+            cell, index = english[key]
+            figure = copy.deepcopy(cell.outputs[index])
+            figure["data"][PNG] = output["data"][PNG]
+            figure.setdefault("metadata", {})[STAMP] = {
+                "figure": {
+                    "english_sha256": png_sha256(cell.outputs[index]),
+                    "texts": record["texts"],
+                    "entries": record["entries"],
+                }
+            }
+            figures[key] = figure
+            met.update(dict.fromkeys(record["entries"] + record["untranslated"]))
+        else:
+            write_figure_catalogue(merge_labels(read_figure_catalogue(), name, list(met)))
+            labels.reload()
+            target, text = korean_page(page, figures=figures)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            left = sorted({t for r in records.values() for t in r["untranslated"]})
+            note = f", {len(left)} label(s) to translate in figures.po" if left else ""
+            print(f"{time.perf_counter() - start:6.1f} s  {name}: {len(figures)} Korean figure(s){note}")
+    return 1 if failed else 0
 
 
 def korean_toc() -> str:
@@ -461,18 +776,37 @@ def cmd_status(quiet: bool = False) -> int:
         if not quiet:
             print(f"{name:40s} {len(units) - len(found):4d}/{len(units):4d} translated")
     print(f"{total['done']}/{total['units']} units translated and current")
+    figure_catalogue = read_figure_catalogue()
+    labels = [m for m in figure_catalogue if m.id]
+    found = figure_catalogue_problems(figure_catalogue)
+    issues.extend(found)
+    pictures = [figure_problems(p) for p in figure_pages()]
+    count = sum(len(_figure_slots(nbformat.read(p, as_version=4))) for p in figure_pages())
+    issues.extend(line for lines in pictures for line in lines)
+    print(
+        f"{len(labels) - len(found)}/{len(labels)} figure labels translated (attnbook/locales/ko/figures.po), "
+        f"{count - sum(map(len, pictures))}/{count} Korean figures current"
+    )
     if issues and not quiet:
         print("\n".join(issues[:50]) + (f"\n... and {len(issues) - 50} more" if len(issues) > 50 else ""))
     return 1 if issues else 0
 
 
 def cmd_build(check: bool) -> int:
+    """Write ko/ (or, with ``check``, only say what differs). A stored Korean figure is kept while its stamp
+    is current; one that is not is replaced by the English figure, and the command says which page to run
+    ``figures`` on (``--check`` fails)."""
+    pictures = {catalogue_name(page): figure_problems(page) for page in figure_pages()}
     files = korean_files()
     stale = [p for p, data in files.items() if not p.exists() or p.read_bytes() != data]
+    for line in (line for lines in pictures.values() for line in lines):
+        print(f"{'figure' if check else 'English figure kept'}: {line}", file=sys.stderr)
     if check:
         for path in stale:
-            print(f"stale: {path.relative_to(ROOT)} (run `python tools/i18n.py build`)", file=sys.stderr)
-        return 1 if stale else 0
+            name = path.relative_to(OUT).with_suffix("").as_posix()
+            run = f"figures {name}" if pictures.get(name) else "build"
+            print(f"stale: {path.relative_to(ROOT)} (run `python tools/i18n.py {run}`)", file=sys.stderr)
+        return 1 if stale or any(pictures.values()) else 0
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(files[path])
@@ -544,7 +878,12 @@ def main(argv: list[str] | None = None) -> int:
     imp = sub.add_parser("import", help="put translations from a JSON file into a catalogue")
     imp.add_argument("name")
     imp.add_argument("json", type=Path)
+    figures = sub.add_parser("figures", help="draw and store the Korean figures (executes the notebooks)")
+    figures.add_argument("pages", nargs="*", help="only these pages (e.g. chapters/05_softmax_weights)")
+    figures.add_argument("--timeout", type=int, default=300, help="seconds per cell")
     args = parser.parse_args(argv)
+    if args.command == "figures":
+        return cmd_figures(args.pages, args.timeout)
     if args.command == "export":
         return cmd_export(args.name, args.todo)
     if args.command == "import":
