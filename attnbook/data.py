@@ -47,6 +47,7 @@ __all__ = [
     "Batch",
     "make_batch",
     "iterate_batches",
+    "plan_batches",
     "DICTIONARY",
 ]
 
@@ -555,6 +556,7 @@ def iterate_batches(
     src_vocab: Vocab,
     tgt_vocab: Vocab,
     sort_window: int | None = 20,
+    max_tokens: int | None = None,
 ) -> Iterator[Batch]:
     """Yield :class:`Batch` es covering ``pairs`` once.
 
@@ -564,12 +566,53 @@ def iterate_batches(
     training); the order of the batches is then shuffled too. ``sort_window=None`` sorts the whole set
     at once (bucketing by length: the least padding; sentences of equal length still meet in a new
     order at every seed, since the sort keeps the shuffled order among them).
+
+    ``max_tokens`` (with ``shuffle`` and ``sort_window=None``) cuts the sorted set by a budget of source
+    tokens instead of a number of sentences: a batch holds as many sentences as fit in ``max_tokens``
+    (its sentences times its longest source, ``<eos>`` included; ``batch_size`` is then not used). Every
+    batch then costs about the same, and the long sentences get as many optimiser steps per word as the
+    short ones.
     """
+    for chunk in plan_batches(
+        pairs, batch_size, shuffle, seed, sort_window=sort_window, max_tokens=max_tokens
+    ):
+        yield make_batch(chunk, src_vocab, tgt_vocab)
+
+
+def plan_batches(
+    pairs: Sequence[Pair],
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    *,
+    sort_window: int | None = 20,
+    max_tokens: int | None = None,
+) -> list[list[Pair]]:
+    """The pairs of each batch that :func:`iterate_batches` yields, in order (without building tensors)."""
     pairs = list(pairs)
+    if max_tokens is not None:
+        if not shuffle or sort_window is not None:
+            raise ValueError(
+                "max_tokens needs shuffle=True and sort_window=None (batches cut from the sorted set)"
+            )
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        rng = random.Random(seed)
+        rng.shuffle(pairs)
+        pairs.sort(key=lambda p: len(p.src))
+        chunks: list[list[Pair]] = []
+        current: list[Pair] = []
+        for p in pairs:  # ascending length: the new pair is the longest of the batch
+            if current and (len(current) + 1) * (len(p.src) + 1) > max_tokens:
+                chunks.append(current)
+                current = []
+            current.append(p)
+        if current:
+            chunks.append(current)
+        rng.shuffle(chunks)
+        return chunks
     if not shuffle:
-        for k in range(0, len(pairs), batch_size):
-            yield make_batch(pairs[k : k + batch_size], src_vocab, tgt_vocab)
-        return
+        return [pairs[k : k + batch_size] for k in range(0, len(pairs), batch_size)]
     rng = random.Random(seed)
     rng.shuffle(pairs)
     chunks = []
@@ -578,5 +621,4 @@ def iterate_batches(
         part = sorted(pairs[w : w + window], key=lambda p: len(p.src))
         chunks += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
     rng.shuffle(chunks)
-    for chunk in chunks:
-        yield make_batch(chunk, src_vocab, tgt_vocab)
+    return chunks

@@ -33,7 +33,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from attnbook.attention import attention_value, dot_scores, softmax
-from attnbook.data import EOS, PAD, SOS, Pair, Splits, Vocab, iterate_batches, make_batch, make_splits
+from attnbook.data import (
+    EOS,
+    PAD,
+    SOS,
+    Pair,
+    Splits,
+    Vocab,
+    generate_corpus,
+    make_batch,
+    make_splits,
+    plan_batches,
+)
 
 __all__ = [
     "Encoder",
@@ -459,6 +470,8 @@ def _lr_factor(schedule: str | None, step: int, total: int, warmup: int) -> floa
 def validation_loss(model: _Base, pairs: Sequence[Pair], batch_size: int = 256) -> float:
     """Teacher-forced cross-entropy per target token (``<eos>`` included, padding ignored) on ``pairs``."""
     src_vocab, tgt_vocab = _vocabs(model)
+    if not pairs:
+        raise ValueError("validation_loss got no pairs to measure")
     model.eval()
     total, count = 0.0, 0
     ordered = sorted(pairs, key=lambda p: len(p.src))
@@ -483,9 +496,11 @@ def train(
     progress: bool = True,
     *,
     sort_window: int | None = 20,
+    max_tokens: int | None = None,
     schedule: str | None = None,
     warmup: int = 0,
     val_pairs: Sequence[Pair] | None = None,
+    val_points: int = 1,
 ) -> dict:
     """Train with Adam on cross-entropy (padding ignored), teacher forcing, gradient-norm clipping.
 
@@ -495,43 +510,47 @@ def train(
     * ``sort_window``: batches are cut from windows of this many batches sorted by source length (see
       :func:`attnbook.data.iterate_batches`); ``None`` sorts the whole set (buckets by length, the least
       padding);
+    * ``max_tokens`` (with ``sort_window=None``): batches of at most this many source tokens instead of
+      ``batch_size`` sentences, so many short sentences or a few long ones (see
+      :func:`attnbook.data.plan_batches`);
     * ``schedule``: ``None`` keeps ``lr`` constant; ``"cosine"`` raises it linearly over the first
       ``warmup`` optimiser steps and then lowers it along a half cosine to 0 at the last step (large
       steps while far from a minimum, small ones to settle in it);
-    * ``val_pairs``: if given, the teacher-forced loss per token on them after every epoch
-      (:func:`validation_loss`) is recorded, to see when more epochs stop helping.
+    * ``val_pairs``: if given, the teacher-forced loss per token on them (:func:`validation_loss`) is
+      recorded ``val_points`` times per epoch, evenly spaced (the last at the end of the epoch), to see
+      when more training stops helping.
 
-    Returns ``{"loss": mean loss per epoch, "step_loss": loss per batch, "val_loss": validation loss per
-    epoch (empty without val_pairs), "seconds": wall time, "cpu_seconds": CPU time of this process}``.
-    The CPU time is the fairer figure on a machine that other programs share.
+    Returns ``{"loss": mean loss per epoch, "step_loss": loss per batch, "val_loss": the validation losses
+    (empty without val_pairs), "val_at": when each was measured, in epochs (0.25 = a quarter of the first
+    epoch), "seconds": wall time, "cpu_seconds": CPU time of this process}``. The CPU time is the fairer
+    figure on a machine that other programs share.
     """
     from attnbook.progress import progress as _progress
 
+    if val_points < 1:
+        raise ValueError(f"val_points must be at least 1, got {val_points}")
     src_vocab, tgt_vocab = _vocabs(model)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n_batches = (len(pairs) + batch_size - 1) // batch_size
-    total = epochs * n_batches
-    steps = (
-        (e, b)
-        for e in range(epochs)
-        for b in iterate_batches(
-            pairs,
-            batch_size,
-            shuffle=True,
-            seed=seed + e,
-            src_vocab=src_vocab,
-            tgt_vocab=tgt_vocab,
-            sort_window=sort_window,
+    plans = [
+        plan_batches(
+            pairs, batch_size, shuffle=True, seed=seed + e, sort_window=sort_window, max_tokens=max_tokens
         )
+        for e in range(epochs)
+    ]
+    total = sum(len(plan) for plan in plans)
+    steps = (
+        (e, b, make_batch(chunk, src_vocab, tgt_vocab))
+        for e in range(epochs)
+        for b, chunk in enumerate(plans[e])
     )
     if progress:
         steps = _progress(steps, desc=f"training {type(model).__name__}", total=total)
-    history = {"loss": [], "step_loss": [], "val_loss": [], "seconds": 0.0, "cpu_seconds": 0.0}
+    history = {"loss": [], "step_loss": [], "val_loss": [], "val_at": [], "seconds": 0.0, "cpu_seconds": 0.0}
     start, cpu_start = time.perf_counter(), time.process_time()
     epoch_losses = [[] for _ in range(epochs)]
     model.train()
-    for k, (epoch, batch) in enumerate(steps):
+    for k, (epoch, b, batch) in enumerate(steps):
         for group in opt.param_groups:
             group["lr"] = lr * _lr_factor(schedule, k, total, warmup)
         logits = _logits(model, batch)  # (B, T, V)
@@ -542,8 +561,11 @@ def train(
         opt.step()
         history["step_loss"].append(loss.item())
         epoch_losses[epoch].append(loss.item())
-        if val_pairs is not None and len(epoch_losses[epoch]) == n_batches:  # the epoch's last batch
+        n = len(plans[epoch])
+        # after batch b, validate if a point j / val_points of the epoch was reached: ceil(j * n / points)
+        if val_pairs is not None and any(b + 1 == -(-j * n // val_points) for j in range(1, val_points + 1)):
             history["val_loss"].append(validation_loss(model, val_pairs))
+            history["val_at"].append(epoch + (b + 1) / n)
             model.train()
     model.eval()
     history["loss"] = [sum(v) / len(v) for v in epoch_losses]
@@ -624,6 +646,8 @@ def alignment_agreement(model: AttnSeq2Seq, pairs: Sequence[Pair], batch_size: i
     out.
     """
     src_vocab, tgt_vocab = _vocabs(model)
+    if not pairs:
+        raise ValueError("validation_loss got no pairs to measure")
     model.eval()
     total, count = 0.0, 0
     for k in range(0, len(pairs), batch_size):
@@ -654,16 +678,43 @@ def _standard_splits(seed: int) -> Splits:
     return make_splits(STANDARD["n_train"], STANDARD["n_val"], STANDARD["n_test"], seed=seed)
 
 
-def standard_data(seed: int | None = None) -> tuple[Splits, Vocab, Vocab]:
+@functools.lru_cache(maxsize=2)
+def _more_pairs(seed: int, n: int) -> tuple[Pair, ...]:
+    """``n`` pairs that come after the reference corpus in the same generator: new sources, in none of the
+    reference splits (the generator skips a source it has drawn before)."""
+    start = STANDARD["n_train"] + STANDARD["n_val"] + STANDARD["n_test"]
+    return tuple(generate_corpus(start + n, seed=seed)[start:])
+
+
+def standard_data(seed: int | None = None, n_train: int | None = None) -> tuple[Splits, Vocab, Vocab]:
     """The reference splits and the vocabularies built from their training part.
 
     The corpus is generated once per process and seed (about half a second) and then reused: a
     chapter that trains three models generates it once. Every call returns new lists (of the same
     immutable pairs) and new vocabularies, so changing one call's lists does not change the next's.
+
+    ``n_train`` larger than the reference 6 000 adds training pairs drawn after the reference corpus from
+    the same generator (new sentences, none of them in the validation or test set); the validation and
+    test sets and the vocabularies stay the reference ones.
     """
-    cached = _standard_splits(STANDARD["data_seed"] if seed is None else seed)
+    seed = STANDARD["data_seed"] if seed is None else seed
+    cached = _standard_splits(seed)
     splits = Splits(list(cached.train), list(cached.val), list(cached.test))
-    return splits, Vocab.build(p.src for p in splits.train), Vocab.build(p.tgt for p in splits.train)
+    src_vocab, tgt_vocab = Vocab.build(p.src for p in splits.train), Vocab.build(p.tgt for p in splits.train)
+    if n_train is not None and n_train != STANDARD["n_train"]:
+        if n_train < STANDARD["n_train"]:
+            raise ValueError(
+                f"n_train must be at least {STANDARD['n_train']} (the reference set), got {n_train}"
+            )
+        more = _more_pairs(seed, n_train - STANDARD["n_train"])
+        unknown = {w for p in more for w in p.src if w not in src_vocab.stoi}
+        unknown |= {w for p in more for w in p.tgt if w not in tgt_vocab.stoi}
+        if unknown:  # pragma: no cover - the lexicon is small: 6 000 pairs hold every word
+            raise RuntimeError(
+                f"the added pairs use words outside the reference vocabulary: {sorted(unknown)}"
+            )
+        splits.train.extend(more)
+    return splits, src_vocab, tgt_vocab
 
 
 def train_standard(
@@ -675,25 +726,30 @@ def train_standard(
     progress: bool = True,
     batch_size: int | None = None,
     lr: float | None = None,
+    n_train: int | None = None,
     sort_window: int | None = 20,
+    max_tokens: int | None = None,
     schedule: str | None = None,
     warmup: int = 0,
     validate: bool = False,
+    val_points: int = 1,
     **model_kwargs,
 ):
     """Build and train a reference model on the reference data: ``kind`` is ``"plain"``, ``"attention"``
     (Luong) or ``"bahdanau"``.
 
     ``hidden``, ``epochs``, ``batch_size`` and ``lr`` default to :data:`STANDARD`; ``model_kwargs`` go to the
-    model class (for example ``bidirectional=False`` or ``cell="rnn"``). ``sort_window``, ``schedule`` and
+    model class (for example ``bidirectional=False`` or ``cell="rnn"``). ``n_train`` adds training pairs
+    from the same generator (see :func:`standard_data`). ``sort_window``, ``max_tokens``, ``schedule`` and
     ``warmup`` go to :func:`train` (their defaults are the original recipe); ``validate=True`` records the
-    validation loss after every epoch. Deterministic given ``seed``: the same call gives the same weights on
-    the same machine, so a chapter retrains instead of loading a file: about 16 s (plain) or 20 s
-    (attention) with ``torch.set_num_threads(1)``. Use one thread: these small matrices gain little from a
-    second one, and two threads slow down several-fold when another process (a second notebook under
-    ``pytest -n 2``) shares the two cores. Returns ``(model, history, splits)``.
+    validation loss ``val_points`` times per epoch. Deterministic given ``seed``: the same call gives the
+    same weights on the same machine, so a chapter retrains instead of loading a file: about 16 s (plain)
+    or 20 s (attention) with the original recipe and ``torch.set_num_threads(1)``. Use one thread: these
+    small matrices gain little from a second one, and two threads slow down several-fold when another
+    process (a second notebook under ``pytest -n 2``) shares the two cores. Returns
+    ``(model, history, splits)``.
     """
-    splits, src_vocab, tgt_vocab = standard_data()
+    splits, src_vocab, tgt_vocab = standard_data(n_train=n_train)
     cls = {"plain": Seq2Seq, "attention": AttnSeq2Seq, "bahdanau": BahdanauSeq2Seq}[kind]
     torch.manual_seed(seed)
     model = cls(
@@ -708,8 +764,10 @@ def train_standard(
         seed=seed,
         progress=progress,
         sort_window=sort_window,
+        max_tokens=max_tokens,
         schedule=schedule,
         warmup=warmup,
         val_pairs=splits.val if validate else None,
+        val_points=val_points,
     )
     return model, history, splits

@@ -22,6 +22,7 @@ from attnbook.data import (
     iterate_batches,
     make_batch,
     make_splits,
+    plan_batches,
 )
 
 
@@ -223,6 +224,30 @@ def test_bucketed_batches_cover_everything_once_with_least_padding():
         iterate_batches(pairs, 32, shuffle=True, seed=2, src_vocab=sv, tgt_vocab=tv, sort_window=None)
     )
     assert [b.pairs for b in other] != [b.pairs for b in bucketed]  # another seed, other batches
+
+
+def test_token_budget_batches():
+    """max_tokens: every pair once, no batch over the budget unless one sentence alone is, and many short
+    sentences or a few long ones per batch."""
+    pairs = generate_corpus(600, seed=3)
+    chunks = plan_batches(pairs, 32, shuffle=True, seed=1, sort_window=None, max_tokens=200)
+    assert sorted(p.src for c in chunks for p in c) == sorted(p.src for p in pairs)
+    cost = [len(c) * (max(len(p.src) for p in c) + 1) for c in chunks]
+    assert all(t <= 200 or len(c) == 1 for t, c in zip(cost, chunks))
+    sizes = {max(len(p.src) for p in c): len(c) for c in chunks}
+    assert sizes[min(sizes)] > 3 * sizes[max(sizes)]  # short sentences come many to a batch
+    assert chunks == plan_batches(pairs, 32, shuffle=True, seed=1, sort_window=None, max_tokens=200)
+    sv, tv = Vocab.build(p.src for p in pairs), Vocab.build(p.tgt for p in pairs)
+    batches = list(
+        iterate_batches(
+            pairs, 32, shuffle=True, seed=1, src_vocab=sv, tgt_vocab=tv, sort_window=None, max_tokens=200
+        )
+    )
+    assert [b.pairs for b in batches] == chunks
+    for bad in (dict(sort_window=20), dict(shuffle=False)):
+        args = dict(shuffle=True, seed=1, sort_window=None, max_tokens=200) | bad
+        with pytest.raises(ValueError, match="max_tokens"):
+            plan_batches(pairs, 32, **args)
 
 
 def test_make_batch_alignment_links_are_exact():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnbook.analysis import gru_cell
-from attnbook.data import EOS, PAD, Vocab, generate_corpus, make_batch
+from attnbook.data import EOS, PAD, Vocab, generate_corpus, make_batch, plan_batches
 from attnbook.models import (
     STANDARD,
     AttnSeq2Seq,
@@ -20,6 +20,7 @@ from attnbook.models import (
     evaluate_by_length,
     reverse_padded,
     source_mask,
+    standard_data,
     train,
     translate,
     validation_loss,
@@ -173,7 +174,10 @@ def test_training_reduces_the_loss_and_is_deterministic(data):
         h = results[0]
         assert h["loss"][-1] < 0.5 * h["loss"][0], h["loss"]
         assert results[0]["step_loss"] == results[1]["step_loss"]
-        assert set(h) == {"loss", "step_loss", "val_loss", "seconds", "cpu_seconds"} and len(h["loss"]) == 25
+        assert (
+            set(h) == {"loss", "step_loss", "val_loss", "val_at", "seconds", "cpu_seconds"}
+            and len(h["loss"]) == 25
+        )
         assert h["val_loss"] == [] and h["cpu_seconds"] > 0
 
 
@@ -291,3 +295,47 @@ def test_training_options(data):
     assert len(h["val_loss"]) == 25 and min(h["val_loss"]) < h["val_loss"][0]
     assert h["val_loss"][-1] == pytest.approx(validation_loss(model, pairs[16:]))
     assert h["loss"][-1] < 0.5 * h["loss"][0], h["loss"]
+
+
+def test_validation_points_and_token_budget(data):
+    """val_points spreads the validation losses over each epoch; max_tokens cuts batches by tokens."""
+    pairs, sv, tv = data
+    torch.manual_seed(0)
+    model = AttnSeq2Seq(sv, tv, emb=16, hidden=32)
+    h = train(
+        model,
+        pairs[:30],
+        epochs=2,
+        lr=1e-2,
+        progress=False,
+        sort_window=None,
+        max_tokens=60,
+        schedule="cosine",
+        val_pairs=pairs[30:],
+        val_points=3,
+    )
+    assert len(h["val_loss"]) == 6 and h["val_at"][2] == 1.0 and h["val_at"][-1] == 2.0
+    assert h["val_at"] == sorted(h["val_at"]) and 0 < h["val_at"][0] < 0.5
+    assert h["val_loss"][-1] == pytest.approx(validation_loss(model, pairs[30:]))
+    plans = [
+        plan_batches(pairs[:30], 64, shuffle=True, seed=e, sort_window=None, max_tokens=60) for e in (0, 1)
+    ]
+    assert len(h["step_loss"]) == sum(len(p) for p in plans) > 2 * 30 * 6 // 60  # batches by tokens
+    with pytest.raises(ValueError, match="no pairs"):
+        validation_loss(model, [])
+    with pytest.raises(ValueError, match="val_points"):
+        train(model, pairs[:8], epochs=1, progress=False, val_pairs=pairs[8:], val_points=0)
+
+
+def test_more_training_pairs_come_from_the_same_generator():
+    """n_train adds new pairs after the reference corpus: none in validation or test, same vocabularies."""
+    ref, sv, tv = standard_data()
+    more, sv2, tv2 = standard_data(n_train=6100)
+    assert more.train[:6000] == ref.train and len(more.train) == 6100
+    assert more.val == ref.val and more.test == ref.test
+    assert sv2.itos == sv.itos and tv2.itos == tv.itos
+    sources = {p.src for p in ref.train + ref.val + ref.test}
+    assert not sources & {p.src for p in more.train[6000:]}
+    assert len({p.src for p in more.train}) == 6100
+    with pytest.raises(ValueError, match="at least 6000"):
+        standard_data(n_train=100)
