@@ -345,6 +345,18 @@ def test_merging_labels_keeps_other_pages_and_marks_changes():
     assert any("brand new" in p for p in problems) and any("training loss per epoch" in p for p in problems)
 
 
+def test_a_label_that_comes_back_gets_its_translation_back():
+    """A label one page dropped (obsolete) and another page now draws is translated again, not stale."""
+    catalog = Catalog(locale="ko")
+    catalog.add("Bahdanau", "바다나우", locations=[("chapters/07", 0)])
+    catalog = tool.merge_labels(catalog, "chapters/07", [])
+    assert "Bahdanau" in catalog.obsolete
+    catalog = tool.merge_labels(catalog, "chapters/08", ["Bahdanau"])
+    assert catalog["Bahdanau"].string == "바다나우" and not catalog["Bahdanau"].fuzzy
+    assert "Bahdanau" not in catalog.obsolete
+    assert not tool.figure_catalogue_problems(catalog)
+
+
 # --------------------------------------------------------------------------------------------------
 # The book's own catalogue and Korean figures
 # --------------------------------------------------------------------------------------------------
@@ -368,7 +380,7 @@ def test_no_figure_entry_would_translate_a_data_token():
 
 
 def test_figure_labels_use_the_books_terms():
-    never = ["주의", "점수", "문맥 벡터", "에폭", "그래디언트", "타깃"]
+    never = ["주의", "점수", "문맥 벡터", "에포크", "그래디언트", "타깃"]  # the text says 에폭
     wrong = [(m.id, m.string) for m in _entries() for word in never if word in m.string]
     assert not wrong, wrong
 

@@ -559,6 +559,10 @@ def merge_labels(catalog: Catalog, name: str, met: list[str]) -> Catalog:
         if text in catalog:
             catalog[text].locations.append((name, 0))
             continue
+        if text in catalog.obsolete and catalog.obsolete[text].string:  # the same English label is back
+            old = catalog.obsolete.pop(text)
+            catalog.add(text, old.string, locations=[(name, 0)], flags=set(old.flags) - {"fuzzy"})
+            continue
         match = difflib.get_close_matches(text, list(done), n=1, cutoff=FUZZY_RATIO)
         if match:
             catalog.add(
