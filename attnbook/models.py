@@ -679,11 +679,11 @@ def _standard_splits(seed: int) -> Splits:
 
 
 @functools.lru_cache(maxsize=2)
-def _more_pairs(seed: int, n: int) -> tuple[Pair, ...]:
-    """``n`` pairs that come after the reference corpus in the same generator: new sources, in none of the
-    reference splits (the generator skips a source it has drawn before)."""
-    start = STANDARD["n_train"] + STANDARD["n_val"] + STANDARD["n_test"]
-    return tuple(generate_corpus(start + n, seed=seed)[start:])
+def _longer_corpus(seed: int, n: int) -> tuple[Pair, ...]:
+    """The reference corpus followed by ``n`` more pairs of the same generator: new sources, in none of the
+    reference splits (the generator skips a source it has drawn before). The generator's first pairs do not
+    depend on how many it is asked for, so the reference corpus is this one's beginning."""
+    return tuple(generate_corpus(STANDARD["n_train"] + STANDARD["n_val"] + STANDARD["n_test"] + n, seed=seed))
 
 
 def standard_data(seed: int | None = None, n_train: int | None = None) -> tuple[Splits, Vocab, Vocab]:
@@ -698,15 +698,20 @@ def standard_data(seed: int | None = None, n_train: int | None = None) -> tuple[
     test sets and the vocabularies stay the reference ones.
     """
     seed = STANDARD["data_seed"] if seed is None else seed
-    cached = _standard_splits(seed)
+    n_ref, n_val, n_test = STANDARD["n_train"], STANDARD["n_val"], STANDARD["n_test"]
+    if n_train is not None and n_train < n_ref:
+        raise ValueError(f"n_train must be at least {n_ref} (the reference set), got {n_train}")
+    more: tuple[Pair, ...] = ()
+    if n_train is None or n_train == n_ref:
+        cached = _standard_splits(seed)
+    else:  # one run of the generator gives the reference splits and the added pairs
+        corpus = _longer_corpus(seed, n_train - n_ref)
+        end = n_ref + n_val + n_test
+        cached = Splits(corpus[:n_ref], corpus[n_ref : n_ref + n_val], corpus[n_ref + n_val : end])
+        more = corpus[end:]
     splits = Splits(list(cached.train), list(cached.val), list(cached.test))
     src_vocab, tgt_vocab = Vocab.build(p.src for p in splits.train), Vocab.build(p.tgt for p in splits.train)
-    if n_train is not None and n_train != STANDARD["n_train"]:
-        if n_train < STANDARD["n_train"]:
-            raise ValueError(
-                f"n_train must be at least {STANDARD['n_train']} (the reference set), got {n_train}"
-            )
-        more = _more_pairs(seed, n_train - STANDARD["n_train"])
+    if more:
         unknown = {w for p in more for w in p.src if w not in src_vocab.stoi}
         unknown |= {w for p in more for w in p.tgt if w not in tgt_vocab.stoi}
         if unknown:  # pragma: no cover - the lexicon is small: 6 000 pairs hold every word
