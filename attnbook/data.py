@@ -39,6 +39,7 @@ __all__ = [
     "generate_corpus",
     "Splits",
     "make_splits",
+    "split_corpus",
     "Vocab",
     "PAD",
     "SOS",
@@ -424,7 +425,16 @@ class Splits(NamedTuple):
 def make_splits(n_train: int, n_val: int, n_test: int, seed: int = 0, max_clauses: int = 4) -> Splits:
     """Train / validation / test sets cut from one corpus of distinct sources: no sentence is in two."""
     corpus = generate_corpus(n_train + n_val + n_test, seed=seed, max_clauses=max_clauses)
-    return Splits(corpus[:n_train], corpus[n_train : n_train + n_val], corpus[n_train + n_val :])
+    return split_corpus(corpus, n_train, n_val, n_test)
+
+
+def split_corpus(corpus: Sequence[Pair], n_train: int, n_val: int, n_test: int) -> Splits:
+    """The first ``n_train`` pairs for training, the next ``n_val`` for validation, the next ``n_test`` for
+    testing (lists; pairs after those are left out)."""
+    end = n_train + n_val + n_test
+    return Splits(
+        list(corpus[:n_train]), list(corpus[n_train : n_train + n_val]), list(corpus[n_train + n_val : end])
+    )
 
 
 # --------------------------------------------------------------------------------------------------

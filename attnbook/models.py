@@ -44,6 +44,7 @@ from attnbook.data import (
     make_batch,
     make_splits,
     plan_batches,
+    split_corpus,
 )
 
 __all__ = [
@@ -539,6 +540,8 @@ def train(
         for e in range(epochs)
     ]
     total = sum(len(plan) for plan in plans)
+    # the batches after which to validate: ceil(j * n / val_points) for j = 1 .. val_points of each epoch
+    checkpoints = [{-(-j * len(plan) // val_points) for j in range(1, val_points + 1)} for plan in plans]
     steps = (
         (e, b, make_batch(chunk, src_vocab, tgt_vocab))
         for e in range(epochs)
@@ -559,13 +562,12 @@ def train(
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        history["step_loss"].append(loss.item())
-        epoch_losses[epoch].append(loss.item())
-        n = len(plans[epoch])
-        # after batch b, validate if a point j / val_points of the epoch was reached: ceil(j * n / points)
-        if val_pairs is not None and any(b + 1 == -(-j * n // val_points) for j in range(1, val_points + 1)):
+        step_loss = loss.item()
+        history["step_loss"].append(step_loss)
+        epoch_losses[epoch].append(step_loss)
+        if val_pairs is not None and b + 1 in checkpoints[epoch]:
             history["val_loss"].append(validation_loss(model, val_pairs))
-            history["val_at"].append(epoch + (b + 1) / n)
+            history["val_at"].append(epoch + (b + 1) / len(plans[epoch]))
             model.train()
     model.eval()
     history["loss"] = [sum(v) / len(v) for v in epoch_losses]
@@ -706,9 +708,8 @@ def standard_data(seed: int | None = None, n_train: int | None = None) -> tuple[
         cached = _standard_splits(seed)
     else:  # one run of the generator gives the reference splits and the added pairs
         corpus = _longer_corpus(seed, n_train - n_ref)
-        end = n_ref + n_val + n_test
-        cached = Splits(corpus[:n_ref], corpus[n_ref : n_ref + n_val], corpus[n_ref + n_val : end])
-        more = corpus[end:]
+        cached = split_corpus(corpus, n_ref, n_val, n_test)
+        more = corpus[n_ref + n_val + n_test :]
     splits = Splits(list(cached.train), list(cached.val), list(cached.test))
     src_vocab, tgt_vocab = Vocab.build(p.src for p in splits.train), Vocab.build(p.tgt for p in splits.train)
     if more:
