@@ -79,7 +79,7 @@ def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
                     previous["text"] = collapse_carriage_returns(previous["text"] + output["text"])
                     continue
                 output["text"] = collapse_carriage_returns(output["text"])
-                if not output["text"]:
+                if not output["text"].strip():  # a progress bar's last newline: an empty box in the book
                     continue
             if output.get("output_type") == "display_data" and (
                 "application/vnd.jupyter.widget-view+json" in output.get("data", {})
