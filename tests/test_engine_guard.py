@@ -284,3 +284,109 @@ def test_a_short_step_written_like_the_books_is_not_taken_for_a_copy():
     assert run_task(
         get_task("05.log_weights"), lambda scores, dim: scores - scores.logsumexp(dim, keepdim=True)
     ).passed
+
+
+# ------------------------------------------------------------------ PyTorch's own layers, escaped watches
+
+
+def _mha_by_torch(x, W_q, W_k, W_v, W_o, h):
+    xt = x.transpose(0, 1)  # (T, B, d_model)
+    out, _ = torch.nn.functional.multi_head_attention_forward(
+        xt,
+        xt,
+        xt,
+        x.shape[-1],
+        h,
+        torch.cat([W_q, W_k, W_v]),
+        None,
+        None,
+        None,
+        False,
+        0.0,
+        W_o,
+        None,
+        training=False,
+        need_weights=False,
+    )
+    return out.transpose(0, 1)
+
+
+def _mha_by_module(x, W_q, W_k, W_v, W_o, h):
+    layer = torch.nn.MultiheadAttention(x.shape[-1], h, bias=False, batch_first=True, dtype=x.dtype)
+    weights = {"in_proj_weight": torch.cat([W_q, W_k, W_v]), "out_proj.weight": W_o}
+    return torch.func.functional_call(layer, weights, (x, x, x))[0]
+
+
+def _mha_by_kernel(x, W_q, W_k, W_v, W_o, h):
+    B, T, d = x.shape
+
+    def split(t):
+        return t.view(B, T, h, d // h).transpose(1, 2)
+
+    out = torch.nn.functional.scaled_dot_product_attention(
+        split(x @ W_q.T), split(x @ W_k.T), split(x @ W_v.T)
+    )
+    return out.transpose(1, 2).reshape(B, T, d) @ W_o.T
+
+
+def test_pytorchs_own_multi_head_layer_or_kernel_earns_zero_and_says_why():
+    task = all_tasks()["09.multi_head_attention"]
+    for fn, name in [
+        (_mha_by_torch, "multi_head_attention_forward"),
+        (_mha_by_module, "MultiheadAttention"),
+        (_mha_by_kernel, "scaled_dot_product_attention"),
+    ]:
+        result = run_task(task, fn)
+        assert result.points == 0 and result.diagnosis == "forbidden_call", (name, result.message)
+        assert f"PyTorch's `{name}`" in result.message and "ready-made" in result.message
+
+
+def test_a_watched_tensor_turned_plain_earns_zero_in_set_10():
+    import math
+
+    def as_plain(Q, K, V, block_size):
+        Q, K, V = (t.as_subclass(torch.Tensor) for t in (Q, K, V))
+        return torch.softmax(Q @ K.transpose(1, 2) / math.sqrt(Q.shape[-1]), -1) @ V
+
+    def made_plain(Q, K, V, block_size):
+        Q, K, V = (torch.Tensor._make_subclass(torch.Tensor, t) for t in (Q, K, V))
+        return torch.softmax(Q @ K.transpose(1, 2) / math.sqrt(Q.shape[-1]), -1) @ V
+
+    def running(scores, block_size):
+        s = scores.as_subclass(torch.Tensor)
+        m = s.amax(-1)
+        return m, torch.exp(s - m[:, None]).sum(-1)
+
+    tasks = all_tasks()
+    for task_id, fn, method in [
+        ("10.online_softmax_attention", as_plain, "as_subclass"),
+        ("10.online_softmax_attention", made_plain, "_make_subclass"),
+        ("10.running_max_sum", running, "as_subclass"),
+    ]:
+        result = run_task(tasks[task_id], fn)
+        assert result.points == 0 and result.diagnosis == "forbidden_call", (task_id, result.message)
+        assert f"(`{method}`)" in result.message and "Work on the tensors you are given" in result.message
+    kernel = run_task(
+        tasks["10.online_softmax_attention"],
+        lambda Q, K, V, block_size: torch.nn.functional.scaled_dot_product_attention(Q, K, V),
+    )
+    assert kernel.points == 0 and "PyTorch's `scaled_dot_product_attention` (in torch.nn.functional)" in (
+        kernel.message
+    )
+
+
+def test_builtins_are_watched_only_where_a_task_forbids_them():
+    # the same conversion is fine where nothing forbids it, and the package's own conversions never count
+    guard = ForbiddenCallGuard(["builtin:as_subclass"])
+    x = torch.randn(2, 3)
+    with guard:
+        x.as_subclass(torch.Tensor)
+    assert guard.found == ["builtin:as_subclass"]
+    with ForbiddenCallGuard(["attnbook.attention:softmax"]) as other:
+        x.as_subclass(torch.Tensor)
+    assert other.found == []
+    from attnbook.blockwise import watch_scores
+
+    with guard:
+        watch_scores([x], rows=2)
+    assert guard.found == []

@@ -193,12 +193,39 @@ def test_hint_gives_the_next_tier_and_a_repeat_failure_shows_it(session, capsys)
     hint(task.id)
     out = capsys.readouterr().out
     assert f"hint 1 of {len(hints)}" in out and hints[0] in out
-    with pytest.raises(CheckFailed) as second:  # the same mistake again: the next tier comes with it
-        check(task.id, wrong)
-    if len(hints) > 1:
+    with pytest.raises(CheckFailed) as second:  # the same mistake again: the next tier comes with it,
+        check(task.id, wrong)  # unless it is the last, closest to the fix: that one only when asked for
+    if len(hints) > 2:
         assert f"Hint: {hints[1]}" in str(second.value)
     else:
         assert "Hint:" not in str(second.value)
+        if len(hints) == 2:
+            assert f'hint("{task.id}") shows a hint' in str(second.value)
+
+
+def test_the_last_tier_is_never_shown_unasked(session, capsys):
+    # a one-tier task: two failures in a row name the mistake and say how to ask, nothing more
+    task = next(get_task(t) for t in all_tasks() if not get_task(t).hand and get_task(t).check_grad)
+
+    def wrong(*args, **kwargs):
+        out = task.reference(*args, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(o * 0.0 + 123.0 if isinstance(o, torch.Tensor) else o for o in out)
+        return out * 0.0 + 123.0
+
+    wrong = _unguarded(wrong)
+    for _ in range(2):
+        with pytest.raises(CheckFailed):
+            check(task.id, wrong)
+    hints = session[task.id]["result"].hints
+    with pytest.raises(CheckFailed) as third:
+        check(task.id, wrong)
+    if hints:
+        assert hints[-1] not in str(third.value)
+        assert f'hint("{task.id}") shows a hint' in str(third.value) or len(hints) > 1
+    hint(task.id)
+    if hints:
+        assert hints[0] in capsys.readouterr().out
 
 
 def _unguarded(fn):

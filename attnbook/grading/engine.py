@@ -365,6 +365,29 @@ def _module_of_file(filename: str) -> str:
 
 #: the name recorded when the learner's function switches the guard's profiler off or replaces it
 TAMPERED = "<the grader's watch switched off>"
+#: prefix of a pattern that forbids a builtin (C) method or function by its name, such as
+#: ``"builtin:as_subclass"``: tensors of the grader's own types turned into plain ones escape its watch
+BUILTIN = "builtin:"
+#: PyTorch's own attention layers and kernels: a task that asks for the layer forbids them
+TORCH_ATTENTION = (
+    "torch.nn.functional:multi_head_attention_forward",
+    "torch.nn.modules.activation:MultiheadAttention",
+    "torch._C._nn:scaled_dot_product_attention",
+)
+#: ways of turning a watched tensor (set 10) into a plain one, which the watch cannot follow
+SUBCLASS_ESCAPES = (f"{BUILTIN}as_subclass", f"{BUILTIN}_make_subclass")
+_OWN_DIRS: tuple = ()
+
+
+def _learner_code(frame) -> bool:
+    """True unless ``frame`` runs PyTorch's or this package's own code (which may convert tensors)."""
+    global _OWN_DIRS
+    if not _OWN_DIRS:
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        _OWN_DIRS = (os.path.dirname(os.path.abspath(torch.__file__)), package)
+    return not os.path.abspath(frame.f_code.co_filename).startswith(_OWN_DIRS)
+
+
 _PROFILE_SETTERS = (sys.setprofile, threading.setprofile, sys.settrace)
 
 
@@ -382,6 +405,11 @@ class ForbiddenCallGuard:
 
     def __init__(self, names: Iterable[str], allowed: Iterable = ()):
         self.patterns = tuple(names)
+        # builtins (C functions): "builtin:NAME" forbids every builtin method or function called NAME
+        # (``as_subclass``), and a "torch._C...:name" pattern a module-level builtin by its module
+        self._builtin_names = frozenset(p[len(BUILTIN) :] for p in self.patterns if p.startswith(BUILTIN))
+        self._builtin_patterns = tuple(p for p in self.patterns if p.startswith("torch._C"))
+        self._watch_builtins = bool(self._builtin_names or self._builtin_patterns)
         self.allowed = frozenset(_codes_of(list(allowed)))
         self.found: list[str] = []
         self._cache: dict = _NAME_CACHES.setdefault(self.patterns, {})
@@ -415,12 +443,33 @@ class ForbiddenCallGuard:
                 name = self._cache[code] = self._name_of(frame)
             if name and name not in self.found and not self._allowed_here(frame):
                 self.found.append(name)
-        elif (
-            event == "c_call" and arg in _PROFILE_SETTERS and not self._closing and TAMPERED not in self.found
-        ):
-            self.found.append(TAMPERED)  # switching the watch off (even for a moment) is not allowed
+        elif event == "c_call":
+            if arg in _PROFILE_SETTERS and not self._closing and TAMPERED not in self.found:
+                self.found.append(TAMPERED)  # switching the watch off (even for a moment) is not allowed
+            elif self._watch_builtins:
+                name = self._builtin_name(arg)
+                if name and name not in self.found and _learner_code(frame) and not self._allowed_here(frame):
+                    self.found.append(name)
         if self._previous is not None:
             self._previous(frame, event, arg)
+
+    def _builtin_name(self, arg) -> str:
+        """The forbidden name of the builtin ``arg`` about to be called ('' if it is allowed)."""
+        name = getattr(arg, "__name__", "")
+        if name in self._builtin_names:
+            return f"{BUILTIN}{name}"
+        module = getattr(arg, "__module__", None)
+        if not module or not self._builtin_patterns:
+            return ""
+        qualname = getattr(arg, "__qualname__", name)
+        key = (BUILTIN, module, qualname)  # decided once per builtin, like Python functions
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = next(
+                (f"{module}:{qualname}" for p in self._builtin_patterns if name_matches(p, module, qualname)),
+                "",
+            )
+        return found
 
     @property
     def hook(self):
@@ -465,6 +514,22 @@ def forbidden_message(names: Sequence[str]) -> str:
         return (
             "0 points: your function switched off the grader's watch over the functions it calls "
             "(sys.setprofile or sys.settrace); a graded function only computes its answer."
+        )
+    escape = next((n for n in names if n in SUBCLASS_ESCAPES), "")
+    if escape:
+        method = escape[len(BUILTIN) :]
+        return (
+            f"0 points: your function turns the tensors it is given into another tensor type (`{method}`), "
+            "which hides from the grader how it reads them. Work on the tensors you are given."
+        )
+    torch_layer = next((n for n in names if n in TORCH_ATTENTION or n.startswith("torch.")), "")
+    if torch_layer and not any(_is_book_code(n) for n in names):
+        module, _, qualname = torch_layer.partition(":")
+        module = "torch.nn.functional" if module == "torch._C._nn" else module  # where learners find it
+        layer = qualname.split(".")[0]
+        return (
+            f"0 points: your function calls PyTorch's `{layer}` (in {module}), a ready-made implementation "
+            "of what this task asks you to write. A point here means you wrote the step yourself."
         )
     name = next((n for n in names if _is_book_code(n)), names[0])
     module, _, qualname = name.partition(":")

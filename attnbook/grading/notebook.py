@@ -6,7 +6,8 @@ message alone: learners never see a traceback from the grader.
 
 Help comes in tiers. The first message names the mistake, never the code of the fix. ``hint(task_id)``
 prints the next tier for the last failure of that task in this session (the next one on each call); a
-second failure with the same diagnosis in a row shows the next tier too. ``progress("05")`` lists the
+second failure with the same diagnosis in a row shows the next tier too, unless it is the last one: the
+last tier is the closest to the fix, so it comes only when asked for, and the message says how to ask. ``progress("05")`` lists the
 set's tasks with their status and points in this session, and the running total.
 """
 
@@ -77,9 +78,12 @@ def _remember(result: Result) -> str:
         and previous["result"].diagnosis == result.diagnosis
     ):
         shown = previous["shown"]
-        if shown < len(result.hints):
+        if shown < len(result.hints) - 1:
             extra = " " + translate(f"Hint: {result.hints[shown]}")
             shown += 1
+        elif shown < len(result.hints):  # the last tier is the closest to the fix: only when asked for
+            task_id = result.task_id
+            extra = " " + translate(f'(hint("{task_id}") shows a hint.)')
     _SESSION[result.task_id] = {"result": result, "shown": shown}
     return extra
 

@@ -26,7 +26,7 @@ import torch
 from ... import blockwise as _book
 from ...blockwise import watch_scores
 from ..cases import generator, randn
-from ..engine import Case, Fail, Misconception, Task
+from ..engine import SUBCLASS_ESCAPES, TORCH_ATTENTION, Case, Fail, Misconception, Task
 from ..registry import register
 
 NEG_INF = float("-inf")
@@ -36,11 +36,15 @@ BOOK_RUNNING = (
     "attnbook.blockwise:running_max_sum",
     "attnbook.blockwise:online_softmax_attention",
     "attnbook.attention:*",
+    *SUBCLASS_ESCAPES,  # a plain tensor made from a watched one hides how it is read
+    *TORCH_ATTENTION,
 )
 BOOK_ONLINE = (
     "attnbook.blockwise:online_softmax_attention",
     "attnbook.blockwise:running_max_sum",
     "attnbook.attention:*",
+    *SUBCLASS_ESCAPES,  # a plain tensor made from a watched one hides how it is read
+    *TORCH_ATTENTION,
 )
 
 
