@@ -3,7 +3,8 @@
     python tools/benchmark.py                 # all notebooks
     python tools/benchmark.py chapters/07*.ipynb
 
-Targets (2 CPU cores): each notebook under 60 s; see also tools/benchmark_attention.py for the cost of
+Targets (2 CPU cores): each notebook at most 40 s on an idle machine, so that it stays under a minute
+on slower ones; see also tools/benchmark_attention.py for the cost of
 attention itself. This is a measurement, not a test: it prints figures and never fails on time.
 """
 
@@ -20,7 +21,7 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET_S = 60.0
+TARGET_S = 40.0
 
 
 def run(path: Path) -> tuple[float, str]:

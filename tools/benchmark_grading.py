@@ -4,7 +4,7 @@
     .venv/bin/python tools/benchmark_grading.py --size 12 --jobs 1 --no-prefetch-too
 
 A synthetic class of set-08 submissions is made from ``solutions/`` and ``exercises/``: correct work,
-untouched stubs, learner-style wrong answers, a cell that never ends (it ignores signals), and malformed
+untouched stubs, learner-style wrong answers, three cells that never end (they ignore signals), and malformed
 files (not JSON, another set's notebook). Each is graded exactly as ``attnbook-grade -j N`` grades it
 (bubblewrap sandbox where available, one fresh sandbox per submission). Printed: notebooks per second
 for each N, and the seconds summed over the class by part: the sandbox and interpreter start, the torch

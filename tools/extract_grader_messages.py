@@ -276,6 +276,9 @@ def update(messages) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return 0
     messages = extract()
     if "--check" in argv:
         problems = check(messages)

@@ -8,6 +8,7 @@ can be remade and reviewed; the output is committed (the build does not run this
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -64,6 +65,9 @@ def draw(
 
 
 def main() -> None:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     draw(OUT / "logo.png", 200, with_title=True)
     draw(OUT / "favicon.png", 64, with_title=False)
