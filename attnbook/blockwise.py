@@ -202,6 +202,9 @@ class ScoreWatch(torch.Tensor):
     or exponentials) of ``w`` keys for each of the ``rows`` queries, and ``w`` is recorded in ``widths``;
     so is a vector ``(w,)`` (one query's scores) whose length is neither ``rows`` nor exempt. The sizes
     must be chosen distinct (``rows``, the exempt widths and the block widths), or the record is ambiguous.
+    With ``keys`` (the number of keys, ``T_k``), a tensor ``(..., q, keys)`` whose ``q`` is neither ``rows``
+    nor exempt is recorded too (width ``keys``): the scores of every key for a part of the queries (queries
+    cut into blocks, or taken one at a time), which reads all the keys at once.
     Outputs are always looked at; inputs too, except for operations that only select part of a tensor
     (indexing, ``split``, ``narrow``...), so that reading a full row of scores block by block is fine but
     computing with it at once is recorded. With ``outside_only``, only operations called from code outside
@@ -212,6 +215,7 @@ class ScoreWatch(torch.Tensor):
     """
 
     rows: int = 0
+    keys: int = 0
     exempt: frozenset = frozenset()
     outside_only: bool = False
     on_inside = None
@@ -256,6 +260,8 @@ class ScoreWatch(torch.Tensor):
                     cls.widths.append(int(b))
                 elif b == cls.rows and a > 1 and a not in cls.exempt:
                     cls.widths.append(int(a))
+                elif cls.keys > 1 and b == cls.keys and a not in cls.exempt:
+                    cls.widths.append(int(b))  # every key, for a part of the queries
         elif isinstance(value, (list, tuple)) and depth < 3:
             for v in value:
                 cls._look(v, depth + 1)
@@ -278,6 +284,7 @@ class ScoreWatch(torch.Tensor):
         return {
             "name": cls.wire_name,
             "rows": int(cls.rows),
+            "keys": int(cls.keys),
             "exempt": sorted(int(e) for e in cls.exempt),
             "token": cls.token,
             "widths": widths,
@@ -293,12 +300,13 @@ class ScoreWatch(torch.Tensor):
 
 
 def watch_scores(
-    tensors, rows: int, exempt=(), outside_only: bool = False, on_inside=None, token: str = ""
+    tensors, rows: int, exempt=(), outside_only: bool = False, on_inside=None, token: str = "", keys: int = 0
 ) -> list:
     """The ``tensors`` as :class:`ScoreWatch` tensors of one fresh subclass (they share one record).
 
     ``rows``: the number of queries (the axis a block of scores has besides its keys); ``exempt``: widths
-    that are not blocks of keys (``d_k``, ``d_v``). The record is ``type(result[0]).widths``. ``token``
+    that are not blocks of keys (``d_k``, ``d_v``); ``keys``: the number of keys, to record the scores of
+    every key for part of the queries (0: not recorded). The record is ``type(result[0]).widths``. ``token``
     names the watch on the trusted grader's wire (a fresh random one by default).
     """
     watch = type(
@@ -306,6 +314,7 @@ def watch_scores(
         (ScoreWatch,),
         {
             "rows": int(rows),
+            "keys": int(keys),
             "exempt": frozenset(int(e) for e in exempt),
             "outside_only": outside_only,
             "on_inside": staticmethod(on_inside) if on_inside else None,

@@ -112,6 +112,12 @@ def placeholders(template: str) -> set[str]:
     return {m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1)}
 
 
+#: what ``{case}`` holds in the engine's messages (``Case.describe``: "case 'name'" and maybe " (note)"): a
+#: note may itself hold ": " or "; ", so the placeholder matches the note's brackets, nested up to 3 deep,
+#: rather than the shortest text before the template's next literal
+_CASE = r"(?P<case>case '.*?'(?: \((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\))?)"
+
+
 def _compile(template: str) -> tuple[re.Pattern, int]:
     """The regex of a template, and its number of literal characters."""
     parts, seen, literal, pos = [], set(), 0, 0
@@ -127,7 +133,7 @@ def _compile(template: str) -> tuple[re.Pattern, int]:
             parts.append(f"(?P={name})")
         else:
             seen.add(name)
-            parts.append(f"(?P<{name}>.*?)")
+            parts.append(_CASE if name == "case" else f"(?P<{name}>.*?)")
         pos = match.end()
     text = template[pos:]
     parts.append(re.escape(text))

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from attnbook.grading import get_task, run_task
+
 WRONG = {
     "04.dot_scores": [
         (
@@ -237,7 +239,13 @@ WRONG = {
             "0 points",
         ),
         ("arithmetic slip", lambda: [-0.5, 3.0, 1.0, 2.0], "wrong_values", "not what the check computes"),
-        ("three numbers", lambda: [-0.5, 3.0, 1.0], "wrong_values", "not what the check computes"),
+        ("three numbers", lambda: [-0.5, 3.0, 1.0], "wrong_length", "asks for 4 (one score per source word)"),
+        (
+            "rounded to whole numbers",
+            lambda: [-0.0, 3.0, 1.0, 2.0],
+            "wrong_values",
+            "not what the check computes",
+        ),
     ],
 }
 
@@ -288,3 +296,30 @@ CORRECT = {
     ],
     "04.hand_scores": [lambda: [-0.5, 3, 1, 2.5], lambda: (-0.5, 3.0, 1.0, 2.5)],
 }
+
+
+# ------------------------------------------------------------------ red team, round 2 (the grader's fixes)
+
+
+def additive_then_softmax(Q, K, W_q, W_k, w):
+    """Goes one step too far: the weights instead of the scores."""
+    e = torch.tanh((Q @ W_q.T).unsqueeze(2) + (K @ W_k.T).unsqueeze(1)) @ w
+    return torch.softmax(e, dim=-1)
+
+
+def dot_scores_nan(s_t, H):
+    """A NaN made by the learner's own arithmetic (0 · inf), in a task without exp()."""
+    return H @ s_t + 0.0 * torch.full_like(H[:, 0], float("inf"))
+
+
+WRONG["04.additive_scores"] += [
+    ("softmax of the scores", additive_then_softmax, "returned_weights", "before the softmax"),
+]
+WRONG["04.dot_scores"] += [
+    ("NaN from 0 · inf", dot_scores_nan, "not_finite", "undefined or overflows"),
+]
+
+
+def test_a_nan_in_a_task_without_exp_does_not_speak_of_exp():
+    result = run_task(get_task("04.dot_scores"), dot_scores_nan)
+    assert result.diagnosis == "not_finite" and "exp()" not in result.message, result.message

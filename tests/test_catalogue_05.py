@@ -742,3 +742,43 @@ WRONG["05.softmax_with_temperature"] += [
     ("tau clamped at 0.1", temp_clamped_for_stability, "other_temperature", "another temperature"),
     ("divides by 1 + tau", temp_one_plus_tau, "other_temperature", "another temperature"),
 ]
+
+
+# ------------------------------------------------------------------ red team, round 2 (the grader's fixes)
+
+
+def masked_nan_to_uniform(scores, mask):
+    """-inf, as asked; but a row with no key left is turned from NaN into uniform weights."""
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num(1.0 / scores.shape[-1])
+
+
+def log_weights_frees_exps(scores, dim):
+    """Right values; zeroes its exponentials in place to "free" them, which autograd still needs."""
+    x = scores - scores.amax(dim=dim, keepdim=True)
+    e = torch.exp(x)
+    log_sum = torch.log(e.sum(dim=dim, keepdim=True))
+    e.zero_()
+    return x - log_sum + e
+
+
+WRONG["05.masked_softmax"] += [
+    ("-inf, then NaN rows made uniform", masked_nan_to_uniform, "large_negative_fill", "replacing the NaN"),
+]
+WRONG["05.log_weights"] += [
+    ("exponentials zeroed in place", log_weights_frees_exps, "breaks_autograd", "checks gradients too"),
+]
+WRONG["05.hand_weights"] += [
+    (
+        "rounded to 2 decimals",
+        lambda: [round(x, 2) for x in hand_softmax(E[:3])] + [0.0],
+        "not_precise",
+        "rounded to 2 decimals",
+    ),
+]
+
+
+def test_uniform_rows_are_not_blamed_on_a_fill_the_learner_did_not_use():
+    """The message names the uniform weights, not a large negative fill as the only cause (red team, A5)."""
+    result = run_task(get_task("05.masked_softmax"), masked_nan_to_uniform)
+    assert not result.message.startswith("you filled"), result.message
+    assert "uniform weights 1/T_k" in result.message, result.message

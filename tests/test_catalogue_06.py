@@ -646,7 +646,7 @@ WRONG = {
             "weighted_by_scores",
             "other numbers",
         ),
-        ("a tuple of three", lambda: (0.4, 0.9, 0.1), "wrong_values", "is wrong"),
+        ("a tuple of three", lambda: (0.4, 0.9, 0.1), "wrong_length", "asks for 4 (the d = 4 components"),
     ],
 }
 
@@ -819,5 +819,58 @@ WRONG["06.hand_attention_value"] += [
         lambda: weighted_sum(ALPHA[1:] + ALPHA[:1]),
         "wrong_pairing",
         "wrong states",
+    ),
+]
+
+
+# ------------------------------------------------------------------ red team, round 2 (the grader's fixes)
+
+
+def _masked_weights(scores, keep):
+    return torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1).nan_to_num(0.0)
+
+
+def dpa_three_values(Q, K, V):
+    alpha = torch.softmax(Q @ K.transpose(-1, -2), dim=-1)
+    return alpha @ V, alpha, None
+
+
+def step_scaled_by_sqrt_d(s_t, H, lengths):
+    scores = (H @ s_t.unsqueeze(-1)).squeeze(-1) / math.sqrt(H.shape[-1])  # "always scale"
+    alpha = _masked_weights(scores, torch.arange(H.shape[1])[None, :] < lengths[:, None])
+    return (alpha.unsqueeze(-1) * H).sum(1), alpha
+
+
+def dec_causal_mask(S, H, lengths):
+    scores = S @ H.transpose(1, 2)
+    T, N = scores.shape[-2:]
+    keep = (torch.arange(N)[None, None, :] < lengths[:, None, None]) & torch.ones(
+        T, N, dtype=torch.bool
+    ).tril()
+    alpha = _masked_weights(scores, keep)
+    return alpha @ H, alpha
+
+
+WRONG["06.dot_product_attention"] += [
+    ("returns (a, alpha, None)", dpa_three_values, "wrong_type", "returned a tuple of 3 values"),
+]
+WRONG["06.attention_step"] += [
+    ("scores divided by sqrt(d)", step_scaled_by_sqrt_d, "scaled", "divided the scores by √d"),
+]
+WRONG["06.decoder_attention"] += [
+    ("a causal mask over the source", dec_causal_mask, "causal_mask", "causal (look-ahead) mask"),
+]
+WRONG["06.hand_attention_value"] += [
+    (
+        "a 4×4 table of zeros",
+        lambda: [[0.0] * 4 for _ in range(4)],
+        "wrong_shape",
+        "one flat list of 4 numbers (the d = 4",
+    ),
+    (
+        "each state weighted, not added up",
+        lambda: [[w * x for x in h] for w, h in zip(ALPHA, H)],
+        "not_summed",
+        "did not add them up",
     ),
 ]

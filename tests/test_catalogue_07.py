@@ -715,3 +715,79 @@ def test_bahdanau_reference_equals_the_package_model():
         torch.testing.assert_close(alpha[:, 0], alpha_t)
         torch.testing.assert_close(state[0], s_t)
         torch.testing.assert_close(logits[:, 0].softmax(-1), y_hat)
+
+
+# ------------------------------------------------------------------ red team, round 2 (the grader's fixes)
+
+
+def _masked_scores_as_alpha(fill):
+    """Returns the masked scores (filled with ``fill``) where the weights belong."""
+    right = bahdanau_learner()
+
+    def step(y_prev_emb, s_prev, H, src_mask, params):
+        y_hat, s_t, _ = right(y_prev_emb, s_prev, H, src_mask, params)
+        hidden = torch.tanh(F.linear(s_prev, params["W_q"]).unsqueeze(1) + F.linear(H, params["W_k"]))
+        return y_hat, s_t, (hidden @ params["w"]).masked_fill(~src_mask, fill)
+
+    return step
+
+
+def bahdanau_scales_a_param_copy(y_prev_emb, s_prev, H, src_mask, params):
+    """Right, but rebinds an entry of the caller's dict to a non-leaf tensor with the same values."""
+    params["W_q"] = params["W_q"] * 1.0
+    return bahdanau_learner()(y_prev_emb, s_prev, H, src_mask, params)
+
+
+def greedy_with_sos_column(step, s_0, H, src_mask, E, max_len):
+    ids, alphas = greedy_learner()(step, s_0, H, src_mask, E, max_len)
+    return torch.cat([torch.full_like(ids[:, :1], SOS), ids], dim=1), alphas
+
+
+def greedy_with_pad_column(step, s_0, H, src_mask, E, max_len):
+    ids, alphas = greedy_learner()(step, s_0, H, src_mask, E, max_len)
+    return torch.cat([torch.full_like(ids[:, :1], PAD), ids], dim=1), alphas
+
+
+def greedy_alphas_transposed(step, s_0, H, src_mask, E, max_len):
+    ids, alphas = greedy_learner()(step, s_0, H, src_mask, E, max_len)
+    return ids, alphas.transpose(1, 2)
+
+
+def greedy_first_id_off(step, s_0, H, src_mask, E, max_len):
+    ids, alphas = greedy_learner()(step, s_0, H, src_mask, E, max_len)
+    ids = ids.clone()
+    ids[0, 0] = 5
+    return ids, alphas
+
+
+WRONG["07.bahdanau_step"] += [
+    (
+        "the masked scores (-inf) returned",
+        _masked_scores_as_alpha(float("-inf")),
+        "returned_scores",
+        "masked scores",
+    ),
+    ("the masked scores (-1e9) returned", _masked_scores_as_alpha(-1e9), "returned_scores", "negative"),
+]
+WRONG["07.greedy_decode"] += [
+    ("<sos> as the first column", greedy_with_sos_column, "sos_recorded", "<sos> you fed"),
+    (
+        "<pad> as the first column",
+        greedy_with_pad_column,
+        "wrong_shape",
+        "(B=3, 5) but should have shape (B=3, T_out=4)",
+    ),
+    ("alphas (B, N, T_out)", greedy_alphas_transposed, "transposed", "(B=3, N=6, T_out=4)"),
+    ("one id wrong", greedy_first_id_off, "wrong_values", "expected 7, got 5"),
+]
+CORRECT["07.bahdanau_step"].append(bahdanau_scales_a_param_copy)
+
+
+def test_a_learners_non_leaf_tensor_in_params_raises_no_warning():
+    """The grader reads .grad only where PyTorch keeps one: no UserWarning leaks to the learner (red team, D)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run_task(get_task("07.bahdanau_step"), bahdanau_scales_a_param_copy)
+    assert result.passed, result.message

@@ -449,3 +449,37 @@ def pad_longest_for_all(lengths, T_k):
 WRONG["08.padding_mask"] += [
     ("the longest length for all", pad_longest_for_all, "wrong_lengths", "one length for the whole batch"),
 ]
+
+
+# ------------------------------------------------------------------ red team, round 2 (the grader's fixes)
+
+
+def sdpa_always_causal(Q, K, V, mask=None):
+    """ "Attention must not look ahead": a causal mask of its own, on top of the mask given."""
+    scores = Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1])
+    keep = torch.ones(scores.shape[-2:], dtype=torch.bool).tril()
+    if mask is not None:
+        keep = keep & mask
+    w = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1).nan_to_num(0.0)
+    return w @ V, w
+
+
+def sdpa_mask_unused(Q, K, V, mask=None):
+    w = torch.softmax(Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]), dim=-1)
+    return w @ V, w
+
+
+def sdpa_additive_mask(Q, K, V, mask=None):
+    """Right values; the mask is added as a bias of 0 and -inf, so empty rows send NaN gradients back."""
+    scores = Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1])
+    if mask is not None:
+        scores = scores + torch.zeros(mask.shape, dtype=scores.dtype).masked_fill(~mask, float("-inf"))
+    w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return w @ V, w
+
+
+WRONG["08.sdpa"] += [
+    ("a causal mask always", sdpa_always_causal, "causal_not_asked", "causal (look-ahead) mask of your own"),
+    ("the mask argument unused", sdpa_mask_unused, "mask_ignored", "ignores its mask argument"),
+    ("mask added as a -inf bias", sdpa_additive_mask, "nan_gradient", "checks gradients too"),
+]

@@ -271,7 +271,7 @@ WRONG = {
 
 
 def mha_head_loop(x, W_q, W_k, W_v, W_o, h):
-    """Correct, written with a loop over heads and torch's SDPA."""
+    """A loop over heads with torch's SDPA: PyTorch's kernel does the attention (earns 0 since round 1)."""
     d_k = x.shape[-1] // h
     Q, K, V = _lin(x, W_q), _lin(x, W_k), _lin(x, W_v)
     heads = []
@@ -315,12 +315,16 @@ CORRECT = {
         lambda x, h: torch.cat(x.view(x.shape[0] // h, h, *x.shape[1:]).unbind(1), dim=-1),
         lambda x, h: x.unflatten(0, (-1, h)).permute(0, 2, 1, 3).flatten(2),
     ],
-    "09.multi_head_attention": [mha_head_loop, mha_einsum, mha_folded_bmm],
+    "09.multi_head_attention": [mha_einsum, mha_folded_bmm],
 }
 
 
 WRONG["09.multi_head_attention"].append(
     ("computed in float32", mha_float32_inside, "float32_computation", "float32")
+)
+# PyTorch's attention kernel does the step the task asks for: since the red team's round 1 it earns 0 here
+WRONG["09.multi_head_attention"].append(
+    ("a loop over heads with torch's SDPA", mha_head_loop, "forbidden_call", "scaled_dot_product_attention")
 )
 
 

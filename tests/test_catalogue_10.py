@@ -393,6 +393,50 @@ def rms_each_block_own_max(scores, block_size):
     return m, total
 
 
+def rms_stale_max(scores, block_size):
+    """Subtracts the maximum it had before the block (the old m): exp() overflows in the first block."""
+    m = torch.full(scores.shape[:1], -INF, dtype=scores.dtype)
+    l = torch.zeros_like(m)
+    for a in range(0, scores.shape[1], block_size):
+        blk = scores[:, a : a + block_size]
+        m_new = torch.maximum(m, blk.amax(1))
+        l = l * torch.exp(m - m_new).nan_to_num(0.0) + torch.exp(blk - m[:, None]).sum(1)
+        m = m_new
+    return m, l
+
+
+def osa_stale_max(Q, K, V, block_size):
+    """The block's exponentials against the previous running maximum."""
+    m = torch.full(Q.shape[:2] + (1,), -INF, dtype=Q.dtype)
+    l = torch.zeros_like(m)
+    acc = torch.zeros(Q.shape[:2] + (V.shape[-1],), dtype=Q.dtype)
+    for j in range(0, K.shape[1], block_size):
+        s = Q @ K[:, j : j + block_size].mT / math.sqrt(Q.shape[-1])
+        p = torch.exp(s - m)
+        m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+        c = torch.exp(m - m_new)
+        l, acc, m = l * c + p.sum(-1, keepdim=True), acc * c + p @ V[:, j : j + block_size], m_new
+    return acc / l
+
+
+def osa_query_blocks(Q, K, V, block_size):
+    """Cuts the queries into blocks of block_size, and takes every key at once for each block."""
+    out = []
+    for i in range(0, Q.shape[1], block_size):
+        w = torch.softmax(Q[:, i : i + block_size] @ K.mT / math.sqrt(Q.shape[-1]), dim=-1)
+        out.append(w @ V)
+    return torch.cat(out, dim=1)
+
+
+def osa_one_query_all_keys(Q, K, V, block_size):
+    """One query at a time, with every key at once."""
+    rows = []
+    for i in range(Q.shape[1]):
+        w = torch.softmax(Q[:, i : i + 1] @ K.mT / math.sqrt(Q.shape[-1]), dim=-1)
+        rows.append(w @ V)
+    return torch.cat(rows, dim=1)
+
+
 WRONG = {
     "10.combine_max_sum": [
         ("sums added", combine_added, "sum_not_rescaled", "own maximum"),
@@ -413,12 +457,13 @@ WRONG = {
         ("max of the first block", rms_max_from_first_block, "max_not_updated", "first block"),
         ("full blocks only", rms_full_blocks_only, "last_block_dropped", "last, shorter block"),
         ("exp without the shift", rms_blocks_no_shift, "sum_not_shifted", "without subtracting the maximum"),
-        ("the whole row at once", rms_whole_row, "block_size_ignored", "block_size is"),
+        ("the whole row at once", rms_whole_row, "block_size_ignored", "a whole row of 10 scores at once"),
         ("logsumexp of the whole row", rms_logsumexp_row, "block_size_ignored", "at once"),
         ("one key at a time", rms_one_key_at_a_time, "blocks_too_small", "never worked on block_size"),
         ("blocks twice as wide", rms_double_blocks, "block_size_ignored", "block_size is"),
         ("maximum starts at 0", rms_starts_at_zero, "max_starts_at_zero", "-inf"),
         ("each block against its own maximum", rms_each_block_own_max, "block_own_max", "own maximum"),
+        ("subtracts the old maximum", rms_stale_max, "stale_max", "old m"),
         ("the book's running_max_sum", rms_book, "forbidden_call", "0 points"),
         ("Python floats", rms_floats, "wrong_type", "torch.Tensor"),
         ("only l", rms_only_sum, "wrong_type", "2 values"),
@@ -469,7 +514,20 @@ WRONG = {
         ("values overwritten", osa_last_block_only_values, "values_overwritten", "last block"),
         ("no running maximum at all", osa_no_max, "not_finite", "maximum"),
         ("the full score matrix first", osa_full_scores_then_blocks, "block_size_ignored", "block_size is"),
-        ("torch's SDPA on all keys", osa_torch_sdpa, "blocks_too_small", "never worked on block_size"),
+        ("torch's SDPA on all keys", osa_torch_sdpa, "forbidden_call", "scaled_dot_product_attention"),
+        (
+            "queries in blocks, all keys at once",
+            osa_query_blocks,
+            "block_size_ignored",
+            "all 11 keys at once",
+        ),
+        (
+            "one query at a time, all keys",
+            osa_one_query_all_keys,
+            "block_size_ignored",
+            "all 11 keys at once",
+        ),
+        ("subtracts the old maximum", osa_stale_max, "stale_max", "old m"),
         (
             "maximum starts at 0",
             lambda Q, K, V, b: osa_starting_at_zero(Q, K, V, b),
@@ -511,6 +569,7 @@ def test_watched_cases_have_unambiguous_sizes():
         widths = {min(block, T_k - s) for s in range(0, T_k, block)} - {1}
         assert T_q not in widths | {d_k, d_v, T_k}, case.name
         assert not widths & {d_k, d_v}, case.name
+        assert T_k not in {d_k, d_v}, case.name  # scores of every key are seen by their width T_k
     for case in get_task("10.running_max_sum").cases():
         scores, block = case.args
         R, T_k = scores.shape
@@ -537,3 +596,16 @@ def test_infinite_loop_is_stopped():
     task = dataclasses.replace(get_task("10.combine_max_sum"), timeout_s=0.5)
     result = run_task(task, combine_forever)
     assert result.diagnosis == "timeout" and "loop that never ends" in result.message
+
+
+def test_running_max_sum_speaks_of_scores_not_keys():
+    """The task is given a row of scores: its messages and hints never mention K or V (red team, A4)."""
+    for fn in (rms_whole_row, rms_one_key_at_a_time):
+        result = run_task(get_task("10.running_max_sum"), fn)
+        for text in (result.message, *result.hints):
+            assert "K[" not in text and " V" not in text and "keys" not in text, text
+
+
+def test_a_nan_from_a_subtracted_old_maximum_is_not_called_a_missing_one():
+    result = run_task(get_task("10.running_max_sum"), rms_stale_max)
+    assert "subtract the maximum first" not in result.message, result.message

@@ -411,3 +411,37 @@ CORRECT = {
     "11.cross_attention": [cross_ok_sdpa, cross_ok_loop],
     "11.self_attention_step": [step_ok_full_recompute, step_unprojected_values],
 }
+
+
+# ------------------------------------------------------------------ red team, round 2 (the grader's fixes)
+
+
+def cross_no_mask(S, H, W_q, W_k, W_v, src_len):
+    """src_len never used: a plain softmax over every source position."""
+    Q, K, V = S @ W_q.T, H @ W_k.T, H @ W_v.T
+    w = torch.softmax(Q @ K.transpose(1, 2) / math.sqrt(Q.shape[-1]), dim=-1)
+    return w @ V, w
+
+
+def step_scale_d_model(x_t, past, W_q, W_k, W_v):
+    xs = torch.cat([past, x_t.unsqueeze(1)], dim=1)
+    q, K, V = x_t @ W_q.T, xs @ W_k.T, xs @ W_v.T
+    w = torch.softmax(torch.einsum("bk,btk->bt", q, K) / math.sqrt(x_t.shape[-1]), dim=-1)
+    return torch.einsum("bt,btv->bv", w, V), w
+
+
+WRONG["11.cross_attention"] += [
+    ("no mask at all", cross_no_mask, "no_mask", "do not mask the padding at all")
+]
+WRONG["11.self_attention_step"] += [
+    ("scaled by sqrt(d_model)", step_scale_d_model, "scaled_by_d_model", "√d_model")
+]
+
+
+def test_no_mask_is_not_called_one_length_for_all():
+    """With the first sentence unpadded, masking with its length is no mask at all: the message must not
+    invent the first length (red team, A1)."""
+    from attnbook.grading import get_task, run_task
+
+    result = run_task(get_task("11.cross_attention"), cross_no_mask)
+    assert "length of the first one" not in result.message, result.message

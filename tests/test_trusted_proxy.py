@@ -308,7 +308,7 @@ def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
     (x,) = watch_scores([torch.zeros(2, 5, dtype=torch.float64)], rows=2)
     encoder = wire.Encoder()
     node = encoder.encode(x)
-    assert set(node["w"]) == {"name", "rows", "exempt", "token", "widths", "ran"}
+    assert set(node["w"]) == {"name", "rows", "keys", "exempt", "token", "widths", "ran"}
     # the kernel's decoder only lists the spec; it makes nothing of it
     kernel = wire.Decoder(encoder.blob(), watches="collect")
     plain = kernel.decode(node)
@@ -320,7 +320,15 @@ def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
     stranger = dict(node, w=dict(node["w"], token="not-a-watch-of-ours", widths=[9], ran=True))
     wire.Decoder(encoder.blob()).decode(stranger)
     assert type(x).widths == [5]
-    for bad in ({"token": 1}, {"widths": ["os.system"]}, {"widths": [-1]}, {"ran": "yes"}, {"name": None}):
+    for bad in (
+        {"token": 1},
+        {"widths": ["os.system"]},
+        {"widths": [-1]},
+        {"ran": "yes"},
+        {"name": None},
+        {"keys": "11"},
+        {"keys": -1},
+    ):
         with pytest.raises(wire.WireError):
             wire.Decoder(encoder.blob()).decode(dict(node, w=dict(node["w"], **bad)))
 

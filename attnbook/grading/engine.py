@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import dis
 import importlib
 import inspect
@@ -53,6 +54,35 @@ from ..i18n import translate
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted yet"
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The functions the checks compare with, as they were when the grader was imported: in a learner's kernel a
+# cell may replace ``torch.allclose`` (say) by a function that always says yes; the checks keep using these.
+# Results are compared as plain tensors (:func:`plain`), so a tensor subclass that answers comparisons its
+# own way is not asked either.
+_allclose, _isclose, _equal = torch.allclose, torch.isclose, torch.equal
+_isfinite, _isnan, _where, _full_like = torch.isfinite, torch.isnan, torch.where, torch.full_like
+_autograd_grad = torch.autograd.grad
+_num_isclose, _num_isnan = math.isclose, math.isnan
+_np_allclose, _np_array_equal = np.allclose, np.array_equal
+_AS_SUBCLASS = torch.Tensor.as_subclass
+_NO_SUBCLASS = torch._C.DisableTorchFunctionSubclass
+
+
+def plain(value, depth: int = 0):
+    """``value`` with every tensor in it (through tuples and lists) a plain ``torch.Tensor``: the same data
+    and autograd graph, without a subclass's behaviour. Plain tensors are returned as they are."""
+    if isinstance(value, torch.Tensor):
+        if type(value) is torch.Tensor:
+            return value
+        with _NO_SUBCLASS():
+            return _AS_SUBCLASS(value, torch.Tensor)
+    if depth < 6 and isinstance(value, (tuple, list)):
+        items = [plain(v, depth + 1) for v in value]
+        if type(value) in (tuple, list) and all(a is b for a, b in zip(items, value)):
+            return value
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
 
 #: qualified-name patterns forbidden in every task: all of the grader's task code (references,
 #: misconceptions, case builders and their helpers)
@@ -104,6 +134,10 @@ class Task:
     properties: Sequence[Callable] = ()
     #: names of the returned values, for messages (one name = a single return value)
     output_names: tuple = ("result",)
+    #: for each returned value, the names of its axes (``(("B", "T_out"), ("B", "T_out", "N"))``), for shape
+    #: messages: needed where an output has a size that is not one of the case's ``dims`` (it depends on the
+    #: answer), so that a size is not named after another axis that happens to be as long
+    output_axes: tuple = ()
     atol: float = 1e-6
     rtol: float = 1e-6
     #: check that gradients flow through the learner's function like through the reference (every case,
@@ -121,6 +155,8 @@ class Task:
     forbidden: tuple = ()
     #: a by-hand task (the answer is numbers, not a function of tensors); ``None``: guessed from the id
     hand: bool | None = None
+    #: what each number of a by-hand answer is, for messages (``"one score per source word"``)
+    answer_words: str = ""
     #: an answer that takes the shortcut through ``forbidden[0]`` with this task's signature (for
     #: ``tests/test_free_points.py``); ``None`` when ``forbidden`` is empty
     shortcut_example: Callable | None = None
@@ -208,25 +244,116 @@ class ForbiddenUse(Exception):
         self.names = list(names)
 
 
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Stop the body after ``seconds`` with :class:`LearnerTimeout` (main thread, POSIX only; elsewhere
-    the body runs without a limit)."""
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not usable:
-        yield
-        return
+# ---------------------------------------------------------------------------------------- time limits
+#
+# A learner's function in the learner's own kernel is stopped by SIGALRM, which raises LearnerTimeout in
+# it. A loop that swallows every exception (`except BaseException: pass`, a bare `except:`, `finally:
+# continue`) would swallow that too, and check() would hang. So from the deadline on, a C-level trace
+# function (PyEval_SetTrace through ctypes) makes every line of the learner's own code fail: an except
+# handler or a finally block fails at its first line, and the error leaves each frame in turn until the
+# learner's function has returned; the time limit then reports the timeout. A trace function written in
+# Python cannot do this: CPython switches it off the first time it raises. Only the learner's code fails
+# (not the grader's, PyTorch's or the standard library's, which clean up as usual), and nothing is
+# traced before the deadline. What remains: a loop inside one C call (a huge tensor operation), work in
+# other threads, and a learner who switches the alarm or tracing off on purpose.
 
-    def _handler(signum, frame):
+_TRACE_LINE, _TRACE_RETURN = 2, 3  # PyTrace_LINE, PyTrace_RETURN
+_LEARNER_CODES: dict = {}
+_NOT_LEARNER_DIRS: list = []
+
+
+def _is_learner_code(code) -> bool:
+    """True when ``code`` is neither this package's nor an installed library's or the standard library's
+    (decided once per code object)."""
+    known = _LEARNER_CODES.get(code)
+    if known is None:
+        if not _NOT_LEARNER_DIRS:
+            _NOT_LEARNER_DIRS.extend({_PACKAGE_DIR, os.path.realpath(_PACKAGE_DIR), *_library_dirs()})
+        path = os.path.realpath(code.co_filename) if not code.co_filename.startswith("<frozen") else ""
+        known = bool(path) and not path.startswith(tuple(_NOT_LEARNER_DIRS))
+        if len(_LEARNER_CODES) > 50_000:
+            _LEARNER_CODES.clear()
+        _LEARNER_CODES[code] = known
+    return known
+
+
+def _after_deadline(deadline, frame, what, arg) -> int:
+    """The C-level trace function once a deadline has passed: -1 (an error at that line) for every line
+    of the learner's code, until the learner's outermost frame has returned."""
+    if not deadline.armed:
+        return 0
+    if what == _TRACE_LINE:
+        return -1 if _is_learner_code(frame.f_code) else 0
+    if what == _TRACE_RETURN and frame.f_back is deadline.entry:
+        deadline.armed = False  # back in the caller: the grader's code runs on undisturbed
+    return 0
+
+
+try:
+    _TRACEFUNC = ctypes.CFUNCTYPE(
+        ctypes.c_int, ctypes.py_object, ctypes.py_object, ctypes.c_int, ctypes.c_void_p
+    )
+    _SET_TRACE = ctypes.pythonapi.PyEval_SetTrace
+    _SET_TRACE.argtypes = [ctypes.c_void_p, ctypes.py_object]  # the function pointer, or None (NULL)
+    _SET_TRACE.restype = None
+    _AFTER_DEADLINE_C = _TRACEFUNC(_after_deadline)  # kept alive: CPython holds only its address
+    _AFTER_DEADLINE = ctypes.cast(_AFTER_DEADLINE_C, ctypes.c_void_p)
+except (AttributeError, TypeError, OSError):  # pragma: no cover - not CPython: the limit stays soft
+    _SET_TRACE = _AFTER_DEADLINE = None
+
+
+class time_limit:  # noqa: N801 - used as ``with time_limit(seconds):``, like the function it replaces
+    """Stop the body after ``seconds`` with :class:`LearnerTimeout` (main thread, POSIX only; elsewhere
+    the body runs without a limit). The learner's code cannot swallow the timeout (see above): any error
+    that leaves the body after the deadline is reported as :class:`LearnerTimeout`."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.usable = False
+        self.armed = self.expired = self.installed = False
+        self.entry = self.previous = self.previous_trace = None
+
+    def _alarm(self, signum, frame):
+        self.expired = True
+        if not self.installed and _SET_TRACE is not None:
+            self.previous_trace = sys.gettrace()
+            self.armed = self.installed = True
+            _SET_TRACE(_AFTER_DEADLINE, self)
         raise LearnerTimeout()
 
-    previous = signal.signal(signal.SIGALRM, _handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
+    def __enter__(self):
+        self.usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+        if self.usable:
+            self.entry = sys._getframe(1)
+            self.previous = signal.signal(signal.SIGALRM, self._alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.usable:
+            return False
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, self.previous)
+        if self.installed:
+            self.armed = self.installed = False
+            if self.previous_trace is None:
+                _SET_TRACE(None, None)
+            else:  # a debugger's or coverage's tracer, put back
+                sys.settrace(self.previous_trace)
+            self.previous_trace = None
+        self.entry = None
+        if (
+            self.expired
+            and exc_type is not None
+            and issubclass(exc_type, Exception)
+            and not issubclass(exc_type, Fail)
+        ):
+            raise LearnerTimeout() from None  # what the deadline made the learner's lines raise
+        return False
+
+
+#: code that may call ``sys.settrace`` while a guard watches (putting back a tracer after a deadline)
+_OWN_SETTER_CODES = frozenset({time_limit.__exit__.__code__})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -444,7 +571,12 @@ class ForbiddenCallGuard:
             if name and name not in self.found and not self._allowed_here(frame):
                 self.found.append(name)
         elif event == "c_call":
-            if arg in _PROFILE_SETTERS and not self._closing and TAMPERED not in self.found:
+            if (
+                arg in _PROFILE_SETTERS
+                and not self._closing
+                and TAMPERED not in self.found
+                and frame.f_code not in _OWN_SETTER_CODES
+            ):
                 self.found.append(TAMPERED)  # switching the watch off (even for a moment) is not allowed
             elif self._watch_builtins:
                 name = self._builtin_name(arg)
@@ -565,12 +697,13 @@ def clone(value):
 def same_input(a, b) -> bool:
     """True when the input ``a`` (after a call) still equals its saved copy ``b``."""
     if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+        a = plain(a)  # the learner may have put a tensor of their own type into a list or dict argument
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and _equal(a, b)
     if isinstance(a, np.ndarray):
-        return isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b)
+        return isinstance(b, np.ndarray) and a.shape == b.shape and _np_array_equal(a, b)
     if isinstance(a, torch.nn.Module):
         sa, sb = a.state_dict(), b.state_dict()
-        return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        return sa.keys() == sb.keys() and all(_equal(sa[k], sb[k]) for k in sa)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same_input(x, y) for x, y in zip(a, b))
     if isinstance(a, dict):
@@ -594,9 +727,17 @@ def _tensors(value, depth: int = 0) -> list[torch.Tensor]:
     return []
 
 
+def _grad_of(t: torch.Tensor):
+    """``t.grad`` cloned, or None; a tensor that is not a leaf (the learner's own, put into a list or dict
+    argument) has none unless it retains it, and is not asked (PyTorch would warn)."""
+    if not (t.is_leaf or t.retains_grad) or t.grad is None:
+        return None
+    return t.grad.detach().clone()
+
+
 def autograd_state(value) -> list:
     """``(requires_grad, grad)`` of every tensor inside ``value`` (``grad`` cloned, or None)."""
-    return [(t.requires_grad, None if t.grad is None else t.grad.detach().clone()) for t in _tensors(value)]
+    return [(t.requires_grad, _grad_of(t)) for t in (plain(t) for t in _tensors(value))]
 
 
 def same_autograd_state(before: list, after: list) -> bool:
@@ -605,7 +746,7 @@ def same_autograd_state(before: list, after: list) -> bool:
     for (rb, gb), (ra, ga) in zip(before, after):
         if rb != ra or (gb is None) != (ga is None):
             return False
-        if gb is not None and not (gb.shape == ga.shape and torch.equal(gb, ga)):
+        if gb is not None and not (gb.shape == ga.shape and _equal(gb, ga)):
             return False
     return True
 
@@ -632,6 +773,16 @@ def shape_text(shape, dims: dict) -> str:
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
+def _shape_texts(task: Task, case: Case, index: int, got, exp) -> tuple[str, str]:
+    """The learner's shape and the expected one in words: with the task's names of this output's axes when
+    it gives them (sizes of other axes stay bare numbers), else with the case's ``dims``."""
+    axes = task.output_axes[index] if index < len(task.output_axes) else ()
+    if not axes or len(axes) != len(exp):
+        return shape_text(got, case.dims), shape_text(exp, case.dims)
+    expected = "(" + ", ".join(f"{a}={n}" for a, n in zip(axes, exp)) + ("," if len(exp) == 1 else "") + ")"
+    return shape_text(got, dict(zip(axes, exp))), expected
+
+
 def as_outputs(value, n: int) -> tuple:
     """The learner's return value as a tuple of ``n`` outputs (validated elsewhere)."""
     if n == 1:
@@ -643,17 +794,16 @@ def close(a, b, atol: float, rtol: float, equal_nan: bool = False) -> bool:
     """Tolerant equality of two outputs of the same kind (tensors, arrays, numbers, nested lists)."""
     if b is None:
         return a is None
+    a, b = plain(a), plain(b)
     if isinstance(b, torch.Tensor):
         if not isinstance(a, torch.Tensor) or a.shape != b.shape:
             return False
         return bool(
-            torch.allclose(
-                a.detach().double(), b.detach().double(), atol=atol, rtol=rtol, equal_nan=equal_nan
-            )
+            _allclose(a.detach().double(), b.detach().double(), atol=atol, rtol=rtol, equal_nan=equal_nan)
         )
     if isinstance(b, np.ndarray):
         a = np.asarray(a)
-        return a.shape == b.shape and bool(np.allclose(a, b, atol=atol, rtol=rtol, equal_nan=equal_nan))
+        return a.shape == b.shape and bool(_np_allclose(a, b, atol=atol, rtol=rtol, equal_nan=equal_nan))
     if isinstance(b, (list, tuple)):
         return (
             isinstance(a, (list, tuple))
@@ -667,8 +817,8 @@ def close(a, b, atol: float, rtol: float, equal_nan: bool = False) -> bool:
             a = float(a)
         except (TypeError, ValueError):
             return False
-        return math.isclose(a, float(b), rel_tol=rtol, abs_tol=atol) or (
-            equal_nan and math.isnan(a) and math.isnan(float(b))
+        return _num_isclose(a, float(b), rel_tol=rtol, abs_tol=atol) or (
+            equal_nan and _num_isnan(a) and _num_isnan(float(b))
         )
     try:
         return bool(a == b)
@@ -689,13 +839,22 @@ def _rounded(value):
 
 
 def first_difference(got: torch.Tensor, expected: torch.Tensor) -> str:
+    got, expected = plain(got), plain(expected)
     diff = (got.detach().double() - expected.detach().double()).abs()
-    diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
+    diff = _where(_isnan(diff), _full_like(diff, float("inf")), diff)
     index = (
         tuple(int(i) for i in np.unravel_index(int(diff.argmax()), tuple(diff.shape))) if diff.dim() else ()
     )
     where = f" at index {index}" if index else ""
+    if not (expected.is_floating_point() or expected.is_complex()):  # ids, counts, masks: whole numbers
+        return f"first difference{where}: expected {int(expected[index])}, got {_whole(got[index])}"
     return f"first big difference{where}: expected {float(expected[index]):.4f}, got {float(got[index]):.4f}"
+
+
+def _whole(x: torch.Tensor) -> str:
+    """A learner's entry where a whole number is expected: as an integer when it is one."""
+    value = float(x)
+    return str(int(value)) if math.isfinite(value) and value == int(value) else f"{value:.4f}"
 
 
 def _library_dirs() -> tuple[str, ...]:
@@ -1405,9 +1564,13 @@ def _check_types(task: Task, case: Case, value, expected: tuple) -> tuple:
         raise Fail("your function returned None: did you forget the `return` statement?", "returned_none")
     if n > 1:
         if not isinstance(value, (tuple, list)) or len(value) != n:
+            returned = type_name(value)
+            if isinstance(value, (tuple, list)):  # say how many: a tuple of 3 is not "a tuple"
+                kind = "tuple" if isinstance(value, tuple) else "list"
+                returned = f"a {kind} of {len(value)} value{'s' if len(value) != 1 else ''}"
             raise Fail(
                 f"your function should return {n} values ({', '.join(task.output_names)}) as a tuple, "
-                f"but returned {type_name(value)}.",
+                f"but returned {returned}.",
                 "wrong_type",
             )
     outputs = as_outputs(value, n)
@@ -1489,7 +1652,7 @@ def _to_float32(value):
 def _float32_computation(task: Task, case: Case, got: torch.Tensor, exp: torch.Tensor, index: int) -> bool:
     """True when ``got`` is what the reference gives computed in float32, not in float64: some step of
     the learner's computation ran in float32."""
-    if exp.dtype != torch.float64 or not torch.isfinite(got).all() or not torch.isfinite(exp).all():
+    if exp.dtype != torch.float64 or not _isfinite(got).all() or not _isfinite(exp).all():
         return False
     try:
         with torch.no_grad(), time_limit(task.timeout_s):
@@ -1523,9 +1686,7 @@ def _fully_masked_rows_only(task: Task, case: Case, label: str, got: torch.Tenso
         return
     g, e = got.detach().double(), exp.detach().double()
     bad_rows = (
-        (~torch.isclose(g, e, atol=task.atol, rtol=task.rtol, equal_nan=True))
-        .reshape(-1, exp.shape[-1])
-        .any(-1)
+        (~_isclose(g, e, atol=task.atol, rtol=task.rtol, equal_nan=True)).reshape(-1, exp.shape[-1]).any(-1)
     )
     empty_rows = (e.reshape(-1, exp.shape[-1]) == 0).all(-1)
     if bad_rows.any() and bool(empty_rows[bad_rows].all()) and bool((~bad_rows & ~empty_rows).any()):
@@ -1549,7 +1710,7 @@ def _engine_diagnosis(
         raise _float32_fail(label, case)
     if exp.dim() == 0:
         return
-    bad = ~torch.isclose(
+    bad = ~_isclose(
         got.detach().double(), exp.detach().double(), atol=task.atol, rtol=task.rtol, equal_nan=True
     )
     _constant_factor(task, case, label, got, exp)
@@ -1590,7 +1751,7 @@ def _factor_in_words(c: float, dims: dict) -> str:
 def _constant_factor(task: Task, case: Case, label: str, got: torch.Tensor, exp: torch.Tensor) -> None:
     """``got`` is ``exp`` times one constant everywhere: a scale factor is wrong or missing, or the sign."""
     g, e = got.detach().double().flatten(), exp.detach().double().flatten()
-    if not (torch.isfinite(g).all() and torch.isfinite(e).all()) or e.numel() < 2:
+    if not (_isfinite(g).all() and _isfinite(e).all()) or e.numel() < 2:
         return
     scale = float(e.abs().max())
     big = e.abs() > 1e-6 * max(scale, 1e-300)
@@ -1600,7 +1761,7 @@ def _constant_factor(task: Task, case: Case, label: str, got: torch.Tensor, exp:
     c = float(ratios.median())
     if not math.isfinite(c) or abs(c) < 1e-12 or math.isclose(c, 1.0, rel_tol=1e-6):
         return
-    if not torch.allclose(g, c * e, atol=task.atol, rtol=1e-6):
+    if not _allclose(g, c * e, atol=task.atol, rtol=1e-6):
         return
     if math.isclose(c, -1.0, rel_tol=1e-6):
         raise Fail(
@@ -1660,7 +1821,7 @@ def _right_item_by_item(task: Task, fn: Callable, case: Case, B: int, index: int
                 args = tuple(_slice_item(a, B, b) for a in case.args)
                 kwargs = {k: _slice_item(v, B, b) for k, v in case.kwargs.items()}
                 expected = as_outputs(task.reference(*clone(args), **clone(kwargs)), n)[index]
-                got = as_outputs(fn(*args, **kwargs), n)[index]
+                got = as_outputs(plain(fn(*args, **kwargs)), n)[index]
                 if not close(got, expected, task.atol, task.rtol, equal_nan=True):
                     return False
     except (Exception, LearnerTimeout):
@@ -1702,6 +1863,39 @@ def _trace(task: Task, fn: Callable, case: Case, args=None, kwargs=None) -> set:
     return seen
 
 
+_EXP_FUNCTIONS = frozenset(
+    {"exp", "exp_", "softmax", "_softmax", "log_softmax", "_log_softmax", "logsumexp", "softmin"}
+)
+_COMPUTES_EXP: dict = {}
+
+
+def _computes_exp(task: Task, case: Case) -> bool:
+    """Whether the task's step involves an exponential (a softmax, exp, logsumexp), found by running its
+    reference once under a recording torch-function mode; only to word the message on NaN or inf."""
+    known = _COMPUTES_EXP.get(task.id)
+    if known is not None:
+        return known
+    from torch.overrides import TorchFunctionMode
+
+    seen: list = []
+
+    class _Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in _EXP_FUNCTIONS:
+                seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with _Mode(), time_limit(task.timeout_s):
+            task.reference(*clone(case.args), **clone(case.kwargs))
+    except Fail:
+        raise  # a watched tensor's check (set 10), due at the grader's first use of it
+    except (Exception, LearnerTimeout):
+        pass
+    _COMPUTES_EXP[task.id] = bool(seen)
+    return bool(seen)
+
+
 def _traced_transpose(task: Task, fn: Callable, case: Case) -> bool:
     return "dot_T" in _trace(task, fn, case)
 
@@ -1734,7 +1928,7 @@ def _check_precision(task: Task, case: Case, outputs: tuple, expected: tuple, fn
         ):
             continue
         g, e = got.detach().double(), exp.detach().double()
-        finite = torch.isfinite(e) & torch.isfinite(g)
+        finite = _isfinite(e) & _isfinite(g)
         if not finite.any():
             continue
         scale = 1.0 + float(e[finite].abs().max())
@@ -1786,9 +1980,10 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
     message. ``fn`` (the learner's callable) lets the engine re-run it to word a message."""
     local = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else None
     _check_order(task, case, outputs, expected)
-    for name, got, exp in zip(task.output_names, outputs, expected):
+    for index, (name, got, exp) in enumerate(zip(task.output_names, outputs, expected)):
         label = "your result" if len(expected) == 1 else f"`{name}`"
         if isinstance(exp, torch.Tensor) and got.shape != exp.shape:
+            got_text, exp_text = _shape_texts(task, case, index, got.shape, exp.shape)
             _diagnose(task, case, outputs, properties=False)
             if local is not None and "dot_T" in _trace(task, local, case):
                 raise Fail(
@@ -1798,13 +1993,12 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
                 )
             if got.dim() >= 2 and tuple(got.shape[:-2]) + (got.shape[-1], got.shape[-2]) == tuple(exp.shape):
                 raise Fail(
-                    f"{label} has shape {shape_text(got.shape, case.dims)} but should have shape "
-                    f"{shape_text(exp.shape, case.dims)}: the last two axes are swapped (transposed).",
+                    f"{label} has shape {got_text} but should have shape "
+                    f"{exp_text}: the last two axes are swapped (transposed).",
                     "transposed",
                 )
             raise Fail(
-                f"{label} has shape {shape_text(got.shape, case.dims)} but should have shape "
-                f"{shape_text(exp.shape, case.dims)}. Seen on {case.describe()}.",
+                f"{label} has shape {got_text} but should have shape {exp_text}. Seen on {case.describe()}.",
                 "wrong_shape",
             )
     for index, (name, got, exp) in enumerate(zip(task.output_names, outputs, expected)):
@@ -1815,10 +2009,17 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
         label = "your result" if len(expected) == 1 else f"`{name}`"
         if isinstance(exp, torch.Tensor):
             _fully_masked_rows_only(task, case, label, got, exp)
-            if not torch.isfinite(got).all() and torch.isfinite(exp).all():
+            if not _isfinite(got).all() and _isfinite(exp).all():
+                if _computes_exp(task, case):
+                    raise Fail(
+                        f"{label} contains NaN or inf on {case.describe()}; the expected values are finite. "
+                        "Large scores overflow exp(): subtract the maximum first.",
+                        "not_finite",
+                    )
                 raise Fail(
-                    f"{label} contains NaN or inf on {case.describe()}; the expected values are finite. "
-                    "Large scores overflow exp(): subtract the maximum first.",
+                    f"{label} contains NaN or inf on {case.describe()}; the expected values are finite: a step "
+                    "of your computation is undefined or overflows at these inputs (a division by 0, 0 · inf, "
+                    "inf - inf, or a number too large for float64).",
                     "not_finite",
                 )
             if local is not None and "dot_T" in _trace(task, local, case):
@@ -1831,6 +2032,9 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
             detail = first_difference(got, exp) + _distribution_words(got, exp)
         else:  # numbers and lists (hand tasks): never reveal the expected answer
             detail = f"your answer {_rounded(got)} is not what the check computes"
+            form, key = _answer_form(task, got, exp)
+            if form:
+                raise Fail(f"{form}. Seen on {case.describe()}.", key)
             if isinstance(exp, list) and isinstance(got, (list, tuple)) and len(got) == len(exp):
                 i = next(
                     i
@@ -1854,13 +2058,59 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
         raise Fail(f"{label} is wrong on {case.describe()}: {detail}.", "wrong_values")
 
 
+def _decimals(x: float) -> int:
+    """How many decimals ``x`` is written with (at most 7)."""
+    for k in range(8):
+        if round(x, k) == x:
+            return k
+    return 8
+
+
+def _answer_form(task: Task, got, exp) -> tuple[str, str]:
+    """What is wrong with the form of a by-hand answer, and its diagnosis: a list of another length, a
+    table where a flat list is due, or the right numbers rounded too coarsely (``("", "")`` for none)."""
+    words = f" ({task.answer_words})" if task.answer_words else ""
+    if isinstance(exp, list) and isinstance(got, (list, tuple)):
+        tables = [g for g in got if isinstance(g, (list, tuple))]
+        if tables and not any(isinstance(e, (list, tuple)) for e in exp):
+            return (
+                f"your answer is a table, a list of {len(got)} lists, but the task asks for one flat list of "
+                f"{len(exp)} numbers{words}",
+                "wrong_shape",
+            )
+        if len(got) != len(exp):
+            unit = "number" if len(got) == 1 else "numbers"
+            return (
+                f"your answer has {len(got)} {unit}, but the task asks for {len(exp)}{words}",
+                "wrong_length",
+            )
+    pairs = list(zip(got, exp)) if isinstance(exp, list) and isinstance(got, (list, tuple)) else [(got, exp)]
+    try:
+        numbers = [(float(g), float(e)) for g, e in pairs]
+    except (TypeError, ValueError):
+        return "", ""
+    if not numbers or not all(math.isfinite(g) for g, _ in numbers):
+        return "", ""
+    places = max(_decimals(g) for g, _ in numbers)
+    needed = max(0, math.ceil(-math.log10(task.atol))) if task.atol > 0 else 8
+    # whole numbers are a slip more likely than a rounding, and are left to the value check
+    if 1 <= places < needed and all(abs(g - e) <= 0.5 * 10.0**-places + 1e-12 for g, e in numbers):
+        rounded = "rounded to 1 decimal" if places == 1 else f"rounded to {places} decimals"
+        return (
+            f"your numbers are the right ones {rounded}, which is not precise enough: the check allows a "
+            f"difference of {task.atol:g} per number, so give at least {needed} decimals",
+            "not_precise",
+        )
+    return "", ""
+
+
 def _row_distributions(t: torch.Tensor) -> bool:
     """True when every row (last axis) of ``t`` is non-negative and sums to 1 or is all 0 (a query with
     no key left), and ``t`` is not just zeros and ones."""
     if not t.is_floating_point() or t.dim() < 1 or t.shape[-1] < 2 or not t.numel():
         return False
     x = t.detach().double()
-    if not torch.isfinite(x).all() or (x < -1e-12).any() or bool(((x == 0) | (x == 1)).all()):
+    if not _isfinite(x).all() or (x < -1e-12).any() or bool(((x == 0) | (x == 1)).all()):
         return False
     sums = x.sum(-1)
     return bool((((sums - 1).abs() < 1e-6) | (x == 0).all(-1)).all())
@@ -1876,7 +2126,7 @@ def _distribution_words(got: torch.Tensor, exp: torch.Tensor) -> str:
             "this one: the scores that go into the softmax differ"
         )
     g = got.detach().double()
-    if not torch.isfinite(g).all():
+    if not _isfinite(g).all():
         return ""
     sums = g.sum(-1)
     negative = ", and some weights are negative" if (g < -1e-12).any() else ""
@@ -1941,6 +2191,13 @@ def _has_empty_row(task: Task, case: Case, expected: tuple) -> bool:
     return False
 
 
+#: said with every gradient failure: the task texts speak of values, and a learner may not expect this check
+GRADIENTS_CHECKED = (
+    "The grader checks gradients too, because a model is trained through this step: gradients must flow "
+    "back through it to its inputs."
+)
+
+
 def _nan_gradient_fail(task: Task, case: Case, expected: tuple) -> Fail:
     """The values are right but the gradient that flows back is NaN (or inf) where the reference's is
     finite: say where the NaN comes from, in the book's words (not "detached": nothing is cut off)."""
@@ -1950,7 +2207,7 @@ def _nan_gradient_fail(task: Task, case: Case, expected: tuple) -> Fail:
             f"{case.describe()}, where a query has no key left: your value for that row is right, yet the "
             "backward pass still goes through the row's -inf scores, and there -inf - (-inf) or 0 · inf "
             "gives NaN, which reaches the inputs (in training, one step would make the parameters NaN). "
-            "Setting a NaN result to 0 afterwards fixes the values only, not the gradients.",
+            f"Setting a NaN result to 0 afterwards fixes the values only, not the gradients. {GRADIENTS_CHECKED}",
             "nan_gradient",
             "Let no -inf take part in arithmetic whose gradient flows back to the inputs: filling masked "
             "scores (masked_fill, torch.where) sends them no gradient, adding a -inf mask does; and take "
@@ -1960,7 +2217,7 @@ def _nan_gradient_fail(task: Task, case: Case, expected: tuple) -> Fail:
         f"your values are right, but the gradients that flow back through your function are NaN or inf on "
         f"{case.describe()}, where the expected ones are finite: a step's derivative is not finite at these "
         "inputs (-inf - (-inf), 0 · inf, the square root or log of 0), even if the values were repaired "
-        "afterwards.",
+        f"afterwards. {GRADIENTS_CHECKED}",
         "nan_gradient",
         "Find the step whose inputs hold -inf or 0 there and keep those entries out of the arithmetic "
         "(fill them with finite numbers first, then put the special values back at the end).",
@@ -1978,7 +2235,7 @@ def _check_grad(task: Task, fn: Callable, case: Case, names: list, guard=None) -
         t.requires_grad_(True)
     states = [autograd_state(a) for a in learner_args]
     expected = as_outputs(task.reference(*ref_args, **ref_kwargs), len(task.output_names))
-    value = _call(task, fn, case, learner_args, learner_kwargs, guard)
+    value = plain(_call(task, fn, case, learner_args, learner_kwargs, guard))
     _check_inputs_unchanged(names, case.args, learner_args, states, case)
     got = as_outputs(value, len(task.output_names))
     generator = torch.Generator().manual_seed(0)
@@ -1990,7 +2247,7 @@ def _check_grad(task: Task, fn: Callable, case: Case, names: list, guard=None) -
             raise Fail(
                 f"your result is cut off from autograd on {case.describe()} (no gradient can flow back "
                 "to the inputs): .item(), .numpy(), .detach(), .data or a new tensor built with "
-                "torch.tensor(...) breaks the chain.",
+                f"torch.tensor(...) breaks the chain. {GRADIENTS_CHECKED}",
                 "breaks_autograd",
                 "Build every intermediate with torch operations on the inputs (torch.stack, torch.cat, "
                 "torch.where instead of lists of numbers).",
@@ -2000,36 +2257,38 @@ def _check_grad(task: Task, fn: Callable, case: Case, names: list, guard=None) -
         learner_loss = learner_loss + (g * weight).sum()
     if isinstance(ref_loss, float):
         return
-    ref_grads = torch.autograd.grad(ref_loss, ref_leaves, allow_unused=True)
+    ref_grads = _autograd_grad(ref_loss, ref_leaves, allow_unused=True)
     try:
-        learner_grads = torch.autograd.grad(learner_loss, learner_leaves, allow_unused=True)
+        learner_grads = _autograd_grad(learner_loss, learner_leaves, allow_unused=True)
     except RuntimeError as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "inplace operation" in text or "in-place operation" in text:
             raise Fail(
-                f"backpropagating through your function fails on {case.describe()}: an in-place operation "
-                "(`+=`, `x[...] = ...`, a method ending in `_`) changed a tensor that autograd still needed "
-                "for the gradients.",
+                f"your values are right, but backpropagating through your function fails on {case.describe()}: "
+                "an in-place operation (`+=`, `x[...] = ...`, a method ending in `_`) changed a tensor that "
+                f"autograd still needed for the gradients. {GRADIENTS_CHECKED}",
                 "breaks_autograd",
                 "Replace in-place operations (`x += ...`, `.masked_fill_`, `x[...] = ...`) by ones that "
                 "make new tensors.",
             ) from None
         raise Fail(
             f"your values are right, but backpropagating through your function fails on {case.describe()} "
-            f"(PyTorch says: {text[:160]}): a gradient cannot be computed through one of its steps.",
+            f"(PyTorch says: {text[:160]}): a gradient cannot be computed through one of its steps. "
+            f"{GRADIENTS_CHECKED}",
             "breaks_autograd",
             "Build the result from differentiable torch operations on the inputs.",
         ) from None
     for r, g in zip(ref_grads, learner_grads):
         r = torch.zeros(()) if r is None else r
         g = torch.zeros(()) if g is None else g
-        if not torch.isfinite(g).all() and torch.isfinite(r).all():
+        if not _isfinite(g).all() and _isfinite(r).all():
             raise _nan_gradient_fail(task, case, expected)
-        if not torch.allclose(r.double(), g.double(), atol=1e-5, rtol=1e-4):
+        if not _allclose(r.double(), g.double(), atol=1e-5, rtol=1e-4):
             raise Fail(
                 f"your values are right but the gradients that flow back through your function are not, "
                 f"on {case.describe()}: part of the computation is detached from autograd (.detach(), "
-                ".data, .item() or a tensor rebuilt with torch.tensor), or runs under torch.no_grad().",
+                ".data, .item() or a tensor rebuilt with torch.tensor), or runs under torch.no_grad(). "
+                f"{GRADIENTS_CHECKED}",
                 "breaks_autograd",
             )
 
@@ -2205,6 +2464,7 @@ def run_task(
                 # (a local function only: a proxy's sandbox is torn down after a time-out)
                 args, kwargs = clone(case.args), clone(case.kwargs)
                 value = _call(task, fn, case, args, kwargs, watch)
+            value = plain(value)  # compared as plain tensors, whatever type the learner's are
             _check_inputs_unchanged(expected_names, case.args, args, states, case)
             expected = as_outputs(
                 task.reference(*clone(case.args), **clone(case.kwargs)), len(task.output_names)

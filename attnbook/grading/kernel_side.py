@@ -160,7 +160,12 @@ def _rewatch(watches: list, args: list, kwargs: dict) -> tuple[list, dict]:
         module, _, name = spec["name"].partition(":")
         factory = getattr(importlib.import_module(module), name)
         watched = factory(
-            [t for t, _ in members], rows=spec["rows"], exempt=spec["exempt"], outside_only=True, token=token
+            [t for t, _ in members],
+            rows=spec["rows"],
+            exempt=spec["exempt"],
+            outside_only=True,
+            token=token,
+            keys=spec.get("keys", 0),
         )
         swap.update({id(t): w for (t, _), w in zip(members, watched)})
 

@@ -194,6 +194,15 @@ def mha_valid_head_loop(x, W_q, W_k, W_v, W_o, h):
 
 
 WRONG = [
+    # valid when this batch was written; since the grader's round-1 fixes, PyTorch's attention kernel and
+    # multi-head layer do the step this task asks for, and earn 0 (forbidden_call, a named rejection)
+    dict(
+        task=_t("multi_head_attention"),
+        name="torch_sdpa",
+        fn=mha_valid_torch_sdpa,
+        cls="ready-made layer",
+        mistake="PyTorch's scaled_dot_product_attention computes the heads' attention",
+    ),
     dict(
         task=_t("fold_heads"),
         name="reshape",
@@ -342,6 +351,5 @@ VALID = [
     dict(task=_t("unfold_heads"), name="transpose_reshape", fn=unfold_valid),
     dict(task=_t("unfold_heads"), name="cat", fn=unfold_valid_cat),
     dict(task=_t("multi_head_attention"), name="batched", fn=mha_valid),
-    dict(task=_t("multi_head_attention"), name="torch_sdpa", fn=mha_valid_torch_sdpa),
     dict(task=_t("multi_head_attention"), name="head_loop", fn=mha_valid_head_loop),
 ]

@@ -523,6 +523,12 @@ register(
                 "your scores are transposed: rows must be queries and columns keys, shape (B, T_q, T_k)",
                 lambda Q, K, W_q, W_k, w: _additive_ref(Q, K, W_q, W_k, w).transpose(-1, -2),
             ),
+            Misconception(
+                "returned_weights",
+                "you returned attention weights (a softmax of the scores); this task stops at the additive "
+                "scores e = wᵀ tanh(W_q q + W_k k), before the softmax",
+                lambda Q, K, W_q, W_k, w: torch.softmax(_additive_ref(Q, K, W_q, W_k, w), dim=-1),
+            ),
         ],
         properties=[_mixes_batch(_additive_ref)],
         hint="Broadcast: (B, T_q, 1, d_a) + (B, 1, T_k, d_a) gives every query-key pair; Q @ W_q.T is (B, T_q, d_a).",
@@ -603,6 +609,7 @@ register(
         rtol=0.0,
         check_grad=False,
         hint="e_i = s · h_i: multiply component by component and add, once for each of the 4 rows of H.",
+        answer_words="one score per source word",
         forbidden=BOOK_SCORES,
         shortcut_example=functools.partial(_book.dot_scores, _hand_q(), _hand_H()),
     )

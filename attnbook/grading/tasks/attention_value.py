@@ -467,6 +467,26 @@ def _step_with(alpha_fn, value_fn=None):
     return fn
 
 
+def _step_scaled(s_t, H, lengths):
+    """Scores divided by √d (the scaled dot product of the matrix form)."""
+    return _step_ref(s_t / math.sqrt(H.shape[-1]), H, lengths)
+
+
+def _decoder_causal(S, H, lengths):
+    """A causal (look-ahead) mask on top of the padding: step t sees source positions 0..t only."""
+    scores = S @ H.transpose(1, 2)
+    T, N = scores.shape[-2:]
+    keep = padding_mask(lengths, N) & torch.ones(T, N, dtype=torch.bool).tril()
+    alpha = softmax(scores, dim=-1, mask=keep)
+    return alpha @ H, alpha
+
+
+SCALED_LUONG = (
+    "you divided the scores by √d: this task's scores are Luong's plain dot products e^t_i = s_t · h_i, "
+    "without scaling (the scaled score belongs to the matrix form of a later chapter)"
+)
+
+
 def _plain_average_valid(s_t, H, lengths):
     mask = padding_mask(lengths, H.shape[1]).squeeze(1).to(H.dtype)  # (B, N)
     alpha_t = mask / mask.sum(-1, keepdim=True).clamp(min=1)
@@ -539,6 +559,7 @@ def _step_one_length(pick):
 
 
 STEP_MISCONCEPTIONS = [
+    Misconception("scaled", SCALED_LUONG, _step_scaled),
     # first: where a padded score is huge it gives zeros, like a mask applied after the softmax
     Misconception(
         "max_includes_masked",
@@ -608,9 +629,10 @@ STEP_MISCONCEPTIONS = [
     ),
     Misconception(
         "large_negative_fill",
-        "you filled the padded scores with a large negative number instead of -inf: a sentence of length "
-        "0 then gets uniform weights over its padding, and an attention value made of padding, instead "
-        "of zeros",
+        "a sentence of length 0 gets uniform weights over its padding, and an attention value made of "
+        "padding, instead of zeros: a padded position never gets weight, not even when the whole sentence "
+        "is padding (a large negative fill such as -1e9 instead of -inf gives this, and so does replacing "
+        "the NaN of such a row by 1/N)",
         _step_with(lambda e, m: torch.softmax(e.masked_fill(~m, -1e9), dim=-1)),
     ),
     Misconception(
@@ -741,6 +763,13 @@ register(
             Misconception("off_by_one", OFF_BY_ONE_MORE, _dec_off_by(1)),
             Misconception("off_by_one", OFF_BY_ONE_LESS, _dec_off_by(-1)),
             Misconception(
+                "causal_mask",
+                "you applied a causal (look-ahead) mask: decoder step t may attend to every real source "
+                "position, not only to positions ≤ t. The source is all there from the start; a causal mask "
+                "belongs to a decoder's attention over its own earlier outputs",
+                _decoder_causal,
+            ),
+            Misconception(
                 "previous_state_query",
                 "step t used the previous state s_{t-1} as its query (Bahdanau's order): in this book's (Luong's) "
                 "attention, step t queries with its own state s_t, row t of S",
@@ -817,8 +846,10 @@ register(
             ),
             Misconception(
                 "large_negative_fill",
-                "you filled the padded scores with a large negative number instead of -inf: a sentence of "
-                "length 0 then gets uniform weights over its padding instead of zeros",
+                "a sentence of length 0 gets uniform weights over its padding instead of zeros: a padded "
+                "position never gets weight, not even when the whole sentence is padding (a large negative "
+                "fill such as -1e9 instead of -inf gives this, and so does replacing the NaN of such a row by "
+                "1/N)",
                 _dec_with(
                     lambda S, H, lengths: torch.softmax(
                         (S @ H.transpose(1, 2)).masked_fill(~padding_mask(lengths, H.shape[1]), -1e9), dim=-1
@@ -1073,6 +1104,12 @@ register(
                 lambda: _as_list(wx.encoder_states() @ _hand_w()),
             ),
             Misconception(
+                "not_summed",
+                "you weighted each encoder state but did not add them up: your answer is the table of the "
+                "four α_i h_i, and the attention value is their sum Σ_i α_i h_i, one vector of d = 4 numbers",
+                lambda: [_as_list(row) for row in _hand_w()[:, None] * wx.encoder_states()],
+            ),
+            Misconception(
                 "plain_average",
                 "that is the plain average of h_1..h_4; attention weights each h_i by α_i",
                 lambda: _as_list(wx.encoder_states().mean(0)),
@@ -1105,6 +1142,7 @@ register(
         rtol=0.0,
         check_grad=False,
         hint="a = 0.1·h_1 + 0.6·h_2 + 0.3·h_3 + 0·h_4, component by component.",
+        answer_words="the d = 4 components of the attention value a",
         forbidden=BOOK_VALUE,
         shortcut_example=functools.partial(_book.attention_value, _hand_w(), wx.encoder_states()),
     )

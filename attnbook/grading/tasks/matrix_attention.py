@@ -296,6 +296,22 @@ def _softmax_over_queries(fill):
     return fn
 
 
+def _always_causal(Q, K, V, mask=None):
+    """A causal (look-ahead) mask of its own, on top of the mask given (if any)."""
+    T_q, T_k = Q.shape[-2], K.shape[-2]
+    causal = torch.ones(T_q, T_k, dtype=torch.bool).tril()
+    w = _softmax(_scores(Q, K), causal if mask is None else causal & mask)
+    return w @ V, w
+
+
+def _mask_ignored(Q, K, V, mask=None):
+    """The mask argument left unused."""
+    if mask is None:
+        raise ValueError()  # no mask to ignore: not this misconception
+    w = _softmax(_scores(Q, K), None)
+    return w @ V, w
+
+
 def _keys_as_values(Q, K, V, mask=None):
     w = _softmax(_scores(Q, K), mask)
     return w @ K, w
@@ -376,6 +392,20 @@ register(
                 "scaled_by_d_v",
                 "you scaled by √d_v, the width of the values; the scale is √d_k, the width of the queries and keys",
                 _wrong_scale(lambda Q, K, V: math.sqrt(V.shape[-1])),
+            ),
+            Misconception(
+                "causal_not_asked",
+                "you applied a causal (look-ahead) mask of your own: this function applies only the mask it is "
+                "given, and without one (mask=None) every query sees every key; a causal mask, where one is "
+                "needed, comes in as the mask argument",
+                _always_causal,
+            ),
+            Misconception(
+                "mask_ignored",
+                "your function ignores its mask argument: the keys the mask removes (False: padding, or the "
+                "future positions of a causal mask) still get weight. Where mask is given, its False "
+                "entries must get weight exactly 0",
+                _mask_ignored,
             ),
             Misconception(
                 "mask_after_softmax",

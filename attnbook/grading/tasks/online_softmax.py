@@ -48,15 +48,46 @@ BOOK_ONLINE = (
 )
 
 
-def _block_check(block_size: int, T_k: int):
-    """``on_inside`` callback of a watched case: the learner's blocks must be ``block_size`` wide."""
+def _block_check(block_size: int, T_k: int, given_scores: bool):
+    """``on_inside`` callback of a watched case: the learner's blocks must be ``block_size`` wide.
+    ``given_scores``: the task is given a row of scores (10.running_max_sum), not Q, K and V."""
 
     def check(watch):
         widths, watch.widths = list(watch.widths), []
         if block_size >= T_k:
             return
         widest = max(widths, default=1)
+        if widest > block_size and given_scores:
+            hint = (
+                "Slice the scores as scores[:, start:start + block_size] inside the loop, and work on that "
+                "slice only."
+            )
+            if widest >= T_k:
+                raise Fail(
+                    f"your function worked on a whole row of {widest} scores at once, but block_size is "
+                    f"{block_size}: the task reads each row one block at a time, and no step (the block's "
+                    "maximum, its exponentials, their sum) may take more than block_size scores at once",
+                    "block_size_ignored",
+                    hint,
+                )
+            raise Fail(
+                f"your function worked on {widest} scores of a row at once, but block_size is {block_size}: "
+                "the task reads each row one block at a time, and no step (the block's maximum, its "
+                "exponentials, their sum) may take more than block_size scores at once",
+                "block_size_ignored",
+                hint,
+            )
         if widest > block_size:
+            if widest >= T_k:
+                raise Fail(
+                    f"your function computed scores for all {widest} keys at once, but block_size is "
+                    f"{block_size}: the task cuts the keys into blocks (cutting the queries into blocks "
+                    "instead does not help), and no block of scores (nor its exponentials) may hold more "
+                    "than block_size keys",
+                    "block_size_ignored",
+                    "Loop over the keys: slice K[:, start:start + block_size] (and the same rows of V) and "
+                    "compute the scores of every query with that slice only.",
+                )
             raise Fail(
                 f"your function computed scores for {widest} keys at once, but block_size is {block_size}: "
                 "the task reads the keys one block at a time, and no block of scores (nor its exponentials) "
@@ -67,7 +98,10 @@ def _block_check(block_size: int, T_k: int):
             )
         if block_size > 1 and widest < block_size:
             raise Fail(
-                f"your function never worked on block_size = {block_size} keys at once (at most {widest}): "
+                f"your function never worked on block_size = {block_size} scores at once (at most {widest}): "
+                "read each row of scores in blocks of block_size, not fewer"
+                if given_scores
+                else f"your function never worked on block_size = {block_size} keys at once (at most {widest}): "
                 "read the keys in blocks of block_size, not fewer",
                 "blocks_too_small",
                 "range(0, T_k, block_size) gives the start of each block.",
@@ -76,11 +110,10 @@ def _block_check(block_size: int, T_k: int):
     return check
 
 
-def _watched(tensors, rows, exempt, block_size, T_k):
+def _watched(tensors, rows, exempt, block_size, T_k, given_scores=False):
+    check = _block_check(block_size, T_k, given_scores)
     return tuple(
-        watch_scores(
-            tensors, rows=rows, exempt=exempt, outside_only=True, on_inside=_block_check(block_size, T_k)
-        )
+        watch_scores(tensors, rows=rows, exempt=exempt, outside_only=True, on_inside=check, keys=T_k)
     )
 
 
@@ -257,6 +290,35 @@ def _running(scores, block_size, *, rescale="right", update_max=True, drop_last=
     return m, l
 
 
+def _modest(scores):
+    """Raise unless every score is modest (|s| < 50): where exp() would overflow anyway, an answer without
+    any maximum overflows too, and the stale maximum is not what its NaN shows."""
+    if not bool((scores.abs() < 50).all()):
+        raise ValueError()  # too large to tell a stale maximum from none: not this misconception
+
+
+def _running_stale_max(scores, block_size):
+    """Each block's exponentials taken against the maximum of the blocks before it (the old m): -inf in
+    the first block, so exp() overflows there at once."""
+    (scores,) = _plain(scores)
+    _modest(scores)
+    m = torch.full(scores.shape[:-1], NEG_INF, dtype=scores.dtype)
+    l = torch.zeros(scores.shape[:-1], dtype=scores.dtype)
+    for a, b in _blocks(scores.shape[-1], block_size):
+        block = scores[..., a:b]
+        m_new = torch.maximum(m, block.amax(dim=-1))
+        l = l * torch.nan_to_num(torch.exp(m - m_new), nan=0.0) + torch.exp(block - m[..., None]).sum(dim=-1)
+        m = m_new
+    return m, l
+
+
+STALE_MAX = (
+    "you subtracted the maximum of the blocks before this one (the old m) from this block's scores: in the "
+    "first block that maximum is still -inf, so exp() overflows at once, and later a score above the old "
+    "maximum overflows too. Update the maximum with the block first, then subtract the new one"
+)
+
+
 def _running_own_max(scores, block_size):
     (scores,) = _plain(scores)
     m = torch.full(scores.shape[:-1], NEG_INF, dtype=scores.dtype)
@@ -276,7 +338,7 @@ def _running_cases():
 
     def case(name, scores, block, note):
         R, T_k = scores.shape
-        (watched,) = _watched([scores], rows=R, exempt=(), block_size=block, T_k=T_k)
+        (watched,) = _watched([scores], rows=R, exempt=(), block_size=block, T_k=T_k, given_scores=True)
         return Case(name, (watched, block), dims={"R": R, "T_k": T_k}, note=note)
 
     return [
@@ -338,6 +400,12 @@ register(
                 lambda s, b: _running(s, b, m0=0.0),
             ),
             Misconception(
+                "stale_max",
+                STALE_MAX,
+                _running_stale_max,
+                hint="m_new = torch.maximum(m, block.amax(dim=-1)) first; then exp(block - m_new[:, None]).",
+            ),
+            Misconception(
                 "sum_not_shifted",
                 "your l is Σ exp(score) without subtracting the maximum: l is defined relative to m, which is "
                 "also what keeps exp() from overflowing",
@@ -383,8 +451,11 @@ def _online(
     overwrite=False,
     divisor=None,
     inverse=False,
+    stale=False,
 ):
     Q, K, V = _plain(Q, K, V)
+    if stale:
+        _modest(Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]))
     B, T_q, T_k = Q.shape[0], Q.shape[1], K.shape[1]
     m = torch.full((B, T_q, 1), m0, dtype=Q.dtype)
     l = torch.zeros((B, T_q, 1), dtype=Q.dtype)
@@ -403,7 +474,7 @@ def _online(
         factor = torch.exp(m_new - m) if inverse else torch.exp(m - m_new)
         if inverse:
             factor = torch.nan_to_num(factor, nan=0.0, posinf=0.0)  # nothing accumulated yet
-        p = torch.exp(s - m_new)
+        p = torch.exp(s - (m if stale else m_new))
         l = (l * factor if rescale_l else l) + p.sum(dim=-1, keepdim=True)
         acc = p @ V[:, a:b] if overwrite else (acc * factor if rescale_acc else acc) + p @ V[:, a:b]
         m = m_new
@@ -547,6 +618,13 @@ register(
                 "your running output keeps only the last block's values: each block has to be added to what "
                 "the earlier blocks gave (after rescaling it), not replace it",
                 lambda Q, K, V, b: _online(Q, K, V, b, overwrite=True),
+            ),
+            Misconception(
+                "stale_max",
+                STALE_MAX,
+                lambda Q, K, V, b: _online(Q, K, V, b, stale=True),
+                hint="m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True)) first; then "
+                "exp(scores - m_new).",
             ),
             Misconception(
                 "softmax_per_block",

@@ -157,7 +157,11 @@ def _bahdanau_with(
         source = {"s_t": s_t, "s_prev": s_prev}[predict_from]
         logits = source @ p["W_y"].T + p["b_y"]
         y_hat = softmax(logits, dim=-1) if final == "softmax" else logits
-        out_alpha = {"alpha": alpha_t, "scores": e_t}[returned_alpha]
+        out_alpha = {
+            "alpha": alpha_t,
+            "scores": e_t,
+            "masked_scores": e_t.masked_fill(~src_mask, float("-inf")),
+        }[returned_alpha]
         return y_hat, {"s_t": s_t, "s_prev": s_prev}[returned_state], out_alpha
 
     return fn
@@ -219,6 +223,25 @@ def _step_alpha_sums_to_one(case, outputs):
 
 
 _step_alpha_sums_to_one.key = "not_normalised"
+
+
+def _step_alpha_not_weights(case, outputs):
+    """Negative or infinite entries: not weights at all (the scores, returned in their place)."""
+    alpha = outputs[2] if len(outputs) == 3 else None
+    H = case.args[2]
+    if not isinstance(alpha, torch.Tensor) or alpha.shape != H.shape[:2]:
+        return None
+    a = alpha.detach()
+    if bool((a < 0).any()) or not bool(torch.isfinite(a).all()):
+        return (
+            "your alpha_t has negative or infinite entries, so it is not a set of weights (a softmax is never "
+            "negative): it looks like the scores e^t, returned in place of their softmax over the source "
+            "positions"
+        )
+    return None
+
+
+_step_alpha_not_weights.key = "returned_scores"
 
 
 def _step_padding_gets_weight(case, outputs):
@@ -367,6 +390,12 @@ register(
                 _bahdanau_with(returned_alpha="scores"),
             ),
             Misconception(
+                "returned_scores",
+                "your alpha_t is the masked scores (-inf at the padding), not the weights: the weights are "
+                "their softmax over the source positions",
+                _bahdanau_with(returned_alpha="masked_scores"),
+            ),
+            Misconception(
                 "predicted_from_old_state",
                 "your prediction reads the previous state s_{t-1}: in this "
                 "step y_hat comes from the new state s_t that the GRU just produced",
@@ -385,7 +414,7 @@ register(
                 _bahdanau_with(final="logits"),
             ),
         ],
-        properties=[_step_padding_gets_weight, _step_alpha_sums_to_one],
+        properties=[_step_alpha_not_weights, _step_padding_gets_weight, _step_alpha_sums_to_one],
         hint="e_t = tanh((s_prev @ W_q.T).unsqueeze(1) + H @ W_k.T) @ w; masked_fill(~src_mask, -inf); softmax over "
         "dim=-1; a_t = (alpha_t.unsqueeze(1) @ H).squeeze(1); s_t = gru_cell(torch.cat([y_prev_emb, a_t], -1), "
         "s_prev, ...); y_hat = softmax(s_t @ W_y.T + b_y).",
@@ -746,6 +775,12 @@ def _greedy_with(
 _greedy_ref = _greedy_with()
 
 
+def _greedy_sos_recorded(step, s_0, H, src_mask, E, max_len):
+    """Right, except that ids starts with the <sos> fed at the first step (one column too many)."""
+    ids, alphas = _greedy_ref(step, s_0, H, src_mask, E, max_len)
+    return torch.cat([torch.full_like(ids[:, :1], SOS), ids], dim=1), alphas
+
+
 def _greedy_shortcut(step, s_0, H, src_mask, E, max_len):
     """An answer that runs the book's own batched greedy loop (``_Base._greedy``) around the given step,
     through a stand-in for a model (for tests/test_free_points.py)."""
@@ -798,7 +833,15 @@ register(
         reference=_greedy_ref,
         cases=_greedy_cases,
         output_names=("ids", "alphas"),
+        output_axes=(("B", "T_out"), ("B", "T_out", "N")),
         misconceptions=[
+            Misconception(
+                "sos_recorded",
+                "your ids start with the <sos> you fed at the first step: ids holds the words the decoder "
+                "produced, one column per step (T_out columns, as many as alphas has rows per sentence), and "
+                "<sos> is only its first input",
+                _greedy_sos_recorded,
+            ),
             Misconception(
                 "started_from_pad",
                 "your first step reads the embedding of <pad>: decoding starts from <sos>, the word that means "

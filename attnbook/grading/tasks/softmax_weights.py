@@ -505,9 +505,10 @@ NAN_ROWS = Misconception(
 )
 LARGE_NEGATIVE = Misconception(
     "large_negative_fill",
-    "you filled masked scores with a large negative number instead of -inf: that works for partly "
-    "masked rows, but a query with no key left then gets uniform weights 1/T_k over padding instead "
-    "of zeros",
+    "a query with no key left gets uniform weights 1/T_k, spread over keys that are all masked, instead of "
+    "all zeros: a masked key never gets weight, not even when every key of its row is masked (a large "
+    "negative fill such as -1e9 instead of -inf gives this, and so does replacing the NaN of such a row "
+    "by 1/T_k)",
     _fill_value(-1e9),
 )
 MAX_INCLUDES_MASKED = Misconception(
@@ -1051,6 +1052,7 @@ register(
         check_grad=False,
         hint="Drop the padded key (weight 0), then α_i = exp(e_i) / Σ_j exp(e_j) over the three others; they "
         "sum to 1.",
+        answer_words="one weight per key, the padded key's included",
         forbidden=BOOK_SOFTMAX,
         shortcut_example=functools.partial(_book.softmax, _hand_e(), -1, _hand_keep()),
     )

@@ -270,6 +270,18 @@ def _cross(scale=None, keep_fn=None, fill=NEG_INF, after=False, zero_fill=False,
     return fn
 
 
+def _no_keep(S, H, src_len):
+    return torch.ones(1, 1, H.shape[1], dtype=torch.bool)
+
+
+def _first_length_keep(S, H, src_len):
+    """The first sentence's length for every sentence; where that length is N (no padding in the first
+    sentence) this is no mask at all, which the misconception "no_mask" names: not claimed here."""
+    if int(src_len[0]) >= H.shape[1]:
+        raise ValueError()  # the first length is N: no mask at all, named by "no_mask"
+    return _keep(src_len[:1].expand(src_len.shape[0]), H.shape[1])
+
+
 def _causal_keep(S, H, src_len):
     T, N = S.shape[1], H.shape[1]
     return _keep(src_len, N) & torch.ones(T, N, dtype=torch.bool).tril()
@@ -301,9 +313,9 @@ def _cross_cases():
     return [
         Case(
             "B=2, T=3, N=5, d_model=4, d_enc=6, d_k=3, d_v=7",
-            args(2, 3, 5, 4, 6, 3, 7, [5, 2]),
+            args(2, 3, 5, 4, 6, 3, 7, [2, 5]),
             dims=dims(2, 3, 5, 4, 6, 3, 7),
-            note="every size different; lengths 5 and 2",
+            note="every size different; lengths 2 and 5",
         ),
         Case(
             "T=6 decoder steps, N=4 source positions",
@@ -412,10 +424,16 @@ register(
                 _cross(fill=-1e9),
             ),
             Misconception(
+                "no_mask",
+                "your weights do not mask the padding at all: every source position got weight, the padded "
+                "ones (position ≥ src_len[b]) too. Each sentence's padded positions must get weight exactly 0",
+                _cross(keep_fn=_no_keep),
+            ),
+            Misconception(
                 "one_length_for_all",
                 "you masked every sentence with the length of the first one: each sentence of the batch has "
                 "its own length, src_len[b]",
-                _cross(keep_fn=lambda S, H, src_len: _keep(src_len[:1].expand(src_len.shape[0]), H.shape[1])),
+                _cross(keep_fn=_first_length_keep),
             ),
             Misconception(
                 "swapped_outputs",
@@ -470,6 +488,11 @@ def _step(order="last", scale=None, query="new", dim=-1, causal_one_row=False):
         return (w[:, None, :] @ V)[:, 0], w
 
     return fn
+
+
+def _step_d_model(x_t, past, W_q, W_k, W_v):
+    """Scores divided by √d_model (the width of x_t) instead of √d_k."""
+    return _step(scale=lambda q, V: math.sqrt(x_t.shape[-1]))(x_t, past, W_q, W_k, W_v)
 
 
 def _step_cases():
@@ -546,6 +569,12 @@ register(
                 "you scaled by √d_v, the width of the values; the scale is √d_k, the width of the queries and "
                 "keys",
                 _step(scale=lambda q, V: math.sqrt(V.shape[-1])),
+            ),
+            Misconception(
+                "scaled_by_d_model",
+                "you scaled by √d_model, the width of the decoder's inputs x_t; the scale is √d_k, the width of "
+                "the projected queries and keys",
+                _step_d_model,
             ),
             Misconception(
                 "causal_mask_one_row",
