@@ -390,3 +390,33 @@ def test_builtins_are_watched_only_where_a_task_forbids_them():
     with guard:
         watch_scores([x], rows=2)
     assert guard.found == []
+
+
+def test_pytorchs_attention_kernel_by_other_doors_earns_zero():
+    """Round 3 of the red team: the same kernel through torch.ops.aten, torch._..., or vmap (4/4 before)."""
+    import torch.nn.functional as F
+
+    task = all_tasks()["09.multi_head_attention"]
+
+    def layer(attend):
+        def mha(x, W_q, W_k, W_v, W_o, h):
+            B, T, d = x.shape
+
+            def split(t):
+                return t.view(B, T, h, d // h).transpose(1, 2)
+
+            out = attend(split(x @ W_q.T), split(x @ W_k.T), split(x @ W_v.T))
+            return out.transpose(1, 2).reshape(B, T, d) @ W_o.T
+
+        return mha
+
+    doors = {
+        "aten": lambda q, k, v: torch.ops.aten.scaled_dot_product_attention(q, k, v),
+        "aten math": lambda q, k, v: torch.ops.aten._scaled_dot_product_attention_math(q, k, v)[0],
+        "torch math": lambda q, k, v: torch._scaled_dot_product_attention_math(q, k, v)[0],
+        "vmap": lambda q, k, v: torch.func.vmap(F.scaled_dot_product_attention)(q, k, v),
+    }
+    for door, attend in doors.items():
+        result = run_task(task, layer(attend))
+        assert result.points == 0 and result.diagnosis == "forbidden_call", (door, result.message)
+        assert "PyTorch's" in result.message and "ready-made" in result.message, (door, result.message)

@@ -500,6 +500,12 @@ TORCH_ATTENTION = (
     "torch.nn.functional:multi_head_attention_forward",
     "torch.nn.modules.activation:MultiheadAttention",
     "torch._C._nn:scaled_dot_product_attention",
+    # the same kernels by other doors (torch.ops.aten, torch._..., or through vmap), seen wherever called
+    f"{BUILTIN}scaled_dot_product_attention",
+    f"{BUILTIN}_scaled_dot_product_attention_math",
+    f"{BUILTIN}_scaled_dot_product_flash_attention_for_cpu",
+    f"{BUILTIN}_scaled_dot_product_flash_attention",
+    f"{BUILTIN}_scaled_dot_product_efficient_attention",
 )
 #: ways of turning a watched tensor (set 10) into a plain one, which the watch cannot follow
 SUBCLASS_ESCAPES = (f"{BUILTIN}as_subclass", f"{BUILTIN}_make_subclass")
@@ -580,7 +586,10 @@ class ForbiddenCallGuard:
                 self.found.append(TAMPERED)  # switching the watch off (even for a moment) is not allowed
             elif self._watch_builtins:
                 name = self._builtin_name(arg)
-                if name and name not in self.found and _learner_code(frame) and not self._allowed_here(frame):
+                # a conversion counts only in the learner's own code (PyTorch and the package convert
+                # tensors themselves); a forbidden kernel counts wherever it is reached from
+                learners = name not in SUBCLASS_ESCAPES or _learner_code(frame)
+                if name and name not in self.found and learners and not self._allowed_here(frame):
                     self.found.append(name)
         if self._previous is not None:
             self._previous(frame, event, arg)
@@ -588,20 +597,23 @@ class ForbiddenCallGuard:
     def _builtin_name(self, arg) -> str:
         """The forbidden name of the builtin ``arg`` about to be called ('' if it is allowed)."""
         name = getattr(arg, "__name__", "")
-        if name in self._builtin_names:
-            return f"{BUILTIN}{name}"
         module = getattr(arg, "__module__", None)
-        if not module or not self._builtin_patterns:
-            return ""
-        qualname = getattr(arg, "__qualname__", name)
-        key = (BUILTIN, module, qualname)  # decided once per builtin, like Python functions
-        found = self._cache.get(key)
-        if found is None:
-            found = self._cache[key] = next(
-                (f"{module}:{qualname}" for p in self._builtin_patterns if name_matches(p, module, qualname)),
-                "",
-            )
-        return found
+        if module and self._builtin_patterns:  # by module first: the more telling name
+            qualname = getattr(arg, "__qualname__", name)
+            key = (BUILTIN, module, qualname)  # decided once per builtin, like Python functions
+            found = self._cache.get(key)
+            if found is None:
+                found = self._cache[key] = next(
+                    (
+                        f"{module}:{qualname}"
+                        for p in self._builtin_patterns
+                        if name_matches(p, module, qualname)
+                    ),
+                    "",
+                )
+            if found:
+                return found
+        return f"{BUILTIN}{name}" if name in self._builtin_names else ""
 
     @property
     def hook(self):
@@ -657,7 +669,8 @@ def forbidden_message(names: Sequence[str]) -> str:
     torch_layer = next((n for n in names if n in TORCH_ATTENTION or n.startswith("torch.")), "")
     if torch_layer and not any(_is_book_code(n) for n in names):
         module, _, qualname = torch_layer.partition(":")
-        module = "torch.nn.functional" if module == "torch._C._nn" else module  # where learners find it
+        # where learners find it
+        module = {"torch._C._nn": "torch.nn.functional", BUILTIN[:-1]: "torch"}.get(module, module)
         layer = qualname.split(".")[0]
         return (
             f"0 points: your function calls PyTorch's `{layer}` (in {module}), a ready-made implementation "

@@ -5,9 +5,9 @@ fails the cell (so nbval and ``attnbook-grade`` see it) but, inside IPython/Jupy
 message alone: learners never see a traceback from the grader.
 
 Help comes in tiers. The first message names the mistake, never the code of the fix. ``hint(task_id)``
-prints the next tier for the last failure of that task in this session (the next one on each call); a
-second failure with the same diagnosis in a row shows the next tier too, unless it is the last one: the
-last tier is the closest to the fix, so it comes only when asked for, and the message says how to ask. ``progress("05")`` lists the
+prints the next tier for the last failure of that task in this session (the next one on each call). A
+hint can hold code of the fix, so it comes only when asked for: a second failure with the same diagnosis
+in a row only says how to ask. ``progress("05")`` lists the
 set's tasks with their status and points in this session, and the running total.
 """
 
@@ -65,9 +65,9 @@ def _install_handler() -> None:
 
 
 def _remember(result: Result) -> str:
-    """Store ``result`` in the session; return the hint tier to show with it ('' for none).
+    """Store ``result`` in the session; return what to add to its message ('' for nothing).
 
-    The same diagnosis twice in a row shows the next tier that has not been shown yet."""
+    The same diagnosis twice in a row adds how to ask for the next hint, never the hint itself."""
     previous = _SESSION.get(result.task_id)
     shown = 0
     extra = ""
@@ -78,10 +78,7 @@ def _remember(result: Result) -> str:
         and previous["result"].diagnosis == result.diagnosis
     ):
         shown = previous["shown"]
-        if shown < len(result.hints) - 1:
-            extra = " " + translate(f"Hint: {result.hints[shown]}")
-            shown += 1
-        elif shown < len(result.hints):  # the last tier is the closest to the fix: only when asked for
+        if shown < len(result.hints):  # a hint can hold code of the fix: it comes only when asked for
             task_id = result.task_id
             extra = " " + translate(f'(hint("{task_id}") shows a hint.)')
     _SESSION[result.task_id] = {"result": result, "shown": shown}
