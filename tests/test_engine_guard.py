@@ -317,16 +317,22 @@ def _mha_by_module(x, W_q, W_k, W_v, W_o, h):
     return torch.func.functional_call(layer, weights, (x, x, x))[0]
 
 
-def _mha_by_kernel(x, W_q, W_k, W_v, W_o, h):
-    B, T, d = x.shape
+def _mha_with(attend):
+    """A multi-head layer written by hand around ``attend(q, k, v)``, the per-head attention."""
 
-    def split(t):
-        return t.view(B, T, h, d // h).transpose(1, 2)
+    def mha(x, W_q, W_k, W_v, W_o, h):
+        B, T, d = x.shape
 
-    out = torch.nn.functional.scaled_dot_product_attention(
-        split(x @ W_q.T), split(x @ W_k.T), split(x @ W_v.T)
-    )
-    return out.transpose(1, 2).reshape(B, T, d) @ W_o.T
+        def split(t):
+            return t.view(B, T, h, d // h).transpose(1, 2)
+
+        out = attend(split(x @ W_q.T), split(x @ W_k.T), split(x @ W_v.T))
+        return out.transpose(1, 2).reshape(B, T, d) @ W_o.T
+
+    return mha
+
+
+_mha_by_kernel = _mha_with(torch.nn.functional.scaled_dot_product_attention)
 
 
 def test_pytorchs_own_multi_head_layer_or_kernel_earns_zero_and_says_why():
@@ -398,18 +404,6 @@ def test_pytorchs_attention_kernel_by_other_doors_earns_zero():
 
     task = all_tasks()["09.multi_head_attention"]
 
-    def layer(attend):
-        def mha(x, W_q, W_k, W_v, W_o, h):
-            B, T, d = x.shape
-
-            def split(t):
-                return t.view(B, T, h, d // h).transpose(1, 2)
-
-            out = attend(split(x @ W_q.T), split(x @ W_k.T), split(x @ W_v.T))
-            return out.transpose(1, 2).reshape(B, T, d) @ W_o.T
-
-        return mha
-
     doors = {
         "aten": lambda q, k, v: torch.ops.aten.scaled_dot_product_attention(q, k, v),
         "aten math": lambda q, k, v: torch.ops.aten._scaled_dot_product_attention_math(q, k, v)[0],
@@ -417,6 +411,6 @@ def test_pytorchs_attention_kernel_by_other_doors_earns_zero():
         "vmap": lambda q, k, v: torch.func.vmap(F.scaled_dot_product_attention)(q, k, v),
     }
     for door, attend in doors.items():
-        result = run_task(task, layer(attend))
+        result = run_task(task, _mha_with(attend))
         assert result.points == 0 and result.diagnosis == "forbidden_call", (door, result.message)
         assert "PyTorch's" in result.message and "ready-made" in result.message, (door, result.message)

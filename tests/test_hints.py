@@ -176,13 +176,7 @@ def _a_task_with_a_hint():
 def test_hint_gives_the_next_tier_and_a_repeat_failure_shows_it(session, capsys):
     task = _a_task_with_a_hint()
 
-    def wrong(*args, **kwargs):
-        out = task.reference(*args, **kwargs)
-        if isinstance(out, tuple):
-            return tuple(o * 0.0 + 123.0 if isinstance(o, torch.Tensor) else o for o in out)
-        return out * 0.0 + 123.0
-
-    wrong = _unguarded(wrong)
+    wrong = _wrong_answer(task)
     hint(task.id)
     assert "no check of this task has run" in capsys.readouterr().out
     with pytest.raises(CheckFailed) as first:
@@ -200,17 +194,11 @@ def test_hint_gives_the_next_tier_and_a_repeat_failure_shows_it(session, capsys)
         assert f'hint("{task.id}") shows a hint' in str(second.value)
 
 
-def test_the_last_tier_is_never_shown_unasked(session, capsys):
-    # a one-tier task: two failures in a row name the mistake and say how to ask, nothing more
+def test_no_hint_is_shown_unasked(session, capsys):
+    # three failures in a row name the mistake and say how to ask, never the hint itself
     task = next(get_task(t) for t in all_tasks() if not get_task(t).hand and get_task(t).check_grad)
 
-    def wrong(*args, **kwargs):
-        out = task.reference(*args, **kwargs)
-        if isinstance(out, tuple):
-            return tuple(o * 0.0 + 123.0 if isinstance(o, torch.Tensor) else o for o in out)
-        return out * 0.0 + 123.0
-
-    wrong = _unguarded(wrong)
+    wrong = _wrong_answer(task)
     for _ in range(2):
         with pytest.raises(CheckFailed):
             check(task.id, wrong)
@@ -223,6 +211,18 @@ def test_the_last_tier_is_never_shown_unasked(session, capsys):
     hint(task.id)
     if hints:
         assert hints[0] in capsys.readouterr().out
+
+
+def _wrong_answer(task):
+    """A wrong answer to ``task`` (its reference's outputs made 123 everywhere), run without the guard."""
+
+    def wrong(*args, **kwargs):
+        out = task.reference(*args, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(o * 0.0 + 123.0 if isinstance(o, torch.Tensor) else o for o in out)
+        return out * 0.0 + 123.0
+
+    return _unguarded(wrong)
 
 
 def _unguarded(fn):

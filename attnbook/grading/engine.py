@@ -509,16 +509,6 @@ TORCH_ATTENTION = (
 )
 #: ways of turning a watched tensor (set 10) into a plain one, which the watch cannot follow
 SUBCLASS_ESCAPES = (f"{BUILTIN}as_subclass", f"{BUILTIN}_make_subclass")
-_OWN_DIRS: tuple = ()
-
-
-def _learner_code(frame) -> bool:
-    """True unless ``frame`` runs PyTorch's or this package's own code (which may convert tensors)."""
-    global _OWN_DIRS
-    if not _OWN_DIRS:
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        _OWN_DIRS = (os.path.dirname(os.path.abspath(torch.__file__)), package)
-    return not os.path.abspath(frame.f_code.co_filename).startswith(_OWN_DIRS)
 
 
 _PROFILE_SETTERS = (sys.setprofile, threading.setprofile, sys.settrace)
@@ -588,7 +578,7 @@ class ForbiddenCallGuard:
                 name = self._builtin_name(arg)
                 # a conversion counts only in the learner's own code (PyTorch and the package convert
                 # tensors themselves); a forbidden kernel counts wherever it is reached from
-                learners = name not in SUBCLASS_ESCAPES or _learner_code(frame)
+                learners = name not in SUBCLASS_ESCAPES or _is_learner_code(frame.f_code)
                 if name and name not in self.found and learners and not self._allowed_here(frame):
                     self.found.append(name)
         if self._previous is not None:
