@@ -14,8 +14,9 @@ size, e embedding size, V target vocabulary.
 * :func:`train_guided` trains like :func:`attnbook.models.train`, optionally with an extra loss term that
   pulls the attention towards a given target distribution (chapter 7 uses it to build a model whose
   attention points at the wrong words while it translates as well as an unguided one).
-* :func:`teacher_forced_accuracy` scores next-word predictions under teacher forcing, optionally with the
-  attention weights replaced by uniform ones (an intervention: does the output depend on them?).
+* :func:`teacher_forced_predictions` predicts the next words under teacher forcing, optionally with the
+  attention weights replaced by given ones (an intervention); :func:`teacher_forced_accuracy` scores those
+  predictions, optionally with uniform weights (does the output depend on where the model attends?).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "teacher_forced_attention",
     "attention_agreement",
     "train_guided",
+    "teacher_forced_predictions",
     "teacher_forced_accuracy",
 ]
 
@@ -229,6 +231,30 @@ def train_guided(
 
 
 @torch.no_grad()
+def _check_luong(model, name: str) -> None:
+    if not isinstance(model, AttnSeq2Seq) or model.input_feeding:
+        raise ValueError(f"{name} supports Luong models (AttnSeq2Seq) without input feeding only")
+
+
+@torch.no_grad()
+def teacher_forced_predictions(model: AttnSeq2Seq, batch: Batch, weights: Tensor | None = None):
+    """Teacher-forced next-word predictions of a Luong model on ``batch``: ``(ids (B, T), weights (B, T, N))``.
+
+    With ``weights`` (B, T, N) given, they replace the model's own attention weights and everything else
+    (decoder states, encoder states, the layers after the attention) stays the same: an intervention.
+    Only for models without input feeding (their decoder states do not depend on the weights).
+    """
+    _check_luong(model, "teacher_forced_predictions")
+    model.eval()
+    H, context = model.encoder(batch.src, batch.src_len)  # (B, N, d), (B, d)
+    S, _ = model.decoder(model.tgt_embedding(batch.tgt_in), context[None])  # (B, T, d)
+    if weights is None:
+        mask = source_mask(batch.src_len, batch.src.shape[1])  # (B, N)
+        weights = softmax(dot_scores(S, H), dim=-1, mask=mask[:, None, :])  # (B, T, N)
+    s_tilde = torch.tanh(model.W_c(torch.cat([attention_value(weights, H), S], dim=-1)))  # (B, T, d)
+    return model.W_y(s_tilde).argmax(-1), weights
+
+
 def teacher_forced_accuracy(
     model: AttnSeq2Seq, pairs: Sequence[Pair], uniform_attention: bool = False, batch_size: int = 256
 ) -> float:
@@ -238,23 +264,16 @@ def teacher_forced_accuracy(
     source positions (everything else unchanged): if the accuracy falls, the outputs depend on where the
     model attends. Only for models without input feeding.
     """
-    if not isinstance(model, AttnSeq2Seq) or model.input_feeding:
-        raise ValueError(
-            "teacher_forced_accuracy supports Luong models (AttnSeq2Seq) without input feeding only"
-        )
-    model.eval()
+    _check_luong(model, "teacher_forced_accuracy")
     correct = total = 0
     for k in range(0, len(pairs), batch_size):
         batch = make_batch(pairs[k : k + batch_size], model.src_vocab, model.tgt_vocab)
-        H, context = model.encoder(batch.src, batch.src_len)  # (B, N, d), (B, d)
-        mask = source_mask(batch.src_len, batch.src.shape[1])  # (B, N)
-        S, _ = model.decoder(model.tgt_embedding(batch.tgt_in), context[None])  # (B, T, d)
-        scores = dot_scores(S, H)  # (B, T, N)
-        if uniform_attention:
-            scores = torch.zeros_like(scores)
-        alpha = softmax(scores, dim=-1, mask=mask[:, None, :])  # (B, T, N)
-        s_tilde = torch.tanh(model.W_c(torch.cat([attention_value(alpha, H), S], dim=-1)))  # (B, T, d)
-        predicted = model.W_y(s_tilde).argmax(-1)  # (B, T)
+        uniform = None
+        if uniform_attention:  # the softmax of equal scores over the real positions
+            mask = source_mask(batch.src_len, batch.src.shape[1])  # (B, N)
+            zeros = torch.zeros(*batch.tgt_in.shape, batch.src.shape[1], dtype=model.W_y.weight.dtype)
+            uniform = softmax(zeros, dim=-1, mask=mask[:, None, :])
+        predicted, _ = teacher_forced_predictions(model, batch, uniform)  # (B, T)
         real = batch.tgt_out != PAD
         correct += int((predicted == batch.tgt_out)[real].sum())
         total += int(real.sum())

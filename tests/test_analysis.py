@@ -14,6 +14,7 @@ from attnbook.analysis import (
     shift_alignment,
     teacher_forced_accuracy,
     teacher_forced_attention,
+    teacher_forced_predictions,
     train_guided,
 )
 from attnbook.data import Vocab, generate_corpus, make_batch
@@ -133,6 +134,24 @@ def test_teacher_forced_accuracy(data):
     assert 0 <= teacher_forced_accuracy(model, pairs[:10], uniform_attention=True) <= 1
     with pytest.raises(ValueError):
         teacher_forced_accuracy(AttnSeq2Seq(sv, tv, 8, 12, input_feeding=True), pairs[:3])
+
+
+def test_teacher_forced_predictions_and_an_intervention(data):
+    pairs, sv, tv = data
+    torch.manual_seed(0)
+    model = AttnSeq2Seq(sv, tv, emb=8, hidden=12)
+    batch = make_batch(pairs[:10], sv, tv)
+    with torch.no_grad():
+        logits, alpha = model(batch, return_attention=True)
+    predicted, weights = teacher_forced_predictions(model, batch)
+    assert torch.equal(predicted, logits.argmax(-1)) and torch.allclose(weights, alpha)
+    # the model's own weights given back change nothing; other weights go through to the output
+    assert torch.equal(teacher_forced_predictions(model, batch, alpha)[0], predicted)
+    moved = torch.zeros_like(alpha)
+    moved[..., 0] = 1.0  # every step on the first source word
+    assert teacher_forced_predictions(model, batch, moved)[1] is moved
+    with pytest.raises(ValueError):
+        teacher_forced_predictions(AttnSeq2Seq(sv, tv, 8, 12, input_feeding=True), batch)
 
 
 def test_aer_floor_with_one_to_many_links():
