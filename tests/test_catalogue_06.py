@@ -852,7 +852,12 @@ def dec_causal_mask(S, H, lengths):
 
 
 WRONG["06.dot_product_attention"] += [
-    ("returns (a, alpha, None)", dpa_three_values, "wrong_type", "returned a tuple of 3 values"),
+    (
+        "returns (a, alpha, None)",
+        dpa_three_values,
+        "too_many_outputs",
+        "returns 3 values, but this task asks for 2 (`a`, `alpha`)",
+    ),
 ]
 WRONG["06.attention_step"] += [
     ("scores divided by sqrt(d)", step_scaled_by_sqrt_d, "scaled", "divided the scores by √d"),

@@ -791,3 +791,23 @@ def test_a_learners_non_leaf_tensor_in_params_raises_no_warning():
         warnings.simplefilter("error")
         result = run_task(get_task("07.bahdanau_step"), bahdanau_scales_a_param_copy)
     assert result.passed, result.message
+
+
+# ------------------------------------------------------------------ red team, round 4
+
+
+def agree_in_float32(alpha, align, tgt_len):
+    alpha, align = alpha.float(), align.float()  # "float32 is precise enough for a mean"
+    real = torch.arange(alpha.shape[1])[None] < tgt_len[:, None]
+    return (alpha * align).sum(-1)[real].mean().item()
+
+
+def agree_rounded(alpha, align, tgt_len):
+    real = torch.arange(alpha.shape[1])[None] < tgt_len[:, None]
+    return round((alpha * align).sum(-1)[real].mean().item(), 4)  # "4 decimals, as a report shows it"
+
+
+WRONG["07.alignment_agreement"] += [
+    ("computed in float32", agree_in_float32, "float32_computation", "computed in float32"),
+    ("rounded to 4 decimals", agree_rounded, "rounded_result", "rounding is what is wrong"),
+]

@@ -262,7 +262,7 @@ WRONG = {
         ("softmax over dim 2", mha_softmax_dim2, "softmax_over_queries", "over the keys"),
         ("softmax over the heads", mha_softmax_heads, "softmax_over_heads", "each head has its own"),
         ("softmax over the folded batch", mha_softmax_batch_folded, "softmax_over_batch", "batch axis"),
-        ("also returns weights", mha_returns_weights_too, "wrong_type", "tuple"),
+        ("also returns weights", mha_returns_weights_too, "too_many_outputs", "asks for one (`result`)"),
         ("exp without the max", mha_exp_without_max, "not_finite", "maximum"),
         ("detached weights", mha_detached, "breaks_autograd", "autograd"),
         ("the book's MultiHeadAttention", mha_book_module, "forbidden_call", "0 points"),

@@ -320,3 +320,123 @@ def test_more_raw_errors_are_translated(name):
     assert result.diagnosis == "raised" and words in result.message, result.message
     explanation = result.message.split("`): ", 1)[-1]  # after the learner's quoted line
     assert raw not in explanation, result.message
+
+
+# ------------------------------------------------------------------ red team, round 4
+
+
+def test_a_recursion_without_end_that_catches_the_error_is_named():
+    """Recursing to Python's limit switches the guard's watch off (the RecursionError is raised inside it);
+    a function that catches that error was told it had "switched off the grader's watch"."""
+
+    def weights(Q, K):
+        try:
+            return weights(Q, K)
+        except RecursionError:
+            return _ref(Q, K)
+
+    def catches_everything(Q, K):
+        try:
+            return catches_everything(Q, K)
+        except Exception:
+            return _ref(Q, K)
+
+    for fn in (weights, catches_everything):
+        result = message_of(fn)
+        assert result.diagnosis == "runaway_recursion" and result.points == 0, result.message
+        assert "calls itself without end" in result.message and "catches the RecursionError" in result.message
+        assert "sys.setprofile" not in result.message
+
+    def uncaught(Q, K):
+        return uncaught(Q, K)
+
+    result = message_of(uncaught)
+    assert result.diagnosis == "raised" and "calls itself without end" in result.message, result.message
+
+
+def _compiled_from_a_string(source: str, name: str):
+    """A function whose source lines cannot be read (compiled from a string, as a proxy may report it)."""
+    namespace = {"torch": torch}
+    exec(compile(source, "<a cell whose source is gone>", "exec"), namespace)
+    return namespace[name]
+
+
+def test_a_leftover_stub_is_never_called_a_pytorch_error():
+    """Where the stub's line cannot be read, its bare NotImplementedError was quoted as PyTorch's
+    ("an operation is not implemented for these inputs (PyTorch says: )")."""
+    stub = _compiled_from_a_string(
+        "def weights(Q, K):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n", "weights"
+    )
+    assert run_task(TASK, stub).status == "not attempted yet"
+    helper = _compiled_from_a_string(
+        "def scores(Q, K):\n    raise NotImplementedError()\n\n"
+        "def weights(Q, K):\n    return torch.softmax(scores(Q, K), dim=-1)\n",
+        "weights",
+    )
+    result = message_of(helper)
+    assert result.diagnosis == "calls_unwritten" and "`scores`, which is not written yet" in result.message
+
+    def weights(Q, K):  # a placeholder of the learner's own, on a line with other code
+        if Q.shape[0] > 1: raise NotImplementedError()  # noqa: E701  # fmt: skip
+        return _ref(Q, K)
+
+    result = message_of(weights)
+    assert "not written yet" in result.message and "PyTorch says" not in result.message, result.message
+    message, _ = translate_error("NotImplementedError", "", "line 3: s = my_scores(Q, K)", "f")
+    assert "not written yet" in message and "PyTorch says" not in message, message
+
+
+def test_more_values_than_asked_for_are_counted_and_named():
+    """A tuple longer than asked was told to use torch.stack (one output) or only 'a tuple of 3 values'."""
+
+    def with_scores(Q, K):
+        s = Q @ K.transpose(-2, -1)
+        return torch.softmax(s, dim=-1), s
+
+    result = message_of(with_scores)
+    assert result.diagnosis == "too_many_outputs", result.message
+    assert "returns 2 values, but this task asks for one (`result`)" in result.message
+    assert "torch.stack" not in result.message
+
+    two = Task("99.pair", "a pair", lambda Q, K: (_ref(Q, K), Q), _cases, output_names=("weights", "Q"))
+    result = run_task(two, lambda Q, K: (_ref(Q, K), Q, K))
+    assert "returns 3 values, but this task asks for 2 (`weights`, `Q`)" in result.message, result.message
+
+
+def test_two_numbers_shown_side_by_side_never_read_the_same():
+    from attnbook.grading.engine import first_difference
+
+    expected = torch.tensor([1.0, -2.146372, 0.5], dtype=D)
+    got = torch.tensor([1.0, -2.146391, 0.5], dtype=D)
+    assert first_difference(got, expected).endswith("expected -2.14637, got -2.14639")
+    got = torch.tensor([1.0, -3.5, 0.5], dtype=D)
+    assert first_difference(got, expected).endswith("expected -2.1464, got -3.5000")
+
+
+def test_the_new_messages_read_fully_in_korean():
+    from attnbook import i18n
+
+    def runaway(Q, K):
+        try:
+            return runaway(Q, K)
+        except RecursionError:
+            return _ref(Q, K)
+
+    def uncaught(Q, K):
+        return uncaught(Q, K)
+
+    def with_scores(Q, K):
+        return _ref(Q, K), Q
+
+    def own_placeholder(Q, K):
+        if Q.shape[0] > 1: raise NotImplementedError()  # noqa: E701  # fmt: skip
+        return _ref(Q, K)
+
+    with i18n.using("ko"):
+        i18n.untranslated(clear=True)
+        for fn in (runaway, uncaught, with_scores, own_placeholder):
+            message = run_task(TASK, fn).message
+            assert "작성" in message or "함수" in message, message
+        message, _ = translate_error("NotImplementedError", "", "line 3: s = my_scores(Q, K)", "f")
+        assert "아직 작성되지 않았습니다" in i18n.translate(message)
+        assert i18n.untranslated(clear=True) == []

@@ -132,6 +132,10 @@ class Task:
     misconceptions: Sequence[Misconception] = ()
     #: callables ``(case, outputs) -> message or None``; consulted when values are wrong
     properties: Sequence[Callable] = ()
+    #: callables ``(case, failure, fn) -> Fail or None``: this task's own words for a failure that the engine
+    #: words generically (an exception whose likely cause this task knows, say); consulted in order when a
+    #: case fails (``fn``: the learner's callable, a proxy too; ``failure.error``: what the code raised)
+    rewords: Sequence[Callable] = ()
     #: names of the returned values, for messages (one name = a single return value)
     output_names: tuple = ("result",)
     #: for each returned value, the names of its axes (``(("B", "T_out"), ("B", "T_out", "N"))``), for shape
@@ -203,6 +207,10 @@ class Result:
 
 class Fail(Exception):
     """Raised inside the engine to stop at the first problem, with a learner-facing message."""
+
+    #: ``(type_name, text, where, function)`` when the learner's code raised (see :func:`_raised`), for a
+    #: task's ``rewords``
+    error: tuple | None = None
 
     def __init__(self, message: str, diagnosis: str, hint: str = ""):
         super().__init__(message)
@@ -647,7 +655,8 @@ def forbidden_message(names: Sequence[str]) -> str:
     if TAMPERED in names:
         return (
             "0 points: your function switched off the grader's watch over the functions it calls "
-            "(sys.setprofile or sys.settrace); a graded function only computes its answer."
+            "(sys.setprofile or sys.settrace, or a RecursionError caught after recursing without end); a "
+            "graded function only computes its answer."
         )
     escape = next((n for n in names if n in SUBCLASS_ESCAPES), "")
     if escape:
@@ -851,7 +860,18 @@ def first_difference(got: torch.Tensor, expected: torch.Tensor) -> str:
     where = f" at index {index}" if index else ""
     if not (expected.is_floating_point() or expected.is_complex()):  # ids, counts, masks: whole numbers
         return f"first difference{where}: expected {int(expected[index])}, got {_whole(got[index])}"
-    return f"first big difference{where}: expected {float(expected[index]):.4f}, got {float(got[index]):.4f}"
+    shown_expected, shown_got = _apart(float(expected[index]), float(got[index]))
+    return f"first big difference{where}: expected {shown_expected}, got {shown_got}"
+
+
+def _apart(expected: float, got: float) -> tuple[str, str]:
+    """Two different numbers written with 4 decimals, or with as many more as it takes for them to read
+    differently (-2.1464 and -2.1464 say nothing; -2.146412 and -2.146395 do)."""
+    for places in range(4, 17):
+        a, b = f"{expected:.{places}f}", f"{got:.{places}f}"
+        if a != b:
+            return a, b
+    return repr(expected), repr(got)
 
 
 def _whole(x: torch.Tensor) -> str:
@@ -1408,7 +1428,25 @@ def _explain(type_name: str, text: str, code: str, transposed_3d: bool | None = 
             "the grader's inputs are float64",
             "Create new tensors with the inputs' dtype: `dtype=x.dtype`, or `x.new_zeros(shape)`.",
         )
+    if type_name == "RecursionError":
+        return (
+            "your function calls itself without end (or too deep): Python stops a recursion at its limit of "
+            "calls in progress",
+            "",
+        )
     if type_name == "NotImplementedError":
+        if re.search(r"\braise\s+NotImplementedError\b", code):
+            return (
+                "this part of your function is not written yet: the line raises NotImplementedError, the "
+                "exercises' placeholder for code still to be written",
+                "",
+            )
+        if not text:
+            return (
+                "what this line calls is not written yet: it raises NotImplementedError without a word, as "
+                "the exercises' placeholder for code still to be written does",
+                "",
+            )
         return (f"an operation is not implemented for these inputs (PyTorch says: {text[:120]})", "")
     return "", ""
 
@@ -1425,18 +1463,36 @@ def translate_error(
     ``None`` words a size error on a line with ``.T`` to cover both causes. The message names the
     function, the line and the mistake, never the code of the fix; the hint (second tier) may."""
     text = " ".join(str(text).split()) if text else ""
+    _, code = _split_where(where)
+    explanation, hint = _explain(type_name, text, code, transposed_3d)
+    if not explanation:
+        first = text.split(". ")[0] if len(text) > 200 else text
+        explanation = first[:200].rstrip(".")
+    message = raised_words(type_name, where, function) + (f": {explanation}" if explanation else "")
+    return message, hint
+
+
+def raised_words(type_name: str, where: str = "", function: str = "") -> str:
+    """The start of :func:`translate_error`'s message, who raised what where (`` `f` raised RuntimeError at
+    line 7 (`code`)``), for a task that words the rest itself (``Task.rewords``)."""
     number, code = _split_where(where)
     who = f"`{function}`" if function and not function.startswith("<") else "your function"
     at = ""
     if number or code:
         at = f" at line {number}" if number else ""
         at += f" (`{code}`)" if code else ""
-    explanation, hint = _explain(type_name, text, code, transposed_3d)
-    if not explanation:
-        first = text.split(". ")[0] if len(text) > 200 else text
-        explanation = first[:200].rstrip(".")
-    message = f"{who} raised {type_name}{at}" + (f": {explanation}" if explanation else "")
-    return message, hint
+    return f"{who} raised {type_name}{at}"
+
+
+def raised_fail(error: tuple, explanation: str, case: Case, diagnosis: str, hint: str = "") -> Fail:
+    """A learner's exception (``Fail.error``) with a task's own ``explanation`` of it (``Task.rewords``),
+    worded like :func:`translate_error`'s."""
+    type_name, _, where, function = error
+    return Fail(
+        f"{raised_words(type_name, where, function)}: {explanation}. Seen on {case.describe()}.",
+        diagnosis,
+        hint,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1460,7 +1516,10 @@ def _raised(
     """The Fail for a learner's exception (local or reported by a proxy): same words either way."""
     _, code = _split_where(where)
     called = getattr(fn, "__name__", "")
-    if type_name == "NotImplementedError" and (not where or _STUB_LINE.match(code)):
+    # the stub's line, or a bare NotImplementedError (PyTorch's always say what is missing) from a line
+    # whose code cannot be read (a function compiled from a string, or run in another process)
+    stub = _STUB_LINE.match(code) or (not code and not str(text or "").strip())
+    if type_name == "NotImplementedError" and (not where or stub):
         if not function or not where or function == called or function.startswith("<"):
             return _not_attempted()
         return Fail(
@@ -1470,7 +1529,21 @@ def _raised(
             "calls_unwritten",
         )
     message, hint = translate_error(type_name, text, where, function, transposed_3d)
-    return Fail(f"{message}. Seen on {case.describe()}.", "raised", hint)
+    failure = Fail(f"{message}. Seen on {case.describe()}.", "raised", hint)
+    failure.error = (type_name, str(text or ""), where, function)
+    return failure
+
+
+def _watch_types(value) -> list[type]:
+    """The distinct tensor types in ``value`` that watch the learner's call (``observe``, ``settle`` and
+    ``discard``, as :class:`attnbook.blockwise.ScoreWatch`)."""
+    found: list[type] = []
+    for t in _tensors(value):
+        kind = type(t)
+        if callable(getattr(kind, "observe", None)) and callable(getattr(kind, "settle", None)):
+            if kind not in found:
+                found.append(kind)
+    return found
 
 
 def _call(
@@ -1565,6 +1638,14 @@ def _check_types(task: Task, case: Case, value, expected: tuple) -> tuple:
     n = len(expected)
     if value is None:
         raise Fail("your function returned None: did you forget the `return` statement?", "returned_none")
+    asked = ", ".join(f"`{name}`" for name in task.output_names)
+    if isinstance(value, tuple) and len(value) > n and (n > 1 or not isinstance(expected[0], (tuple, list))):
+        # more values than asked for (the scores as well as the weights, say): name what the task asks for
+        raise Fail(
+            f"your function returns {len(value)} values, but this task asks for "
+            + (f"{n} ({asked}), in that order." if n > 1 else f"one ({asked}): return only that one."),
+            "too_many_outputs",
+        )
     if n > 1:
         if not isinstance(value, (tuple, list)) or len(value) != n:
             returned = type_name(value)
@@ -1671,6 +1752,25 @@ def _float32_computation(task: Task, case: Case, got: torch.Tensor, exp: torch.T
     noise = float((low.detach().double() - exp).abs().max()) if exp.numel() else 0.0
     error = float((got.double() - exp).abs().max()) if exp.numel() else 0.0
     # the learner's error is float32 rounding: small, and of the size float32 rounding has here
+    return 0 < noise and error <= 1e-4 * scale and error <= 50 * noise + 1e-7 * scale
+
+
+def _float32_number(task: Task, case: Case, got, exp: float, index: int) -> bool:
+    """:func:`_float32_computation` for a task whose answer is one number (a float): ``got`` is what the
+    reference gives computed in float32."""
+    try:
+        value = float(got)
+        with torch.no_grad(), time_limit(task.timeout_s):
+            low = as_outputs(
+                task.reference(*_to_float32(case.args), **_to_float32(case.kwargs)), len(task.output_names)
+            )[index]
+        low = float(low)
+    except (Exception, LearnerTimeout):
+        return False
+    if not all(math.isfinite(x) for x in (value, low, exp)):
+        return False
+    scale = 1.0 + abs(exp)
+    noise, error = abs(low - exp), abs(value - exp)
     return 0 < noise and error <= 1e-4 * scale and error <= 50 * noise + 1e-7 * scale
 
 
@@ -2035,6 +2135,13 @@ def _check_values(task: Task, case: Case, outputs: tuple, expected: tuple, fn=No
             detail = first_difference(got, exp) + _distribution_words(got, exp)
         else:  # numbers and lists (hand tasks): never reveal the expected answer
             detail = f"your answer {_rounded(got)} is not what the check computes"
+            if (
+                not task.hand
+                and isinstance(exp, float)
+                and _float32_number(task, case, got, exp, index)
+                and (local is None or "float32" in _trace(task, local, case))
+            ):
+                raise _float32_fail(label, case)
             form, key = _answer_form(task, got, exp)
             if form:
                 raise Fail(f"{form}. Seen on {case.describe()}.", key)
@@ -2099,6 +2206,13 @@ def _answer_form(task: Task, got, exp) -> tuple[str, str]:
     # whole numbers are a slip more likely than a rounding, and are left to the value check
     if 1 <= places < needed and all(abs(g - e) <= 0.5 * 10.0**-places + 1e-12 for g, e in numbers):
         rounded = "rounded to 1 decimal" if places == 1 else f"rounded to {places} decimals"
+        if not task.hand:  # a function's result: the function rounds it
+            return (
+                f"your function's result is the right one, rounded ({places} decimals kept): the rounding is "
+                f"what is wrong. The check compares with a tolerance of {task.atol:g}, so return what your "
+                "function computes without rounding it",
+                "rounded_result",
+            )
         return (
             f"your numbers are the right ones {rounded}, which is not precise enough: the check allows a "
             f"difference of {task.atol:g} per number, so give at least {needed} decimals",
@@ -2394,6 +2508,62 @@ def _task_ids_named(task: Task, name: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _reworded(task: Task, case: Case | None, failure: Fail, fn) -> Fail:
+    """``failure`` in the task's own words where one of its ``rewords`` has them."""
+    for reword in task.rewords if case is not None else ():
+        try:
+            better = reword(case, failure, fn)
+        except Exception:  # a reword that cannot read this failure has nothing to say
+            better = None
+        if isinstance(better, Fail):
+            return better
+    return failure
+
+
+def _recursed_to_the_limit(task: Task, fn: Callable, case: Case, guard: ForbiddenCallGuard | None) -> bool:
+    """Whether the guard's watch was found off because the learner's function recursed to Python's
+    recursion limit: a RecursionError raised while the watch's profile function runs switches it off,
+    and a function that catches that error (``except RecursionError``, or every exception) then returns
+    as if nothing happened. Found out by calling the (local) function again, unguarded, while counting
+    how deep its calls go; the verdict (0 points) stays, only its words change."""
+    if guard is None or not any(str(n).startswith("<the grader's watch") for n in guard.found):
+        return False
+    frame, depth_here = sys._getframe(), 0
+    while frame is not None:
+        depth_here, frame = depth_here + 1, frame.f_back
+    room = sys.getrecursionlimit() - depth_here
+    depth = [0, 0]  # now, deepest
+
+    def count(frame, event, arg):
+        if event == "call":
+            depth[0] += 1
+            depth[1] = max(depth[1], depth[0])
+        elif event == "return":
+            depth[0] -= 1
+
+    previous = sys.getprofile()
+    try:
+        with time_limit(task.timeout_s):
+            sys.setprofile(count)
+            try:
+                fn(*clone(case.args), **clone(case.kwargs))
+            finally:
+                sys.setprofile(previous)
+    except (Exception, LearnerTimeout):
+        pass
+    return room > 0 and depth[1] >= 0.8 * room
+
+
+def _runaway_recursion() -> Fail:
+    return Fail(
+        "0 points: your function calls itself without end, and catches the RecursionError with which Python "
+        "stops such a recursion at its limit (an `except RecursionError`, or an `except` that catches every "
+        "exception). That error also switched off the grader's watch over the functions your function "
+        "calls, so the answer earns nothing: a recursion needs a case that ends it well before the limit.",
+        "runaway_recursion",
+    )
+
+
 def _hints_for(task: Task, failure: Fail) -> tuple:
     tiers = [failure.hint] if failure.hint else []
     tiers += [h for h in (task.hint, *task.hints) if h]
@@ -2424,6 +2594,7 @@ def run_task(
         return result(
             NOT_ATTEMPTED, "not attempted yet: write the function, then run this cell.", "not_attempted"
         )
+    case = None  # the case being tried, for a task's rewords
     if not callable(fn):
         return result(
             FAILED,
@@ -2461,6 +2632,12 @@ def run_task(
                 value = _call(task, fn, case, args, kwargs, watch)
             except Fail as failure:
                 local = inspect.isfunction(fn) or inspect.ismethod(fn)
+                if (
+                    failure.diagnosis == "forbidden_call"
+                    and local
+                    and _recursed_to_the_limit(task, fn, case, watch)
+                ):
+                    raise _runaway_recursion() from None
                 if number or failure.diagnosis != "timeout" or not local:
                     raise
                 # the first call may pay once for imports and warm-up (torch.func, say): try it again
@@ -2481,6 +2658,7 @@ def run_task(
             for case in cases:
                 _check_grad(task, fn, case, expected_names, watch)
     except Fail as failure:
+        failure = _reworded(task, case, failure, fn)
         failure = _blame_dependency(task, fn, failure, dependencies)
         status = NOT_ATTEMPTED if failure.diagnosis == "not_attempted" else FAILED
         return result(status, failure.message, failure.diagnosis, _hints_for(task, failure))
