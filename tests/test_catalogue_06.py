@@ -879,3 +879,24 @@ WRONG["06.hand_attention_value"] += [
         "did not add them up",
     ),
 ]
+
+
+# ------------------------------------------------------------------ red team, round 4 (sibling gaps)
+
+
+def dpa_returns_the_scores(Q, K, V):
+    scores = Q @ K.transpose(1, 2)
+    a = torch.softmax(scores, dim=-1) @ V
+    return a, scores  # "alpha": the scores, before the softmax
+
+
+def dpa_keys_reshaped(Q, K, V):
+    B, T_k, d = K.shape
+    alpha = torch.softmax(Q @ K.reshape(B, d, T_k), dim=-1)  # "K as (B, d, T_k)"
+    return alpha @ V, alpha
+
+
+WRONG["06.dot_product_attention"] += [
+    ("the scores returned as alpha", dpa_returns_the_scores, "returned_scores", "before the softmax"),
+    ("K reshaped instead of transposed", dpa_keys_reshaped, "reshape_not_transpose", "reshape/view"),
+]

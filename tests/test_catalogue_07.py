@@ -796,6 +796,24 @@ def test_a_learners_non_leaf_tensor_in_params_raises_no_warning():
 # ------------------------------------------------------------------ red team, round 4
 
 
+def greedy_records_what_it_feeds(step, s_0, H, src_mask, E, max_len):
+    """Appends the word it feeds into each step (the <sos> first) instead of the word the step produced."""
+    B = H.shape[0]
+    y = torch.full((B,), SOS, dtype=torch.long)
+    s, done = s_0, torch.zeros(B, dtype=torch.bool)
+    ids, alphas = [], []
+    for _ in range(max_len):
+        ids.append(y)
+        y_hat, s, alpha_t = step(E[y], s, H, src_mask)
+        word = torch.where(done, torch.full_like(y, PAD), y_hat.argmax(-1))
+        alphas.append(alpha_t * (~done)[:, None])
+        done = done | (word == EOS)
+        y = word
+        if done.all():
+            break
+    return torch.stack(ids, 1), torch.stack(alphas, 1)
+
+
 def agree_in_float32(alpha, align, tgt_len):
     alpha, align = alpha.float(), align.float()  # "float32 is precise enough for a mean"
     real = torch.arange(alpha.shape[1])[None] < tgt_len[:, None]
@@ -807,6 +825,9 @@ def agree_rounded(alpha, align, tgt_len):
     return round((alpha * align).sum(-1)[real].mean().item(), 4)  # "4 decimals, as a report shows it"
 
 
+WRONG["07.greedy_decode"] += [
+    ("records the word it feeds", greedy_records_what_it_feeds, "inputs_recorded", "fed into each step"),
+]
 WRONG["07.alignment_agreement"] += [
     ("computed in float32", agree_in_float32, "float32_computation", "computed in float32"),
     ("rounded to 4 decimals", agree_rounded, "rounded_result", "rounding is what is wrong"),

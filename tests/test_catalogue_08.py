@@ -483,3 +483,35 @@ WRONG["08.sdpa"] += [
     ("the mask argument unused", sdpa_mask_unused, "mask_ignored", "ignores its mask argument"),
     ("mask added as a -inf bias", sdpa_additive_mask, "nan_gradient", "checks gradients too"),
 ]
+
+
+# ------------------------------------------------------------------ red team, round 4 (sibling gaps)
+
+
+def sdpa_returns_the_scores(Q, K, V, mask=None):
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(K.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(mask == 0, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ V, scores
+
+
+def sdpa_no_softmax_at_all(Q, K, V, mask=None):
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(K.shape[-1])
+    return scores @ V, scores
+
+
+def sdpa_keys_reshaped(Q, K, V, mask=None):
+    B, T_k, d_k = K.shape
+    scores = Q @ K.view(B, d_k, T_k) / math.sqrt(d_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ V, weights
+
+
+WRONG["08.sdpa"] += [
+    ("the scores returned as the weights", sdpa_returns_the_scores, "returned_scores", "before the softmax"),
+    ("no softmax at all", sdpa_no_softmax_at_all, "no_softmax", "without the softmax"),
+    ("K viewed instead of transposed", sdpa_keys_reshaped, "reshape_not_transpose", "reshape/view"),
+]

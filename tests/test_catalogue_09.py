@@ -328,6 +328,37 @@ WRONG["09.multi_head_attention"].append(
 )
 
 
+# ------------------------------------------------------------------ red team, round 4 (sibling gaps)
+
+
+def mha_merged_by_reshape(x, W_q, W_k, W_v, W_o, h):
+    B, T, D = x.shape
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    heads = torch.softmax(Q @ K.mT / math.sqrt(D // h), -1) @ V  # (B, h, T, d_k)
+    return _lin(heads.reshape(B, T, D), W_o)  # "concatenate the heads"
+
+
+def mha_reshape_both_ways(x, W_q, W_k, W_v, W_o, h):
+    B, T, D = x.shape
+    Q, K, V = (_lin(x, W).reshape(B, h, T, D // h) for W in (W_q, W_k, W_v))
+    heads = torch.softmax(Q @ K.transpose(-2, -1) / math.sqrt(D // h), -1) @ V
+    return _lin(heads.reshape(B, T, D), W_o)
+
+
+def mha_keys_reshaped(x, W_q, W_k, W_v, W_o, h):
+    B, T, D = x.shape
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    scores = Q @ K.reshape(B, h, D // h, T) / math.sqrt(D // h)
+    return _lin(_concat(torch.softmax(scores, -1) @ V), W_o)
+
+
+WRONG["09.multi_head_attention"] += [
+    ("heads merged with a bare reshape", mha_merged_by_reshape, "merged_without_permute", "merged the heads"),
+    ("bare reshapes both ways", mha_reshape_both_ways, "reshape_without_permute", "both ways"),
+    ("K reshaped instead of transposed", mha_keys_reshaped, "reshape_not_transpose", "reshape/view"),
+]
+
+
 def test_fold_and_unfold_are_inverse():
     fold, unfold = get_task("09.fold_heads").reference, get_task("09.unfold_heads").reference
     x = torch.randn(3, 4, 10, dtype=torch.float64)

@@ -609,3 +609,47 @@ def test_running_max_sum_speaks_of_scores_not_keys():
 def test_a_nan_from_a_subtracted_old_maximum_is_not_called_a_missing_one():
     result = run_task(get_task("10.running_max_sum"), rms_stale_max)
     assert "subtract the maximum first" not in result.message, result.message
+
+
+# ------------------------------------------------------------------ red team, round 4
+
+
+def osa_values_one_ahead(Q, K, V, block_size):
+    """The values' block starts one row after the keys' block (V[:, j + 1 : j + 1 + block_size])."""
+    m = torch.full(Q.shape[:2] + (1,), -INF, dtype=Q.dtype)
+    l = torch.zeros_like(m)
+    acc = torch.zeros(Q.shape[:2] + (V.shape[-1],), dtype=Q.dtype)
+    for j in range(0, K.shape[1], block_size):
+        s = Q @ K[:, j : j + block_size].mT / math.sqrt(Q.shape[-1])
+        m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+        p, c = torch.exp(s - m_new), torch.exp(m - m_new)
+        l, acc, m = l * c + p.sum(-1, keepdim=True), acc * c + p @ V[:, j + 1 : j + 1 + block_size], m_new
+    return acc / l
+
+
+def osa_through_numpy(Q, K, V, block_size):
+    import numpy as np
+
+    q, k, v = Q.detach().numpy(), K.detach().numpy(), V.detach().numpy()
+    s = q @ k.transpose(0, 2, 1) / math.sqrt(q.shape[-1])
+    w = np.exp(s - s.max(-1, keepdims=True))
+    return torch.from_numpy((w / w.sum(-1, keepdims=True)) @ v)
+
+
+def osa_through_lists(Q, K, V, block_size):
+    """Plain Python numbers, one query and one key at a time."""
+    out = []
+    for qs, ks, vs in zip(Q.tolist(), K.tolist(), V.tolist()):
+        rows = []
+        for q in qs:
+            e = [math.exp(sum(a * b for a, b in zip(q, k)) / math.sqrt(len(q))) for k in ks]
+            rows.append([sum(w * v[i] for w, v in zip(e, vs)) / sum(e) for i in range(len(vs[0]))])
+        out.append(rows)
+    return torch.tensor(out, dtype=Q.dtype)
+
+
+WRONG["10.online_softmax_attention"] += [
+    ("values one row ahead", osa_values_one_ahead, "values_block_misaligned", "not the block of keys"),
+    ("all of it in NumPy", osa_through_numpy, "outside_torch", "computes outside PyTorch"),
+    ("plain Python numbers, key by key", osa_through_lists, "blocks_too_small", "at most 1"),
+]

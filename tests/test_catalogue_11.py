@@ -14,6 +14,7 @@ Written the way learners write them, from the task texts, before the grader's mi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -436,6 +437,48 @@ WRONG["11.cross_attention"] += [
 WRONG["11.self_attention_step"] += [
     ("scaled by sqrt(d_model)", step_scale_d_model, "scaled_by_d_model", "√d_model")
 ]
+
+
+# ------------------------------------------------------------------ red team, round 4
+
+
+def ffn_eps(eps):
+    """A learner's LayerNorm with another eps (1e-6 and 1e-8 are common defaults elsewhere)."""
+
+    def block(x, W_1, b_1, W_2, b_2, gamma, beta, norm_first):
+        ln = lambda z: F.layer_norm(z, z.shape[-1:], gamma, beta, eps=eps)  # noqa: E731
+        return x + _ffn(ln(x), W_1, b_1, W_2, b_2) if norm_first else ln(x + _ffn(x, W_1, b_1, W_2, b_2))
+
+    return block
+
+
+def cross_scale_d_v(S, H, W_q, W_k, W_v, src_len):
+    Q, K, V = S @ W_q.T, H @ W_k.T, H @ W_v.T
+    scores = Q @ K.transpose(1, 2) / math.sqrt(V.shape[-1])
+    pad = torch.arange(H.shape[1])[None, None, :] >= src_len[:, None, None]
+    w = torch.softmax(scores.masked_fill(pad, float("-inf")), dim=-1).nan_to_num(0.0)
+    return w @ V, w
+
+
+WRONG["11.residual_ffn"] += [
+    ("eps = 1e-6", ffn_eps(1e-6), "wrong_eps", "eps = 1e-06"),
+    ("eps = 1e-8", ffn_eps(1e-8), "wrong_eps", "eps = 1e-08"),
+]
+WRONG["11.cross_attention"] += [("scaled by sqrt(d_v)", cross_scale_d_v, "scaled_by_d_v", "√d_v")]
+
+
+def test_a_wrong_eps_is_named_and_numbers_that_differ_read_differently():
+    """eps 1e-6 for 1e-5 (red team, round 4): the message names the eps; and where the engine shows two
+    numbers, they never read the same (it printed 'expected -2.1464, got -2.1464')."""
+    from attnbook.grading import get_task, run_task
+
+    result = run_task(get_task("11.residual_ffn"), ffn_eps(1e-6))
+    assert result.diagnosis == "wrong_eps" and "eps = 1e-06" in result.message and "1e-5" in result.message
+    bare = dataclasses.replace(get_task("11.residual_ffn"), misconceptions=())
+    result = run_task(bare, ffn_eps(1e-6))
+    assert result.diagnosis == "wrong_values", result.message
+    shown = result.message.split("expected ")[1].rstrip(".").split(", got ")
+    assert shown[0] != shown[1] and len(shown[0].split(".")[1]) > 4, result.message
 
 
 def test_no_mask_is_not_called_one_length_for_all():

@@ -369,6 +369,19 @@ register(
                 _dpa_with(lambda Q, K: _scores(Q, K) / _scores(Q, K).sum(-1, keepdim=True)),
             ),
             Misconception(
+                "returned_scores",
+                "the alpha you return is the scores Q Kᵀ, before the softmax: alpha is the attention weights, "
+                "the softmax of the scores over the keys, the very weights your value a is made with",
+                lambda Q, K, V: (_dpa_ref(Q, K, V)[0], _scores(Q, K)),
+            ),
+            Misconception(
+                "reshape_not_transpose",
+                "you turned K (B, T_k, d) into (B, d, T_k) with reshape/view: that only regroups the numbers in "
+                "memory order and mixes keys with components; the last two axes must be swapped (transposed)",
+                _dpa_with(lambda Q, K: softmax(Q @ K.reshape(K.shape[0], K.shape[2], K.shape[1]))),
+                hint="K.transpose(-1, -2) (or K.mT) swaps the last two axes.",
+            ),
+            Misconception(
                 "sigmoid",
                 "you used a sigmoid for the weights: it squashes every score on its own, while the weights of "
                 "one query must be normalised against each other (softmax)",

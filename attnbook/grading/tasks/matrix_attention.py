@@ -325,6 +325,21 @@ def _transposed_scores(Q, K, V, mask=None):
     return w.transpose(-1, -2) @ V, w
 
 
+def _returned_scores(Q, K, V, mask=None):
+    """The right output, and the scores returned as the weights (the first case has no mask)."""
+    return _sdpa_ref(Q, K, V, mask)[0], _scores(Q, K)
+
+
+def _no_softmax(Q, K, V, mask=None):
+    s = _scores(Q, K)
+    return s @ V, s
+
+
+def _reshaped_keys(Q, K, V, mask=None):
+    w = _softmax(Q @ K.reshape(*K.shape[:-2], K.shape[-1], K.shape[-2]) / math.sqrt(Q.shape[-1]), mask)
+    return w @ V, w
+
+
 def _uniform(Q, K, V, mask=None):
     w = _softmax(torch.zeros(Q.shape[0], Q.shape[1], K.shape[1], dtype=Q.dtype), mask)
     return w @ V, w
@@ -465,6 +480,26 @@ register(
                 "your scores are transposed (K Qᵀ): rows must be queries and columns keys, shape (B, T_q, T_k); "
                 "each row is one query compared with every key",
                 _transposed_scores,
+            ),
+            Misconception(
+                "returned_scores",
+                "the weights you return are the scores Q Kᵀ / √d_k, before the softmax: the task asks for the "
+                "attention weights, the softmax of the scores over the keys, the very weights your output is "
+                "made with",
+                _returned_scores,
+            ),
+            Misconception(
+                "no_softmax",
+                "you used the scores as weights, without the softmax: the weights are softmax(Q Kᵀ / √d_k) over "
+                "the keys, non-negative and summing to 1",
+                _no_softmax,
+            ),
+            Misconception(
+                "reshape_not_transpose",
+                "you turned K (B, T_k, d_k) into (B, d_k, T_k) with reshape/view: that only regroups the numbers "
+                "in memory order and mixes keys with components; the last two axes must be swapped (transposed)",
+                _reshaped_keys,
+                hint="K.transpose(-1, -2) (or K.mT) swaps the last two axes.",
             ),
             Misconception(
                 "ignores_scores",

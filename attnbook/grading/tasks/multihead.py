@@ -221,20 +221,38 @@ def _split(x, h):
     return x.reshape(B, T, h, D // h).permute(0, 2, 1, 3)
 
 
+def _bare_split(t, h):
+    return t.reshape(t.shape[0], h, t.shape[1], t.shape[2] // h)
+
+
 def _mha(
-    x, W_q, W_k, W_v, W_o, h, *, scale=None, split=_split, project_out=True, softmax_dim=-1, transpose=True
+    x,
+    W_q,
+    W_k,
+    W_v,
+    W_o,
+    h,
+    *,
+    scale=None,
+    split=_split,
+    project_out=True,
+    softmax_dim=-1,
+    transpose=True,
+    merge=None,
+    keys_reshaped=False,
 ):
     B, T, D = x.shape
     proj = (lambda t, W: t @ W.T) if transpose else (lambda t, W: t @ W)
     Q, K, V = split(proj(x, W_q), h), split(proj(x, W_k), h), split(proj(x, W_v), h)  # (B, h, T, d_k)
     scale = math.sqrt(D // h) if scale is None else scale
-    scores = Q @ K.transpose(-1, -2) / scale  # (B, h, T, T)
+    K_T = K.reshape(B, h, D // h, T) if keys_reshaped else K.transpose(-1, -2)
+    scores = Q @ K_T / scale  # (B, h, T, T)
     if softmax_dim == "folded":  # softmax over dim 0 of the (B·h, T, T) scores that bmm works on
         weights = torch.softmax(scores.reshape(B * h, T, T), dim=0).reshape(B, h, T, T)
     else:
         weights = torch.softmax(scores, dim=softmax_dim)
     heads = weights @ V  # (B, h, T, d_k)
-    concat = heads.permute(0, 2, 1, 3).reshape(B, T, D)  # (B, T, d_model)
+    concat = heads.permute(0, 2, 1, 3).reshape(B, T, D) if merge is None else merge(heads)  # (B, T, d_model)
     return proj(concat, W_o) if project_out else concat
 
 
@@ -322,8 +340,34 @@ register(
                     W_v,
                     W_o,
                     h,
-                    split=lambda t, h: t.reshape(t.shape[0], h, t.shape[1], t.shape[2] // h),
+                    split=_bare_split,
                 ),
+            ),
+            Misconception(
+                "reshape_without_permute",
+                "your heads were split with a bare reshape to (B, h, T, d_k) and merged back with a bare reshape "
+                "to (B, T, d_model): the shapes are right, but each head's rows mix features of different "
+                "positions. Each head's d_k features must stay with their position, both ways",
+                lambda x, W_q, W_k, W_v, W_o, h: _mha(
+                    x, W_q, W_k, W_v, W_o, h, split=_bare_split, merge=lambda t: t.reshape(x.shape)
+                ),
+            ),
+            Misconception(
+                "merged_without_permute",
+                "you merged the heads (B, h, T, d_k) back into (B, T, d_model) with a bare reshape: the shape is "
+                "right but the contents are not, because the head axis is still in front of time, so a row mixes "
+                "positions. The head axis must move next to d_k before the heads are concatenated",
+                lambda x, W_q, W_k, W_v, W_o, h: _mha(
+                    x, W_q, W_k, W_v, W_o, h, merge=lambda t: t.reshape(x.shape)
+                ),
+            ),
+            Misconception(
+                "reshape_not_transpose",
+                "you turned each head's keys (T, d_k) into (d_k, T) with reshape/view: that only regroups the "
+                "numbers in memory order and mixes positions with features; the last two axes must be swapped "
+                "(transposed)",
+                lambda x, W_q, W_k, W_v, W_o, h: _mha(x, W_q, W_k, W_v, W_o, h, keys_reshaped=True),
+                hint="K.transpose(-1, -2) (or K.mT) swaps the last two axes.",
             ),
             Misconception(
                 "weights_not_transposed",

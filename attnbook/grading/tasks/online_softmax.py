@@ -20,13 +20,24 @@ widths) so that a width is never ambiguous; ``tests/test_catalogue_10.py`` check
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
 from ... import blockwise as _book
 from ...blockwise import watch_scores
 from ..cases import generator, randn
-from ..engine import SUBCLASS_ESCAPES, TORCH_ATTENTION, Case, Fail, Misconception, Task
+from ..engine import (
+    SUBCLASS_ESCAPES,
+    TORCH_ATTENTION,
+    Case,
+    Fail,
+    Misconception,
+    Task,
+    _has_loop,
+    _matmul_sizes,
+    raised_fail,
+)
 from ..registry import register
 
 NEG_INF = float("-inf")
@@ -541,6 +552,53 @@ def _attention_cases():
     return cases
 
 
+def _computed_outside_torch(case, failure, fn):
+    """A function with no loop whose watch recorded no block of scores at all ("at most 1") did its work
+    where the watch cannot see it, outside PyTorch: say that, not that its blocks were too small. Decided
+    from what a proxy knows too (whether the function has a loop), so both graders word it alike."""
+    if failure.diagnosis != "blocks_too_small" or not re.search(r"\(at\smost\s1\)", failure.message):
+        return None
+    if _has_loop(fn) is not False:  # a loop over single keys is what the block check says it is
+        return None
+    block_size = case.args[-1]
+    return Fail(
+        "your function computes outside PyTorch: the grader saw no block of scores computed with PyTorch "
+        "operations at all, and the function has no loop over blocks of keys, so its work happens elsewhere "
+        "(in NumPy, or on plain Python numbers taken out of the tensors). The task asks for PyTorch operations "
+        f"on the tensors it gives, one block of block_size = {block_size} keys at a time",
+        "outside_torch",
+        "Slice K and V into blocks and compute each block with torch operations.",
+    )
+
+
+def _values_block_not_keys_block(case, failure, fn):
+    """A matrix product of a block's weights with values of other rows fails for the last, shorter block
+    (or an empty one): say that the values' block is not the keys' block, not that a transpose is missing."""
+    if failure.diagnosis != "raised" or not failure.error:
+        return None
+    sizes = _matmul_sizes(" ".join(failure.error[1].split()))
+    if not sizes:
+        return None
+    keys, rows = int(sizes[0]), int(sizes[1])
+    block_size, dims = case.args[-1], case.dims
+    if (
+        keys == rows
+        or not 1 <= keys <= block_size
+        or rows > block_size
+        or {keys, rows} & {dims["d_k"], dims["d_v"]}
+    ):
+        return None
+    return raised_fail(
+        failure.error,
+        f"a block of weights of width {keys} met a slice of V of length {rows}, so your block of values is not "
+        "the block of keys. The weights of a block multiply the values of the same keys, the same rows of V as "
+        "of K, in every block (the last, shorter one too)",
+        case,
+        "values_block_misaligned",
+        "Slice V with exactly the slice you use for K: V[:, start:start + block_size].",
+    )
+
+
 register(
     Task(
         id="10.online_softmax_attention",
@@ -633,6 +691,7 @@ register(
                 lambda Q, K, V, b: _online(Q, K, V, b, per_block_softmax=True),
             ),
         ],
+        rewords=[_values_block_not_keys_block, _computed_outside_torch],
         hint="Keep m (B, T_q, 1), l (B, T_q, 1) and acc (B, T_q, d_v); for each block rescale l and acc by "
         "exp(m - m_new), add the block's exp(scores - m_new) terms, and return acc / l at the end.",
         forbidden=BOOK_ONLINE,

@@ -781,6 +781,12 @@ def _greedy_sos_recorded(step, s_0, H, src_mask, E, max_len):
     return torch.cat([torch.full_like(ids[:, :1], SOS), ids], dim=1), alphas
 
 
+def _greedy_inputs_recorded(step, s_0, H, src_mask, E, max_len):
+    """Records the word fed into each step instead of the one it produced: <sos> first, the last word lost."""
+    ids, alphas = _greedy_ref(step, s_0, H, src_mask, E, max_len)
+    return torch.cat([torch.full_like(ids[:, :1], SOS), ids[:, :-1]], dim=1), alphas
+
+
 def _greedy_shortcut(step, s_0, H, src_mask, E, max_len):
     """An answer that runs the book's own batched greedy loop (``_Base._greedy``) around the given step,
     through a stand-in for a model (for tests/test_free_points.py)."""
@@ -841,6 +847,13 @@ register(
                 "produced, one column per step (T_out columns, as many as alphas has rows per sentence), and "
                 "<sos> is only its first input",
                 _greedy_sos_recorded,
+            ),
+            Misconception(
+                "inputs_recorded",
+                "your ids record the word fed into each step, not the word the step produced: they start with "
+                "the <sos> you fed at the first step, and the last word the decoder produced is missing. ids "
+                "holds the decoder's outputs; <sos> is only its first input",
+                _greedy_inputs_recorded,
             ),
             Misconception(
                 "started_from_pad",

@@ -174,9 +174,20 @@ register(
             ),
             Misconception(
                 "no_eps",
-                "your layer normalisation has no eps: a position whose features are all equal has variance 0 "
-                "and the division gives NaN. LayerNorm adds eps = 1e-5 to the variance",
+                "your layer normalisation has no eps, or one far below this task's 1e-5: LayerNorm adds eps = "
+                "1e-5 to the variance, which also keeps a position whose features are all equal (variance 0) "
+                "from a division by 0, a NaN",
                 _block(ln=lambda z, g, b: _layer_norm(z, g, b, eps=0.0)),
+            ),
+            *(
+                Misconception(
+                    "wrong_eps",
+                    f"your layer normalisation adds eps = {eps:g} to the variance, but this task's eps is 1e-5 (as "
+                    "the task text says): eps changes every normalised value a little, and the check is precise "
+                    "enough to see it",
+                    _block(ln=lambda z, g, b, eps=eps: _layer_norm(z, g, b, eps=eps)),
+                )
+                for eps in (1e-6, 1e-8, 1e-7, 1e-4, 1e-3)
             ),
             Misconception(
                 "norm_over_wrong_axis",
@@ -387,6 +398,14 @@ register(
                 "you scaled by √d_model, the width of the decoder states; the scale is √d_k, the width of the "
                 "projected queries and keys",
                 _cross(scale=lambda Q, S: math.sqrt(S.shape[-1])),
+            ),
+            Misconception(
+                "scaled_by_d_v",
+                "you scaled by √d_v, the width of the values; the scale is √d_k, the width of the projected "
+                "queries and keys that the dot product sums over",
+                lambda S, H, W_q, W_k, W_v, src_len: _cross(scale=lambda Q, S_: math.sqrt(W_v.shape[0]))(
+                    S, H, W_q, W_k, W_v, src_len
+                ),
             ),
             Misconception(
                 "causal_in_cross",
