@@ -132,6 +132,8 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
 
 
 def _kind(parents: list[ast.AST], node: ast.AST) -> str:
+    while len(parents) > 1 and isinstance(parents[-1], ast.IfExp):  # one of two messages: where it goes
+        node, parents = parents[-1], parents[:-1]
     parent = parents[-1] if parents else None
     if isinstance(parent, ast.keyword):
         call = parents[-2]
@@ -237,6 +239,15 @@ def check(messages) -> list[str]:
     return problems
 
 
+#: the catalogue's words for the commonest kinds of message (as its older entries say them)
+_COMMENT = {
+    "Fail[0]": "failure message",
+    "Fail[2]": "failure hint",
+    "Misconception[1]": "misconception message",
+    "Misconception.hint": "misconception hint",
+}
+
+
 def update(messages) -> None:
     """Bring tasks.po in line with the task files; translations of unchanged msgids are kept."""
     from babel.messages.catalog import Catalog
@@ -244,8 +255,10 @@ def update(messages) -> None:
 
     old = _read_po()
     template = Catalog(locale="ko")
+    kinds = {}
     for m in messages:
         template.add(m["msgid"], locations=[tuple(loc) for loc in m["locations"]])
+        kinds[m["msgid"]] = ", ".join(m["kinds"])
     known = {m.id: m for m in old if m.id}
     new = Catalog(
         locale="ko",
@@ -264,12 +277,14 @@ def update(messages) -> None:
         if not m.id:
             continue
         before = known.get(m.id)
-        new.add(
-            m.id,
-            before.string if before else "",
-            locations=m.locations,
-            auto_comments=before.auto_comments if before else ["new: to translate"],
-        )
+        translated = bool(before and before.string)
+        comments = list(before.auto_comments) if before else []
+        if not translated:
+            comments = ["new: to translate"]
+        elif not comments or comments == ["new: to translate"]:
+            kind = kinds.get(m.id) or "message"  # translated: what kind of message it is
+            comments = [_COMMENT.get(kind, kind)]
+        new.add(m.id, before.string if before else "", locations=m.locations, auto_comments=comments)
     with open(PO, "wb") as handle:
         write_po(handle, new, width=0, sort_output=False)
 
