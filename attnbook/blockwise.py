@@ -36,6 +36,80 @@ __all__ = [
     "watch_scores",
 ]
 
+#: the same two kinds of operations at PyTorch's dispatcher (ATen names), for the dispatch-level look
+_ATEN_SELECTING = frozenset(
+    {
+        "slice",
+        "select",
+        "narrow",
+        "split",
+        "split_with_sizes",
+        "chunk",
+        "unbind",
+        "tensor_split",
+        "unfold",
+        "index",
+        "index_select",
+        "gather",
+        "take_along_dim",
+        "narrow_copy",
+        "as_strided",
+        "sym_size",
+        "sym_numel",
+        "sym_stride",
+        "sym_storage_offset",
+        "_local_scalar_dense",
+        "is_nonzero",
+        "equal",
+    }
+)
+#: operations that only relabel a tensor's elements (a view): what a later operation computes with the view
+#: is looked at, with the view's shape (see ``_width``); joining tensors is judged by what is joined
+_ATEN_RELABELLING = frozenset(
+    {
+        "view",
+        "_unsafe_view",
+        "reshape",
+        "_reshape_alias",
+        "permute",
+        "transpose",
+        "t",
+        "unsqueeze",
+        "squeeze",
+        "expand",
+        "expand_as",
+        "view_as",
+        "flatten",
+        "unflatten",
+        "movedim",
+        "numpy_T",
+        "mT",
+    }
+)
+_ATEN_JOINING = frozenset({"cat", "stack", "concat", "concatenate", "hstack", "vstack", "dstack"})
+_ATEN_COPYING = frozenset(
+    {
+        "alias",
+        "detach",
+        "clone",
+        "_to_copy",
+        "lift_fresh",
+        "lift_fresh_copy",
+        "copy_",
+        "_copy_from",
+        "empty_like",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+        "new_empty",
+        "new_zeros",
+        "new_full",
+        "new_ones",
+        "fill_",
+        "zero_",
+    }
+)
+
 
 def running_max_sum(scores: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
     """Maximum and sum of exponentials of ``scores`` along the last axis, one block at a time.
@@ -130,11 +204,16 @@ _THIS_FILE = os.path.realpath(__file__)
 #: the watch's own functions (skipped when looking for the code that made an operation)
 _WATCH_CODE = frozenset({"__torch_function__", "_look", "__deepcopy__", "_called_from_outside_package"})
 #: operations that only select or describe part of a tensor: a full row of scores may be *indexed*
-#: (``scores[..., a:b]``, ``scores.split(block)``) without counting as computed at once
+#: (``scores[..., a:b]``, ``scores.split(block)``, ``scores[r]``) without counting as computed at once;
+#: what is then computed with the part is looked at
 _SELECTING = frozenset(
     {
         "__getitem__",
         "narrow",
+        "narrow_copy",
+        "index_select",
+        "gather",
+        "take_along_dim",
         "split",
         "chunk",
         "unbind",
@@ -205,22 +284,32 @@ class ScoreWatch(torch.Tensor):
     With ``keys`` (the number of keys, ``T_k``), a tensor ``(..., q, keys)`` whose ``q`` is neither ``rows``
     nor exempt is recorded too (width ``keys``): the scores of every key for a part of the queries (queries
     cut into blocks, or taken one at a time), which reads all the keys at once.
-    Outputs are always looked at; inputs too, except for operations that only select part of a tensor
-    (indexing, ``split``, ``narrow``...), so that reading a full row of scores block by block is fine but
-    computing with it at once is recorded. With ``outside_only``, only operations called from code outside
+    The inputs and outputs of an operation are looked at, except for operations that only select part
+    of a tensor (indexing, ``split``, ``narrow``...) or copy one, so that reading a full row of scores
+    block by block is fine but computing with it at once is recorded. A 2-D ``(batch, rows)`` tensor (one
+    number per query, such as a running maximum) is not a block. With ``outside_only``, only operations called from code outside
     the ``attnbook`` package are recorded (a learner's function); ``on_inside`` is then called (with the
     class) at the first operation made from inside the package after recorded ones, for example by a
-    grader that compares the learner's result. Subclasses hold the settings; :func:`watch_scores` makes a
-    fresh one per use.
+    grader that compares the learner's result; the grader also calls :meth:`settle` right after the
+    call, and hands it every operation of the call seen at PyTorch's dispatcher (:meth:`observe`), which
+    no conversion of the tensors hides. Subclasses hold the settings; :func:`watch_scores` makes a fresh
+    one per use.
     """
 
     rows: int = 0
     keys: int = 0
+    batch: int = 0
     exempt: frozenset = frozenset()
     outside_only: bool = False
     on_inside = None
     widths: list
     ran: bool = False
+    #: the record was judged (``on_inside``) since the last :meth:`settle`
+    seen: bool = False
+    #: the grader's dispatch mode records the operations (:meth:`observer`); the subclass then does not
+    by_dispatch: bool = False
+    #: tensors joined from parts (``torch.cat``), by :func:`_key`: ``(tensor, width of what was joined)``
+    joined: dict
     #: names this watch on the trusted grader's wire (see :meth:`wire_spec`)
     token: str = ""
     #: the factory that makes the same watch in another process (``"module:function"``)
@@ -237,34 +326,119 @@ class ScoreWatch(torch.Tensor):
             if outside:
                 cls.ran = True
                 name = _op_name(func)
-                if name not in _COPYING:
-                    if name not in _SELECTING:
-                        cls._look(args)
-                        cls._look(list(kwargs.values()))
+                if not cls.by_dispatch and name not in _COPYING and name not in _SELECTING:
+                    cls._look(args)
+                    cls._look(list(kwargs.values()))
                     cls._look(out)
         if not outside and cls.ran and cls.on_inside is not None:
-            cls.ran = False
+            cls.ran, cls.seen, cls.joined = False, True, {}
             cls.on_inside(cls)
         return out
 
     @classmethod
+    def _width(cls, value: torch.Tensor) -> int:
+        """How many keys (scores of a row) ``value`` holds for each query, judged by its shape: 0 if it
+        is not a block of scores, 1 for a number per query (a running maximum, ``(R, 1)`` or ``(R,)``)."""
+        if not value.is_floating_point() or value.dim() == 0:
+            return 0
+        if value.dim() == 1:  # one query's scores, (w,), or one number per query, (rows,)
+            w = value.shape[0]
+            return 1 if w == cls.rows else 0 if w in cls.exempt else int(w)
+        a, b = value.shape[-2], value.shape[-1]
+        if value.dim() == 2 and a == cls.batch and b == cls.rows:
+            return 1  # a number per query, (B, T_q): a running maximum or sum, not scores
+        if a == cls.rows:
+            return 0 if b in cls.exempt else int(b)
+        if b == cls.rows:
+            return 0 if a in cls.exempt else int(a)
+        if value.dim() >= 3 and value.shape[-3] == cls.rows and a not in cls.exempt and b not in cls.exempt:
+            return int(a * b)  # a row of scores cut into blocks, all of them at once: (rows, n, w)
+        if cls.keys > 1 and b == cls.keys and a not in cls.exempt:
+            return int(b)  # every key, for a part of the queries
+        return 0
+
+    @classmethod
     def _look(cls, value, depth: int = 0) -> None:
         if isinstance(value, torch.Tensor):
-            if value.is_floating_point() and value.dim() == 1:  # one query's scores, (w,)
-                w = value.shape[0]
-                if w > 1 and w != cls.rows and w not in cls.exempt:
-                    cls.widths.append(int(w))
-            elif value.is_floating_point() and value.dim() >= 2:
-                a, b = value.shape[-2], value.shape[-1]
-                if a == cls.rows and b > 1 and b not in cls.exempt:
-                    cls.widths.append(int(b))
-                elif b == cls.rows and a > 1 and a not in cls.exempt:
-                    cls.widths.append(int(a))
-                elif cls.keys > 1 and b == cls.keys and a not in cls.exempt:
-                    cls.widths.append(int(b))  # every key, for a part of the queries
+            joined = cls.joined.get(_key(value)) if cls.joined else None
+            w = joined[1] if joined is not None else cls._width(value)
+            if w > 1:
+                cls.widths.append(w)
         elif isinstance(value, (list, tuple)) and depth < 3:
             for v in value:
                 cls._look(v, depth + 1)
+
+    # The subclass sees the operations made on watched tensors through Python; a learner's function can
+    # step around it (a C-level conversion to a plain tensor, or torch._C.DisableTorchFunctionSubclass).
+    # So the grader also looks at every operation the learner's call makes, at PyTorch's dispatcher,
+    # where neither hides anything: the grader's ForbiddenCallGuard runs a dispatch mode while the
+    # function runs and hands each operation to :meth:`observe` (see attnbook.grading.engine).
+
+    @classmethod
+    def observer(cls):
+        """:meth:`observe`, for the grader's guard; from now on only the dispatcher's record counts (it
+        sees every operation the subclass sees, and more)."""
+        cls.by_dispatch = True
+        return cls.observe
+
+    @classmethod
+    def observe(cls, func, args, kwargs, out) -> None:
+        """One operation of the learner's call, seen at the dispatcher (``func`` an ATen operator):
+        recorded like an operation on a watched tensor, whatever tensors it was made on. Operations on
+        no tensor (creating one, ``torch.full``) and ones that only select part of a tensor, copy it or
+        relabel it (a view) are not looked at: what is then computed with the part, copy or view is.
+        Joining tensors (``torch.cat``, ``torch.stack``) gives a tensor as wide as its parts together,
+        less one running number per query (``torch.cat([m, block])`` is one block wide)."""
+        if not cls.rows:
+            return
+        name = getattr(getattr(func, "overloadpacket", None), "__name__", "") or _op_name(func)
+        with torch._C.DisableTorchFunctionSubclass():
+            tensors = [t for t in _flat((*args, *kwargs.values())) if isinstance(t, torch.Tensor)]
+            if not tensors:
+                return  # a tensor made from numbers alone
+            cls.ran = True
+            if name in _ATEN_COPYING or name in _ATEN_SELECTING or name in _ATEN_RELABELLING:
+                if name not in _ATEN_SELECTING and cls.joined and isinstance(out, torch.Tensor):
+                    cls._carry_joined(tensors[0], out)  # a view or copy of a joined tensor
+                return
+            if name in _ATEN_JOINING and isinstance(out, torch.Tensor):
+                widths = [cls.joined[_key(t)][1] if _key(t) in cls.joined else cls._width(t) for t in tensors]
+                ones = sum(1 for w in widths if w == 1)
+                cls.joined[_key(out)] = (out, sum(w for w in widths if w > 1) + max(ones - 1, 0))
+                return
+            cls._look(tensors)
+            cls._look(out)
+            if cls.joined and isinstance(out, torch.Tensor):
+                for t in tensors:  # an element-wise step on a joined tensor (its exponentials)
+                    if t.shape == out.shape and cls._carry_joined(t, out):
+                        break
+
+    @classmethod
+    def _carry_joined(cls, source: torch.Tensor, out: torch.Tensor) -> bool:
+        joined = cls.joined.get(_key(source))
+        if joined is not None:
+            cls.joined[_key(out)] = (out, joined[1])
+        return joined is not None
+
+    @classmethod
+    def settle(cls) -> None:
+        """After the learner's call: judge its record now (``on_inside``), rather than at the grader's
+        next operation on a watched tensor. A call in which no operation on a tensor was seen at all
+        (neither through the subclass nor at the dispatcher) hid its work from the watch."""
+        if cls.on_inside is None:
+            return
+        (ran, seen), cls.ran, cls.seen, cls.joined = (cls.ran, cls.seen), False, False, {}
+        if ran:
+            cls.on_inside(cls)
+        elif cls.rows and cls.by_dispatch and not seen:  # (seen: judged already, at an operation of the
+            # grader's; without the dispatcher's record, operations made inside this package are not seen)
+            cls.on_inside(cls, unseen=True)
+
+    @classmethod
+    def discard(cls) -> None:
+        """Forget the record of a call that did not return (it timed out, or raised)."""
+        cls.ran = cls.seen = False
+        cls.widths, cls.joined = [], {}
 
     def __deepcopy__(self, memo):
         return self.detach().clone()
@@ -285,6 +459,7 @@ class ScoreWatch(torch.Tensor):
             "name": cls.wire_name,
             "rows": int(cls.rows),
             "keys": int(cls.keys),
+            "batch": int(cls.batch),
             "exempt": sorted(int(e) for e in cls.exempt),
             "token": cls.token,
             "widths": widths,
@@ -299,14 +474,35 @@ class ScoreWatch(torch.Tensor):
             cls.ran = True
 
 
+def _key(t: torch.Tensor) -> tuple:
+    """A tensor's identity at the dispatcher: the same memory, seen the same way."""
+    return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _flat(values, depth: int = 0):
+    for v in values:
+        if isinstance(v, (list, tuple)) and depth < 3:
+            yield from _flat(v, depth + 1)
+        else:
+            yield v
+
+
 def watch_scores(
-    tensors, rows: int, exempt=(), outside_only: bool = False, on_inside=None, token: str = "", keys: int = 0
+    tensors,
+    rows: int,
+    exempt=(),
+    outside_only: bool = False,
+    on_inside=None,
+    token: str = "",
+    keys: int = 0,
+    batch: int = 0,
 ) -> list:
     """The ``tensors`` as :class:`ScoreWatch` tensors of one fresh subclass (they share one record).
 
     ``rows``: the number of queries (the axis a block of scores has besides its keys); ``exempt``: widths
     that are not blocks of keys (``d_k``, ``d_v``); ``keys``: the number of keys, to record the scores of
-    every key for part of the queries (0: not recorded). The record is ``type(result[0]).widths``. ``token``
+    every key for part of the queries (0: not recorded); ``batch``: the batch size, so that a ``(batch,
+    rows)`` tensor (a number per query: a running maximum) is not taken for scores. The record is ``type(result[0]).widths``. ``token``
     names the watch on the trusted grader's wire (a fresh random one by default).
     """
     watch = type(
@@ -315,11 +511,15 @@ def watch_scores(
         {
             "rows": int(rows),
             "keys": int(keys),
+            "batch": int(batch),
             "exempt": frozenset(int(e) for e in exempt),
             "outside_only": outside_only,
             "on_inside": staticmethod(on_inside) if on_inside else None,
             "widths": [],
             "ran": False,
+            "seen": False,
+            "by_dispatch": False,
+            "joined": {},
             "token": str(token) or secrets.token_hex(8),
         },
     )

@@ -308,7 +308,7 @@ def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
     (x,) = watch_scores([torch.zeros(2, 5, dtype=torch.float64)], rows=2)
     encoder = wire.Encoder()
     node = encoder.encode(x)
-    assert set(node["w"]) == {"name", "rows", "keys", "exempt", "token", "widths", "ran"}
+    assert set(node["w"]) == {"name", "rows", "keys", "batch", "exempt", "token", "widths", "ran"}
     # the kernel's decoder only lists the spec; it makes nothing of it
     kernel = wire.Decoder(encoder.blob(), watches="collect")
     plain = kernel.decode(node)

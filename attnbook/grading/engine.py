@@ -49,6 +49,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,
+    _get_current_dispatch_mode_stack,
+    _pop_mode,
+    _push_mode,
+)
 
 from ..i18n import translate
 
@@ -503,6 +509,31 @@ TAMPERED = "<the grader's watch switched off>"
 #: prefix of a pattern that forbids a builtin (C) method or function by its name, such as
 #: ``"builtin:as_subclass"``: tensors of the grader's own types turned into plain ones escape its watch
 BUILTIN = "builtin:"
+#: prefix of a pattern that forbids an operation at PyTorch's dispatcher by its ATen name, such as
+#: ``"aten:_safe_softmax"``: seen however the learner's code reaches it (see :class:`_OpWatch`)
+ATEN = "aten:"
+#: the name recorded when the learner's function removes the guard's dispatch mode
+TAMPERED_OPS = "<the grader's watch over operations switched off>"
+#: the name recorded when the learner's function returns, or computes with, a floating tensor that
+#: neither came from its arguments nor from an operation the dispatch mode saw
+UNSEEN_WORK = "<work the grader could not see>"
+#: Python functions that take the dispatch mode off the stack: called from the learner's code (directly,
+#: or through the standard library: ``with _disable_current_modes():``), they count as tampering
+DISPATCH_ESCAPES = (
+    "torch.utils._python_dispatch:_disable_current_modes",
+    "torch.utils._python_dispatch:_pop_mode",
+    "torch.utils._python_dispatch:_pop_mode_temporarily",
+)
+#: the standard library's files (contextlib, functools...), seen between the learner's code and a call
+_STDLIB_PREFIXES = tuple(
+    {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+    | {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
+) + ("<frozen",)
+#: the builtins that start a thread without the threading module (whose threads the guard watches)
+_RAW_THREAD_STARTS = ("start_new_thread", "start_new", "start_joinable_thread")
+#: operations that make a tensor from Python data (``torch.tensor([...])``): their input is not the
+#: learner's earlier work
+_ATEN_LIFTING = frozenset({"lift", "lift_fresh", "lift_fresh_copy"})
 #: PyTorch's own attention layers and kernels: a task that asks for the layer forbids them
 TORCH_ATTENTION = (
     "torch.nn.functional:multi_head_attention_forward",
@@ -514,12 +545,86 @@ TORCH_ATTENTION = (
     f"{BUILTIN}_scaled_dot_product_flash_attention_for_cpu",
     f"{BUILTIN}_scaled_dot_product_flash_attention",
     f"{BUILTIN}_scaled_dot_product_efficient_attention",
+    # and at PyTorch's dispatcher, where no door (TorchScript, a C-level call) hides them: the attention
+    # kernel's softmax (``_safe_softmax``, which torch.softmax never uses) and the fused kernels
+    f"{ATEN}_safe_softmax",
+    f"{ATEN}_scaled_dot_product_flash_attention_for_cpu",
+    f"{ATEN}_scaled_dot_product_flash_attention",
+    f"{ATEN}_scaled_dot_product_efficient_attention",
+    f"{ATEN}_scaled_dot_product_cudnn_attention",
+    f"{ATEN}_native_multi_head_attention",
+    f"{ATEN}_transformer_encoder_layer_fwd",
+    *DISPATCH_ESCAPES,  # (taking the dispatcher's watch off)
 )
+#: what a learner calls to reach each of those dispatcher operations (for the message)
+_ATEN_DOORS = {
+    "_native_multi_head_attention": ("torch.nn", "MultiheadAttention"),
+    "_transformer_encoder_layer_fwd": ("torch.nn", "TransformerEncoderLayer"),
+}
 #: ways of turning a watched tensor (set 10) into a plain one, which the watch cannot follow
 SUBCLASS_ESCAPES = (f"{BUILTIN}as_subclass", f"{BUILTIN}_make_subclass")
 
 
 _PROFILE_SETTERS = (sys.setprofile, threading.setprofile, sys.settrace)
+
+
+class _OpWatch(TorchDispatchMode):
+    """The guard's look at PyTorch's dispatcher: every operation the learner's call runs, in the ATen
+    operators it comes down to, however it was reached (a tensor subclass's own methods, a conversion to a
+    plain tensor, TorchScript, C code). Records forbidden operators (``aten:NAME`` patterns) in the
+    guard's ``found`` and hands each operation to the guard's observers (set 10's block-width watch).
+    Off (it passes operations through untouched) once the guarded call has ended."""
+
+    def __init__(self, guard: ForbiddenCallGuard):
+        super().__init__()
+        self.guard = guard
+        self.active = True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.active:
+            guard = self.guard
+            name = func.overloadpacket.__name__
+            if name in guard._aten_names:
+                found = ATEN + name
+                if found not in guard.found and not guard._allowed_here(sys._getframe(1)):
+                    guard.found.append(found)
+            # where the values come from: every floating tensor an operation reads must be an argument's
+            # or an earlier operation's (or hold one number); what it makes is then known too
+            if name not in _ATEN_LIFTING and UNSEEN_WORK not in guard.found:
+                for t in _tensors((args, kwargs)):
+                    if t.is_floating_point() and t.numel() > 1 and _storage(t) not in guard.known:
+                        guard.found.append(UNSEEN_WORK)
+                        break
+            guard.known.update(_storage(t) for t in _tensors(out))
+            for observe in guard.observers:
+                observe(func, args, kwargs, out)
+        return out
+
+
+_WARM: list = []
+
+
+def _warm_dispatch_modes() -> None:
+    """PyTorch's first use of a Python dispatch mode in a process imports modules for about a second (3 s
+    under the profiler): done once, before the learner's call and its time limit."""
+    if not _WARM:
+        with _Passing():
+            (torch.ones(2, dtype=torch.float64) * 2).sum()
+        _WARM.append(True)
+
+
+class _Passing(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _storage(t: torch.Tensor) -> int:
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:  # a tensor without storage (a subclass of the learner's): it has no values of its own
+        return -1
 
 
 class ForbiddenCallGuard:
@@ -532,10 +637,27 @@ class ForbiddenCallGuard:
     whose file defines its code, so re-wrapping a reference's code object in other globals is still seen.
     Each code object is classified once (the decision is cached per set of names), so a guarded call costs
     one dictionary look-up per Python call. ``found`` lists the names entered, first first.
+
+    ``"aten:NAME"`` patterns forbid an operator at PyTorch's dispatcher, and ``observers`` (callables
+    ``observe(func, args, kwargs, out)``, settable before each ``with``) are handed every operation the
+    body runs: both through a dispatch mode (:class:`_OpWatch`) pushed for the body (and in the threads
+    it starts, through :attr:`hook`). Removing that mode from the stack during the body is recorded as
+    tampering, like switching the profiler off.
     """
 
-    def __init__(self, names: Iterable[str], allowed: Iterable = ()):
+    def __init__(self, names: Iterable[str], allowed: Iterable = (), observers: Iterable[Callable] = ()):
         self.patterns = tuple(names)
+        self._aten_names = frozenset(p[len(ATEN) :] for p in self.patterns if p.startswith(ATEN))
+        self.observers = list(observers)
+        self._direct = tuple(p for p in DISPATCH_ESCAPES if p in self.patterns)
+        self._mode: _OpWatch | None = None
+        self._mode_threads: set = set()
+        #: whether the body runs here (the mode is pushed only then; a proxy's call runs elsewhere)
+        self.local = True
+        #: the tensors given to the body (its arguments), whose values are the learner's to use
+        self.inputs: list = []
+        self.known: set = set()
+        self._watched_flow = False
         # builtins (C functions): "builtin:NAME" forbids every builtin method or function called NAME
         # (``as_subclass``), and a "torch._C...:name" pattern a module-level builtin by its module
         self._builtin_names = frozenset(p[len(BUILTIN) :] for p in self.patterns if p.startswith(BUILTIN))
@@ -567,14 +689,34 @@ class ForbiddenCallGuard:
         return False
 
     def _profile(self, frame, event, arg):
+        mode = self._mode
+        if mode is not None and mode.active and threading.get_ident() not in self._mode_threads:
+            # a thread the body started: the dispatch mode is per thread, so it is pushed here too
+            self._mode_threads.add(threading.get_ident())
+            _push_mode(mode)
         if event == "call":
             code = frame.f_code
             name = self._cache.get(code)
             if name is None:
                 name = self._cache[code] = self._name_of(frame)
-            if name and name not in self.found and not self._allowed_here(frame):
+            if name and name in self._direct:
+                # taking the dispatch mode off counts when the learner's code asks for it, not PyTorch
+                caller = frame.f_back
+                while caller is not None and caller.f_code.co_filename.startswith(_STDLIB_PREFIXES):
+                    caller = caller.f_back
+                if caller is not None and _is_learner_code(caller.f_code) and TAMPERED_OPS not in self.found:
+                    self.found.append(TAMPERED_OPS)
+            elif name and name not in self.found and not self._allowed_here(frame):
                 self.found.append(name)
         elif event == "c_call":
+            if (
+                self._watched_flow
+                and getattr(arg, "__name__", "") in _RAW_THREAD_STARTS
+                and getattr(arg, "__module__", "") == "_thread"
+                and UNSEEN_WORK not in self.found
+                and _is_learner_code(frame.f_code)
+            ):
+                self.found.append(UNSEEN_WORK)  # a thread outside the threading module is not watched
             if (
                 arg in _PROFILE_SETTERS
                 and not self._closing
@@ -624,6 +766,14 @@ class ForbiddenCallGuard:
         self.found = []
         self._closing = False
         self._entry = sys._getframe(1)
+        self._mode = None
+        self._watched_flow = bool(self.local and (self._aten_names or self.observers))
+        if self._watched_flow:
+            _warm_dispatch_modes()
+            self.known = {_storage(t) for t in _tensors(self.inputs)}
+            self._mode = _OpWatch(self)
+            self._mode_threads = {threading.get_ident()}
+            _push_mode(self._mode)
         self._previous = sys.getprofile()
         sys.setprofile(self._profile)
         return self
@@ -642,7 +792,28 @@ class ForbiddenCallGuard:
         sys.setprofile(self._previous)
         self._previous = None
         self._entry = None
+        mode, self._mode = self._mode, None
+        if mode is not None:
+            mode.active = False
+            stack = _get_current_dispatch_mode_stack()
+            if mode in stack:  # modes the body pushed and left above it go with it
+                while stack and stack[-1] is not mode:
+                    _pop_mode()
+                    stack = _get_current_dispatch_mode_stack()
+                _pop_mode()
+            elif TAMPERED_OPS not in self.found:
+                self.found.append(TAMPERED_OPS)
         return False
+
+    def check_result(self, value) -> None:
+        """After the body returned ``value``: with the dispatch mode on, a floating tensor in it must come
+        from the arguments or an operation the mode saw (a thread the guard does not watch, or PyTorch's
+        dispatch switched off, makes tensors it never saw)."""
+        if self._watched_flow and UNSEEN_WORK not in self.found:
+            for t in _tensors(value):
+                if t.is_floating_point() and t.numel() > 1 and _storage(t) not in self.known:
+                    self.found.append(UNSEEN_WORK)
+                    break
 
 
 def _is_book_code(name: str) -> bool:
@@ -658,6 +829,24 @@ def forbidden_message(names: Sequence[str]) -> str:
             "(sys.setprofile or sys.settrace, or a RecursionError caught after recursing without end); a "
             "graded function only computes its answer."
         )
+    if TAMPERED_OPS in names:
+        return (
+            "0 points: your function removed the grader's watch over the operations it runs (a PyTorch "
+            "dispatch mode); a graded function only computes its answer."
+        )
+    if UNSEEN_WORK in names:
+        return (
+            "0 points: your function returned (or computed with) a tensor made where the grader could not "
+            "see it: in a thread started without the threading module, with PyTorch's dispatch switched "
+            "off, or before the call. A graded function computes its answer from its arguments, in view."
+        )
+    aten = next((n for n in names if n.startswith(ATEN)), "")
+    if aten and all(n.startswith(ATEN) for n in names):  # seen at the dispatcher only: worded as the
+        # call that reaches it (a name seen on the way, if any, is the more telling one)
+        module, layer = _ATEN_DOORS.get(
+            aten[len(ATEN) :], ("torch.nn.functional", "scaled_dot_product_attention")
+        )
+        names = [f"{module}:{layer}"]
     escape = next((n for n in names if n in SUBCLASS_ESCAPES), "")
     if escape:
         method = escape[len(BUILTIN) :]
@@ -1551,13 +1740,35 @@ def _call(
 ):
     """Call the learner's function under the time limit (and ``guard``, when given); every way it can
     go wrong becomes a :class:`Fail`."""
+    # arguments that watch how the learner's function reads them (set 10's blocks): the guard hands
+    # them every operation of the call at PyTorch's dispatcher (only here: a proxy's call runs in another
+    # process, whose guard does the same there), and they judge the record right after the call
+    watches = _watch_types((args, kwargs))
+    if guard is not None:
+        guard.local = not getattr(fn, "runs_elsewhere", False)
+        guard.observers = [w.observer() for w in watches] if guard.local else []
+        guard.inputs = [args, kwargs]
+    # threads the function starts are watched too, as in the trusted grader's kernel
+    threads = guard is not None and guard.local and threading.getprofile() is None
     try:
         try:
+            if threads:
+                threading.setprofile(guard.hook)
             with guard if guard is not None else contextlib.nullcontext(), time_limit(task.timeout_s):
                 value = fn(*args, **kwargs)
+            if guard is not None:
+                guard.check_result(value)
+        except BaseException:
+            for watch in watches:  # a call that did not return is judged by how it ended, not its record
+                watch.discard()
+            raise
         finally:
+            if threads:
+                threading.setprofile(None)
             if guard is not None and guard.found:
                 raise ForbiddenUse(guard.found)
+        for watch in watches:
+            watch.settle()
         return value
     except ForbiddenUse as use:
         raise Fail(

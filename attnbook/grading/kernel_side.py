@@ -36,12 +36,12 @@ _KEEP_HANDLES = 16
 # --------------------------------------------------------------------------------------------------
 
 
-def _guard(names, allowed):
+def _guard(names, allowed, observers=()):
     from . import engine
 
-    if not names:
+    if not names and not observers:
         return None
-    return engine.ForbiddenCallGuard(names, allowed)
+    return engine.ForbiddenCallGuard(names, allowed, observers)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,6 +166,7 @@ def _rewatch(watches: list, args: list, kwargs: dict) -> tuple[list, dict]:
             outside_only=True,
             token=token,
             keys=spec.get("keys", 0),
+            batch=spec.get("batch", 0),
         )
         swap.update({id(t): w for (t, _), w in zip(members, watched)})
 
@@ -284,13 +285,21 @@ class Kernel:
             args, kwargs = _rewatch(decoder.watches, args, kwargs)
         grad = bool(message.get("grad", True))
         _cpu_budget(message.get("cpu"))
-        guard = _guard([str(n) for n in message.get("forbid") or []], list(_STUBS.values()))
+        # the watched arguments see every operation of the call at the dispatcher too (through the guard)
+        from . import engine
+
+        observers = [w.observer() for w in engine._watch_types((args, kwargs))]
+        guard = _guard([str(n) for n in message.get("forbid") or []], list(_STUBS.values()), observers)
+        if guard is not None:
+            guard.inputs = [args, kwargs]
         value, error = None, None
         # threads the function starts are watched too (forked processes and C-level tricks are not)
         threading.setprofile(guard.hook if guard is not None else None)
         try:
             with guard or contextlib.nullcontext(), torch.set_grad_enabled(grad):
                 value = fn(*args, **kwargs)
+            if guard is not None:
+                guard.check_result(value)
         except BaseException as exc:  # the learner's error, SystemExit and KeyboardInterrupt included
             error = exc
         finally:

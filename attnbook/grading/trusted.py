@@ -243,6 +243,9 @@ def _signature(described) -> inspect.Signature | None:
 class RemoteFunction:
     """The learner's function ``name`` in the sandbox, as a callable for :func:`engine.run_task`."""
 
+    #: the engine hands watched arguments' operations to this process's guard only for local calls
+    runs_elsewhere = True
+
     def __init__(self, session: Session, name: str, info: dict, task):
         self.session, self.task = session, task
         self.__name__ = self.__qualname__ = name

@@ -226,6 +226,8 @@ def _checked_spec(spec) -> dict:
         and ints(spec.get("exempt"), 64)
         and type(spec.get("keys", 0)) is int
         and 0 <= spec.get("keys", 0) < 2**31
+        and type(spec.get("batch", 0)) is int
+        and 0 <= spec.get("batch", 0) < 2**31
         and ints(spec.get("widths"), _MAX_WIDTHS)
         and isinstance(spec.get("ran"), bool)
     ):

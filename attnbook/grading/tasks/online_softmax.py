@@ -8,8 +8,12 @@ Chapter 10 shows the loops for one row of scores and for one query; the set asks
 tensors made from them) is looked at, and the widths of the blocks of scores it computes are recorded.
 A block wider than ``block_size`` (the whole row at once, ``torch.logsumexp`` of the full row, the full
 ``Q @ Kᵀ``) or blocks never as wide as ``block_size`` (one key at a time) fail with a message that says so.
-What it does not see: work done outside PyTorch on these tensors (NumPy, Python floats), which fails
-other checks. In trusted grading (``attnbook-grade``) the learner's function runs in another process: the
+The grader also hands the record every operation of the learner's call seen at PyTorch's dispatcher
+(``ForbiddenCallGuard``'s dispatch mode, see ``engine._OpWatch``), so a conversion of the tensors to plain
+ones (``as_subclass`` called from C, ``torch._C.DisableTorchFunctionSubclass``) or TorchScript hides no
+wide block (``tests/test_dispatch_watch.py``); a call in which no operation was seen at all fails as
+``unwatched``. What it does not see: work done outside PyTorch on these tensors (NumPy, Python floats),
+which fails other checks, and code that switches PyTorch's Python dispatch off through ``torch._C``. In trusted grading (``attnbook-grade``) the learner's function runs in another process: the
 wire carries each watched tensor's settings as data, the kernel watches the learner's call there with the
 same watch, and the record (the widths) comes back with the outputs to this watch, which judges it exactly
 as after a local call (``tests/test_trusted_proxy.py``). That record is made in the learner's process, so
@@ -63,8 +67,20 @@ def _block_check(block_size: int, T_k: int, given_scores: bool):
     """``on_inside`` callback of a watched case: the learner's blocks must be ``block_size`` wide.
     ``given_scores``: the task is given a row of scores (10.running_max_sum), not Q, K and V."""
 
-    def check(watch):
+    def check(watch, unseen=False):
         widths, watch.widths = list(watch.widths), []
+        if unseen:
+            raise Fail(
+                "the grader saw no PyTorch operation on the scores your function was given, so it cannot "
+                "tell how your function read them: it computes outside the grader's view. The task asks "
+                "for PyTorch operations on the scores, one block at a time"
+                if given_scores
+                else "the grader saw no PyTorch operation on the Q, K and V your function was given, so it "
+                "cannot tell how your function read them: it computes outside the grader's view. The task "
+                "asks for PyTorch operations on the keys and values, one block at a time",
+                "unwatched",
+                "Work on the tensors you are given with torch operations, one block at a time.",
+            )
         if block_size >= T_k:
             return
         widest = max(widths, default=1)
@@ -121,10 +137,12 @@ def _block_check(block_size: int, T_k: int, given_scores: bool):
     return check
 
 
-def _watched(tensors, rows, exempt, block_size, T_k, given_scores=False):
+def _watched(tensors, rows, exempt, block_size, T_k, given_scores=False, batch=0):
     check = _block_check(block_size, T_k, given_scores)
     return tuple(
-        watch_scores(tensors, rows=rows, exempt=exempt, outside_only=True, on_inside=check, keys=T_k)
+        watch_scores(
+            tensors, rows=rows, exempt=exempt, outside_only=True, on_inside=check, keys=T_k, batch=batch
+        )
     )
 
 
@@ -500,7 +518,7 @@ def _attention_cases():
 
     def case(name, Q, K, V, block, note):
         (B, T_q, d_k), (T_k, d_v) = Q.shape, V.shape[1:]
-        args = _watched([Q, K, V], rows=T_q, exempt=(d_k, d_v), block_size=block, T_k=T_k)
+        args = _watched([Q, K, V], rows=T_q, exempt=(d_k, d_v), block_size=block, T_k=T_k, batch=B)
         dims = {"B": B, "T_q": T_q, "T_k": T_k, "d_k": d_k, "d_v": d_v}
         return Case(name, (*args, block), dims=dims, note=note)
 

@@ -1,0 +1,406 @@
+"""The grader's look at PyTorch's dispatcher (engine._OpWatch): what the subclass watch and the profiler
+cannot see.
+
+Set 10's block watch is a tensor subclass: a learner's function could step around it without a call the
+profiler sees (``operator.methodcaller('as_subclass', ...)``, ``functools.partial``, or
+``torch._C.DisableTorchFunctionSubclass``) and earn every point with full attention; set 09's ban on
+PyTorch's attention kernel could be stepped around through TorchScript. The guard now also runs a dispatch
+mode while the learner's function runs, in both graders: every operation, however reached, is looked at.
+These tests are the attacks (each earned full points before), the honest answers the old watch wrongly
+failed, and the same verdicts through the trusted grader's proxy.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import threading
+import warnings
+
+import pytest
+import torch
+from test_engine_guard import _mha_with
+from test_trusted_proxy import grade_through_proxy
+
+from attnbook.grading import get_task, run_task
+
+
+def _full(Q, K, V):
+    return torch.softmax(Q @ K.transpose(1, 2) / math.sqrt(Q.shape[-1]), dim=-1) @ V
+
+
+def _full_row(scores):
+    m = scores.amax(dim=-1)
+    return m, torch.exp(scores - m[:, None]).sum(dim=-1)
+
+
+_plain = operator.methodcaller("as_subclass", torch.Tensor)
+
+
+def osa_methodcaller(Q, K, V, block_size):
+    return _full(_plain(Q), _plain(K), _plain(V))
+
+
+def osa_partial(Q, K, V, block_size):
+    plain = functools.partial(torch.Tensor.as_subclass)
+    return _full(plain(Q, torch.Tensor), plain(K, torch.Tensor), plain(V, torch.Tensor))
+
+
+def osa_subclass_off(Q, K, V, block_size):
+    with torch._C.DisableTorchFunctionSubclass():
+        return _full(Q, K, V)
+
+
+def osa_one_block_then_subclass_off(Q, K, V, block_size):
+    Q @ K[:, :block_size].transpose(1, 2)  # one honest-looking block for the subclass's record
+    with torch._C.DisableTorchFunctionSubclass():
+        return _full(Q, K, V)
+
+
+def osa_in_a_thread(Q, K, V, block_size):
+    Q @ K[:, :block_size].transpose(1, 2)
+    out = {}
+    worker = threading.Thread(target=lambda: out.setdefault("o", _full(_plain(Q), _plain(K), _plain(V))))
+    worker.start()
+    worker.join()
+    return out["o"]
+
+
+def rms_methodcaller(scores, block_size):
+    return _full_row(_plain(scores))
+
+
+def rms_subclass_off(scores, block_size):
+    with torch._C.DisableTorchFunctionSubclass():
+        return _full_row(scores)
+
+
+def osa_nothing_seen(Q, K, V, block_size):
+    with torch._C._DisableTorchDispatch(), torch._C.DisableTorchFunctionSubclass():
+        return _full(Q, K, V)
+
+
+ESCAPES = [
+    ("10.online_softmax_attention", osa_methodcaller),
+    ("10.online_softmax_attention", osa_partial),
+    ("10.online_softmax_attention", osa_subclass_off),
+    ("10.online_softmax_attention", osa_one_block_then_subclass_off),
+    ("10.running_max_sum", rms_methodcaller),
+    ("10.running_max_sum", rms_subclass_off),
+]
+
+
+@pytest.mark.parametrize("task_id, fn", ESCAPES, ids=[fn.__name__ for _, fn in ESCAPES])
+def test_full_attention_behind_a_conversion_is_seen_in_both_graders(task_id, fn):
+    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+        assert result.points == 0 and result.diagnosis == "block_size_ignored", result.message
+        assert "at once" in result.message
+
+
+def test_full_attention_in_a_thread_is_seen_by_the_trusted_grader():
+    # the trusted kernel watches the threads the function starts; check() in Jupyter does not
+    result = grade_through_proxy("10.online_softmax_attention", osa_in_a_thread)
+    assert result.points == 0 and result.diagnosis == "block_size_ignored", result.message
+
+
+def test_a_function_whose_work_no_watch_sees_earns_nothing_and_is_told_why():
+    for result in (
+        run_task(get_task("10.online_softmax_attention"), osa_nothing_seen),
+        grade_through_proxy("10.online_softmax_attention", osa_nothing_seen),
+    ):
+        assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+        assert "a tensor made where the grader could not see it" in result.message
+
+
+# ------------------------------------------------------------------------------------------------
+# Honest answers the subclass watch alone failed
+# ------------------------------------------------------------------------------------------------
+
+
+def osa_stats_per_query(Q, K, V, block_size):
+    """Right: the running maximum and sum kept as (B, T_q), not (B, T_q, 1)."""
+    B, T_q, d_k = Q.shape
+    m = torch.full((B, T_q), float("-inf"), dtype=Q.dtype)
+    l = torch.zeros(B, T_q, dtype=Q.dtype)
+    acc = torch.zeros(B, T_q, V.shape[-1], dtype=Q.dtype)
+    for a in range(0, K.shape[1], block_size):
+        s = Q @ K[:, a : a + block_size].transpose(1, 2) / math.sqrt(d_k)
+        m_new = torch.maximum(m, s.amax(dim=-1))
+        safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        factor = torch.exp(m - safe)
+        p = torch.exp(s - safe[..., None])
+        l = l * factor + p.sum(dim=-1)
+        acc = acc * factor[..., None] + p @ V[:, a : a + block_size]
+        m = m_new
+    return acc / l[..., None]
+
+
+def rms_row_by_row(scores, block_size):
+    """Right: one row at a time (a full row is selected, then read block by block)."""
+    maxima, sums = [], []
+    for r in range(scores.shape[0]):
+        row = scores[r]
+        m = torch.tensor(float("-inf"), dtype=scores.dtype)
+        l = torch.tensor(0.0, dtype=scores.dtype)
+        for a in range(0, row.shape[0], block_size):
+            block = row[a : a + block_size]
+            m_new = torch.maximum(m, block.max())
+            safe = m_new if torch.isfinite(m_new) else torch.zeros_like(m_new)
+            l = l * torch.exp(m - safe) + torch.exp(block - safe).sum()
+            m = m_new
+        maxima.append(m)
+        sums.append(l)
+    return torch.stack(maxima), torch.stack(sums)
+
+
+@pytest.mark.parametrize(
+    "task_id, fn",
+    [("10.online_softmax_attention", osa_stats_per_query), ("10.running_max_sum", rms_row_by_row)],
+    ids=["stats_per_query", "row_by_row"],
+)
+def test_right_answers_of_other_shapes_pass_in_both_graders(task_id, fn):
+    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+        assert result.passed, result.message
+
+
+# ------------------------------------------------------------------------------------------------
+# Set 09: PyTorch's attention kernel behind TorchScript
+# ------------------------------------------------------------------------------------------------
+
+
+def _kernel(q, k, v):
+    return torch._C._nn.scaled_dot_product_attention(q, k, v)
+
+
+with warnings.catch_warnings():  # torch.jit.script is deprecated, and still there for a learner to use
+    warnings.simplefilter("ignore", DeprecationWarning)
+    _scripted_kernel = torch.jit.script(_kernel)
+
+
+_compiled = torch.jit.CompilationUnit(
+    "def attend(q, k, v):\n    return torch._scaled_dot_product_attention_math(q, k, v)[0]\n"
+)
+
+
+@pytest.mark.parametrize(
+    "attend",
+    [_scripted_kernel, _compiled.attend, lambda q, k, v: _scripted_kernel(q, k, v)],
+    ids=["jit_script", "compilation_unit", "through_a_lambda"],
+)
+def test_the_attention_kernel_behind_torchscript_earns_nothing_in_both_graders(attend):
+    fn = _mha_with(attend)
+    for result in (
+        run_task(get_task("09.multi_head_attention"), fn),
+        grade_through_proxy("09.multi_head_attention", fn),
+    ):
+        assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+        assert "scaled_dot_product_attention" in result.message
+
+
+def test_removing_the_dispatch_watch_is_tampering():
+    from torch.utils._python_dispatch import _pop_mode
+
+    def popped(x, W_q, W_k, W_v, W_o, h):
+        _pop_mode()
+        return _mha_with(torch.nn.functional.scaled_dot_product_attention)(x, W_q, W_k, W_v, W_o, h)
+
+    result = run_task(get_task("09.multi_head_attention"), popped)
+    assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+    assert "removed the grader's watch over the operations" in result.message
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    assert _get_current_dispatch_mode_stack() == []  # nothing of the grader's is left behind
+
+
+# ------------------------------------------------------------------------------------------------
+# Red team, round 5 (written without the grader's code): every one of these earned full points
+# ------------------------------------------------------------------------------------------------
+
+
+def _raw_thread(fn, *args):
+    """``fn(*args)`` in a thread started without the threading module (which the guard watches)."""
+    import _thread
+
+    box = {}
+    lock = _thread.allocate_lock()
+    lock.acquire()
+
+    def work():
+        try:
+            box["out"] = fn(*args)
+        finally:
+            lock.release()
+
+    _thread.start_new_thread(work, ())
+    lock.acquire()
+    return box["out"]
+
+
+def _in_threading_thread(fn, *args):
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("out", fn(*args)))
+    worker.start()
+    worker.join()
+    return box["out"]
+
+
+def rms_modes_off(scores, block_size):
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    scores[:, :block_size].max(-1)  # one honest-looking block
+    with _disable_current_modes(), torch._C.DisableTorchFunctionSubclass():
+        return _full_row(scores)
+
+
+def osa_dispatch_off(Q, K, V, block_size):
+    Q @ K[:, :block_size].transpose(1, 2)
+    with torch._C._DisableTorchDispatch(), torch._C.DisableTorchFunctionSubclass():
+        return _full(Q, K, V)
+
+
+def osa_raw_thread(Q, K, V, block_size):
+    Q @ K[:, :block_size].transpose(1, 2)
+    return _raw_thread(_full, _plain(Q), _plain(K), _plain(V))
+
+
+def mha_kernel_in_a_raw_thread(x, W_q, W_k, W_v, W_o, h):
+    return _mha_with(lambda q, k, v: _raw_thread(torch.nn.functional.scaled_dot_product_attention, q, k, v))(
+        x, W_q, W_k, W_v, W_o, h
+    )
+
+
+def mha_kernel_in_a_thread(x, W_q, W_k, W_v, W_o, h):
+    attend = torch.nn.functional.scaled_dot_product_attention
+    return _mha_with(lambda q, k, v: _in_threading_thread(attend, q, k, v))(x, W_q, W_k, W_v, W_o, h)
+
+
+def mha_kernel_from_c_with_modes_off(x, W_q, W_k, W_v, W_o, h):
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    def attend(q, k, v):
+        call = functools.partial(torch.nn.functional.scaled_dot_product_attention, q, k, v)
+        with _disable_current_modes():
+            return call()
+
+    return _mha_with(attend)(x, W_q, W_k, W_v, W_o, h)
+
+
+def fold_by_the_book_in_a_raw_thread(x, h):
+    import attnbook.multihead as book
+
+    y = _raw_thread(book.split_heads, x, h)
+    return y.reshape(-1, *y.shape[2:])
+
+
+ROUND_5 = [
+    ("10.running_max_sum", rms_modes_off, "removed the grader's watch over the operations"),
+    ("10.online_softmax_attention", osa_dispatch_off, "could not see it"),
+    ("10.online_softmax_attention", osa_raw_thread, "could not see it"),
+    ("09.multi_head_attention", mha_kernel_in_a_raw_thread, "could not see it"),
+    ("09.multi_head_attention", mha_kernel_in_a_thread, "scaled_dot_product_attention"),
+    ("09.multi_head_attention", mha_kernel_from_c_with_modes_off, "removed the grader's watch"),
+    ("09.fold_heads", fold_by_the_book_in_a_raw_thread, "could not see it"),
+]
+
+
+@pytest.mark.parametrize("task_id, fn, says", ROUND_5, ids=[fn.__name__ for _, fn, _ in ROUND_5])
+def test_work_hidden_from_the_watch_earns_nothing_in_both_graders(task_id, fn, says):
+    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+        assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+        assert says in result.message
+
+
+def _update(m, l, block):
+    m_new = torch.maximum(m, block.max(dim=1).values)
+    return m_new, l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(dim=1)
+
+
+def _start(scores):
+    m = torch.full((scores.shape[0],), float("-inf"), dtype=scores.dtype)
+    return m, torch.zeros_like(m)
+
+
+def rms_max_by_stack(scores, block_size):
+    m, l = _start(scores)
+    for block in scores.split(block_size, dim=1):
+        m_new = torch.stack([m, block.max(dim=1).values]).max(dim=0).values
+        l = l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(dim=1)
+        m = m_new
+    return m, l
+
+
+def rms_max_by_cat(scores, block_size):
+    m = torch.full((scores.shape[0], 1), float("-inf"), dtype=scores.dtype)
+    l = torch.zeros_like(m)
+    for block in scores.split(block_size, dim=1):
+        m_new = torch.cat([m, block], dim=1).amax(dim=1, keepdim=True)
+        l = l * torch.exp(m - m_new) + torch.exp(block - m_new).sum(dim=1, keepdim=True)
+        m = m_new
+    return m[:, 0], l[:, 0]
+
+
+def rms_rows_of_the_transpose(scores, block_size):
+    turned, (m, l) = scores.T, _start(scores)
+    for s in range(0, turned.shape[0], block_size):
+        m, l = _update(m, l, turned[s : s + block_size].T)
+    return m, l
+
+
+def rms_index_select(scores, block_size):
+    (m, l), T = _start(scores), scores.shape[1]
+    for s in range(0, T, block_size):
+        m, l = _update(m, l, scores.index_select(1, torch.arange(s, min(s + block_size, T))))
+    return m, l
+
+
+def osa_max_by_cat(Q, K, V, block_size):
+    B, T_q, d = Q.shape
+    m = Q.new_full((B, T_q, 1), float("-inf"))
+    l, acc = Q.new_zeros((B, T_q, 1)), Q.new_zeros((B, T_q, V.shape[-1]))
+    for k, v in zip(K.split(block_size, dim=1), V.split(block_size, dim=1)):
+        s = Q @ k.mT / math.sqrt(d)
+        m_new = torch.cat([m, s], dim=-1).amax(dim=-1, keepdim=True)
+        factor, p = torch.exp(m - m_new), torch.exp(s - m_new)
+        l, acc, m = l * factor + p.sum(dim=-1, keepdim=True), acc * factor + p @ v, m_new
+    return acc / l
+
+
+def rms_all_blocks_at_once(scores, block_size):
+    """Wrong: a view of the row as blocks, every block's maximum in one step."""
+    R, T = scores.shape
+    pad = (-T) % block_size
+    padded = torch.cat([scores, scores.new_full((R, pad), float("-inf"))], dim=1)
+    blocks = padded.view(R, -1, block_size)
+    m = blocks.amax(dim=(1, 2))
+    return m, torch.exp(scores - m[:, None]).sum(dim=1)
+
+
+@pytest.mark.parametrize(
+    "task_id, fn",
+    [
+        ("10.running_max_sum", rms_max_by_stack),
+        ("10.running_max_sum", rms_max_by_cat),
+        ("10.running_max_sum", rms_rows_of_the_transpose),
+        ("10.running_max_sum", rms_index_select),
+        ("10.online_softmax_attention", osa_max_by_cat),
+    ],
+    ids=lambda v: getattr(v, "__name__", v),
+)
+def test_a_running_maximum_joined_with_a_block_or_a_view_of_the_row_is_fine(task_id, fn):
+    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+        assert result.passed, result.message
+
+
+def test_joining_blocks_or_viewing_the_row_as_blocks_still_reads_it_at_once():
+    def rms_joined_blocks(scores, block_size):
+        row = torch.cat(list(scores.split(block_size, dim=1)), dim=1)  # the blocks joined again
+        m = row.amax(dim=1)
+        return m, torch.exp(row - m[:, None]).sum(dim=1)
+
+    for fn in (rms_joined_blocks, rms_all_blocks_at_once):
+        for result in (
+            run_task(get_task("10.running_max_sum"), fn),
+            grade_through_proxy("10.running_max_sum", fn),
+        ):
+            assert result.points == 0 and result.diagnosis == "block_size_ignored", result.message
