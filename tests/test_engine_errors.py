@@ -440,3 +440,25 @@ def test_the_new_messages_read_fully_in_korean():
         message, _ = translate_error("NotImplementedError", "", "line 3: s = my_scores(Q, K)", "f")
         assert "아직 작성되지 않았습니다" in i18n.translate(message)
         assert i18n.untranslated(clear=True) == []
+
+
+def folds_with_a_missing_helper(x, h):
+    import importlib
+
+    helper = importlib.import_module("attnbook_no_such_helper")  # raised inside importlib's frozen frames
+    return helper.fold(x, h)
+
+
+def test_a_frame_of_importlib_is_never_named_as_the_learners():
+    """importlib's frames come from frozen modules (``<frozen importlib._bootstrap>``, no path): they are
+    skipped like the standard library's, so the learner's own line is named, in both graders."""
+    from test_trusted_proxy import grade_through_proxy
+
+    from attnbook.grading import get_task
+
+    local = run_task(get_task("09.fold_heads"), folds_with_a_missing_helper)
+    remote = grade_through_proxy("09.fold_heads", folds_with_a_missing_helper)
+    assert (remote.diagnosis, remote.message) == (local.diagnosis, local.message)
+    assert "`folds_with_a_missing_helper` raised ModuleNotFoundError" in local.message, local.message
+    assert 'importlib.import_module("attnbook_no_such_helper")' in local.message, local.message
+    assert "_find_and_load" not in local.message

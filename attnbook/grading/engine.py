@@ -1083,12 +1083,13 @@ def _library_dirs() -> tuple[str, ...]:
 def learner_frame(exc: BaseException) -> tuple[str, str]:
     """``("line 7: scores = Q @ K", "dot_scores")`` for the innermost frame of the learner's own code, or
     ``("", "")``. Frames of attnbook, of installed libraries (torch, numpy) and of the standard library
-    are skipped. A proxy builds :class:`LearnerError` from this, so both sides report alike."""
+    are skipped, its frozen modules too (importlib's ``<frozen importlib._bootstrap>``, whose file name is
+    no path). A proxy builds :class:`LearnerError` from this, so both sides report alike."""
     skip = (_PACKAGE_DIR,) + _library_dirs()
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
-        if not os.path.realpath(f.filename).startswith(skip)
+        if not f.filename.startswith("<frozen") and not os.path.realpath(f.filename).startswith(skip)
     ]
     if not frames:
         return "", ""
@@ -2575,7 +2576,8 @@ def _check_grad(task: Task, fn: Callable, case: Case, names: list, guard=None) -
             raise Fail(
                 f"your result is cut off from autograd on {case.describe()} (no gradient can flow back "
                 "to the inputs): .item(), .numpy(), .detach(), .data or a new tensor built with "
-                f"torch.tensor(...) breaks the chain. {GRADIENTS_CHECKED}",
+                "torch.tensor(...) breaks the chain, and so does computing under torch.no_grad(), "
+                f"where nothing is recorded for autograd. {GRADIENTS_CHECKED}",
                 "breaks_autograd",
                 "Build every intermediate with torch operations on the inputs (torch.stack, torch.cat, "
                 "torch.where instead of lists of numbers).",
