@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
 
 from attnbook.grading import get_task, run_task
@@ -387,3 +388,69 @@ def test_cases_never_have_square_heads():
 def test_infinite_loop_is_stopped():
     task = dataclasses.replace(get_task("09.multi_head_attention"), timeout_s=0.5)
     assert run_task(task, mha_loops_forever).diagnosis == "timeout"
+
+
+# ------------------------------------------------------------------ red team, round 5
+
+
+def mha_inputs_untransposed(x, W_q, W_k, W_v, W_o, h):
+    """x @ W_q (and W_k, W_v) as stored, but W_o transposed."""
+    Q, K, V = _heads(x @ W_q, h), _heads(x @ W_k, h), _heads(x @ W_v, h)
+    weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), -1)
+    return _lin(_concat(weights @ V), W_o)
+
+
+def mha_W_o_untransposed(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _heads(_lin(x, W_q), h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), -1)
+    return _concat(weights @ V) @ W_o
+
+
+def mha_W_q_untransposed(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _heads(x @ W_q, h), _heads(_lin(x, W_k), h), _heads(_lin(x, W_v), h)
+    weights = torch.softmax(Q @ K.mT / math.sqrt(Q.shape[-1]), -1)
+    return _lin(_concat(weights @ V), W_o)
+
+
+def mha_single_head_scaled_by_d_k(x, W_q, W_k, W_v, W_o, h):
+    Q, K, V = _lin(x, W_q), _lin(x, W_k), _lin(x, W_v)
+    d_k = x.shape[-1] // h
+    return _lin(torch.softmax(Q @ K.mT / math.sqrt(d_k), -1) @ V, W_o)
+
+
+def mha_under_no_grad(x, W_q, W_k, W_v, W_o, h):
+    with torch.no_grad():
+        return mha_folded_bmm(x, W_q, W_k, W_v, W_o, h)
+
+
+WRONG["09.multi_head_attention"] += [
+    ("computed under torch.no_grad()", mha_under_no_grad, "breaks_autograd", "torch.no_grad()"),
+    (
+        "x @ W_q, W_k, W_v; W_o transposed",
+        mha_inputs_untransposed,
+        "weights_not_transposed",
+        "W_q, W_k, W_v as",
+    ),
+    ("W_o not transposed", mha_W_o_untransposed, "weights_not_transposed", "W_o as it is stored"),
+    ("only W_q not transposed", mha_W_q_untransposed, "weights_not_transposed", "W_q as it is stored"),
+    ("one big head scaled by √d_k", mha_single_head_scaled_by_d_k, "heads_not_split", "split Q, K and V"),
+]
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        mha_inputs_untransposed,
+        mha_W_o_untransposed,
+        mha_single_head_scaled_by_d_k,
+        mha_x_at_W,
+        mha_under_no_grad,
+    ],
+    ids=lambda fn: fn.__name__,
+)
+def test_round_5_answers_get_the_same_message_through_the_proxy(fn):
+    from test_trusted_proxy import grade_through_proxy
+
+    local = run_task(get_task("09.multi_head_attention"), fn)
+    remote = grade_through_proxy("09.multi_head_attention", fn)
+    assert (remote.diagnosis, remote.message) == (local.diagnosis, local.message)

@@ -504,7 +504,7 @@ WRONG = {
         (
             "sum not rescaled, output rescaled",
             lambda Q, K, V, b: osa(Q, K, V, b, rescale_l=False),
-            "sum_only_rescaled",
+            "only_output_rescaled",
             "running sum l",
         ),
         ("factor upside down", osa_factor_upside_down, "rescaled_wrong_way", "upside down"),
@@ -527,7 +527,7 @@ WRONG = {
             "block_size_ignored",
             "all 11 keys at once",
         ),
-        ("subtracts the old maximum", osa_stale_max, "stale_max", "old m"),
+        ("subtracts the old maximum", osa_stale_max, "first_block_overflow", "the old m"),
         (
             "maximum starts at 0",
             lambda Q, K, V, b: osa_starting_at_zero(Q, K, V, b),
@@ -653,3 +653,143 @@ WRONG["10.online_softmax_attention"] += [
     ("all of it in NumPy", osa_through_numpy, "outside_torch", "computes outside PyTorch"),
     ("plain Python numbers, key by key", osa_through_lists, "blocks_too_small", "at most 1"),
 ]
+
+
+# ------------------------------------------------------------------ red team, round 5
+
+
+def _rms_loop(scores, block_size, *, starts=None, stop=lambda start, block_size: start + block_size, update):
+    """A learner's loop over blocks; ``update(m, l, block)`` -> ``(m, l)`` is the step they wrote."""
+    m = torch.full(scores.shape[:1], -INF, dtype=scores.dtype)
+    l = torch.zeros_like(m)
+    for start in starts or range(0, scores.shape[1], block_size):
+        m, l = update(m, l, scores[:, start : stop(start, block_size)])
+    return m, l
+
+
+def rms_factor_upside_down_unguarded(scores, block_size):
+    """exp(m_new - m) with no branch for the first block: exp(+inf) there, and 0 · inf = NaN."""
+
+    def update(m, l, block):
+        m_new = torch.maximum(m, block.amax(1))
+        return m_new, l * torch.exp(m_new - m) + torch.exp(block - m_new[:, None]).sum(1)
+
+    return _rms_loop(scores, block_size, update=update)
+
+
+def rms_terms_against_block_max(scores, block_size):
+    """Rescales l to the new running maximum, but the block's terms against the block's own maximum."""
+
+    def update(m, l, block):
+        top = block.amax(1)
+        m_new = torch.maximum(m, top)
+        return m_new, l * torch.exp(m - m_new) + torch.exp(block - top[:, None]).sum(1)
+
+    return _rms_loop(scores, block_size, update=update)
+
+
+def rms_rescales_after_adding(scores, block_size):
+    def update(m, l, block):
+        m_new = torch.maximum(m, block.amax(1))
+        l = l + torch.exp(block - m_new[:, None]).sum(1)
+        return m_new, l * torch.exp(m - m_new)
+
+    return _rms_loop(scores, block_size, update=update)
+
+
+def _right_update(m, l, block):
+    m_new = torch.maximum(m, block.amax(1))
+    return m_new, l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(1)
+
+
+def rms_step_one_short(scores, block_size):
+    """range(0, T_k, block_size - 1): each block starts at the last score of the one before."""
+    return _rms_loop(
+        scores, block_size, starts=range(0, scores.shape[1], block_size - 1), update=_right_update
+    )
+
+
+def rms_slices_one_too_long(scores, block_size):
+    return _rms_loop(scores, block_size, stop=lambda start, b: start + b + 1, update=_right_update)
+
+
+def rms_through_numpy(scores, block_size):
+    import numpy as np
+
+    s = scores.detach().numpy()
+    m = s.max(-1)
+    return torch.from_numpy(m), torch.from_numpy(np.exp(s - m[:, None]).sum(-1))
+
+
+def _osa_loop(
+    Q, K, V, block_size, *, values=lambda V, j, b: V[:, j : j + b], factor=lambda m, m_new: m - m_new
+):
+    m = torch.full(Q.shape[:2] + (1,), -INF, dtype=Q.dtype)
+    l = torch.zeros_like(m)
+    acc = torch.zeros(Q.shape[:2] + (V.shape[-1],), dtype=Q.dtype)
+    for j in range(0, K.shape[1], block_size):
+        K_b = K[:, j : j + block_size]
+        s = Q @ K_b.mT / math.sqrt(Q.shape[-1])
+        m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+        p, c = torch.exp(s - m_new), torch.exp(factor(m, m_new))
+        l, acc, m = l * c + p.sum(-1, keepdim=True), acc * c + p @ values(V, j, K_b.shape[1]), m_new
+    return acc / l
+
+
+def osa_first_values_block(Q, K, V, block_size):
+    """V[:, :block_size] in every block: raises at the last, shorter block."""
+    return _osa_loop(Q, K, V, block_size, values=lambda V, j, b: V[:, :block_size])
+
+
+def osa_first_values_of_block_length(Q, K, V, block_size):
+    """The first rows of V, as many as the block has keys: no error, wrong values."""
+    return _osa_loop(Q, K, V, block_size, values=lambda V, j, b: V[:, :b])
+
+
+def osa_factor_upside_down_unguarded(Q, K, V, block_size):
+    return _osa_loop(Q, K, V, block_size, factor=lambda m, m_new: m_new - m)
+
+
+WRONG["10.running_max_sum"] += [
+    (
+        "factor upside down, first block unguarded",
+        rms_factor_upside_down_unguarded,
+        "rescaled_wrong_way",
+        "exp(+inf)",
+    ),
+    (
+        "block's terms against the block's maximum",
+        rms_terms_against_block_max,
+        "block_terms_own_max",
+        "own maximum",
+    ),
+    ("rescaled after adding the block", rms_rescales_after_adding, "rescaled_after_adding", "after adding"),
+    ("blocks start block_size - 1 apart", rms_step_one_short, "blocks_overlap", "overlap"),
+    ("slices one score too long", rms_slices_one_too_long, "blocks_overlap", "one score too wide"),
+    ("all of it in NumPy", rms_through_numpy, "outside_torch", "computes outside PyTorch"),
+]
+WRONG["10.online_softmax_attention"] += [
+    (
+        "V[:, :block_size] in every block",
+        osa_first_values_block,
+        "values_first_block",
+        "first block of values",
+    ),
+    (
+        "the first rows of V in every block",
+        osa_first_values_of_block_length,
+        "values_first_block",
+        "first rows of V",
+    ),
+    (
+        "factor upside down, first block unguarded",
+        osa_factor_upside_down_unguarded,
+        "first_block_overflow",
+        "upside down",
+    ),
+]
+
+
+def test_running_max_sum_outside_torch_speaks_of_scores_not_keys():
+    result = run_task(get_task("10.running_max_sum"), rms_through_numpy)
+    assert "keys" not in result.message and " K" not in result.message, result.message

@@ -12,13 +12,14 @@ Tolerances are 1e-9: float64 in another order agrees to ~1e-15, a step done in f
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
 from ... import multihead as _book
 from ..cases import generator, randn
-from ..engine import TORCH_ATTENTION, Case, Misconception, Task
+from ..engine import TORCH_ATTENTION, Case, Misconception, Task, close
 from ..registry import register
 
 #: the book's own implementations of these steps: calling one earns 0
@@ -240,10 +241,18 @@ def _mha(
     transpose=True,
     merge=None,
     keys_reshaped=False,
+    as_stored=(),
 ):
+    """Multi-head attention with one of the slips switched on; ``as_stored``: the names of the weight
+    matrices (``"W_q"``...) multiplied as they are stored, untransposed (``transpose=False``: all four)."""
     B, T, D = x.shape
-    proj = (lambda t, W: t @ W.T) if transpose else (lambda t, W: t @ W)
-    Q, K, V = split(proj(x, W_q), h), split(proj(x, W_k), h), split(proj(x, W_v), h)  # (B, h, T, d_k)
+
+    def proj(t, W, name):
+        return t @ W if (not transpose or name in as_stored) else t @ W.T
+
+    Q, K, V = (
+        split(proj(x, W, n), h) for W, n in ((W_q, "W_q"), (W_k, "W_k"), (W_v, "W_v"))
+    )  # (B, h, T, d_k)
     scale = math.sqrt(D // h) if scale is None else scale
     K_T = K.reshape(B, h, D // h, T) if keys_reshaped else K.transpose(-1, -2)
     scores = Q @ K_T / scale  # (B, h, T, T)
@@ -253,7 +262,43 @@ def _mha(
         weights = torch.softmax(scores, dim=softmax_dim)
     heads = weights @ V  # (B, h, T, d_k)
     concat = heads.permute(0, 2, 1, 3).reshape(B, T, D) if merge is None else merge(heads)  # (B, T, d_model)
-    return proj(concat, W_o) if project_out else concat
+    return proj(concat, W_o, "W_o") if project_out else concat
+
+
+#: every choice of some (not all) of the weight matrices: the ones a learner may multiply as stored
+_SOME_WEIGHTS = [
+    names for k in (1, 2, 3) for names in itertools.combinations(("W_q", "W_k", "W_v", "W_o"), k)
+]
+
+
+def _weights_as_stored(case, outputs):
+    """Some of the weight matrices multiplied as they are stored (``x @ W_q``), the others transposed:
+    name which ones (all four at once is a misconception of its own). The weights are square, so every
+    choice fits, and the values tell the choices apart."""
+    got = outputs[0]
+    for names in _SOME_WEIGHTS:
+        try:
+            wrong = _mha(*case.args, as_stored=names)
+        except Exception:
+            continue
+        if close(got, wrong, TOL, TOL, equal_nan=True):
+            listed = ", ".join(names)
+            if len(names) == 1:
+                return (
+                    f"you multiplied by {listed} as it is stored, and by the other weight matrices transposed: "
+                    "the book stores every weight matrix like nn.Linear, (out_features, in_features), so each "
+                    "one is applied transposed, this one too"
+                )
+            return (
+                f"you multiplied by {listed} as they are stored, and by the other weight matrices transposed: "
+                "the book stores every weight matrix like nn.Linear, (out_features, in_features), so each one "
+                "is applied transposed, these too"
+            )
+    return None
+
+
+_weights_as_stored.key = "weights_not_transposed"
+_weights_as_stored.hint = "Q = x @ W_q.T, and the same for K, V and the output with W_o."
 
 
 def _mha_ref(x, W_q, W_k, W_v, W_o, h):
@@ -295,6 +340,15 @@ register(
                 "you computed one attention over all d_model features: split Q, K and V into h heads of "
                 "d_k = d_model / h features, attend in each head, then concatenate",
                 lambda x, W_q, W_k, W_v, W_o, h: _mha(x, W_q, W_k, W_v, W_o, 1),
+            ),
+            Misconception(
+                "heads_not_split",
+                "you computed one attention over all d_model features (and scaled it by √d_k, the width a "
+                "head would have): split Q, K and V into h heads of d_k = d_model / h features, attend in "
+                "each head, then concatenate",
+                lambda x, W_q, W_k, W_v, W_o, h: _mha(
+                    x, W_q, W_k, W_v, W_o, 1, scale=math.sqrt(x.shape[-1] // h)
+                ),
             ),
             Misconception(
                 "scaled_by_d_model",
@@ -401,6 +455,7 @@ register(
                 )
             ),
         ],
+        properties=[_weights_as_stored],
         hint="Q = split(x @ W_q.T); weights = softmax(Q Kᵀ / √d_k) per head; heads = weights @ V; "
         "merge; @ W_o.T.",
         forbidden=BOOK_MULTIHEAD,

@@ -36,11 +36,16 @@ from ..engine import (
     TORCH_ATTENTION,
     Case,
     Fail,
+    LearnerTimeout,
     Misconception,
     Task,
     _has_loop,
     _matmul_sizes,
+    as_outputs,
+    close,
+    plain,
     raised_fail,
+    time_limit,
 )
 from ..registry import register
 
@@ -303,18 +308,47 @@ def _blocks(T_k, block_size, drop_last=False):
     return [(s, min(s + block_size, T_k)) for s in range(0, stop, block_size)]
 
 
-def _running(scores, block_size, *, rescale="right", update_max=True, drop_last=False, m0=NEG_INF):
+def _running(
+    scores,
+    block_size,
+    *,
+    rescale="right",
+    update_max=True,
+    drop_last=False,
+    m0=NEG_INF,
+    shift="new",
+    rescale_after=False,
+    step=None,
+    width=None,
+):
+    """The running maximum and sum with one of the slips switched on: ``rescale`` the factor (``"inverse"``
+    upside down with the first block guarded, ``"inverse_raw"`` upside down and unguarded: exp(+inf) there),
+    ``shift="block"`` the block's exponentials against the block's own maximum, ``rescale_after`` the
+    factor applied after the block's terms are added, ``step`` the distance between block starts
+    (``block_size - 1``: overlapping blocks), ``width`` the length of each slice (``block_size + 1``:
+    slices that run one score into the next block)."""
     (scores,) = _plain(scores)
     m = torch.full(scores.shape[:-1], m0, dtype=scores.dtype)
     l = torch.zeros(scores.shape[:-1], dtype=scores.dtype)
-    for i, (a, b) in enumerate(_blocks(scores.shape[-1], block_size, drop_last)):
+    T_k = scores.shape[-1]
+    if step is None and width is None:
+        blocks = _blocks(T_k, block_size, drop_last)
+    else:  # a step of 0 raises: not this slip
+        blocks = [(s, min(s + (width or block_size), T_k)) for s in range(0, T_k, step or block_size)]
+    for i, (a, b) in enumerate(blocks):
         block = scores[..., a:b]
         m_new = torch.maximum(m, block.amax(dim=-1)) if (update_max or i == 0) else m
-        factor = {"right": torch.exp(m - m_new), "none": torch.ones_like(m), "inverse": torch.exp(m_new - m)}[
-            rescale
-        ]
-        factor = torch.nan_to_num(factor, nan=0.0)
-        l = l * factor + torch.exp(block - m_new[..., None]).sum(dim=-1)
+        factor = {
+            "right": torch.exp(m - m_new),
+            "none": torch.ones_like(m),
+            "inverse": torch.exp(m_new - m),
+            "inverse_raw": torch.exp(m_new - m),
+        }[rescale]
+        if rescale != "inverse_raw":
+            factor = torch.nan_to_num(factor, nan=0.0)
+        against = block.amax(dim=-1) if shift == "block" else m_new
+        terms = torch.exp(block - against[..., None]).sum(dim=-1)
+        l = (l + terms) * factor if rescale_after else l * factor + terms
         m = m_new
     return m, l
 
@@ -381,6 +415,84 @@ def _running_cases():
     ]
 
 
+def _computed_outside_torch(case, failure, fn):
+    """A function with no loop whose watch recorded no block of scores at all ("at most 1") did its work
+    where the watch cannot see it, outside PyTorch: say that, not that its blocks were too small. Decided
+    from what a proxy knows too (whether the function has a loop), so both graders word it alike."""
+    if failure.diagnosis != "blocks_too_small" or not re.search(r"\(at\smost\s1\)", failure.message):
+        return None
+    if _has_loop(fn) is not False:  # a loop over single keys is what the block check says it is
+        return None
+    block_size = case.args[-1]
+    if len(case.args) == 2:  # 10.running_max_sum: given a row of scores, not Q, K and V
+        return Fail(
+            "your function computes outside PyTorch: the grader saw no block of scores computed with "
+            "PyTorch operations at all, and the function has no loop over blocks, so its work happens "
+            "elsewhere (in NumPy, or on plain Python numbers taken out of the tensor). The task asks for "
+            f"PyTorch operations on the scores it gives, one block of block_size = {block_size} scores at a "
+            "time",
+            "outside_torch",
+            "Slice each row of scores into blocks and compute each block with torch operations.",
+        )
+    return Fail(
+        "your function computes outside PyTorch: the grader saw no block of scores computed with PyTorch "
+        "operations at all, and the function has no loop over blocks of keys, so its work happens elsewhere "
+        "(in NumPy, or on plain Python numbers taken out of the tensors). The task asks for PyTorch operations "
+        f"on the tensors it gives, one block of block_size = {block_size} keys at a time",
+        "outside_torch",
+        "Slice K and V into blocks and compute each block with torch operations.",
+    )
+
+
+def _rerun(fn, args, n: int):
+    """The learner's function called again on ``args`` (plain tensors: no block watch), only to word a
+    message whose verdict stands: its ``n`` outputs, or None if it raises or runs past 5 s. Done alike for
+    a proxy (the call runs in the learner's process), so both graders word it alike."""
+    try:
+        with time_limit(5.0):
+            return as_outputs(plain(fn(*args)), n)
+    except (Exception, LearnerTimeout):
+        return None
+
+
+def _same(got, model) -> bool:
+    return (
+        got is not None
+        and model is not None
+        and len(got) == len(model)
+        and all(close(g, w, TOL, TOL, equal_nan=True) for g, w in zip(got, model))
+    )
+
+
+_ONE_WIDER = re.compile(r"worked\son\s(\d+)\sscores\sof\sa\srow\sat\sonce,\sbut\sblock_size\sis\s(\d+)")
+
+
+def _blocks_one_too_wide(case, failure, fn):
+    """Blocks of block_size + 1 scores whose values are those of slices running one score past their block
+    (``scores[:, start:start + block_size + 1]``): neighbouring blocks overlap. Say that, not only that the
+    blocks are too wide. Told by the values of the learner's function on plain copies of the case."""
+    match = _ONE_WIDER.search(failure.message) if failure.diagnosis == "block_size_ignored" else None
+    if not match or int(match.group(1)) != int(match.group(2)) + 1:
+        return None
+    scores, block_size = _plain(*case.args)
+    try:
+        model = _running(scores, block_size, width=block_size + 1)
+    except Exception:
+        return None
+    if _same(model, _running_ref(scores, block_size)) or not _same(
+        _rerun(fn, (scores, block_size), 2), model
+    ):
+        return None
+    wider = block_size + 1
+    return Fail(
+        f"your blocks are one score too wide: block_size + 1 = {wider} scores where block_size is "
+        f"{block_size}. Each slice runs one score past the end of its block and takes the first score of "
+        "the next block too, so neighbouring blocks overlap and those scores are counted twice in l",
+        "blocks_overlap",
+        "A slice start:stop holds stop - start elements: scores[:, start:start + block_size] is one block.",
+    )
+
+
 register(
     Task(
         id="10.running_max_sum",
@@ -402,6 +514,38 @@ register(
                 "you rescaled the running sum by exp(m_new - m_old), which makes it grow when the maximum "
                 "grows; moved to a larger maximum, a sum must shrink",
                 lambda s, b: _running(s, b, rescale="inverse"),
+            ),
+            Misconception(
+                "rescaled_wrong_way",
+                "your l is NaN from the first block on, while your m is right: you rescaled the running sum "
+                "by exp(m_new - m_old), which is upside down. In the first block m_old is still -inf, so "
+                "that factor is exp(+inf) = inf, and 0 · inf is NaN; after that it would make the sum grow "
+                "when the maximum grows, where a sum moved to a larger maximum must shrink",
+                lambda s, b: _running(s, b, rescale="inverse_raw"),
+                hint="The factor that moves l from m_old to a larger m_new is below 1, and 0 in the first "
+                "block: exp(m_old - m_new).",
+            ),
+            Misconception(
+                "block_terms_own_max",
+                "you rescale the running sum to the new running maximum, but take the block's exponentials "
+                "against the block's own maximum: the terms added to l must be relative to the same maximum "
+                "as l, the running maximum after this block",
+                lambda s, b: _running(s, b, shift="block"),
+            ),
+            Misconception(
+                "rescaled_after_adding",
+                "you rescale the running sum after adding the block's terms: the factor then shrinks the new "
+                "terms too, which are already relative to the new maximum (and in the first block, where the "
+                "factor is 0, it wipes them out). Only the sum of the earlier blocks, relative to the old "
+                "maximum, has to be moved",
+                lambda s, b: _running(s, b, rescale_after=True),
+            ),
+            Misconception(
+                "blocks_overlap",
+                "your blocks overlap: each block starts at the last score of the one before, so those scores "
+                "are counted twice in l. Every score belongs to exactly one block, and the next block starts "
+                "right after the end of the previous one",
+                lambda s, b: _running(s, b, step=b - 1),
             ),
             Misconception(
                 "max_not_updated",
@@ -444,6 +588,7 @@ register(
                 ),
             ),
         ],
+        rewords=[_computed_outside_torch, _blocks_one_too_wide],
         check_grad=False,
         hint="Start with m = -inf and l = 0; per block: m_new = max(m, block max); "
         "l = l·exp(m - m_new) + Σ exp(block - m_new); m = m_new.",
@@ -481,7 +626,12 @@ def _online(
     divisor=None,
     inverse=False,
     stale=False,
+    inverse_raw=False,
+    values_first=False,
 ):
+    """The blockwise attention with one of the slips switched on (``inverse_raw``: the rescaling factor
+    upside down and the first block unguarded, exp(+inf) there; ``values_first``: every block's weights
+    multiply the first rows of V)."""
     Q, K, V = _plain(Q, K, V)
     if stale:
         _modest(Q @ K.transpose(-1, -2) / math.sqrt(Q.shape[-1]))
@@ -500,12 +650,13 @@ def _online(
             acc = acc + torch.softmax(s, dim=-1) @ V[:, a:b] / len(blocks)
             continue
         m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True)) if (update_max or i == 0) else m
-        factor = torch.exp(m_new - m) if inverse else torch.exp(m - m_new)
+        factor = torch.exp(m_new - m) if (inverse or inverse_raw) else torch.exp(m - m_new)
         if inverse:
             factor = torch.nan_to_num(factor, nan=0.0, posinf=0.0)  # nothing accumulated yet
         p = torch.exp(s - (m if stale else m_new))
         l = (l * factor if rescale_l else l) + p.sum(dim=-1, keepdim=True)
-        acc = p @ V[:, a:b] if overwrite else (acc * factor if rescale_acc else acc) + p @ V[:, a:b]
+        values = V[:, : b - a] if values_first else V[:, a:b]
+        acc = p @ values if overwrite else (acc * factor if rescale_acc else acc) + p @ values
         m = m_new
     if per_block_softmax:
         return acc
@@ -570,23 +721,19 @@ def _attention_cases():
     return cases
 
 
-def _computed_outside_torch(case, failure, fn):
-    """A function with no loop whose watch recorded no block of scores at all ("at most 1") did its work
-    where the watch cannot see it, outside PyTorch: say that, not that its blocks were too small. Decided
-    from what a proxy knows too (whether the function has a loop), so both graders word it alike."""
-    if failure.diagnosis != "blocks_too_small" or not re.search(r"\(at\smost\s1\)", failure.message):
-        return None
-    if _has_loop(fn) is not False:  # a loop over single keys is what the block check says it is
-        return None
-    block_size = case.args[-1]
-    return Fail(
-        "your function computes outside PyTorch: the grader saw no block of scores computed with PyTorch "
-        "operations at all, and the function has no loop over blocks of keys, so its work happens elsewhere "
-        "(in NumPy, or on plain Python numbers taken out of the tensors). The task asks for PyTorch operations "
-        f"on the tensors it gives, one block of block_size = {block_size} keys at a time",
-        "outside_torch",
-        "Slice K and V into blocks and compute each block with torch operations.",
-    )
+def _first_values_block_always(case, fn) -> bool:
+    """Whether ``fn`` multiplies every block's weights by the first block of values (``V[:, :block_size]``),
+    told by its values on the case cut to whole blocks (where the last block is as long as the others, so
+    nothing raises), when they tell it apart from the right answer."""
+    Q, K, V, block_size = _plain(*case.args)
+    T = K.shape[1] - K.shape[1] % block_size
+    if T <= block_size:
+        return False
+    args = (Q, K[:, :T], V[:, :T], block_size)
+    model = (_online(*args, values_first=True),)
+    if _same(model, (_attention_ref(*args),)):
+        return False
+    return _same(_rerun(fn, args, 1), model)
 
 
 def _values_block_not_keys_block(case, failure, fn):
@@ -606,6 +753,17 @@ def _values_block_not_keys_block(case, failure, fn):
         or {keys, rows} & {dims["d_k"], dims["d_v"]}
     ):
         return None
+    if keys < rows == block_size and _first_values_block_always(case, fn):
+        return raised_fail(
+            failure.error,
+            f"the last block of {keys} keys met a slice of V of length {rows}, the first block of values: "
+            "every block's weights multiply the first rows of V, whatever block of keys they come from. The "
+            "weights of a block belong to that block's keys, and multiply the values of the same keys (the "
+            "same rows of V as of K)",
+            case,
+            "values_first_block",
+            "Slice V with exactly the slice you use for K: V[:, start:start + block_size].",
+        )
     return raised_fail(
         failure.error,
         f"a block of weights of width {keys} met a slice of V of length {rows}, so your block of values is not "
@@ -639,7 +797,7 @@ register(
                 lambda Q, K, V, b: _online(Q, K, V, b, rescale_acc=False),
             ),
             Misconception(
-                "sum_only_rescaled",
+                "only_output_rescaled",
                 "you rescale the running output but not the running sum l: l was computed relative to the "
                 "old maximum too, and needs the same factor",
                 lambda Q, K, V, b: _online(Q, K, V, b, rescale_l=False),
@@ -695,12 +853,35 @@ register(
                 "the earlier blocks gave (after rescaling it), not replace it",
                 lambda Q, K, V, b: _online(Q, K, V, b, overwrite=True),
             ),
+            *(
+                # Both slips make every output NaN from the first block on (the output does not show which
+                # step it was, unlike 10.running_max_sum's l, inf for one and NaN for the other): name both
+                Misconception(
+                    "first_block_overflow",
+                    "your result is NaN from the first block on: there the running maximum is still -inf, "
+                    "and a step of yours uses that old maximum where the new one belongs. Either the "
+                    "block's scores are shifted by the maximum of the blocks before this one (the old m: "
+                    "exp(score - m_old) overflows in the first block, and later for any score above the "
+                    "old maximum), or the rescaling factor is upside down (exp(m_new - m_old) is exp(+inf) "
+                    "= inf in the first block, and 0 · inf is NaN). Update the maximum with the block "
+                    "first and shift by the new one; moved to a larger maximum, what was accumulated must "
+                    "shrink",
+                    fn,
+                    hint="m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True)) first; then "
+                    "exp(scores - m_new), and rescale l and acc by exp(m - m_new).",
+                )
+                for fn in (
+                    lambda Q, K, V, b: _online(Q, K, V, b, stale=True),
+                    lambda Q, K, V, b: _online(Q, K, V, b, inverse_raw=True),
+                )
+            ),
             Misconception(
-                "stale_max",
-                STALE_MAX,
-                lambda Q, K, V, b: _online(Q, K, V, b, stale=True),
-                hint="m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True)) first; then "
-                "exp(scores - m_new).",
+                "values_first_block",
+                "every block's weights multiply the first rows of V, its first block of values, whatever "
+                "block of keys they come from: the weights of a block belong to that block's keys, and "
+                "multiply the values of the same keys (the same rows of V as of K)",
+                lambda Q, K, V, b: _online(Q, K, V, b, values_first=True),
+                hint="Slice V with exactly the slice you use for K: V[:, start:start + block_size].",
             ),
             Misconception(
                 "softmax_per_block",
