@@ -310,6 +310,8 @@ class ScoreWatch(torch.Tensor):
     by_dispatch: bool = False
     #: tensors joined from parts (``torch.cat``), by :func:`_key`: ``(tensor, width of what was joined)``
     joined: dict
+    #: one number per query computed from a block (its maximum or sum), by :func:`_key`
+    summaries: dict
     #: names this watch on the trusted grader's wire (see :meth:`wire_spec`)
     token: str = ""
     #: the factory that makes the same watch in another process (``"module:function"``)
@@ -330,8 +332,10 @@ class ScoreWatch(torch.Tensor):
                     cls._look(args)
                     cls._look(list(kwargs.values()))
                     cls._look(out)
-        if not outside and cls.ran and cls.on_inside is not None:
-            cls.ran, cls.seen, cls.joined = False, True, {}
+        # (with the dispatcher's record the grader judges right after the call, with settle(); an operation
+        # seen as the package's own during the call, such as one run by TorchScript, is not the end of it)
+        if not outside and cls.ran and cls.on_inside is not None and not cls.by_dispatch:
+            cls.ran, cls.seen, cls.joined, cls.summaries = False, True, {}, {}
             cls.on_inside(cls)
         return out
 
@@ -353,6 +357,8 @@ class ScoreWatch(torch.Tensor):
             return 0 if a in cls.exempt else int(a)
         if value.dim() >= 3 and value.shape[-3] == cls.rows and a not in cls.exempt and b not in cls.exempt:
             return int(a * b)  # a row of scores cut into blocks, all of them at once: (rows, n, w)
+        if value.dim() == 3 and cls.batch and value.shape[0] == cls.batch and a < cls.rows and a not in cls.exempt:
+            return 0 if b in cls.exempt else int(b)  # a tile of queries: (B, some queries, w)
         if cls.keys > 1 and b == cls.keys and a not in cls.exempt:
             return int(b)  # every key, for a part of the queries
         return 0
@@ -402,16 +408,28 @@ class ScoreWatch(torch.Tensor):
                     cls._carry_joined(tensors[0], out)  # a view or copy of a joined tensor
                 return
             if name in _ATEN_JOINING and isinstance(out, torch.Tensor):
-                widths = [cls.joined[_key(t)][1] if _key(t) in cls.joined else cls._width(t) for t in tensors]
+                widths = [cls._joined_width(t) for t in tensors]
                 ones = sum(1 for w in widths if w == 1)
                 cls.joined[_key(out)] = (out, sum(w for w in widths if w > 1) + max(ones - 1, 0))
                 return
             cls._look(tensors)
             cls._look(out)
+            if isinstance(out, torch.Tensor) and cls._width(out) == 1 and any(cls._width(t) > 1 for t in tensors):
+                cls.summaries[_key(out)] = out  # one number per query made from a block: its maximum, sum
             if cls.joined and isinstance(out, torch.Tensor):
                 for t in tensors:  # an element-wise step on a joined tensor (its exponentials)
                     if t.shape == out.shape and cls._carry_joined(t, out):
                         break
+
+    @classmethod
+    def _joined_width(cls, part: torch.Tensor) -> int:
+        """How wide a part joined to others counts: a joined tensor by what it joined, a block's summary
+        (its maximum, its sum) as nothing (summaries of blocks may be combined at once), otherwise
+        by its shape."""
+        key = _key(part)
+        if key in cls.joined:
+            return cls.joined[key][1]
+        return 0 if key in cls.summaries else cls._width(part)
 
     @classmethod
     def _carry_joined(cls, source: torch.Tensor, out: torch.Tensor) -> bool:
@@ -427,7 +445,7 @@ class ScoreWatch(torch.Tensor):
         (neither through the subclass nor at the dispatcher) hid its work from the watch."""
         if cls.on_inside is None:
             return
-        (ran, seen), cls.ran, cls.seen, cls.joined = (cls.ran, cls.seen), False, False, {}
+        (ran, seen), cls.ran, cls.seen, cls.joined, cls.summaries = (cls.ran, cls.seen), False, False, {}, {}
         if ran:
             cls.on_inside(cls)
         elif cls.rows and cls.by_dispatch and not seen:  # (seen: judged already, at an operation of the
@@ -438,7 +456,7 @@ class ScoreWatch(torch.Tensor):
     def discard(cls) -> None:
         """Forget the record of a call that did not return (it timed out, or raised)."""
         cls.ran = cls.seen = False
-        cls.widths, cls.joined = [], {}
+        cls.widths, cls.joined, cls.summaries = [], {}, {}
 
     def __deepcopy__(self, memo):
         return self.detach().clone()
@@ -520,6 +538,7 @@ def watch_scores(
             "seen": False,
             "by_dispatch": False,
             "joined": {},
+            "summaries": {},
             "token": str(token) or secrets.token_hex(8),
         },
     )

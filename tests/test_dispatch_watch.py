@@ -12,12 +12,14 @@ failed, and the same verdicts through the trusted grader's proxy.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import operator
 import threading
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from test_engine_guard import _mha_with
@@ -110,7 +112,7 @@ def test_a_function_whose_work_no_watch_sees_earns_nothing_and_is_told_why():
         grade_through_proxy("10.online_softmax_attention", osa_nothing_seen),
     ):
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
-        assert "a tensor made where the grader could not see it" in result.message
+        assert "a tensor made or changed where the grader could not see it" in result.message
 
 
 # ------------------------------------------------------------------------------------------------
@@ -404,3 +406,138 @@ def test_joining_blocks_or_viewing_the_row_as_blocks_still_reads_it_at_once():
             grade_through_proxy("10.running_max_sum", fn),
         ):
             assert result.points == 0 and result.diagnosis == "block_size_ignored", result.message
+
+
+# ------------------------------------------------------------------------------------------------
+# Red team, round 6: values written where no operation is seen, operators of one's own
+# ------------------------------------------------------------------------------------------------
+
+
+def _blocks_for_show(Q, K, V, block_size):
+    """Every block of scores computed (so the block record looks right), and thrown away."""
+    for a in range(0, K.shape[1], block_size):
+        Q @ K[:, a : a + block_size].transpose(1, 2)
+
+
+def rms_numpy_write(scores, block_size):
+    for a in range(0, scores.shape[1], block_size):
+        scores[:, a : a + block_size].amax(dim=-1)
+    m, l = torch.zeros(scores.shape[0], dtype=scores.dtype), torch.zeros(scores.shape[0], dtype=scores.dtype)
+    row = scores.detach().numpy()
+    m.numpy()[:] = row.max(-1)
+    l.numpy()[:] = np.exp(row - row.max(-1, keepdims=True)).sum(-1)
+    return m, l
+
+
+def osa_write_with_dispatch_off(Q, K, V, block_size):
+    _blocks_for_show(Q, K, V, block_size)
+    out = torch.zeros(Q.shape[0], Q.shape[1], V.shape[-1], dtype=Q.dtype)
+    python_off = torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.Python))
+    with python_off:
+        out.copy_(_full(Q.detach(), K.detach(), V.detach()))
+    return out
+
+
+class _NumpyAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, Q, K, V, block_size):
+        _blocks_for_show(Q, K, V, block_size)
+        out = torch.zeros(Q.shape[0], Q.shape[1], V.shape[-1], dtype=Q.dtype)
+        q, k, v = (t.detach().numpy() for t in (Q, K, V))
+        s = q @ k.transpose(0, 2, 1) / math.sqrt(q.shape[-1])
+        p = np.exp(s - s.max(-1, keepdims=True))
+        out.numpy()[:] = (p / p.sum(-1, keepdims=True)) @ v
+        ctx.save_for_backward(Q, K, V)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        with torch.enable_grad():
+            q, k, v = (t.detach().clone().requires_grad_() for t in ctx.saved_tensors)
+            return (*torch.autograd.grad(_full(q, k, v), (q, k, v), grad), None)
+
+
+def osa_numpy_in_an_autograd_function(Q, K, V, block_size):
+    return _NumpyAttention.apply(Q, K, V, block_size)
+
+
+@torch.library.custom_op("attnbook_tests::full_attention", mutates_args=())
+def _full_attention_op(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    return _full(Q, K, V)
+
+
+def osa_own_operator(Q, K, V, block_size):
+    _blocks_for_show(Q, K, V, block_size)
+    return _full_attention_op(Q, K, V)
+
+
+ROUND_6 = [
+    ("10.running_max_sum", rms_numpy_write),
+    ("10.online_softmax_attention", osa_write_with_dispatch_off),
+    ("10.online_softmax_attention", osa_numpy_in_an_autograd_function),
+    ("10.online_softmax_attention", osa_own_operator),
+]
+
+
+@pytest.mark.parametrize("task_id, fn", ROUND_6, ids=[fn.__name__ for _, fn in ROUND_6])
+def test_values_written_unseen_or_computed_in_an_operator_of_ones_own_earn_nothing(task_id, fn):
+    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+        assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+        assert "made or changed where the grader could not see it" in result.message
+
+
+def osa_query_tiles(Q, K, V, block_size):
+    """Right: queries in tiles of two, keys in blocks (as FlashAttention tiles both)."""
+    tiles = [osa_max_by_cat(Q[:, a : a + 2], K, V, block_size) for a in range(0, Q.shape[1], 2)]
+    return torch.cat(tiles, dim=1)
+
+
+def osa_vmap_over_the_batch(Q, K, V, block_size):
+    """Right: one sequence written, vmap runs it over the batch."""
+
+    def one(q, k, v):
+        m = torch.full((q.shape[0], 1), float("-inf"), dtype=q.dtype)
+        l, acc = (
+            torch.zeros(q.shape[0], 1, dtype=q.dtype),
+            torch.zeros(q.shape[0], v.shape[-1], dtype=q.dtype),
+        )
+        for a in range(0, k.shape[0], block_size):
+            s = q @ k[a : a + block_size].T / math.sqrt(q.shape[-1])
+            m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
+            factor, p = torch.exp(m - m_new), torch.exp(s - m_new)
+            l, acc, m = (
+                l * factor + p.sum(dim=-1, keepdim=True),
+                acc * factor + p @ v[a : a + block_size],
+                m_new,
+            )
+        return acc / l
+
+    return torch.func.vmap(one)(Q, K, V)
+
+
+def osa_per_block_summaries_combined(Q, K, V, block_size):
+    """Right (for blocks of two keys or more): each block summarised, the summaries combined at once."""
+    parts = []
+    for a in range(0, K.shape[1], block_size):
+        s = Q @ K[:, a : a + block_size].transpose(1, 2) / math.sqrt(Q.shape[-1])
+        m = s.amax(dim=-1, keepdim=True)
+        p = torch.exp(s - m)
+        parts.append((m, p.sum(dim=-1, keepdim=True), p @ V[:, a : a + block_size]))
+    M, L, A = (torch.stack([part[i] for part in parts]) for i in range(3))
+    w = torch.exp(M - M.amax(dim=0))
+    return (A * w).sum(dim=0) / (L * w).sum(dim=0)
+
+
+@pytest.mark.parametrize("fn", [osa_query_tiles, osa_vmap_over_the_batch], ids=lambda f: f.__name__)
+def test_query_tiles_and_vmap_are_fine_in_both_graders(fn):
+    for result in (
+        run_task(get_task("10.online_softmax_attention"), fn),
+        grade_through_proxy("10.online_softmax_attention", fn),
+    ):
+        assert result.passed, result.message
+
+
+def test_summaries_of_blocks_may_be_combined_at_once():
+    task = get_task("10.online_softmax_attention")
+    wider = dataclasses.replace(task, cases=lambda: [c for c in task.cases() if c.args[-1] >= 2])
+    assert run_task(wider, osa_per_block_summaries_combined).passed
