@@ -357,7 +357,13 @@ class ScoreWatch(torch.Tensor):
             return 0 if a in cls.exempt else int(a)
         if value.dim() >= 3 and value.shape[-3] == cls.rows and a not in cls.exempt and b not in cls.exempt:
             return int(a * b)  # a row of scores cut into blocks, all of them at once: (rows, n, w)
-        if value.dim() == 3 and cls.batch and value.shape[0] == cls.batch and a < cls.rows and a not in cls.exempt:
+        if (
+            value.dim() == 3
+            and cls.batch
+            and value.shape[0] == cls.batch
+            and a < cls.rows
+            and a not in cls.exempt
+        ):
             return 0 if b in cls.exempt else int(b)  # a tile of queries: (B, some queries, w)
         if cls.keys > 1 and b == cls.keys and a not in cls.exempt:
             return int(b)  # every key, for a part of the queries
@@ -414,7 +420,11 @@ class ScoreWatch(torch.Tensor):
                 return
             cls._look(tensors)
             cls._look(out)
-            if isinstance(out, torch.Tensor) and cls._width(out) == 1 and any(cls._width(t) > 1 for t in tensors):
+            if (
+                isinstance(out, torch.Tensor)
+                and cls._width(out) == 1
+                and any(cls._width(t) > 1 for t in tensors)
+            ):
                 cls.summaries[_key(out)] = out  # one number per query made from a block: its maximum, sum
             if cls.joined and isinstance(out, torch.Tensor):
                 for t in tensors:  # an element-wise step on a joined tensor (its exponentials)

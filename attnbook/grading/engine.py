@@ -582,24 +582,30 @@ class _OpWatch(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if not self.active:
+            return func(*args, **kwargs)
+        guard = self.guard
+        name = func.overloadpacket.__name__
+        if name in guard._aten_names:
+            found = ATEN + name
+            if found not in guard.found and not guard._allowed_here(sys._getframe(1)):
+                guard.found.append(found)
+        # where the values come from: every floating tensor an operation reads must be an argument's or
+        # an earlier operation's (or hold one number), with the values it had then (a write into its
+        # memory from NumPy, ctypes or with the dispatch switched off changes them unseen); looked at
+        # before the operation, which may write into it. An operator of the learner's own (torch.library)
+        # runs code the mode does not see.
+        if UNSEEN_WORK not in guard.found and (
+            func.namespace not in _SEEN_NAMESPACES
+            or name not in _ATEN_LIFTING
+            and not all(guard._as_seen(t) for t in _tensors((args, kwargs)))
+        ):
+            guard.found.append(UNSEEN_WORK)
         out = func(*args, **kwargs)
-        if self.active:
-            guard = self.guard
-            name = func.overloadpacket.__name__
-            if name in guard._aten_names:
-                found = ATEN + name
-                if found not in guard.found and not guard._allowed_here(sys._getframe(1)):
-                    guard.found.append(found)
-            # where the values come from: every floating tensor an operation reads must be an argument's
-            # or an earlier operation's (or hold one number); what it makes is then known too
-            if name not in _ATEN_LIFTING and UNSEEN_WORK not in guard.found:
-                for t in _tensors((args, kwargs)):
-                    if t.is_floating_point() and t.numel() > 1 and _storage(t) not in guard.known:
-                        guard.found.append(UNSEEN_WORK)
-                        break
-            guard.known.update(_storage(t) for t in _tensors(out))
-            for observe in guard.observers:
-                observe(func, args, kwargs, out)
+        for t in _tensors((out, args, kwargs)):  # what it made, and what it wrote into
+            guard._saw(t)
+        for observe in guard.observers:
+            observe(func, args, kwargs, out)
         return out
 
 
@@ -620,10 +626,24 @@ class _Passing(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+#: the namespaces of PyTorch's own operators (others are registered by code, such as torch.library's)
+_SEEN_NAMESPACES = frozenset({"aten", "prim", "prims"})
+
+
 def _storage(t: torch.Tensor) -> int:
     try:
         return t.untyped_storage().data_ptr()
     except Exception:  # a tensor without storage (a subclass of the learner's): it has no values of its own
+        return -1
+
+
+def _contents(t: torch.Tensor) -> int:
+    """A fingerprint of the values in ``t``'s whole storage, read without a PyTorch operation."""
+    try:
+        storage = t.untyped_storage()
+        size = storage.nbytes()
+        return hash(ctypes.string_at(storage.data_ptr(), size)) if size else 0
+    except Exception:
         return -1
 
 
@@ -656,7 +676,8 @@ class ForbiddenCallGuard:
         self.local = True
         #: the tensors given to the body (its arguments), whose values are the learner's to use
         self.inputs: list = []
-        self.known: set = set()
+        #: storage -> fingerprint of its values, for every storage the arguments or seen operations made
+        self.known: dict = {}
         self._watched_flow = False
         # builtins (C functions): "builtin:NAME" forbids every builtin method or function called NAME
         # (``as_subclass``), and a "torch._C...:name" pattern a module-level builtin by its module
@@ -770,7 +791,9 @@ class ForbiddenCallGuard:
         self._watched_flow = bool(self.local and (self._aten_names or self.observers))
         if self._watched_flow:
             _warm_dispatch_modes()
-            self.known = {_storage(t) for t in _tensors(self.inputs)}
+            self.known = {}
+            for t in _tensors(self.inputs):
+                self._saw(t)
             self._mode = _OpWatch(self)
             self._mode_threads = {threading.get_ident()}
             _push_mode(self._mode)
@@ -805,15 +828,25 @@ class ForbiddenCallGuard:
                 self.found.append(TAMPERED_OPS)
         return False
 
+    def _saw(self, t: torch.Tensor) -> None:
+        """``t`` was made (or written) by an operation the mode saw: its storage and values are known."""
+        if t.is_floating_point():
+            self.known[_storage(t)] = _contents(t)
+
+    def _as_seen(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` holds what the mode saw last in its storage (one number is always fine)."""
+        if not t.is_floating_point() or t.numel() <= 1:
+            return True
+        seen = self.known.get(_storage(t))
+        return seen is not None and seen == _contents(t)
+
     def check_result(self, value) -> None:
         """After the body returned ``value``: with the dispatch mode on, a floating tensor in it must come
         from the arguments or an operation the mode saw (a thread the guard does not watch, or PyTorch's
         dispatch switched off, makes tensors it never saw)."""
         if self._watched_flow and UNSEEN_WORK not in self.found:
-            for t in _tensors(value):
-                if t.is_floating_point() and t.numel() > 1 and _storage(t) not in self.known:
-                    self.found.append(UNSEEN_WORK)
-                    break
+            if not all(self._as_seen(t) for t in _tensors(value)):
+                self.found.append(UNSEEN_WORK)
 
 
 def _is_book_code(name: str) -> bool:
@@ -834,12 +867,15 @@ def forbidden_message(names: Sequence[str]) -> str:
             "0 points: your function removed the grader's watch over the operations it runs (a PyTorch "
             "dispatch mode); a graded function only computes its answer."
         )
-    if UNSEEN_WORK in names:
+    if UNSEEN_WORK in names and len(names) == 1:  # else the other names say more
         return (
-            "0 points: your function returned (or computed with) a tensor made where the grader could not "
-            "see it: in a thread started without the threading module, with PyTorch's dispatch switched "
-            "off, or before the call. A graded function computes its answer from its arguments, in view."
+            "0 points: your function returned (or computed with) a tensor made or changed where the grader "
+            "could not see it: in NumPy or by writing into a tensor's memory, in a thread started without "
+            "the threading module, inside an operator of your own, with PyTorch's dispatch switched off, "
+            "or before the call. A graded function computes its answer from its arguments with PyTorch "
+            "operations, in view."
         )
+    names = [n for n in names if n != UNSEEN_WORK]
     aten = next((n for n in names if n.startswith(ATEN)), "")
     if aten and all(n.startswith(ATEN) for n in names):  # seen at the dispatcher only: worded as the
         # call that reaches it (a name seen on the way, if any, is the more telling one)
