@@ -684,7 +684,7 @@ CORRECT = {
 def test_infinite_loop_is_stopped():
     task = dataclasses.replace(get_task("06.attention_step"), timeout_s=0.5)
     result = run_task(task, loops_forever)
-    assert result.diagnosis == "timeout" and "stopped after 0.5 s" in result.message
+    assert result.diagnosis == "timeout" and "stopped twice, after 0.5 s each time" in result.message
 
 
 def test_a_learner_exception_is_one_line_naming_it():

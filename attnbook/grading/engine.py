@@ -1773,10 +1773,16 @@ def _watch_types(value) -> list[type]:
 
 
 def _call(
-    task: Task, fn: Callable, case: Case, args: tuple, kwargs: dict, guard: ForbiddenCallGuard | None = None
+    task: Task,
+    fn: Callable,
+    case: Case,
+    args: tuple,
+    kwargs: dict,
+    guard: ForbiddenCallGuard | None = None,
+    tries: int = 1,
 ):
     """Call the learner's function under the time limit (and ``guard``, when given); every way it can
-    go wrong becomes a :class:`Fail`."""
+    go wrong becomes a :class:`Fail`. ``tries``: which attempt this is (a time-out says how many)."""
     # arguments that watch how the learner's function reads them (set 10's blocks): the guard hands
     # them every operation of the call at PyTorch's dispatcher (only here: a proxy's call runs in another
     # process, whose guard does the same there), and they judge the record right after the call
@@ -1817,6 +1823,10 @@ def _call(
         stopped = (
             f"your function was stopped after {task.timeout_s:g} s on {case.describe()} without "
             "returning (the time limit of this task)"
+            if tries == 1
+            else f"your function was stopped twice, after {task.timeout_s:g} s each time, on "
+            f"{case.describe()} without returning (the time limit of this task; a first call that is "
+            "stopped is tried once more, in case it was slow to start)"
         )
         if _has_loop(fn) is False:
             raise Fail(
@@ -2892,7 +2902,7 @@ def run_task(
                 # the first call may pay once for imports and warm-up (torch.func, say): try it again
                 # (a local function only: a proxy's sandbox is torn down after a time-out)
                 args, kwargs = clone(case.args), clone(case.kwargs)
-                value = _call(task, fn, case, args, kwargs, watch)
+                value = _call(task, fn, case, args, kwargs, watch, tries=2)
             value = plain(value)  # compared as plain tensors, whatever type the learner's are
             _check_inputs_unchanged(expected_names, case.args, args, states, case)
             expected = as_outputs(
