@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import threading
 
 import numpy as np
@@ -28,9 +29,15 @@ from attnbook.grading.trusted import RemoteFunction, Session
 
 
 class _ThreadBox:
-    """What :class:`Session` needs of a sandbox, with the kernel in a thread of this process."""
+    """What :class:`Session` needs of a sandbox, with the kernel in a thread of this process.
+
+    The kernel sets a soft CPU-time limit before each request (``kernel_side._cpu_budget``: in a sandbox,
+    its own process's); here that is the test process's, so :meth:`kill` puts the limit it found back.
+    Otherwise the process would be killed (SIGXCPU) a few CPU seconds after the box's last request, in
+    whatever test runs then (seen as pytest-xdist workers that crashed)."""
 
     def __init__(self, namespace: dict, handlers: dict):
+        self.cpu_limit = resource.getrlimit(resource.RLIMIT_CPU)
         to_kernel_r, to_kernel_w = os.pipe()
         from_kernel_r, from_kernel_w = os.pipe()
         self.kernel_peer = wire.Peer(to_kernel_r, from_kernel_w, Kernel(namespace).handlers())
@@ -64,6 +71,7 @@ class _ThreadBox:
                     if fd not in self.closed:
                         self.closed.add(fd)
                         os.close(fd)
+            resource.setrlimit(resource.RLIMIT_CPU, self.cpu_limit)
 
 
 def proxy_for(fn, task_id: str, namespace: dict | None = None):
@@ -344,3 +352,9 @@ def test_the_kernel_says_whether_a_function_has_a_loop():
             assert session.resolve("learner_fn")["loops"] is loops
         finally:
             session.kill()
+
+
+def test_a_thread_kernel_leaves_the_test_process_cpu_limit_as_it_found_it():
+    before = resource.getrlimit(resource.RLIMIT_CPU)
+    grade_through_proxy("08.causal_mask", lambda T: torch.ones(T, T).tril().bool())
+    assert resource.getrlimit(resource.RLIMIT_CPU) == before
