@@ -287,13 +287,15 @@ class ScoreWatch(torch.Tensor):
     The inputs and outputs of an operation are looked at, except for operations that only select part
     of a tensor (indexing, ``split``, ``narrow``...) or copy one, so that reading a full row of scores
     block by block is fine but computing with it at once is recorded. A 2-D ``(batch, rows)`` tensor (one
-    number per query, such as a running maximum) is not a block. With ``outside_only``, only operations called from code outside
-    the ``attnbook`` package are recorded (a learner's function); ``on_inside`` is then called (with the
-    class) at the first operation made from inside the package after recorded ones, for example by a
-    grader that compares the learner's result; the grader also calls :meth:`settle` right after the
-    call, and hands it every operation of the call seen at PyTorch's dispatcher (:meth:`observe`), which
-    no conversion of the tensors hides. Subclasses hold the settings; :func:`watch_scores` makes a fresh
-    one per use.
+    number per query, such as a running maximum) is not a block. With ``outside_only``, only operations
+    called from code outside the ``attnbook`` package are recorded (a learner's function); ``on_inside``
+    is then called (with the class) at the first operation made from inside the package after recorded
+    ones, for example by a grader that compares the learner's result.
+
+    The grader does more: its guard hands the watch every operation of the learner's call seen at
+    PyTorch's dispatcher (:meth:`observer`, :meth:`observe`), which no conversion of the tensors hides,
+    and then only that record counts; it judges the record right after the call (:meth:`settle`).
+    Subclasses hold the settings; :func:`watch_scores` makes a fresh one per use.
     """
 
     rows: int = 0
@@ -530,7 +532,8 @@ def watch_scores(
     ``rows``: the number of queries (the axis a block of scores has besides its keys); ``exempt``: widths
     that are not blocks of keys (``d_k``, ``d_v``); ``keys``: the number of keys, to record the scores of
     every key for part of the queries (0: not recorded); ``batch``: the batch size, so that a ``(batch,
-    rows)`` tensor (a number per query: a running maximum) is not taken for scores. The record is ``type(result[0]).widths``. ``token``
+    rows)`` tensor (a number per query: a running maximum) is not taken for scores. The record is
+    ``type(result[0]).widths``. ``token``
     names the watch on the trusted grader's wire (a fresh random one by default).
     """
     watch = type(
