@@ -541,3 +541,27 @@ def test_summaries_of_blocks_may_be_combined_at_once():
     task = get_task("10.online_softmax_attention")
     wider = dataclasses.replace(task, cases=lambda: [c for c in task.cases() if c.args[-1] >= 2])
     assert run_task(wider, osa_per_block_summaries_combined).passed
+
+
+def rms_printing_as_it_goes(scores, block_size):
+    print("first scores", scores[0, :block_size])  # printing a tensor: PyTorch switches its modes off
+    return rms_max_by_stack(scores, block_size)
+
+
+def fold_printing(x, h):
+    B, T, D = x.shape
+    out = x.reshape(B, T, h, D // h).transpose(1, 2).reshape(B * h, T, D // h)
+    print(f"{out[0, 0]}")
+    return out
+
+
+@pytest.mark.parametrize(
+    "task_id, fn",
+    [("10.running_max_sum", rms_printing_as_it_goes), ("09.fold_heads", fold_printing)],
+    ids=["running_max_sum", "fold_heads"],
+)
+def test_printing_a_tensor_is_not_tampering(task_id, fn, capsys):
+    # red team round 7: torch/_tensor_str.py takes the dispatch modes off to format a tensor; that is
+    # PyTorch's doing, not the learner's, and it earned 0 as "removed the grader's watch"
+    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+        assert result.passed, result.message

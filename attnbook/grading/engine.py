@@ -524,11 +524,23 @@ DISPATCH_ESCAPES = (
     "torch.utils._python_dispatch:_pop_mode",
     "torch.utils._python_dispatch:_pop_mode_temporarily",
 )
-#: the standard library's files (contextlib, functools...), seen between the learner's code and a call
-_STDLIB_PREFIXES = tuple(
-    {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
-    | {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
-) + ("<frozen",)
+#: the standard library's folders (contextlib, functools...), seen between the learner's code and a call
+_STDLIB_DIRS = tuple(
+    os.path.join(path, "")
+    for path in {
+        *(os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")),
+        *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")),
+    }
+)
+
+
+def _is_stdlib(filename: str) -> bool:
+    """Whether ``filename`` is the standard library's (a venv's stdlib folder also holds site-packages)."""
+    if filename.startswith("<frozen"):
+        return True
+    return filename.startswith(_STDLIB_DIRS) and f"{os.sep}site-packages{os.sep}" not in filename
+
+
 #: the builtins that start a thread without the threading module (whose threads the guard watches)
 _RAW_THREAD_STARTS = ("start_new_thread", "start_new", "start_joinable_thread")
 #: operations that make a tensor from Python data (``torch.tensor([...])``): their input is not the
@@ -720,10 +732,12 @@ class ForbiddenCallGuard:
             name = self._cache.get(code)
             if name is None:
                 name = self._cache[code] = self._name_of(frame)
-            if name and name in self._direct:
+            if name and name.split(".<locals>")[0] in self._direct:
                 # taking the dispatch mode off counts when the learner's code asks for it, not PyTorch
+                # (printing a tensor does it: torch/_tensor_str.py); code nested in those functions
+                # is theirs
                 caller = frame.f_back
-                while caller is not None and caller.f_code.co_filename.startswith(_STDLIB_PREFIXES):
+                while caller is not None and _is_stdlib(caller.f_code.co_filename):
                     caller = caller.f_back
                 if caller is not None and _is_learner_code(caller.f_code) and TAMPERED_OPS not in self.found:
                     self.found.append(TAMPERED_OPS)
