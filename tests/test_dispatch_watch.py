@@ -565,3 +565,36 @@ def test_printing_a_tensor_is_not_tampering(task_id, fn, capsys):
     # PyTorch's doing, not the learner's, and it earned 0 as "removed the grader's watch"
     for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
         assert result.passed, result.message
+
+
+def rms_numpy_brought_back(scores, block_size):
+    for a in range(0, scores.shape[1], block_size):
+        scores[:, a : a + block_size].amax(dim=-1)  # blocks for show
+    row = scores.detach().numpy()
+    m = row.max(-1)
+    return torch.from_numpy(m.copy()), torch.from_numpy(np.exp(row - m[:, None]).sum(-1))
+
+
+def rms_numpy_for_a_look(scores, block_size):
+    print("scores as NumPy sees them:", scores.detach().numpy()[0, :block_size])  # reading is fine
+    start = torch.tensor([float("-inf")] * scores.shape[0], dtype=scores.dtype)  # a few numbers, fine
+    m, l = start, torch.zeros_like(start)
+    for block in scores.split(block_size, dim=1):
+        m, l = _update(m, l, block)
+    return m, l
+
+
+def test_an_answer_computed_in_numpy_and_brought_back_earns_nothing_but_a_look_is_fine():
+    # the value check cannot tell torch.from_numpy of NumPy's answer from torch.tensor of a few honest
+    # numbers (PyTorch brings both in with one operation, lift_fresh); a function that read into NumPy
+    # may not return values brought in from outside (or computed from them alone)
+    for result in (
+        run_task(get_task("10.running_max_sum"), rms_numpy_brought_back),
+        grade_through_proxy("10.running_max_sum", rms_numpy_brought_back),
+    ):
+        assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+    for result in (
+        run_task(get_task("10.running_max_sum"), rms_numpy_for_a_look),
+        grade_through_proxy("10.running_max_sum", rms_numpy_for_a_look),
+    ):
+        assert result.passed, result.message

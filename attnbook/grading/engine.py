@@ -543,6 +543,8 @@ def _is_stdlib(filename: str) -> bool:
 
 #: the builtins that start a thread without the threading module (whose threads the guard watches)
 _RAW_THREAD_STARTS = ("start_new_thread", "start_new", "start_joinable_thread")
+#: the code that turns a tensor into a NumPy array (``np.asarray(t)``)
+_TENSOR_ARRAY_CODE = torch.Tensor.__array__.__code__
 #: operations that make a tensor from Python data (``torch.tensor([...])``): their input is not the
 #: learner's earlier work
 _ATEN_LIFTING = frozenset({"lift", "lift_fresh", "lift_fresh_copy"})
@@ -616,6 +618,11 @@ class _OpWatch(TorchDispatchMode):
         out = func(*args, **kwargs)
         for t in _tensors((out, args, kwargs)):  # what it made, and what it wrote into
             guard._saw(t)
+        # values brought in from outside PyTorch (torch.from_numpy, torch.tensor of data) and what is
+        # computed from them alone: allowed, but not as the answer of a function that read into NumPy
+        sources = [_storage(t) for t in _tensors((args, kwargs)) if t.is_floating_point() and t.numel() > 1]
+        if name in _ATEN_LIFTING or sources and all(st in guard.lifted for st in sources):
+            guard.lifted.update(_storage(t) for t in _tensors(out) if t.is_floating_point())
         for observe in guard.observers:
             observe(func, args, kwargs, out)
         return out
@@ -691,6 +698,9 @@ class ForbiddenCallGuard:
         #: storage -> fingerprint of its values, for every storage the arguments or seen operations made
         self.known: dict = {}
         self._watched_flow = False
+        #: storages of values brought in from outside PyTorch, and whether the body read into NumPy
+        self.lifted: set = set()
+        self.read_numpy = False
         # builtins (C functions): "builtin:NAME" forbids every builtin method or function called NAME
         # (``as_subclass``), and a "torch._C...:name" pattern a module-level builtin by its module
         self._builtin_names = frozenset(p[len(BUILTIN) :] for p in self.patterns if p.startswith(BUILTIN))
@@ -729,6 +739,8 @@ class ForbiddenCallGuard:
             _push_mode(mode)
         if event == "call":
             code = frame.f_code
+            if code is _TENSOR_ARRAY_CODE and self._watched_flow:
+                self.read_numpy = True  # np.asarray(t), np.array(t)
             name = self._cache.get(code)
             if name is None:
                 name = self._cache[code] = self._name_of(frame)
@@ -744,6 +756,9 @@ class ForbiddenCallGuard:
             elif name and name not in self.found and not self._allowed_here(frame):
                 self.found.append(name)
         elif event == "c_call":
+            if self._watched_flow and getattr(arg, "__name__", "") == "numpy":
+                if isinstance(getattr(arg, "__self__", None), torch.Tensor):
+                    self.read_numpy = True  # a tensor read into NumPy (t.numpy())
             if (
                 self._watched_flow
                 and getattr(arg, "__name__", "") in _RAW_THREAD_STARTS
@@ -805,7 +820,7 @@ class ForbiddenCallGuard:
         self._watched_flow = bool(self.local and (self._aten_names or self.observers))
         if self._watched_flow:
             _warm_dispatch_modes()
-            self.known = {}
+            self.known, self.lifted, self.read_numpy = {}, set(), False
             for t in _tensors(self.inputs):
                 self._saw(t)
             self._mode = _OpWatch(self)
@@ -859,7 +874,10 @@ class ForbiddenCallGuard:
         from the arguments or an operation the mode saw (a thread the guard does not watch, or PyTorch's
         dispatch switched off, makes tensors it never saw)."""
         if self._watched_flow and UNSEEN_WORK not in self.found:
-            if not all(self._as_seen(t) for t in _tensors(value)):
+            returned = [t for t in _tensors(value) if t.is_floating_point() and t.numel() > 1]
+            if not all(self._as_seen(t) for t in returned) or (
+                self.read_numpy and any(_storage(t) in self.lifted for t in returned)
+            ):  # (the second: an answer computed in NumPy and brought back)
                 self.found.append(UNSEEN_WORK)
 
 
