@@ -926,7 +926,8 @@ def test_numpy_pair_for_an_empty_bucket_gets_a_message():
 def test_a_decoding_loop_without_max_len_is_stopped():
     task = dataclasses.replace(get_task("02.greedy_decode"), timeout_s=0.5)
     result = run_task(task, greedy_while_not_eos)
-    assert result.diagnosis == "timeout" and "stopped after 0.5 s" in result.message
+    assert result.diagnosis == "timeout"  # stopped once, or twice when the first case is the one that hangs
+    assert "stopped after 0.5 s" in result.message or "after 0.5 s each time" in result.message
     assert "<eos> never comes" in result.message  # the case that needs max_len is named
 
 

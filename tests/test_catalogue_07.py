@@ -669,7 +669,8 @@ CORRECT = {
 def test_a_decoding_loop_without_max_len_is_stopped():
     task = dataclasses.replace(get_task("07.greedy_decode"), timeout_s=0.5)
     result = run_task(task, greedy_while_not_done)
-    assert result.diagnosis == "timeout" and "stopped after 0.5 s" in result.message
+    assert result.diagnosis == "timeout"  # stopped once, or twice when the first case is the one that hangs
+    assert "stopped after 0.5 s" in result.message or "after 0.5 s each time" in result.message
     assert "never produces <eos>" in result.message  # the case that needs max_len is named
 
 

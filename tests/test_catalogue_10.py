@@ -651,8 +651,13 @@ def osa_through_lists(Q, K, V, block_size):
 
 WRONG["10.online_softmax_attention"] += [
     ("values one row ahead", osa_values_one_ahead, "values_block_misaligned", "not the block of keys"),
-    ("all of it in NumPy", osa_through_numpy, "outside_torch", "computes outside PyTorch"),
-    ("plain Python numbers, key by key", osa_through_lists, "blocks_too_small", "at most 1"),
+    ("all of it in NumPy", osa_through_numpy, "forbidden_call", "computes its answer outside PyTorch"),
+    (
+        "plain Python numbers, key by key",
+        osa_through_lists,
+        "forbidden_call",
+        "computes its answer outside PyTorch",
+    ),
 ]
 
 
@@ -767,7 +772,7 @@ WRONG["10.running_max_sum"] += [
     ("rescaled after adding the block", rms_rescales_after_adding, "rescaled_after_adding", "after adding"),
     ("blocks start block_size - 1 apart", rms_step_one_short, "blocks_overlap", "overlap"),
     ("slices one score too long", rms_slices_one_too_long, "blocks_overlap", "one score too wide"),
-    ("all of it in NumPy", rms_through_numpy, "outside_torch", "computes outside PyTorch"),
+    ("all of it in NumPy", rms_through_numpy, "forbidden_call", "computes its answer outside PyTorch"),
 ]
 WRONG["10.online_softmax_attention"] += [
     (

@@ -598,3 +598,20 @@ def test_an_answer_computed_in_numpy_and_brought_back_earns_nothing_but_a_look_i
         grade_through_proxy("10.running_max_sum", rms_numpy_for_a_look),
     ):
         assert result.passed, result.message
+
+
+def rms_python_numbers_brought_back(scores, block_size):
+    for a in range(0, scores.shape[1], block_size):
+        scores[:, a : a + block_size].amax(dim=-1)  # blocks for show
+    rows = scores.tolist()
+    maxima = [max(row) for row in rows]
+    sums = [sum(math.exp(x - m) for x in row) for row, m in zip(rows, maxima)]
+    return torch.tensor(maxima, dtype=scores.dtype), torch.tensor(sums, dtype=scores.dtype)
+
+
+def test_an_answer_computed_on_python_numbers_and_brought_back_earns_nothing():
+    for result in (
+        run_task(get_task("10.running_max_sum"), rms_python_numbers_brought_back),
+        grade_through_proxy("10.running_max_sum", rms_python_numbers_brought_back),
+    ):
+        assert result.points == 0 and result.diagnosis == "forbidden_call", result.message

@@ -517,6 +517,8 @@ TAMPERED_OPS = "<the grader's watch over operations switched off>"
 #: the name recorded when the learner's function returns, or computes with, a floating tensor that
 #: neither came from its arguments nor from an operation the dispatch mode saw
 UNSEEN_WORK = "<work the grader could not see>"
+#: the name recorded when a function that read tensors out of PyTorch returns values brought back in
+OUTSIDE_TORCH = "<an answer computed outside PyTorch>"
 #: Python functions that take the dispatch mode off the stack: called from the learner's code (directly,
 #: or through the standard library: ``with _disable_current_modes():``), they count as tampering
 DISPATCH_ESCAPES = (
@@ -619,7 +621,8 @@ class _OpWatch(TorchDispatchMode):
         for t in _tensors((out, args, kwargs)):  # what it made, and what it wrote into
             guard._saw(t)
         # values brought in from outside PyTorch (torch.from_numpy, torch.tensor of data) and what is
-        # computed from them alone: allowed, but not as the answer of a function that read into NumPy
+        # computed from them alone: allowed, but not as the answer of a function that read a tensor out
+        # of PyTorch (into NumPy or Python numbers)
         sources = [_storage(t) for t in _tensors((args, kwargs)) if t.is_floating_point() and t.numel() > 1]
         if name in _ATEN_LIFTING or sources and all(st in guard.lifted for st in sources):
             guard.lifted.update(_storage(t) for t in _tensors(out) if t.is_floating_point())
@@ -698,7 +701,8 @@ class ForbiddenCallGuard:
         #: storage -> fingerprint of its values, for every storage the arguments or seen operations made
         self.known: dict = {}
         self._watched_flow = False
-        #: storages of values brought in from outside PyTorch, and whether the body read into NumPy
+        #: storages of values brought in from outside PyTorch, and whether the body read a tensor out of
+        #: PyTorch (into NumPy or Python numbers)
         self.lifted: set = set()
         self.read_numpy = False
         # builtins (C functions): "builtin:NAME" forbids every builtin method or function called NAME
@@ -756,9 +760,9 @@ class ForbiddenCallGuard:
             elif name and name not in self.found and not self._allowed_here(frame):
                 self.found.append(name)
         elif event == "c_call":
-            if self._watched_flow and getattr(arg, "__name__", "") == "numpy":
+            if self._watched_flow and getattr(arg, "__name__", "") in ("numpy", "tolist", "item"):
                 if isinstance(getattr(arg, "__self__", None), torch.Tensor):
-                    self.read_numpy = True  # a tensor read into NumPy (t.numpy())
+                    self.read_numpy = True  # a tensor read out of PyTorch (into NumPy, Python numbers)
             if (
                 self._watched_flow
                 and getattr(arg, "__name__", "") in _RAW_THREAD_STARTS
@@ -875,9 +879,9 @@ class ForbiddenCallGuard:
         dispatch switched off, makes tensors it never saw)."""
         if self._watched_flow and UNSEEN_WORK not in self.found:
             returned = [t for t in _tensors(value) if t.is_floating_point() and t.numel() > 1]
-            if not all(self._as_seen(t) for t in returned) or (
-                self.read_numpy and any(_storage(t) in self.lifted for t in returned)
-            ):  # (the second: an answer computed in NumPy and brought back)
+            if self.read_numpy and any(_storage(t) in self.lifted for t in returned):
+                self.found.append(OUTSIDE_TORCH)  # an answer computed in NumPy (or Python) and brought back
+            elif not all(self._as_seen(t) for t in returned):
                 self.found.append(UNSEEN_WORK)
 
 
@@ -899,6 +903,12 @@ def forbidden_message(names: Sequence[str]) -> str:
             "0 points: your function removed the grader's watch over the operations it runs (a PyTorch "
             "dispatch mode); a graded function only computes its answer."
         )
+    if OUTSIDE_TORCH in names and len(names) == 1:
+        return (
+            "0 points: your function computes its answer outside PyTorch: it reads tensors into NumPy or "
+            "Python numbers and brings the result back (torch.from_numpy, torch.tensor), where the grader "
+            "cannot see how it reads them. The task asks for torch operations on the tensors you are given."
+        )
     if UNSEEN_WORK in names and len(names) == 1:  # else the other names say more
         return (
             "0 points: your function returned (or computed with) a tensor made or changed where the grader "
@@ -907,7 +917,7 @@ def forbidden_message(names: Sequence[str]) -> str:
             "or before the call. A graded function computes its answer from its arguments with PyTorch "
             "operations, in view."
         )
-    names = [n for n in names if n != UNSEEN_WORK]
+    names = [n for n in names if n not in (UNSEEN_WORK, OUTSIDE_TORCH)]
     aten = next((n for n in names if n.startswith(ATEN)), "")
     if aten and all(n.startswith(ATEN) for n in names):  # seen at the dispatcher only: worded as the
         # call that reaches it (a name seen on the way, if any, is the more telling one)
