@@ -337,7 +337,8 @@ class ScoreWatch(torch.Tensor):
         # (with the dispatcher's record the grader judges right after the call, with settle(); an operation
         # seen as the package's own during the call, such as one run by TorchScript, is not the end of it)
         if not outside and cls.ran and cls.on_inside is not None and not cls.by_dispatch:
-            cls.ran, cls.seen, cls.joined, cls.summaries = False, True, {}, {}
+            cls.ran, cls.seen = False, True
+            cls._forget_joins()
             cls.on_inside(cls)
         return out
 
@@ -457,7 +458,9 @@ class ScoreWatch(torch.Tensor):
         (neither through the subclass nor at the dispatcher) hid its work from the watch."""
         if cls.on_inside is None:
             return
-        (ran, seen), cls.ran, cls.seen, cls.joined, cls.summaries = (cls.ran, cls.seen), False, False, {}, {}
+        ran, seen = cls.ran, cls.seen
+        cls.ran = cls.seen = False
+        cls._forget_joins()
         if ran:
             cls.on_inside(cls)
         elif cls.rows and cls.by_dispatch and not seen:  # (seen: judged already, at an operation of the
@@ -468,7 +471,13 @@ class ScoreWatch(torch.Tensor):
     def discard(cls) -> None:
         """Forget the record of a call that did not return (it timed out, or raised)."""
         cls.ran = cls.seen = False
-        cls.widths, cls.joined, cls.summaries = [], {}, {}
+        cls.widths = []
+        cls._forget_joins()
+
+    @classmethod
+    def _forget_joins(cls) -> None:
+        """Drop what was kept about one call's tensors (joined ones, summaries): a record is judged once."""
+        cls.joined, cls.summaries = {}, {}
 
     def __deepcopy__(self, memo):
         return self.detach().clone()

@@ -28,6 +28,11 @@ from test_trusted_proxy import grade_through_proxy
 from attnbook.grading import get_task, run_task
 
 
+def _in_both(task_id, fn):
+    """``fn`` graded by the in-Jupyter check and by the instructor's grader (through the trusted proxy)."""
+    return run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)
+
+
 def _full(Q, K, V):
     return torch.softmax(Q @ K.transpose(1, 2) / math.sqrt(Q.shape[-1]), dim=-1) @ V
 
@@ -95,7 +100,7 @@ ESCAPES = [
 
 @pytest.mark.parametrize("task_id, fn", ESCAPES, ids=[fn.__name__ for _, fn in ESCAPES])
 def test_full_attention_behind_a_conversion_is_seen_in_both_graders(task_id, fn):
-    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+    for result in _in_both(task_id, fn):
         assert result.points == 0 and result.diagnosis == "block_size_ignored", result.message
         assert "at once" in result.message
 
@@ -107,10 +112,7 @@ def test_full_attention_in_a_thread_is_seen_by_the_trusted_grader():
 
 
 def test_a_function_whose_work_no_watch_sees_earns_nothing_and_is_told_why():
-    for result in (
-        run_task(get_task("10.online_softmax_attention"), osa_nothing_seen),
-        grade_through_proxy("10.online_softmax_attention", osa_nothing_seen),
-    ):
+    for result in _in_both("10.online_softmax_attention", osa_nothing_seen):
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
         assert "a tensor made or changed where the grader could not see it" in result.message
 
@@ -162,7 +164,7 @@ def rms_row_by_row(scores, block_size):
     ids=["stats_per_query", "row_by_row"],
 )
 def test_right_answers_of_other_shapes_pass_in_both_graders(task_id, fn):
-    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+    for result in _in_both(task_id, fn):
         assert result.passed, result.message
 
 
@@ -192,10 +194,7 @@ _compiled = torch.jit.CompilationUnit(
 )
 def test_the_attention_kernel_behind_torchscript_earns_nothing_in_both_graders(attend):
     fn = _mha_with(attend)
-    for result in (
-        run_task(get_task("09.multi_head_attention"), fn),
-        grade_through_proxy("09.multi_head_attention", fn),
-    ):
+    for result in _in_both("09.multi_head_attention", fn):
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
         assert "scaled_dot_product_attention" in result.message
 
@@ -308,7 +307,7 @@ ROUND_5 = [
 
 @pytest.mark.parametrize("task_id, fn, says", ROUND_5, ids=[fn.__name__ for _, fn, _ in ROUND_5])
 def test_work_hidden_from_the_watch_earns_nothing_in_both_graders(task_id, fn, says):
-    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+    for result in _in_both(task_id, fn):
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
         assert says in result.message
 
@@ -390,7 +389,7 @@ def rms_all_blocks_at_once(scores, block_size):
     ids=lambda v: getattr(v, "__name__", v),
 )
 def test_a_running_maximum_joined_with_a_block_or_a_view_of_the_row_is_fine(task_id, fn):
-    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+    for result in _in_both(task_id, fn):
         assert result.passed, result.message
 
 
@@ -401,10 +400,7 @@ def test_joining_blocks_or_viewing_the_row_as_blocks_still_reads_it_at_once():
         return m, torch.exp(row - m[:, None]).sum(dim=1)
 
     for fn in (rms_joined_blocks, rms_all_blocks_at_once):
-        for result in (
-            run_task(get_task("10.running_max_sum"), fn),
-            grade_through_proxy("10.running_max_sum", fn),
-        ):
+        for result in _in_both("10.running_max_sum", fn):
             assert result.points == 0 and result.diagnosis == "block_size_ignored", result.message
 
 
@@ -481,7 +477,7 @@ ROUND_6 = [
 
 @pytest.mark.parametrize("task_id, fn", ROUND_6, ids=[fn.__name__ for _, fn in ROUND_6])
 def test_values_written_unseen_or_computed_in_an_operator_of_ones_own_earn_nothing(task_id, fn):
-    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+    for result in _in_both(task_id, fn):
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
         assert "made or changed where the grader could not see it" in result.message
 
@@ -530,10 +526,7 @@ def osa_per_block_summaries_combined(Q, K, V, block_size):
 
 @pytest.mark.parametrize("fn", [osa_query_tiles, osa_vmap_over_the_batch], ids=lambda f: f.__name__)
 def test_query_tiles_and_vmap_are_fine_in_both_graders(fn):
-    for result in (
-        run_task(get_task("10.online_softmax_attention"), fn),
-        grade_through_proxy("10.online_softmax_attention", fn),
-    ):
+    for result in _in_both("10.online_softmax_attention", fn):
         assert result.passed, result.message
 
 
@@ -563,7 +556,7 @@ def fold_printing(x, h):
 def test_printing_a_tensor_is_not_tampering(task_id, fn, capsys):
     # red team round 7: torch/_tensor_str.py takes the dispatch modes off to format a tensor; that is
     # PyTorch's doing, not the learner's, and it earned 0 as "removed the grader's watch"
-    for result in (run_task(get_task(task_id), fn), grade_through_proxy(task_id, fn)):
+    for result in _in_both(task_id, fn):
         assert result.passed, result.message
 
 
@@ -588,15 +581,9 @@ def test_an_answer_computed_in_numpy_and_brought_back_earns_nothing_but_a_look_i
     # the value check cannot tell torch.from_numpy of NumPy's answer from torch.tensor of a few honest
     # numbers (PyTorch brings both in with one operation, lift_fresh); a function that read into NumPy
     # may not return values brought in from outside (or computed from them alone)
-    for result in (
-        run_task(get_task("10.running_max_sum"), rms_numpy_brought_back),
-        grade_through_proxy("10.running_max_sum", rms_numpy_brought_back),
-    ):
+    for result in _in_both("10.running_max_sum", rms_numpy_brought_back):
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
-    for result in (
-        run_task(get_task("10.running_max_sum"), rms_numpy_for_a_look),
-        grade_through_proxy("10.running_max_sum", rms_numpy_for_a_look),
-    ):
+    for result in _in_both("10.running_max_sum", rms_numpy_for_a_look):
         assert result.passed, result.message
 
 
@@ -610,8 +597,5 @@ def rms_python_numbers_brought_back(scores, block_size):
 
 
 def test_an_answer_computed_on_python_numbers_and_brought_back_earns_nothing():
-    for result in (
-        run_task(get_task("10.running_max_sum"), rms_python_numbers_brought_back),
-        grade_through_proxy("10.running_max_sum", rms_python_numbers_brought_back),
-    ):
+    for result in _in_both("10.running_max_sum", rms_python_numbers_brought_back):
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message

@@ -325,15 +325,20 @@ def test_more_raw_errors_are_translated(name):
 # ------------------------------------------------------------------ red team, round 4
 
 
+def recurses_and_catches_the_error(Q, K):
+    try:
+        return recurses_and_catches_the_error(Q, K)
+    except RecursionError:
+        return _ref(Q, K)
+
+
+def recurses_without_end(Q, K):
+    return recurses_without_end(Q, K)
+
+
 def test_a_recursion_without_end_that_catches_the_error_is_named():
     """Recursing to Python's limit switches the guard's watch off (the RecursionError is raised inside it);
     a function that catches that error was told it had "switched off the grader's watch"."""
-
-    def weights(Q, K):
-        try:
-            return weights(Q, K)
-        except RecursionError:
-            return _ref(Q, K)
 
     def catches_everything(Q, K):
         try:
@@ -341,16 +346,13 @@ def test_a_recursion_without_end_that_catches_the_error_is_named():
         except Exception:
             return _ref(Q, K)
 
-    for fn in (weights, catches_everything):
+    for fn in (recurses_and_catches_the_error, catches_everything):
         result = message_of(fn)
         assert result.diagnosis == "runaway_recursion" and result.points == 0, result.message
         assert "calls itself without end" in result.message and "catches the RecursionError" in result.message
         assert "sys.setprofile" not in result.message
 
-    def uncaught(Q, K):
-        return uncaught(Q, K)
-
-    result = message_of(uncaught)
+    result = message_of(recurses_without_end)
     assert result.diagnosis == "raised" and "calls itself without end" in result.message, result.message
 
 
@@ -416,15 +418,6 @@ def test_two_numbers_shown_side_by_side_never_read_the_same():
 def test_the_new_messages_read_fully_in_korean():
     from attnbook import i18n
 
-    def runaway(Q, K):
-        try:
-            return runaway(Q, K)
-        except RecursionError:
-            return _ref(Q, K)
-
-    def uncaught(Q, K):
-        return uncaught(Q, K)
-
     def with_scores(Q, K):
         return _ref(Q, K), Q
 
@@ -434,7 +427,7 @@ def test_the_new_messages_read_fully_in_korean():
 
     with i18n.using("ko"):
         i18n.untranslated(clear=True)
-        for fn in (runaway, uncaught, with_scores, own_placeholder):
+        for fn in (recurses_and_catches_the_error, recurses_without_end, with_scores, own_placeholder):
             message = run_task(TASK, fn).message
             assert "작성" in message or "함수" in message, message
         message, _ = translate_error("NotImplementedError", "", "line 3: s = my_scores(Q, K)", "f")

@@ -611,21 +611,25 @@ class _OpWatch(TorchDispatchMode):
         # memory from NumPy, ctypes or with the dispatch switched off changes them unseen); looked at
         # before the operation, which may write into it. An operator of the learner's own (torch.library)
         # runs code the mode does not see.
+        inputs = _tensors((args, kwargs))
         if UNSEEN_WORK not in guard.found and (
             func.namespace not in _SEEN_NAMESPACES
             or name not in _ATEN_LIFTING
-            and not all(guard._as_seen(t) for t in _tensors((args, kwargs)))
+            and not all(guard._as_seen(t) for t in inputs)
         ):
             guard.found.append(UNSEEN_WORK)
         out = func(*args, **kwargs)
-        for t in _tensors((out, args, kwargs)):  # what it made, and what it wrote into
+        made = _tensors(out)
+        # what it made, and what it wrote into (only an operation whose schema says so writes: in place,
+        # out=), fingerprinted once each
+        for t in made + inputs if func._schema.is_mutable else made:
             guard._saw(t)
         # values brought in from outside PyTorch (torch.from_numpy, torch.tensor of data) and what is
         # computed from them alone: allowed, but not as the answer of a function that read a tensor out
         # of PyTorch (into NumPy or Python numbers)
-        sources = [_storage(t) for t in _tensors((args, kwargs)) if t.is_floating_point() and t.numel() > 1]
+        sources = [_storage(t) for t in inputs if t.is_floating_point() and t.numel() > 1]
         if name in _ATEN_LIFTING or sources and all(st in guard.lifted for st in sources):
-            guard.lifted.update(_storage(t) for t in _tensors(out) if t.is_floating_point())
+            guard.lifted.update(_storage(t) for t in made if t.is_floating_point())
         for observe in guard.observers:
             observe(func, args, kwargs, out)
         return out
