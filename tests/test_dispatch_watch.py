@@ -599,3 +599,69 @@ def rms_python_numbers_brought_back(scores, block_size):
 def test_an_answer_computed_on_python_numbers_and_brought_back_earns_nothing():
     for result in _in_both("10.running_max_sum", rms_python_numbers_brought_back):
         assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+
+
+def rms_python_numbers_read_from_c(scores, block_size):
+    # red team round 5's last route: blocks for show, then the rows read out through calls made from C
+    # (no call of .tolist() that the grader's profiler could see), summed in Python and brought back
+    for a in range(0, scores.shape[1], block_size):
+        block = scores[:, a : a + block_size]
+        torch.exp(block - block.amax(dim=-1, keepdim=True)).sum(dim=-1)
+    rows = operator.methodcaller("tolist")(_plain(scores))
+    maxima = [max(row) for row in rows]
+    sums = [sum(math.exp(x - m) for x in row) for row, m in zip(rows, maxima)]
+    return torch.tensor(maxima, dtype=scores.dtype), torch.tensor(sums, dtype=scores.dtype)
+
+
+def rms_python_numbers_with_a_gradient_for_show(scores, block_size):
+    m, l = rms_python_numbers_read_from_c(scores, block_size)
+    zero = (scores[:, :1] * 0).sum(dim=-1)  # a path back to the scores, with the wrong gradient
+    return m + zero, l + zero
+
+
+def rms_under_no_grad(scores, block_size):
+    with torch.no_grad():
+        return rms_max_by_stack(scores, block_size)
+
+
+def rms_max_copied_in_place(scores, block_size):
+    m = torch.full(scores.shape[:1], float("-inf"), dtype=scores.dtype)
+    l = torch.zeros_like(m)
+    for block in scores.split(block_size, dim=1):
+        m_new = torch.maximum(m, block.amax(dim=1))
+        l = l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(dim=1)
+        m.copy_(m_new)  # torch.maximum kept m for the backward pass
+    return m, l
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        rms_python_numbers_read_from_c,
+        rms_python_numbers_with_a_gradient_for_show,
+        rms_under_no_grad,
+        rms_max_copied_in_place,
+    ],
+    ids=["read_from_c", "gradient_for_show", "no_grad", "copied_in_place"],
+)
+def test_running_max_sum_checks_the_gradients_too(fn):
+    # values read out through a call made from C escape the watch (no read is seen), but not the
+    # gradient check: such a result has no gradient, or the wrong one; the task's text says that
+    # work under no_grad and in-place updates autograd needs fail too, as in Task 3
+    for result in _in_both("10.running_max_sum", fn):
+        assert result.points == 0 and result.diagnosis == "breaks_autograd", result.message
+
+
+def test_running_max_sum_in_place_updates_autograd_allows_pass():
+    def fn(scores, block_size):
+        m = torch.full(scores.shape[:1], float("-inf"), dtype=scores.dtype)
+        l = torch.zeros_like(m)
+        for block in scores.split(block_size, dim=1):
+            m_new = torch.maximum(m, block.amax(dim=1))
+            l *= torch.exp(m - m_new)  # autograd keeps what it needs of l
+            l += torch.exp(block - m_new[:, None]).sum(dim=1)
+            m = m_new
+        return m, l
+
+    for result in _in_both("10.running_max_sum", fn):
+        assert result.passed, result.message
