@@ -318,6 +318,18 @@ class ScoreWatch(torch.Tensor):
     token: str = ""
     #: the factory that makes the same watch in another process (``"module:function"``)
     wire_name: str = "attnbook.blockwise:watch_scores"
+    #: the task's block size, to tell a second pass over the blocks (0: not looked for); see :meth:`_visit`
+    block: int = 0
+    #: the shapes of the watched tensors (each a contiguous tensor of its own)
+    shapes: tuple = ()
+    #: the call read a block again after it had moved on to others: a second pass over the keys
+    second_pass: bool = False
+    #: per watched storage: its shape and where it starts (``origins``: the tensors watched when the watch
+    #: was made; ``layouts``: copies of them made later, such as the grader's copy for each call); per
+    #: (storage, context, outer index): the blocks read last, and the blocks it has moved on from
+    origins: dict
+    layouts: dict
+    visits: dict
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -412,10 +424,14 @@ class ScoreWatch(torch.Tensor):
             if not tensors:
                 return  # a tensor made from numbers alone
             cls.ran = True
+            if cls.block:
+                cls._register(tensors)
             if name in _ATEN_COPYING or name in _ATEN_SELECTING or name in _ATEN_RELABELLING:
                 if name not in _ATEN_SELECTING and cls.joined and isinstance(out, torch.Tensor):
                     cls._carry_joined(tensors[0], out)  # a view or copy of a joined tensor
                 return
+            if cls.block:
+                cls._visit(tensors, joining=name in _ATEN_JOINING)
             if name in _ATEN_JOINING and isinstance(out, torch.Tensor):
                 widths = [cls._joined_width(t) for t in tensors]
                 ones = sum(1 for w in widths if w == 1)
@@ -433,6 +449,80 @@ class ScoreWatch(torch.Tensor):
                 for t in tensors:  # an element-wise step on a joined tensor (its exponentials)
                     if t.shape == out.shape and cls._carry_joined(t, out):
                         break
+
+    # A second pass. Reading the keys twice, first for the maxima and then again for the sums, gives the
+    # right values from blocks of the right width, without the rescaling that makes the online softmax
+    # one pass. So the watch also follows which keys each operation reads from the watched tensors'
+    # memory: a view of a row of scores, or of the rows of K (and V). Per row of scores (per batch item
+    # and per query operand for K: a tile of queries may read every key block again), reading a block
+    # again after having moved on to another one is a second pass. A read of every block at once (a copy
+    # of the whole input, say) does not move on; copies and selections are not reads (what is computed
+    # with them is, if it is still a view).
+
+    @classmethod
+    def _register(cls, tensors) -> None:
+        """Note the memory of the watched tensors (the arguments, or views of them), and its shape."""
+        for t in tensors:
+            if isinstance(t, cls) and _storage_key(t) not in cls.layouts:
+                base = t if t._base is None else t._base
+                shape = tuple(base.shape)
+                if shape in cls.shapes and base.is_contiguous():
+                    cls.layouts[_storage_key(t)] = (shape, base.storage_offset())
+
+    @classmethod
+    def _layout(cls, t: torch.Tensor) -> tuple | None:
+        key = _storage_key(t)
+        return cls.layouts.get(key) or cls.origins.get(key)
+
+    @classmethod
+    def _queries(cls, tensors, t) -> tuple | None:
+        """Which queries an operation that reads the keys ``t`` computes for: the memory positions of a
+        view of Q, or ``("all",)`` for a tensor of Q's whole shape (Q scaled, say); None if it cannot
+        tell (a tile of a tensor made from Q), and then the read is not followed."""
+        for u in tensors:
+            if u is t:
+                continue
+            layout = cls._layout(u)
+            if layout is not None and len(layout[0]) >= 2 and layout[0][-2] == cls.rows and u.numel() <= 4096:
+                return ("q", *_positions(u))
+        for u in tensors:
+            if u is not t and any(
+                len(sh) >= 2 and sh[-2] == cls.rows and tuple(u.shape) == sh for sh in cls.shapes
+            ):
+                return ("all",)
+        return None
+
+    @classmethod
+    def _visit(cls, tensors, joining: bool = False) -> None:
+        for t in tensors:
+            layout = cls._layout(t)
+            if layout is None or t.numel() == 0 or t.numel() > 4096:
+                continue
+            shape, offset = layout
+            if shape[-1] == cls.keys:  # a row of scores: (rows, keys)
+                key_stride, context = 1, None
+            elif len(shape) >= 2 and shape[-2] == cls.keys and not joining:  # K or V: (batch, keys, d)
+                key_stride, context = shape[-1], cls._queries(tensors, t)
+                if context is None:
+                    continue
+            else:
+                continue
+            reads: dict[int, set] = {}
+            for p in _positions(t):
+                p -= offset
+                key = (p // key_stride) % cls.keys
+                reads.setdefault(p // (key_stride * cls.keys), set()).add(key // cls.block)
+            n_blocks = -(-cls.keys // cls.block)
+            for outer, blocks in reads.items():
+                if len(blocks) == n_blocks:
+                    continue  # every block at once: not a move from one block to the next
+                state = cls.visits.setdefault((_storage_key(t), context, outer), [set(), set()])
+                last, left = state
+                if blocks & left:
+                    cls.second_pass = True
+                if blocks != last:
+                    left |= last - blocks
+                    state[0] = blocks
 
     @classmethod
     def _joined_width(cls, part: torch.Tensor) -> int:
@@ -470,14 +560,15 @@ class ScoreWatch(torch.Tensor):
     @classmethod
     def discard(cls) -> None:
         """Forget the record of a call that did not return (it timed out, or raised)."""
-        cls.ran = cls.seen = False
+        cls.ran = cls.seen = cls.second_pass = False
         cls.widths = []
         cls._forget_joins()
 
     @classmethod
     def _forget_joins(cls) -> None:
-        """Drop what was kept about one call's tensors (joined ones, summaries): a record is judged once."""
-        cls.joined, cls.summaries = {}, {}
+        """Drop what was kept about one call's tensors (joined ones, summaries, the blocks each read): a
+        record is judged once."""
+        cls.joined, cls.summaries, cls.layouts, cls.visits = {}, {}, {}, {}
 
     def __deepcopy__(self, memo):
         return self.detach().clone()
@@ -503,19 +594,34 @@ class ScoreWatch(torch.Tensor):
             "token": cls.token,
             "widths": widths,
             "ran": bool(cls.ran),
+            "block": int(cls.block),
+            "second_pass": bool(cls.second_pass),
         }
 
     @classmethod
-    def report(cls, widths, ran: bool) -> None:
+    def report(cls, widths, ran: bool, second_pass: bool = False) -> None:
         """The record of this watch's tensors in another process (the learner's call there)."""
         if ran:
             cls.widths = [int(w) for w in widths]
             cls.ran = True
+            cls.second_pass = bool(second_pass)
 
 
 def _key(t: torch.Tensor) -> tuple:
     """A tensor's identity at the dispatcher: the same memory, seen the same way."""
     return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _storage_key(t: torch.Tensor) -> tuple:
+    return (t.untyped_storage().data_ptr(), t.dtype)
+
+
+def _positions(t: torch.Tensor):
+    """The memory positions (in elements of the storage) that the view ``t`` covers."""
+    positions = [t.storage_offset()]
+    for size, stride in zip(t.shape, t.stride()):
+        positions = [p + i * stride for p in positions for i in range(size)]
+    return positions
 
 
 def _flat(values, depth: int = 0):
@@ -535,16 +641,19 @@ def watch_scores(
     token: str = "",
     keys: int = 0,
     batch: int = 0,
+    block: int = 0,
 ) -> list:
     """The ``tensors`` as :class:`ScoreWatch` tensors of one fresh subclass (they share one record).
 
     ``rows``: the number of queries (the axis a block of scores has besides its keys); ``exempt``: widths
     that are not blocks of keys (``d_k``, ``d_v``); ``keys``: the number of keys, to record the scores of
     every key for part of the queries (0: not recorded); ``batch``: the batch size, so that a ``(batch,
-    rows)`` tensor (a number per query: a running maximum) is not taken for scores. The record is
-    ``type(result[0]).widths``. ``token``
+    rows)`` tensor (a number per query: a running maximum) is not taken for scores; ``block``: the task's
+    block size, to record a second pass over the keys (``second_pass``; 0: not looked for, and then
+    ``keys`` is needed too). The record is ``type(result[0]).widths``. ``token``
     names the watch on the trusted grader's wire (a fresh random one by default).
     """
+    tensors = list(tensors)
     watch = type(
         "ScoreWatch",
         (ScoreWatch,),
@@ -561,6 +670,14 @@ def watch_scores(
             "by_dispatch": False,
             "joined": {},
             "summaries": {},
+            "block": int(block) if keys else 0,
+            "shapes": tuple(tuple(int(n) for n in t.shape) for t in tensors),
+            "second_pass": False,
+            "origins": {
+                _storage_key(t): (tuple(t.shape), t.storage_offset()) for t in tensors if t.is_contiguous()
+            },
+            "layouts": {},
+            "visits": {},
             "token": str(token) or secrets.token_hex(8),
         },
     )

@@ -614,8 +614,8 @@ def rms_python_numbers_read_from_c(scores, block_size):
 
 
 def rms_python_numbers_with_a_gradient_for_show(scores, block_size):
-    m, l = rms_python_numbers_read_from_c(scores, block_size)
     zero = (scores[:, :1] * 0).sum(dim=-1)  # a path back to the scores, with the wrong gradient
+    m, l = rms_python_numbers_read_from_c(scores, block_size)
     return m + zero, l + zero
 
 
@@ -664,4 +664,81 @@ def test_running_max_sum_in_place_updates_autograd_allows_pass():
         return m, l
 
     for result in _in_both("10.running_max_sum", fn):
+        assert result.passed, result.message
+
+
+def rms_two_passes(scores, block_size):
+    m = torch.full(scores.shape[:1], -math.inf, dtype=scores.dtype)
+    for a in range(0, scores.shape[1], block_size):
+        m = torch.maximum(m, scores[:, a : a + block_size].amax(dim=1))
+    l = torch.zeros_like(m)
+    for a in range(0, scores.shape[1], block_size):  # the same blocks again, against the final maximum
+        l = l + torch.exp(scores[:, a : a + block_size] - m[:, None]).sum(dim=1)
+    return m, l
+
+
+def osa_two_passes(Q, K, V, block_size):
+    Qs = Q / math.sqrt(Q.shape[-1])
+    m = torch.full((*Q.shape[:2], 1), -math.inf, dtype=Q.dtype)
+    for a in range(0, K.shape[1], block_size):
+        m = torch.maximum(m, (Qs @ K[:, a : a + block_size].transpose(1, 2)).amax(-1, keepdim=True))
+    l, acc = torch.zeros_like(m), torch.zeros(*Q.shape[:2], V.shape[-1], dtype=Q.dtype)
+    for a in range(0, K.shape[1], block_size):  # every block's scores again
+        p = torch.exp(Qs @ K[:, a : a + block_size].transpose(1, 2) - m)
+        l, acc = l + p.sum(-1, keepdim=True), acc + p @ V[:, a : a + block_size]
+    return acc / l
+
+
+@pytest.mark.parametrize(
+    "task_id, fn",
+    [("10.running_max_sum", rms_two_passes), ("10.online_softmax_attention", osa_two_passes)],
+    ids=["running_max_sum", "online_softmax_attention"],
+)
+def test_two_passes_over_the_blocks_earn_nothing_in_both_graders(task_id, fn):
+    # right values from blocks of the right width, but without the rescaling the tasks teach: the watch
+    # follows which keys each operation reads, and a block read again after others is a second pass
+    for result in _in_both(task_id, fn):
+        assert result.points == 0 and result.diagnosis == "two_passes", result.message
+
+
+def osa_query_tiles_outside(Q, K, V, block_size):
+    # FlashAttention-2's order: every key block is read again for each tile of queries (one pass each)
+    outs = []
+    for i in range(0, Q.shape[1], 2):
+        Qi = Q[:, i : i + 2]
+        m = torch.full((*Qi.shape[:2], 1), -math.inf, dtype=Q.dtype)
+        l, acc = torch.zeros_like(m), torch.zeros(*Qi.shape[:2], V.shape[-1], dtype=Q.dtype)
+        for a in range(0, K.shape[1], block_size):
+            s = Qi @ K[:, a : a + block_size].transpose(1, 2) / math.sqrt(Q.shape[-1])
+            m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+            p, c = torch.exp(s - m_new), torch.exp(m - m_new)
+            l, acc, m = l * c + p.sum(-1, keepdim=True), acc * c + p @ V[:, a : a + block_size], m_new
+        outs.append(acc / l)
+    return torch.cat(outs, dim=1)
+
+
+def rms_row_by_row_recomputing(scores, block_size):
+    # one row at a time, and each block read twice in a row (for its maximum, then its terms): one pass
+    ms, ls = [], []
+    for row in scores:
+        m, l = torch.tensor(-math.inf, dtype=scores.dtype), torch.tensor(0.0, dtype=scores.dtype)
+        for a in range(0, row.shape[0], block_size):
+            m_new = torch.maximum(m, row[a : a + block_size].amax())
+            l = l * torch.exp(m - m_new) + torch.exp(row[a : a + block_size] - m_new).sum()
+            m = m_new
+        ms.append(m)
+        ls.append(l)
+    return torch.stack(ms), torch.stack(ls)
+
+
+@pytest.mark.parametrize(
+    "task_id, fn",
+    [
+        ("10.online_softmax_attention", osa_query_tiles_outside),
+        ("10.running_max_sum", rms_row_by_row_recomputing),
+    ],
+    ids=["query_tiles_outside", "row_by_row"],
+)
+def test_one_pass_per_tile_or_row_is_not_a_second_pass(task_id, fn):
+    for result in _in_both(task_id, fn):
         assert result.passed, result.message

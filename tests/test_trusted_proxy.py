@@ -316,7 +316,18 @@ def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
     (x,) = watch_scores([torch.zeros(2, 5, dtype=torch.float64)], rows=2)
     encoder = wire.Encoder()
     node = encoder.encode(x)
-    assert set(node["w"]) == {"name", "rows", "keys", "batch", "exempt", "token", "widths", "ran"}
+    assert set(node["w"]) == {
+        "name",
+        "rows",
+        "keys",
+        "batch",
+        "exempt",
+        "token",
+        "widths",
+        "ran",
+        "block",
+        "second_pass",
+    }
     # the kernel's decoder only lists the spec; it makes nothing of it
     kernel = wire.Decoder(encoder.blob(), watches="collect")
     plain = kernel.decode(node)
@@ -336,6 +347,8 @@ def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
         {"name": None},
         {"keys": "11"},
         {"keys": -1},
+        {"block": -1},
+        {"second_pass": "yes"},
     ):
         with pytest.raises(wire.WireError):
             wire.Decoder(encoder.blob()).decode(dict(node, w=dict(node["w"], **bad)))

@@ -630,6 +630,8 @@ class _OpWatch(TorchDispatchMode):
         sources = [_storage(t) for t in inputs if t.is_floating_point() and t.numel() > 1]
         if name in _ATEN_LIFTING or sources and all(st in guard.lifted for st in sources):
             guard.lifted.update(_storage(t) for t in made if t.is_floating_point())
+        elif guard.lifted:  # made from PyTorch's values, if in memory where a freed lifted tensor was
+            guard.lifted.difference_update(_storage(t) for t in made)
         for observe in guard.observers:
             observe(func, args, kwargs, out)
         return out

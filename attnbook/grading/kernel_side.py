@@ -167,6 +167,7 @@ def _rewatch(watches: list, args: list, kwargs: dict) -> tuple[list, dict]:
             token=token,
             keys=spec.get("keys", 0),
             batch=spec.get("batch", 0),
+            block=spec.get("block", 0),
         )
         swap.update({id(t): w for (t, _), w in zip(members, watched)})
 

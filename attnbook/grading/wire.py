@@ -184,7 +184,8 @@ class Encoder:
 # --------------------------------------------------------------------------------------------------
 #
 # A tensor whose type has ``wire_spec()`` (:class:`attnbook.blockwise.ScoreWatch`) travels with that
-# plain-data spec: the factory's qualified name, its settings, a token, and its record (``widths``, ``ran``).
+# plain-data spec: the factory's qualified name, its settings, a token, and its record (``widths``, ``ran``,
+# ``second_pass``).
 # Decoding never acts on a spec by itself: the kernel's decoder (``watches="collect"``) only lists the
 # specs in ``Decoder.watches`` (the kernel decides what to make of them), and the grader's decoder (the
 # default, ``watches="report"``) hands a record to the watch this process sent under that token, and to
@@ -230,6 +231,9 @@ def _checked_spec(spec) -> dict:
         and 0 <= spec.get("batch", 0) < 2**31
         and ints(spec.get("widths"), _MAX_WIDTHS)
         and isinstance(spec.get("ran"), bool)
+        and type(spec.get("block", 0)) is int
+        and 0 <= spec.get("block", 0) < 2**31
+        and isinstance(spec.get("second_pass", False), bool)
     ):
         raise WireError("a malformed watch")
     return spec
@@ -301,7 +305,7 @@ class Decoder:
             elif self.mode == "report":
                 watch = _WATCHES.get(spec["token"])
                 if watch is not None and callable(getattr(watch, "report", None)):
-                    watch.report(list(spec["widths"]), spec["ran"])
+                    watch.report(list(spec["widths"]), spec["ran"], spec.get("second_pass", False))
         return t
 
     def decode(self, node, depth: int = 0):

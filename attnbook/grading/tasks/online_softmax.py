@@ -74,6 +74,7 @@ def _block_check(block_size: int, T_k: int, given_scores: bool):
 
     def check(watch, unseen=False):
         widths, watch.widths = list(watch.widths), []
+        second_pass, watch.second_pass = watch.second_pass, False
         if unseen:
             raise Fail(
                 "the grader saw no PyTorch operation on the scores your function was given, so it cannot "
@@ -138,6 +139,21 @@ def _block_check(block_size: int, T_k: int, given_scores: bool):
                 "blocks_too_small",
                 "range(0, T_k, block_size) gives the start of each block.",
             )
+        if second_pass:
+            raise Fail(
+                "your function reads the scores twice: it goes over the blocks of a row once (for the "
+                "maximum) and then over the same blocks again (for the sum). That gives the right values, "
+                "but it is not the online softmax, which reads each block once: when a block raises the "
+                "running maximum, the running sum is moved to the new maximum with exp(m - m_new)"
+                if given_scores
+                else "your function reads the keys twice: it goes over the key blocks once (for the maximum) "
+                "and then over the same blocks again (for the weights and the values). That gives the "
+                "right output, but it is not the online softmax, which reads each block once: when a block "
+                "raises the running maximum, l and acc are moved to the new maximum with exp(m - m_new)",
+                "two_passes",
+                "One loop over the blocks: m_new = max(m, block max); rescale the running sums by "
+                "exp(m - m_new); add the block's own terms; m = m_new.",
+            )
 
     return check
 
@@ -146,7 +162,14 @@ def _watched(tensors, rows, exempt, block_size, T_k, given_scores=False, batch=0
     check = _block_check(block_size, T_k, given_scores)
     return tuple(
         watch_scores(
-            tensors, rows=rows, exempt=exempt, outside_only=True, on_inside=check, keys=T_k, batch=batch
+            tensors,
+            rows=rows,
+            exempt=exempt,
+            outside_only=True,
+            on_inside=check,
+            keys=T_k,
+            batch=batch,
+            block=block_size,
         )
     )
 
