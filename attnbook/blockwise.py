@@ -649,8 +649,8 @@ def watch_scores(
     that are not blocks of keys (``d_k``, ``d_v``); ``keys``: the number of keys, to record the scores of
     every key for part of the queries (0: not recorded); ``batch``: the batch size, so that a ``(batch,
     rows)`` tensor (a number per query: a running maximum) is not taken for scores; ``block``: the task's
-    block size, to record a second pass over the keys (``second_pass``; 0: not looked for, and then
-    ``keys`` is needed too). The record is ``type(result[0]).widths``. ``token``
+    block size, to record a second pass over the keys in ``second_pass`` (it needs ``keys``; 0: not looked
+    for). The record is ``type(result[0]).widths``. ``token``
     names the watch on the trusted grader's wire (a fresh random one by default).
     """
     tensors = list(tensors)
