@@ -333,6 +333,9 @@ class time_limit:  # noqa: N801 - used as ``with time_limit(seconds):``, like th
             self.previous_trace = sys.gettrace()
             self.armed = self.installed = True
             _SET_TRACE(_AFTER_DEADLINE, self)
+        if frame is not None and os.path.basename(frame.f_code.co_filename) in _SWALLOWING_FILES:
+            return  # a weakref callback run by the garbage collector ignores an error: the trace stops the
+            # learner's next line instead (raised there, it reached pytest's unraisable hook, on a slow machine)
         raise LearnerTimeout()
 
     def __enter__(self):
@@ -365,6 +368,9 @@ class time_limit:  # noqa: N801 - used as ``with time_limit(seconds):``, like th
             raise LearnerTimeout() from None  # what the deadline made the learner's lines raise
         return False
 
+
+#: where an error is not raised but reported as unraisable and ignored (callbacks of weak references)
+_SWALLOWING_FILES = frozenset({"weakref.py", "_weakrefset.py"})
 
 #: code that may call ``sys.settrace`` while a guard watches (putting back a tracer after a deadline)
 _OWN_SETTER_CODES = frozenset({time_limit.__exit__.__code__})
