@@ -350,7 +350,7 @@ class ScoreWatch(torch.Tensor):
         # seen as the package's own during the call, such as one run by TorchScript, is not the end of it)
         if not outside and cls.ran and cls.on_inside is not None and not cls.by_dispatch:
             cls.ran, cls.seen = False, True
-            cls._forget_joins()
+            cls._forget_call()
             cls.on_inside(cls)
         return out
 
@@ -550,7 +550,7 @@ class ScoreWatch(torch.Tensor):
             return
         ran, seen = cls.ran, cls.seen
         cls.ran = cls.seen = False
-        cls._forget_joins()
+        cls._forget_call()
         if ran:
             cls.on_inside(cls)
         elif cls.rows and cls.by_dispatch and not seen:  # (seen: judged already, at an operation of the
@@ -562,10 +562,10 @@ class ScoreWatch(torch.Tensor):
         """Forget the record of a call that did not return (it timed out, or raised)."""
         cls.ran = cls.seen = cls.second_pass = False
         cls.widths = []
-        cls._forget_joins()
+        cls._forget_call()
 
     @classmethod
-    def _forget_joins(cls) -> None:
+    def _forget_call(cls) -> None:
         """Drop what was kept about one call's tensors (joined ones, summaries, the blocks each read): a
         record is judged once."""
         cls.joined, cls.summaries, cls.layouts, cls.visits = {}, {}, {}, {}

@@ -333,9 +333,10 @@ class time_limit:  # noqa: N801 - used as ``with time_limit(seconds):``, like th
             self.previous_trace = sys.gettrace()
             self.armed = self.installed = True
             _SET_TRACE(_AFTER_DEADLINE, self)
+        # a weakref callback run by the garbage collector ignores an error raised in it (and reports it to
+        # sys.unraisablehook, where pytest met the deadline's trace): the trace stops the learner's next line
         if frame is not None and os.path.basename(frame.f_code.co_filename) in _SWALLOWING_FILES:
-            return  # a weakref callback run by the garbage collector ignores an error: the trace stops the
-            # learner's next line instead (raised there, it reached pytest's unraisable hook, on a slow machine)
+            return
         raise LearnerTimeout()
 
     def __enter__(self):
