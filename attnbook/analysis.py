@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from attnbook.attention import attention_value, dot_scores, softmax
+from attnbook.attention import attention_value, softmax
 from attnbook.data import PAD, Batch, Pair, iterate_batches, make_batch
 from attnbook.models import AttnSeq2Seq, source_mask
 
@@ -250,7 +250,7 @@ def teacher_forced_predictions(model: AttnSeq2Seq, batch: Batch, weights: Tensor
     S, _ = model.decoder(model.tgt_embedding(batch.tgt_in), context[None])  # (B, T, d)
     if weights is None:
         mask = source_mask(batch.src_len, batch.src.shape[1])  # (B, N)
-        weights = softmax(dot_scores(S, H), dim=-1, mask=mask[:, None, :])  # (B, T, N)
+        weights = softmax(model.scores(S, H), dim=-1, mask=mask[:, None, :])  # (B, T, N)
     s_tilde = torch.tanh(model.W_c(torch.cat([attention_value(weights, H), S], dim=-1)))  # (B, T, d)
     return model.W_y(s_tilde).argmax(-1), weights
 

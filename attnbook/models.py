@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +56,7 @@ __all__ = [
     "train",
     "validation_loss",
     "evaluate_by_length",
+    "exact_matches",
     "BucketScore",
     "alignment_agreement",
     "translate",
@@ -65,6 +66,8 @@ __all__ = [
     "STANDARD",
     "standard_data",
     "train_standard",
+    "train_side_by_side",
+    "position_bias",
 ]
 
 
@@ -160,8 +163,10 @@ class _Base(nn.Module):
         self.decoder = _rnn(cell, emb + extra_input, hidden)
         self.hidden = hidden
 
-    def _readout(self, S, H, mask, context):
-        """S (B, t, d) decoder states -> logits (B, t, V), alpha (B, t, N) or None, s̃ (B, t, d) or None."""
+    def _readout(self, S, H, mask, context, start=0):
+        """S (B, t, d) decoder states -> logits (B, t, V), alpha (B, t, N) or None, s̃ (B, t, d) or None.
+
+        ``start`` is the target position of the first of the t steps (0 = the step that reads <sos>)."""
         raise NotImplementedError
 
     def _decoder_input(self, Y, context, s_tilde_prev):
@@ -172,21 +177,22 @@ class _Base(nn.Module):
         """What a model computes once per source batch before decoding (Bahdanau: the keys W_k h_i)."""
         return None
 
-    def _decode(self, Y, state, H, mask, context, s_tilde_prev=None, prepared=None):
-        """Run the decoder over the embedded inputs Y (B, t, emb) from ``state`` (1, B, d).
+    def _decode(self, Y, state, H, mask, context, s_tilde_prev=None, prepared=None, start=0):
+        """Run the decoder over the embedded inputs Y (B, t, emb) from ``state`` (1, B, d); the first of
+        these steps is target position ``start`` (0 for the step that reads <sos>).
 
         Returns logits (B, t, V), alpha (B, t, N) or None, and the new (state, s̃ of the last step).
         Without input feeding all t steps go through the RNN in one call; with it, one step at a time.
         """
         if not self.input_feeding:
             S, state = self.decoder(self._decoder_input(Y, context, None), state)  # S: (B, t, d)
-            logits, alpha, s_tilde = self._readout(S, H, mask, context)
+            logits, alpha, s_tilde = self._readout(S, H, mask, context, start)
             return logits, alpha, (state, None if s_tilde is None else s_tilde[:, -1:])
         outs, alphas = [], []
         for k in range(Y.shape[1]):
             x = self._decoder_input(Y[:, k : k + 1], context, s_tilde_prev)  # (B, 1, emb + d)
             s, state = self.decoder(x, state)  # (B, 1, d)
-            logits, alpha, s_tilde_prev = self._readout(s, H, mask, context)
+            logits, alpha, s_tilde_prev = self._readout(s, H, mask, context, start + k)
             outs.append(logits)
             alphas.append(alpha)
         return torch.cat(outs, 1), torch.cat(alphas, 1), (state, s_tilde_prev)
@@ -210,9 +216,9 @@ class _Base(nn.Module):
         y = torch.full((B,), SOS, dtype=torch.long)
         done = torch.zeros(B, dtype=torch.bool)
         out, alphas = [], []
-        for _ in range(max_len):
+        for step in range(max_len):
             logits, alpha, (state, s_tilde) = self._decode(
-                self.tgt_embedding(y)[:, None], state, H, mask, context, s_tilde, prepared
+                self.tgt_embedding(y)[:, None], state, H, mask, context, s_tilde, prepared, start=step
             )  # (B, 1, V), (B, 1, N)
             y = logits[:, 0].argmax(-1).masked_fill(done, PAD)  # (B,)
             out.append(y)
@@ -258,7 +264,7 @@ class Seq2Seq(_Base):
             return Y
         return torch.cat([Y, context[:, None].expand(-1, Y.shape[1], -1)], dim=-1)  # (B, t, emb + d)
 
-    def _readout(self, S, H, mask, context):
+    def _readout(self, S, H, mask, context, start=0):
         return self.out(S), None, None
 
     def forward(self, batch, embedded: torch.Tensor | None = None) -> torch.Tensor:
@@ -271,6 +277,22 @@ class Seq2Seq(_Base):
         return self._greedy(src, src_len, max_len)[0]
 
 
+def position_bias(T: int, N: int, width: float, start: int = 0) -> torch.Tensor:
+    """The position prior's term of the scores: ``-(i - t)^2 / (2 width^2)`` as a (T, N) tensor.
+
+    Row k is target position ``t = start + k`` (0 = the step that reads <sos> and writes the first
+    word), column i the source position (0 = the first word). Added to the scores before the softmax, it
+    multiplies each step's weights by a bell curve centred on source position t, of width ``width``
+    words, and renormalises them: the weights of a source word ``width`` positions away from t are
+    multiplied by e^(-1/2) = 0.61, those of a word 2 ``width`` away by e^(-2) = 0.14.
+    """
+    if not width > 0:
+        raise ValueError(f"width must be a positive number of words, got {width}")
+    t = torch.arange(start, start + T, dtype=torch.float32)[:, None]  # (T, 1)
+    i = torch.arange(N, dtype=torch.float32)[None, :]  # (1, N)
+    return -((i - t) ** 2) / (2 * width**2)  # (T, N)
+
+
 class AttnSeq2Seq(_Base):
     """Encoder–decoder with Luong dot attention, query = current decoder state s_t.
 
@@ -281,6 +303,12 @@ class AttnSeq2Seq(_Base):
     With ``input_feeding=True`` (Luong et al. 2015) the decoder also reads s̃_{t-1} with y_{t-1}, so it
     knows what it attended to at the previous step; training then runs the decoder one step at a time.
     Without it all teacher-forced steps run in one call.
+
+    With ``position_prior=width`` (a number of words, the book's ρ) the scores get a term that favours the
+    source positions near the target position: ``e^t_i = s_t · h_i - (i - t)^2 / (2 ρ^2)`` (see
+    :func:`position_bias`), a fixed, not learned, guess that word t translates source word t or one near
+    it. It is Luong et al.'s local attention in a simple form (their local-m centres on t, their local-p
+    weights by a Gaussian), and it fits only language pairs whose word order and length nearly agree.
     """
 
     def __init__(
@@ -292,11 +320,15 @@ class AttnSeq2Seq(_Base):
         cell: str = "gru",
         input_feeding: bool = False,
         bidirectional: bool = True,
+        position_prior: float | None = None,
     ):
         super().__init__(
             src_vocab, tgt_vocab, emb, hidden, cell, hidden if input_feeding else 0, bidirectional
         )
+        if position_prior is not None:
+            position_bias(1, 1, position_prior)  # checks the width
         self.input_feeding = input_feeding
+        self.position_prior = position_prior
         self.W_c = nn.Linear(2 * hidden, hidden)
         self.W_y = nn.Linear(hidden, _vocab_size(tgt_vocab))
 
@@ -307,8 +339,17 @@ class AttnSeq2Seq(_Base):
             s_tilde_prev = Y.new_zeros(Y.shape[0], 1, self.hidden)
         return torch.cat([Y, s_tilde_prev], dim=-1)  # (B, 1, emb + d)
 
-    def _readout(self, S, H, mask, context):
+    def scores(self, S: torch.Tensor, H: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The scores e (B, t, N) of decoder states S (B, t, d) over H (B, N, d), before masking: s_t · h_i,
+        plus the position prior's term if the model has one (``start``: the target position of S's first
+        step)."""
         e = dot_scores(S, H)  # (B, t, N): e^t_i = s_t · h_i
+        if self.position_prior is not None:
+            e = e + position_bias(S.shape[1], H.shape[1], self.position_prior, start).to(e.dtype)
+        return e
+
+    def _readout(self, S, H, mask, context, start=0):
+        e = self.scores(S, H, start)  # (B, t, N)
         alpha = softmax(e, dim=-1, mask=mask[:, None, :])  # (B, t, N), 0 at padding
         a = attention_value(alpha, H)  # (B, t, d): a_t = Σ_i α^t_i h_i
         s_tilde = torch.tanh(self.W_c(torch.cat([a, S], dim=-1)))  # (B, t, d)
@@ -375,7 +416,7 @@ class BahdanauSeq2Seq(_Base):
         a = attention_value(alpha[:, None, :], H)[:, 0]  # (B, d)
         return a, alpha
 
-    def _decode(self, Y, state, H, mask, context, s_tilde_prev=None, prepared=None):
+    def _decode(self, Y, state, H, mask, context, s_tilde_prev=None, prepared=None, start=0):
         keys = self._prepare(H) if prepared is None else prepared
         if isinstance(self.decoder, nn.GRU):
             return self._decode_gru(Y, state, H, mask, keys)
@@ -502,6 +543,7 @@ def train(
     warmup: int = 0,
     val_pairs: Sequence[Pair] | None = None,
     val_points: int = 1,
+    callback: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Train with Adam on cross-entropy (padding ignored), teacher forcing, gradient-norm clipping.
 
@@ -519,7 +561,9 @@ def train(
       steps while far from a minimum, small ones to settle in it);
     * ``val_pairs``: if given, the teacher-forced loss per token on them (:func:`validation_loss`) is
       recorded ``val_points`` times per epoch, evenly spaced (the last at the end of the epoch), to see
-      when more training stops helping.
+      when more training stops helping;
+    * ``callback``: if given, called as ``callback(step, total)`` after every optimiser step (how
+      :func:`train_side_by_side` follows its workers).
 
     Returns ``{"loss": mean loss per epoch, "step_loss": loss per batch, "val_loss": the validation losses
     (empty without val_pairs), "val_at": when each was measured, in epochs (0.25 = a quarter of the first
@@ -563,6 +607,8 @@ def train(
         nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         step_loss = loss.item()
+        if callback is not None:
+            callback(k + 1, total)
         history["step_loss"].append(step_loss)
         epoch_losses[epoch].append(step_loss)
         if val_pairs is not None and b + 1 in checkpoints[epoch]:
@@ -604,6 +650,29 @@ class BucketScore:
         return f"{self.lo}–{self.hi}"
 
 
+def _greedy_outputs(model: _Base, pairs: Sequence[Pair], batch_size: int = 256) -> list[tuple[list, list]]:
+    """For each pair, in order: ``(output ids + <eos>, reference ids + <eos>)`` of greedy decoding, in
+    batches of similar source length (at most ``batch_size`` pairs, the longest output 5 steps longer than
+    the batch's longest reference)."""
+    src_vocab, tgt_vocab = _vocabs(model)
+    model.eval()
+    order = sorted(range(len(pairs)), key=lambda k: len(pairs[k].src))
+    results: list = [None] * len(pairs)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = make_batch([pairs[k] for k in chunk], src_vocab, tgt_vocab)
+        hyps = _decode_ids(model, batch.src, batch.src_len, max_len=batch.tgt_out.shape[1] + 5)
+        for k, hyp in zip(chunk, hyps):
+            results[k] = (hyp + [EOS], tgt_vocab.encode(pairs[k].tgt))  # words + <eos>
+    return results
+
+
+def exact_matches(model: _Base, pairs: Sequence[Pair], batch_size: int = 256) -> list[bool]:
+    """For each pair, in order: does greedy decoding translate it exactly? The test behind
+    :func:`evaluate_by_length`'s sentence accuracy, with the same batches, so the two always agree."""
+    return [out == ref for out, ref in _greedy_outputs(model, pairs, batch_size)]
+
+
 def evaluate_by_length(
     model: _Base, pairs: Sequence[Pair], buckets: Sequence[tuple[int, int]], batch_size: int = 256
 ) -> list[BucketScore]:
@@ -611,26 +680,19 @@ def evaluate_by_length(
 
     Token accuracy compares the output with the reference position by position over the reference's
     words and its final ``<eos>`` (a missing word counts as wrong); sentence accuracy needs the whole
-    output to equal the reference. Pairs outside every bucket are ignored; empty buckets score ``nan``.
+    output to equal the reference (:func:`exact_matches`). Pairs outside every bucket are ignored; empty
+    buckets score ``nan``.
     """
-    src_vocab, tgt_vocab = _vocabs(model)
-    model.eval()
     stats = [[0, 0, 0, 0] for _ in buckets]  # sentences, exact, tokens, correct tokens
-    ordered = sorted(pairs, key=lambda p: len(p.src))
-    for k in range(0, len(ordered), batch_size):
-        batch = make_batch(ordered[k : k + batch_size], src_vocab, tgt_vocab)
-        hyps = _decode_ids(model, batch.src, batch.src_len, max_len=batch.tgt_out.shape[1] + 5)
-        for p, hyp in zip(batch.pairs, hyps):
-            ref = tgt_vocab.encode(p.tgt)  # words + <eos>
-            out = hyp + [EOS]
-            correct = sum(int(j < len(out) and out[j] == r) for j, r in enumerate(ref))
-            for b, (lo, hi) in enumerate(buckets):
-                if lo <= len(p.src) <= hi:
-                    s = stats[b]
-                    s[0] += 1
-                    s[1] += int(out == ref)
-                    s[2] += len(ref)
-                    s[3] += correct
+    for p, (out, ref) in zip(pairs, _greedy_outputs(model, pairs, batch_size)):
+        correct = sum(int(j < len(out) and out[j] == r) for j, r in enumerate(ref))
+        for b, (lo, hi) in enumerate(buckets):
+            if lo <= len(p.src) <= hi:
+                s = stats[b]
+                s[0] += 1
+                s[1] += int(out == ref)
+                s[2] += len(ref)
+                s[3] += correct
     nan = float("nan")
     return [
         BucketScore(lo, hi, n, c / t if t else nan, e / n if n else nan)
@@ -739,6 +801,7 @@ def train_standard(
     warmup: int = 0,
     validate: bool = False,
     val_points: int = 1,
+    callback: Callable[[int, int], None] | None = None,
     **model_kwargs,
 ):
     """Build and train a reference model on the reference data: ``kind`` is ``"plain"``, ``"attention"``
@@ -756,11 +819,7 @@ def train_standard(
     ``(model, history, splits)``.
     """
     splits, src_vocab, tgt_vocab = standard_data(n_train=n_train)
-    cls = {"plain": Seq2Seq, "attention": AttnSeq2Seq, "bahdanau": BahdanauSeq2Seq}[kind]
-    torch.manual_seed(seed)
-    model = cls(
-        src_vocab, tgt_vocab, emb=STANDARD["emb"], hidden=hidden or STANDARD["hidden"], **model_kwargs
-    )
+    model = _standard_model(kind, src_vocab, tgt_vocab, hidden, seed, model_kwargs)
     history = train(
         model,
         splits.train,
@@ -775,5 +834,179 @@ def train_standard(
         warmup=warmup,
         val_pairs=splits.val if validate else None,
         val_points=val_points,
+        callback=callback,
     )
     return model, history, splits
+
+
+_KINDS = {"plain": Seq2Seq, "attention": AttnSeq2Seq, "bahdanau": BahdanauSeq2Seq}
+
+
+def _standard_model(kind, src_vocab, tgt_vocab, hidden, seed, model_kwargs):
+    """A reference model of ``kind`` with the initial weights that ``seed`` gives."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    torch.manual_seed(seed)
+    return _KINDS[kind](
+        src_vocab, tgt_vocab, emb=STANDARD["emb"], hidden=hidden or STANDARD["hidden"], **model_kwargs
+    )
+
+
+def _side_worker() -> None:
+    """One worker of :func:`train_side_by_side`, run as ``python -c``: reads a pickled job from stdin, trains
+    it, writes ``step k total`` lines to stdout as it goes, and the model's weights and history to the file
+    the job names. A failure leaves a trace on stderr and exit code 1."""
+    import pickle
+    import sys
+
+    torch.set_num_threads(1)
+    request = pickle.load(sys.stdin.buffer)
+    out = sys.stdout
+    last = [0.0]
+
+    def report(step, total):  # at most about ten lines a second
+        now = time.perf_counter()
+        if step == total or now - last[0] > 0.1:
+            last[0] = now
+            out.write(f"step {step} {total}\n")
+            out.flush()
+
+    model, history, _ = _train_here(request["job"], progress=False, callback=report)
+    torch.save({"model": model, "history": history}, request["path"])
+    out.write("done\n")
+    out.flush()
+
+
+def _train_here(job: dict, progress: bool, callback: Callable[[int, int], None] | None = None):
+    """One job of :func:`train_side_by_side`, in this process."""
+    job = dict(job)
+    kind = job.pop("kind")
+    if kind == "transformer":
+        from attnbook.transformer import train_transformer
+
+        return train_transformer(progress=progress, callback=callback, **job)
+    return train_standard(kind, progress=progress, callback=callback, **job)
+
+
+def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None = None) -> list[tuple]:
+    """Train several reference models at once, each in a process of its own, and return what
+    :func:`train_standard` would return for each: a list of ``(model, history, splits)`` in the order of
+    ``jobs``.
+
+    Each job is a dict of :func:`train_standard`'s arguments, ``kind`` included, for example
+    ``dict(kind="plain", epochs=1)``; with ``kind="transformer"`` it holds the arguments of
+    :func:`attnbook.transformer.train_transformer`. Independent trainings share nothing, so on a machine
+    with two cores two of them take about the time of one. Every worker is a new Python process that runs
+    the same function with one thread, so each model gets exactly the weights that the function gives in
+    this process (same machine, one thread), and its history the CPU time of its own process. ``processes`` (default: one per job) bounds how many run at once;
+    ``processes=1`` trains them one after another in this process, and so does a machine where no worker
+    process can be started (it says so on stderr). A failing job raises ``RuntimeError`` with the
+    worker's trace.
+    """
+    import os
+    import pickle
+    import queue as queue_module
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    if not jobs:
+        raise ValueError("train_side_by_side needs at least one job (a dict of train_standard's arguments)")
+    for k, job in enumerate(jobs):
+        if not isinstance(job, dict) or "kind" not in job:
+            raise ValueError(
+                f"job {k} must be a dict of train_standard's arguments with a 'kind', got {job!r}"
+            )
+        if "progress" in job or "callback" in job:
+            raise ValueError(f"job {k}: progress and callback are train_side_by_side's, not a job's")
+        if job["kind"] not in {*_KINDS, "transformer"}:
+            raise ValueError(
+                f"job {k}: kind must be one of {sorted({*_KINDS, 'transformer'})}, got {job['kind']!r}"
+            )
+    processes = len(jobs) if processes is None else processes
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    if processes == 1:
+        return [_train_here(job, progress) for job in jobs]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same attnbook as this process
+    command = [sys.executable, "-c", "from attnbook.models import _side_worker; _side_worker()"]
+    lines: queue_module.Queue = queue_module.Queue()
+
+    def read(index, stream):  # one thread per worker: its stdout lines, then None at the end
+        for line in stream:
+            lines.put((index, line))
+        lines.put((index, None))
+
+    waiting = list(range(len(jobs)))
+    running: dict[int, subprocess.Popen] = {}
+    results: dict[int, tuple] = {}
+    steps = [[0, 0] for _ in jobs]
+    made: list = []
+    bar = None
+    if progress:
+        from attnbook.progress import progress as _progress
+
+        bar = _progress(None, desc=f"training {len(jobs)} models side by side", total=None)
+    with tempfile.TemporaryDirectory(prefix="attnbook-") as folder:
+        try:
+            while waiting or running:
+                while waiting and len(running) < processes:
+                    index = waiting.pop(0)
+                    errors = open(os.path.join(folder, f"job{index}.err"), "w+b")  # noqa: SIM115
+                    try:  # stderr to a file: a full pipe would stop the worker
+                        worker = subprocess.Popen(
+                            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env
+                        )
+                    except OSError as error:
+                        if running or results:
+                            raise
+                        print(  # nothing started yet: train here instead, one after another
+                            f"could not start a worker process ({error}); training the {len(jobs)} models "
+                            "one after another in this process",
+                            file=sys.stderr,
+                        )
+                        if bar is not None:
+                            bar.close()
+                            bar = None
+                        return [_train_here(job, progress) for job in jobs]
+                    finally:
+                        errors.close()
+                    path = os.path.join(folder, f"job{index}.pt")
+                    worker.stdin.write(pickle.dumps({"job": jobs[index], "path": path}))
+                    worker.stdin.close()
+                    threading.Thread(target=read, args=(index, worker.stdout), daemon=True).start()
+                    running[index] = worker
+                if not made:  # the corpus, generated here once while the workers start
+                    made = [standard_data(n_train=n) for n in {job.get("n_train") for job in jobs}]
+                index, line = lines.get()
+                if line is not None:
+                    fields = line.split()
+                    if fields[:1] == [b"step"] and len(fields) == 3:
+                        steps[index] = [int(fields[1]), int(fields[2])]
+                    if bar is not None:
+                        if bar.total is None and all(total for _, total in steps):
+                            bar.total = sum(total for _, total in steps)
+                        bar.update(sum(step for step, _ in steps) - bar.n)
+                    continue
+                worker = running.pop(index)  # its stdout is closed: it has finished
+                if worker.wait() != 0:
+                    with open(os.path.join(folder, f"job{index}.err"), "rb") as errors:
+                        trace = errors.read().decode(errors="replace")
+                    raise RuntimeError(
+                        f"training job {index} ({jobs[index]['kind']}) failed (exit code {worker.returncode}):"
+                        f"\n{trace.strip() or 'no message: out of memory, or killed?'}"
+                    )
+                # our own worker's file, in our own folder: a whole model, so not weights only
+                saved = torch.load(os.path.join(folder, f"job{index}.pt"), weights_only=False)
+                splits = standard_data(n_train=jobs[index].get("n_train"))[0]
+                results[index] = (saved["model"].eval(), saved["history"], splits)
+        finally:
+            if bar is not None:
+                bar.close()
+            for worker in running.values():
+                worker.kill()
+                worker.wait()
+    return [results[k] for k in range(len(jobs))]

@@ -337,10 +337,13 @@ TRANSFORMER = dict(
 """Sizes and training settings of the book's reference Transformer (data and batches: :data:`STANDARD`)."""
 
 
-def train_transformer(*, seed: int = 0, progress: bool = True, pairs: Sequence | None = None, **overrides):
+def train_transformer(
+    *, seed: int = 0, progress: bool = True, pairs: Sequence | None = None, callback=None, **overrides
+):
     """Build and train the reference Transformer on the reference data with :func:`attnbook.models.train`
     (the loop of the RNN models: Adam, gradient clipping, the same batches). ``overrides`` change entries
-    of :data:`TRANSFORMER`. Deterministic given ``seed``. Returns ``(model, history, splits)``."""
+    of :data:`TRANSFORMER`; ``callback`` goes to ``train``. Deterministic given ``seed``. Returns
+    ``(model, history, splits)``."""
     from attnbook.models import STANDARD, standard_data, train
 
     settings = {**TRANSFORMER, **overrides}
@@ -367,5 +370,6 @@ def train_transformer(*, seed: int = 0, progress: bool = True, pairs: Sequence |
         lr=settings["lr"],
         seed=seed,
         progress=progress,
+        callback=callback,
     )
     return model, history, splits

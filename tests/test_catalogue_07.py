@@ -460,9 +460,9 @@ def greedy_via_the_book(step, s_0, H, src_mask, E, max_len):
         encoder=lambda src, src_len: (H, s_0),
         _prepare=lambda H: None,
         tgt_embedding=lambda y: E[y],
-        _decode=lambda Y, st, H, m, c, t, p: (lambda o: (o[0][:, None], o[2][:, None], (o[1][None], None)))(
-            step(Y[:, 0], st[0], H, m)
-        ),
+        _decode=lambda Y, st, H, m, c, t, p, start=0: (
+            lambda o: (o[0][:, None], o[2][:, None], (o[1][None], None))
+        )(step(Y[:, 0], st[0], H, m)),
     )
     seqs, alphas = AttnSeq2Seq._greedy(
         fake, torch.zeros(src_mask.shape, dtype=torch.long), src_mask.sum(-1), max_len

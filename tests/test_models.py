@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from attnbook.analysis import gru_cell
-from attnbook.data import EOS, PAD, Vocab, generate_corpus, make_batch, plan_batches
+from attnbook.analysis import gru_cell, teacher_forced_predictions
+from attnbook.data import EOS, PAD, SOS, Vocab, generate_corpus, make_batch, plan_batches
 from attnbook.models import (
     STANDARD,
     AttnSeq2Seq,
@@ -18,10 +18,13 @@ from attnbook.models import (
     alignment_agreement,
     count_parameters,
     evaluate_by_length,
+    position_bias,
     reverse_padded,
     source_mask,
     standard_data,
     train,
+    train_side_by_side,
+    train_standard,
     translate,
     validation_loss,
 )
@@ -45,6 +48,8 @@ def models(sv, tv):
         AttnSeq2Seq(sv, tv, emb=8, hidden=12),
         AttnSeq2Seq(sv, tv, emb=8, hidden=12, bidirectional=False, input_feeding=True),
         BahdanauSeq2Seq(sv, tv, emb=8, hidden=12, attn_hidden=10),
+        AttnSeq2Seq(sv, tv, emb=8, hidden=12, position_prior=1.5),
+        AttnSeq2Seq(sv, tv, emb=8, hidden=12, bidirectional=False, input_feeding=True, position_prior=2.0),
     ]
 
 
@@ -149,7 +154,7 @@ def test_greedy_decoding_stops_at_eos(data):
         assert all(len(row) == 7 and EOS not in row and PAD not in row for row in ids)
 
 
-@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("k", [2, 4, 5, 6])
 def test_greedy_attention_shapes(data, k):
     pairs, sv, tv = data
     model = models(sv, tv)[k]
@@ -339,3 +344,122 @@ def test_more_training_pairs_come_from_the_same_generator():
     assert len({p.src for p in more.train}) == 6100
     with pytest.raises(ValueError, match="at least 6000"):
         standard_data(n_train=100)
+
+
+def test_position_bias():
+    bias = position_bias(3, 5, 1.0)  # rows t = 0..2, columns i = 0..4
+    assert bias.shape == (3, 5)
+    assert bias[1].tolist() == [-0.5, 0.0, -0.5, -2.0, -4.5]
+    assert torch.equal(position_bias(2, 5, 1.0, start=1), bias[1:])  # later steps: rows further down
+    assert torch.allclose(position_bias(1, 3, 2.0), torch.tensor([[0.0, -1 / 8, -4 / 8]]))
+    weights = torch.softmax(torch.zeros(5) + position_bias(1, 5, 1.0, start=2)[0], -1)
+    assert int(weights.argmax()) == 2 and torch.allclose(weights, weights.flip(0))  # a bell around t
+    for width in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="width"):
+            position_bias(2, 2, width)
+    with pytest.raises(ValueError, match="width"):
+        AttnSeq2Seq(10, 10, emb=4, hidden=4, position_prior=0.0)
+
+
+def test_position_prior_adds_to_the_scores_at_each_steps_own_position(data):
+    pairs, sv, tv = data
+    torch.manual_seed(0)
+    plain = AttnSeq2Seq(sv, tv, emb=8, hidden=12)
+    hinted = AttnSeq2Seq(sv, tv, emb=8, hidden=12, position_prior=1.5)
+    hinted.load_state_dict(plain.state_dict())  # the same weights: only the scores differ
+    b = make_batch(pairs[:6], sv, tv)
+    H, c = plain.encoder(b.src, b.src_len)
+    S, _ = plain.decoder(plain.tgt_embedding(b.tgt_in), c[None])
+    T, N = S.shape[1], H.shape[1]
+    assert torch.allclose(hinted.scores(S, H), plain.scores(S, H) + position_bias(T, N, 1.5), atol=1e-6)
+    # the scores of steps 2.. given alone, with start=2, are those rows of the whole
+    assert torch.allclose(hinted.scores(S[:, 2:], H, start=2), hinted.scores(S, H)[:, 2:], atol=1e-6)
+    # teacher forcing (all steps in one call) and the analysis tools agree
+    logits, alpha = hinted(b, return_attention=True)
+    predicted, weights = teacher_forced_predictions(hinted, b)
+    assert torch.equal(predicted, logits.argmax(-1)) and torch.allclose(weights, alpha, atol=1e-6)
+    assert not torch.allclose(alpha, plain(b, return_attention=True)[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("k", [5, 6])
+def test_greedy_decoding_counts_the_steps_for_the_prior(data, k):
+    """Greedy decoding is teacher forcing on its own output: each step's prior centres on its own t."""
+    pairs, sv, tv = data
+    model = models(sv, tv)[k].eval()
+    b = make_batch(pairs[:5], sv, tv)
+    ids, alphas = model.greedy_decode(b.src, b.src_len, max_len=9)
+    steps = alphas.shape[1]
+    forced = torch.tensor([([SOS] + row + [EOS] + [PAD] * steps)[:steps] for row in ids])
+    own = dataclasses.replace(b, tgt_in=forced)
+    with torch.no_grad():
+        logits, alpha = model(own, return_attention=True)
+    for r, row in enumerate(ids):
+        n = min(len(row) + 1, steps)  # the steps that decoded this sentence
+        assert torch.allclose(alpha[r, :n], alphas[r, :n], atol=1e-5)
+        assert logits[r, : len(row)].argmax(-1).tolist() == row
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_train_side_by_side_gives_train_standards_models():
+    jobs = [
+        dict(kind="attention", hidden=16, epochs=1, position_prior=2.0),
+        dict(kind="plain", hidden=16, epochs=1, bidirectional=True, seed=3),
+        dict(kind="transformer", epochs=1, d_model=16, h=2, d_ff=16),
+    ]
+    results = train_side_by_side(*jobs, progress=False)
+    assert len(results) == 3
+    for job, (model, history, splits) in zip(jobs, results):
+        job = dict(job)
+        kind = job.pop("kind")
+        if kind == "transformer":
+            from attnbook.transformer import train_transformer
+
+            alone, alone_history, alone_splits = train_transformer(progress=False, **job)
+        else:
+            alone, alone_history, alone_splits = train_standard(kind, progress=False, **job)
+        assert type(model) is type(alone) and not model.training
+        assert _same_weights(model, alone), kind  # the same weights, trained in another process
+        assert history["step_loss"] == alone_history["step_loss"] and history["cpu_seconds"] > 0
+        assert splits == alone_splits
+    assert results[0][0].position_prior == 2.0
+    # one process: the same models, trained here one after the other
+    here = train_side_by_side(jobs[1], progress=False, processes=1)
+    assert _same_weights(here[0][0], results[1][0])
+
+
+def test_train_side_by_side_rejects_bad_jobs_and_reports_a_failing_one():
+    with pytest.raises(ValueError, match="at least one job"):
+        train_side_by_side()
+    with pytest.raises(ValueError, match="'kind'"):
+        train_side_by_side(dict(hidden=16))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        train_side_by_side(dict(kind="lstm"))
+    with pytest.raises(ValueError, match="progress and callback"):
+        train_side_by_side(dict(kind="plain", progress=False))
+    with pytest.raises(ValueError, match="processes"):
+        train_side_by_side(dict(kind="plain"), processes=0)
+    # an odd size cannot be split between two directions: the worker fails, and says why
+    with pytest.raises(RuntimeError, match="job 1 \\(attention\\) failed(.|\\n)*even hidden size"):
+        train_side_by_side(
+            dict(kind="plain", hidden=8, epochs=1, n_train=6000),
+            dict(kind="attention", hidden=15, epochs=1),
+            progress=False,
+        )
+
+
+def test_train_side_by_side_trains_here_when_no_process_can_start(monkeypatch, capsys):
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("not allowed here")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    job = dict(kind="plain", hidden=8, epochs=1)
+    (model, history, _), (again, _, _) = train_side_by_side(job, job, progress=False)
+    assert "could not start a worker process (not allowed here)" in capsys.readouterr().err
+    alone, alone_history, _ = train_standard("plain", progress=False, hidden=8, epochs=1)
+    assert _same_weights(model, alone) and _same_weights(again, alone)
+    assert history["step_loss"] == alone_history["step_loss"]

@@ -802,7 +802,7 @@ def _greedy_shortcut(step, s_0, H, src_mask, E, max_len):
         def tgt_embedding(self, y):
             return E[y]
 
-        def _decode(self, Y, state, H, mask, context, s_tilde, prepared):
+        def _decode(self, Y, state, H, mask, context, s_tilde, prepared, start=0):
             y_hat, s, alpha = step(Y[:, 0], state[0], H, mask)
             return y_hat[:, None], alpha[:, None], (s[None], None)
 
