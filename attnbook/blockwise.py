@@ -437,6 +437,12 @@ class ScoreWatch(torch.Tensor):
                 ones = sum(1 for w in widths if w == 1)
                 cls.joined[_key(out)] = (out, sum(w for w in widths if w > 1) + max(ones - 1, 0))
                 return
+            if cls.joined and isinstance(out, torch.Tensor):
+                for t in tensors:  # a step on stacked summaries (maxima less their maximum) is no block
+                    joined = cls.joined.get(_key(t))
+                    if joined is not None and joined[1] == 0 and t.shape == out.shape:
+                        cls.joined[_key(out)] = (out, 0)
+                        break
             cls._look(tensors)
             cls._look(out)
             if (

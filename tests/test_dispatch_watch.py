@@ -530,10 +530,32 @@ def test_query_tiles_and_vmap_are_fine_in_both_graders(fn):
         assert result.passed, result.message
 
 
-def test_summaries_of_blocks_may_be_combined_at_once():
-    task = get_task("10.online_softmax_attention")
+def rms_per_block_summaries_combined(scores, block_size):
+    """Right (for blocks of two keys or more): one pass, a summary per block, the summaries stacked and
+    combined at once (Task 1's combine); the stacked (n_blocks, rows) tensors are summaries, not scores."""
+    ms, ls = [], []
+    for block in scores.split(block_size, dim=1):
+        m = block.amax(1)
+        ms.append(m)
+        ls.append(torch.exp(block - m[:, None]).sum(1))
+    M, L = torch.stack(ms), torch.stack(ls)  # (n_blocks, rows)
+    m = M.amax(0)
+    return m, (L * torch.exp(M - m)).sum(0)
+
+
+@pytest.mark.parametrize(
+    "task_id, fn",
+    [
+        ("10.online_softmax_attention", osa_per_block_summaries_combined),
+        ("10.running_max_sum", rms_per_block_summaries_combined),
+    ],
+    ids=["online_softmax_attention", "running_max_sum"],
+)
+def test_summaries_of_blocks_may_be_combined_at_once(task_id, fn):
+    task = get_task(task_id)
     wider = dataclasses.replace(task, cases=lambda: [c for c in task.cases() if c.args[-1] >= 2])
-    assert run_task(wider, osa_per_block_summaries_combined).passed
+    result = run_task(wider, fn)
+    assert result.passed, result.message
 
 
 def rms_printing_as_it_goes(scores, block_size):

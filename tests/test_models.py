@@ -18,6 +18,7 @@ from attnbook.models import (
     alignment_agreement,
     count_parameters,
     evaluate_by_length,
+    exact_matches,
     position_bias,
     reverse_padded,
     source_mask,
@@ -196,6 +197,10 @@ def test_evaluation_helpers(data):
     for s in scores[:2]:
         assert 0 <= s.sentence_acc <= 1 and 0 <= s.token_acc <= 1
     assert scores[0].label == "1–9"
+    matches = exact_matches(model, pairs)  # the per-sentence test behind sentence_acc, in pair order
+    assert len(matches) == len(pairs) and all(isinstance(m, bool) for m in matches)
+    assert sum(matches) == round(sum(s.sentence_acc * s.n for s in scores[:2]))
+    assert exact_matches(model, pairs[::-1]) == matches[::-1]
     agreement = alignment_agreement(model, pairs)
     assert 0 < agreement < 1
     out = translate(model, pairs[0].src)
@@ -213,6 +218,15 @@ def test_perfect_model_scores_one(data):
 
     scores = evaluate_by_length(Oracle(sv, tv, 8, 12), pairs, [(1, 100)])
     assert scores[0].token_acc == 1.0 and scores[0].sentence_acc == 1.0
+    assert exact_matches(Oracle(sv, tv, 8, 12), pairs) == [True] * len(pairs)
+
+    class WrongOnLong(Oracle):  # drops the last word of sentences over 9 words
+        def greedy_decode(self, src, src_len, max_len=None):
+            out = super().greedy_decode(src, src_len, max_len)
+            return [ids[:-1] if n > 10 else ids for ids, n in zip(out, src_len.tolist())]
+
+    expected = [len(p.src) <= 9 for p in pairs]
+    assert exact_matches(WrongOnLong(sv, tv, 8, 12), pairs) == expected and 0 < sum(expected) < len(pairs)
 
 
 def test_bahdanau_step_order(data):
