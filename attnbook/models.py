@@ -898,10 +898,10 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
     :func:`attnbook.transformer.train_transformer`. Independent trainings share nothing, so on a machine
     with two cores two of them take about the time of one. Every worker is a new Python process that runs
     the same function with one thread, so each model gets exactly the weights that the function gives in
-    this process (same machine, one thread), and its history the CPU time of its own process. ``processes`` (default: one per job) bounds how many run at once;
-    ``processes=1`` trains them one after another in this process, and so does a machine where no worker
-    process can be started (it says so on stderr). A failing job raises ``RuntimeError`` with the
-    worker's trace.
+    this process (same machine, one thread), and its history the CPU time of its own process.
+    ``processes`` (default: one per job) bounds how many run at once; ``processes=1`` trains them one
+    after another in this process, and so does a machine where no worker process can be started (it
+    says so on stderr). A failing job raises ``RuntimeError`` with the worker's trace.
     """
     import os
     import pickle
@@ -955,10 +955,10 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
             while waiting or running:
                 while waiting and len(running) < processes:
                     index = waiting.pop(0)
-                    errors = open(os.path.join(folder, f"job{index}.err"), "w+b")  # noqa: SIM115
+                    log = open(os.path.join(folder, f"job{index}.err"), "w+b")  # noqa: SIM115
                     try:  # stderr to a file: a full pipe would stop the worker
                         worker = subprocess.Popen(
-                            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env
+                            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env
                         )
                     except OSError as error:
                         if running or results:
@@ -973,10 +973,13 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
                             bar = None
                         return [_train_here(job, progress) for job in jobs]
                     finally:
-                        errors.close()
+                        log.close()
                     path = os.path.join(folder, f"job{index}.pt")
-                    worker.stdin.write(pickle.dumps({"job": jobs[index], "path": path}))
-                    worker.stdin.close()
+                    try:
+                        worker.stdin.write(pickle.dumps({"job": jobs[index], "path": path}))
+                        worker.stdin.close()
+                    except BrokenPipeError:  # it stopped at once: its exit code and stderr say why
+                        pass
                     threading.Thread(target=read, args=(index, worker.stdout), daemon=True).start()
                     running[index] = worker
                 if not made:  # the corpus, generated here once while the workers start
@@ -993,8 +996,8 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
                     continue
                 worker = running.pop(index)  # its stdout is closed: it has finished
                 if worker.wait() != 0:
-                    with open(os.path.join(folder, f"job{index}.err"), "rb") as errors:
-                        trace = errors.read().decode(errors="replace")
+                    with open(os.path.join(folder, f"job{index}.err"), "rb") as log:
+                        trace = log.read().decode(errors="replace")
                     raise RuntimeError(
                         f"training job {index} ({jobs[index]['kind']}) failed (exit code {worker.returncode}):"
                         f"\n{trace.strip() or 'no message: out of memory, or killed?'}"
