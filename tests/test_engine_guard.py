@@ -389,3 +389,28 @@ def test_pytorchs_attention_kernel_by_other_doors_earns_zero():
         result = run_task(task, _mha_with(attend))
         assert result.points == 0 and result.diagnosis == "forbidden_call", (door, result.message)
         assert "PyTorch's" in result.message and "ready-made" in result.message, (door, result.message)
+
+
+def test_a_deadline_that_falls_in_a_generator_waits_for_the_next_line(monkeypatch):
+    """Python ignores an error raised while the garbage collector closes a generator (it goes to
+    sys.unraisablehook, where pytest made a test fail): there the alarm only installs the trace that
+    stops the learner's next line; anywhere else it raises at once. (The trace itself is replaced by a
+    no-op here: this test's own lines would count as a learner's.)"""
+    import signal
+
+    import pytest
+
+    from attnbook.grading import engine
+
+    installed = []
+    monkeypatch.setattr(engine, "_SET_TRACE", lambda *args: installed.append(args[0]))
+
+    def numbers():
+        yield sys._getframe()
+
+    frame = next(numbers())
+    limit = engine.time_limit(60)
+    limit._alarm(signal.SIGALRM, frame)  # no error raised inside the generator
+    assert limit.expired and installed == [engine._AFTER_DEADLINE]
+    with pytest.raises(engine.LearnerTimeout):
+        limit._alarm(signal.SIGALRM, sys._getframe())

@@ -334,8 +334,13 @@ class time_limit:  # noqa: N801 - used as ``with time_limit(seconds):``, like th
             self.armed = self.installed = True
             _SET_TRACE(_AFTER_DEADLINE, self)
         # a weakref callback run by the garbage collector ignores an error raised in it (and reports it to
-        # sys.unraisablehook, where pytest met the deadline's trace): the trace stops the learner's next line
-        if frame is not None and os.path.basename(frame.f_code.co_filename) in _SWALLOWING_FILES:
+        # sys.unraisablehook, where pytest met the deadline's trace), and so does a generator being closed
+        # when it is collected (a generator expression that all() left unfinished): in those the trace
+        # stops the learner's next line instead
+        if frame is not None and (
+            os.path.basename(frame.f_code.co_filename) in _SWALLOWING_FILES
+            or frame.f_code.co_flags & _GENERATOR_FLAGS
+        ):
             return
         raise LearnerTimeout()
 
@@ -372,6 +377,10 @@ class time_limit:  # noqa: N801 - used as ``with time_limit(seconds):``, like th
 
 #: where an error is not raised but reported as unraisable and ignored (callbacks of weak references)
 _SWALLOWING_FILES = frozenset({"weakref.py", "_weakrefset.py"})
+
+#: code flags of generators, coroutines and async generators (an error raised while one is closed by the
+#: garbage collector is ignored)
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 #: code that may call ``sys.settrace`` while a guard watches (putting back a tracer after a deadline)
 _OWN_SETTER_CODES = frozenset({time_limit.__exit__.__code__})
