@@ -437,12 +437,13 @@ class ScoreWatch(torch.Tensor):
                 ones = sum(1 for w in widths if w == 1)
                 cls.joined[_key(out)] = (out, sum(w for w in widths if w > 1) + max(ones - 1, 0))
                 return
+            # an element-wise step on a joined tensor (its exponentials) counts as that tensor; one on stacked
+            # summaries (maxima less their maximum, width 0) is no block, so it is carried before the look
+            source = None
             if cls.joined and isinstance(out, torch.Tensor):
-                for t in tensors:  # a step on stacked summaries (maxima less their maximum) is no block
-                    joined = cls.joined.get(_key(t))
-                    if joined is not None and joined[1] == 0 and t.shape == out.shape:
-                        cls.joined[_key(out)] = (out, 0)
-                        break
+                source = next((t for t in tensors if t.shape == out.shape and _key(t) in cls.joined), None)
+                if source is not None and cls.joined[_key(source)][1] == 0:
+                    cls._carry_joined(source, out)
             cls._look(tensors)
             cls._look(out)
             if (
@@ -451,10 +452,8 @@ class ScoreWatch(torch.Tensor):
                 and any(cls._width(t) > 1 for t in tensors)
             ):
                 cls.summaries[_key(out)] = out  # one number per query made from a block: its maximum, sum
-            if cls.joined and isinstance(out, torch.Tensor):
-                for t in tensors:  # an element-wise step on a joined tensor (its exponentials)
-                    if t.shape == out.shape and cls._carry_joined(t, out):
-                        break
+            if source is not None:
+                cls._carry_joined(source, out)
 
     # A second pass. Reading the keys twice, first for the maxima and then again for the sums, gives the
     # right values from blocks of the right width, without the rescaling that makes the online softmax
