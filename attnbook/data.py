@@ -25,6 +25,7 @@ Tokens are lower-case words without punctuation. The public objects are :class:`
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -248,14 +249,18 @@ def _word(en: str, fr: str | None) -> _Span:
 
 def _join(spans: Sequence[_Span], tgt_order: Sequence[int] | None = None) -> _Span:
     """Concatenate spans on the source side in order, and on the target side in ``tgt_order``."""
-    offsets, n = [], 0
+    src: list[str] = []
+    offsets = []
     for s in spans:
-        offsets.append(n)
-        n += len(s.src)
-    order = range(len(spans)) if tgt_order is None else tgt_order
-    out = _Span([w for s in spans for w in s.src])
-    for k in order:
-        out.tgt.extend((w, tuple(i + offsets[k] for i in a)) for w, a in spans[k].tgt)
+        offsets.append(len(src))
+        src += s.src
+    out = _Span(src)
+    for k in range(len(spans)) if tgt_order is None else tgt_order:
+        shift = offsets[k]
+        if shift:
+            out.tgt += [(w, tuple([i + shift for i in a])) for w, a in spans[k].tgt]
+        else:  # the first span keeps its positions: its (immutable) links are reused
+            out.tgt += spans[k].tgt
     return out
 
 
@@ -271,13 +276,50 @@ class _NP:
     noun: _Noun
 
 
-def _adjectives_after(kind: str) -> dict:
+@functools.cache
+def _adjectives_after(kind: str) -> tuple[dict, list[str]]:
     """Post-noun adjectives that suit a noun kind: colours for animals and things, moods for people and
-    animals."""
+    animals; the table and its sorted keys (computed once per kind: the generator asks for them for
+    every noun phrase)."""
     table = {} if kind == "person" else dict(_ADJ_AFTER)
     if kind in _ANIMATE:
         table.update(_ADJ_MOOD)
-    return table
+    return table, sorted(table)
+
+
+@functools.cache
+def _predicates(kind: str) -> tuple[dict, list[str]]:
+    """The adjectives of "SUBJ be ADJ" for a subject kind: the table and its sorted keys."""
+    table = dict(_adjectives_after(kind)[0], **_ADJ_BEFORE)
+    return table, sorted(table)
+
+
+@functools.cache
+def _noun_pool(kinds: tuple[str, ...], nouns: tuple[str, ...] | None) -> list[_Noun]:
+    return [_NOUN[e] for e in nouns] if nouns else [n for n in _NOUNS if n.kind in kinds]
+
+
+@functools.cache
+def _dets_for(gender: str, number: str) -> list[str]:
+    return [d for d in _DETS if (gender, number) in _DETS[d]]
+
+
+@functools.cache
+def _verbs_for(subj_kind: str, person: str, transitive: bool) -> list[_Verb]:
+    """The verbs a subject of this kind and person may take (in the lexicon's order)."""
+    ok = lambda v: subj_kind in v.subj and not (person == "1sg" and v.vowel)  # noqa: E731
+    return [v for v in ([*_TRANSITIVE, _READ] if transitive else _INTRANSITIVE) if ok(v)]
+
+
+_SORTED = {
+    name: sorted(table)
+    for name, table in [
+        ("before", _ADJ_BEFORE),
+        ("pronouns", _PRONOUNS),
+        ("professions", _PROFESSIONS),
+        ("preps", _PREPS),
+    ]
+}
 
 
 def _indefinite(next_word: str) -> str:
@@ -288,17 +330,16 @@ def _noun_phrase(
     rng: random.Random, kinds: Sequence[str], allow_relative: bool = True, nouns: Sequence[str] | None = None
 ) -> _NP:
     """det [pre-adjective] noun [post-adjective] [relative clause], French post-adjective inverted."""
-    pool = [_NOUN[e] for e in nouns] if nouns else [n for n in _NOUNS if n.kind in kinds]
-    noun = rng.choice(pool)
+    noun = rng.choice(_noun_pool(tuple(kinds), None if not nouns else tuple(nouns)))
     number = "pl" if noun.en_pl and rng.random() < 0.3 else "sg"
-    det = rng.choice([d for d in _DETS if (noun.gender, number) in _DETS[d]])
+    det = rng.choice(_dets_for(noun.gender, number))
     pre = post = None
     r = rng.random()
     if r < 0.15:
-        pre = rng.choice(sorted(_ADJ_BEFORE))
+        pre = rng.choice(_SORTED["before"])
     if 0.1 < r < 0.6:
-        after = _adjectives_after(noun.kind)
-        post = rng.choice(sorted(after))
+        after, names = _adjectives_after(noun.kind)
+        post = rng.choice(names)
         post_forms = after[post]
     en_noun = noun.en if number == "sg" else noun.en_pl
     fr_noun = noun.fr if number == "sg" else noun.fr_pl
@@ -327,23 +368,21 @@ def _verb_word(verb: _Verb, person: str) -> _Span:
 
 def _verb_phrase(rng: random.Random, subj_kind: str, person: str, allow_relative: bool = True) -> list[_Span]:
     """A verb agreeing with its subject, and its object if transitive."""
-    ok = lambda v: subj_kind in v.subj and not (person == "1sg" and v.vowel)  # noqa: E731
     if rng.random() < 0.6:
-        verbs = [v for v in [*_TRANSITIVE, _READ] if ok(v)]
-        verb = rng.choice(verbs)
+        verb = rng.choice(_verbs_for(subj_kind, person, True))
         if verb is _READ:
             obj = _noun_phrase(rng, (), allow_relative, nouns=_READABLE)
         else:
             obj = _noun_phrase(rng, verb.obj, allow_relative)
         return [_verb_word(verb, person), obj.span]
-    verb = rng.choice([v for v in _INTRANSITIVE if ok(v)])
+    verb = rng.choice(_verbs_for(subj_kind, person, False))
     return [_verb_word(verb, person)]
 
 
 def _subject(rng: random.Random) -> tuple[_Span, str, str, str, str]:
     """A subject: pronoun or noun phrase. Returns (span, person, gender, number, kind)."""
     if rng.random() < 0.4:
-        en = rng.choice(sorted(_PRONOUNS))
+        en = rng.choice(_SORTED["pronouns"])
         fr, person, gender = _PRONOUNS[en]
         return _word(en, fr), person, gender, "sg", "person"
     np_ = _noun_phrase(rng, _ANIMATE)
@@ -353,9 +392,9 @@ def _subject(rng: random.Random) -> tuple[_Span, str, str, str, str]:
 def _clause(rng: random.Random) -> _Span:
     r = rng.random()
     if r < 0.15:  # PRON be a PROFESSION: "i am a student" → "je suis étudiant"
-        en = rng.choice(sorted(_PRONOUNS))
+        en = rng.choice(_SORTED["pronouns"])
         fr, person, gender = _PRONOUNS[en]
-        prof = rng.choice(sorted(_PROFESSIONS))
+        prof = rng.choice(_SORTED["professions"])
         be_en, be_fr = _BE[person]
         fr_prof = _PROFESSIONS[prof][gender == "f"]
         return _join(
@@ -363,13 +402,13 @@ def _clause(rng: random.Random) -> _Span:
         )
     subj, person, gender, number, kind = _subject(rng)
     if r < 0.3:  # SUBJ be ADJ: "the house is white" → "la maison est blanche"
-        table = dict(_adjectives_after(kind), **_ADJ_BEFORE)
-        adj = rng.choice(sorted(table))
+        table, names = _predicates(kind)
+        adj = rng.choice(names)
         be_en, be_fr = _BE[person]
         return _join([subj, _word(be_en, be_fr), _word(adj, _agree(table[adj], gender, number))])
     parts = [subj, *_verb_phrase(rng, kind, person)]
     if rng.random() < 0.35 or sum(len(p.src) for p in parts) < 3:  # prepositional phrase at the end
-        prep = rng.choice(sorted(_PREPS))
+        prep = rng.choice(_SORTED["preps"])
         fr_prep, objects = _PREPS[prep]
         parts += [_word(prep, fr_prep), _noun_phrase(rng, (), allow_relative=False, nouns=objects).span]
     return _join(parts)
