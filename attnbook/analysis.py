@@ -215,7 +215,7 @@ def train_guided(
     start = time.perf_counter()
     model.train()
     for epoch, batch in steps:
-        logits, alpha = model(batch, return_attention=True)  # (B, T, V), (B, T, N)
+        logits, alpha = model(batch, return_attention=True)  # (B, T, n_vocab), (B, T, N)
         loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD)
         if target is not None:
             real = real_steps_mask(batch.tgt_len, alpha.shape[1])  # (B, T)

@@ -164,7 +164,7 @@ class _Base(nn.Module):
         self.hidden = hidden
 
     def _readout(self, S, H, mask, context, start=0):
-        """S (B, t, d) decoder states -> logits (B, t, V), alpha (B, t, N) or None, s̃ (B, t, d) or None.
+        """S (B, t, d) decoder states -> logits (B, t, n_vocab), alpha (B, t, N) or None, s̃ (B, t, d) or None.
 
         ``start`` is the target position of the first of the t steps (0 = the step that reads <sos>)."""
         raise NotImplementedError
@@ -181,7 +181,7 @@ class _Base(nn.Module):
         """Run the decoder over the embedded inputs Y (B, t, emb) from ``state`` (1, B, d); the first of
         these steps is target position ``start`` (0 for the step that reads <sos>).
 
-        Returns logits (B, t, V), alpha (B, t, N) or None, and the new (state, s̃ of the last step).
+        Returns logits (B, t, n_vocab), alpha (B, t, N) or None, and the new (state, s̃ of the last step).
         Without input feeding all t steps go through the RNN in one call; with it, one step at a time.
         """
         if not self.input_feeding:
@@ -219,7 +219,7 @@ class _Base(nn.Module):
         for step in range(max_len):
             logits, alpha, (state, s_tilde) = self._decode(
                 self.tgt_embedding(y)[:, None], state, H, mask, context, s_tilde, prepared, start=step
-            )  # (B, 1, V), (B, 1, N)
+            )  # (B, 1, n_vocab), (B, 1, N)
             y = logits[:, 0].argmax(-1).masked_fill(done, PAD)  # (B,)
             out.append(y)
             if alpha is not None:
@@ -239,7 +239,7 @@ class Seq2Seq(_Base):
     With ``feed_context=True`` (the form of Cho et al. 2014) c is also appended to the decoder's input
     at every step: it learns faster, but c is still one fixed-size vector.
 
-    ``forward(batch) -> logits (B, T, V)`` with teacher forcing (input ``batch.tgt_in``).
+    ``forward(batch) -> logits (B, T, n_vocab)`` with teacher forcing (input ``batch.tgt_in``).
     ``greedy_decode(src (B, N), src_len (B,), max_len) -> list of B id lists`` (without ``<eos>``).
     """
 
@@ -268,7 +268,7 @@ class Seq2Seq(_Base):
         return self.out(S), None, None
 
     def forward(self, batch, embedded: torch.Tensor | None = None) -> torch.Tensor:
-        """logits (B, T, V); ``embedded`` (B, N, emb) replaces the source embeddings if given."""
+        """logits (B, T, n_vocab); ``embedded`` (B, N, emb) replaces the source embeddings if given."""
         return self._run(batch, embedded)[0]
 
     def greedy_decode(self, src: torch.Tensor, src_len: torch.Tensor, max_len: int | None = None):
@@ -298,7 +298,7 @@ class AttnSeq2Seq(_Base):
 
     For every step t: ``e^t = H s_t`` (B, T, N), masked at padding; ``α^t = softmax(e^t)`` (B, T, N);
     ``a_t = Σ_i α^t_i h_i`` (B, T, d); ``s̃_t = tanh(W_c [a_t; s_t] + b_c)`` (B, T, d);
-    logits ``W_y s̃_t + b_y`` (B, T, V). The decoder starts from s_0 = c, like the plain model.
+    logits ``W_y s̃_t + b_y`` (B, T, n_vocab). The decoder starts from s_0 = c, like the plain model.
 
     With ``input_feeding=True`` (Luong et al. 2015) the decoder also reads s̃_{t-1} with y_{t-1}, so it
     knows what it attended to at the previous step; training then runs the decoder one step at a time.
@@ -356,7 +356,7 @@ class AttnSeq2Seq(_Base):
         return self.W_y(s_tilde), alpha, s_tilde
 
     def forward(self, batch, return_attention: bool = False, embedded: torch.Tensor | None = None):
-        """logits (B, T, V), and α (B, T, N) if ``return_attention``."""
+        """logits (B, T, n_vocab), and α (B, T, N) if ``return_attention``."""
         logits, alpha = self._run(batch, embedded)
         return (logits, alpha) if return_attention else logits
 
@@ -425,7 +425,7 @@ class BahdanauSeq2Seq(_Base):
             a, alpha = self.attend(state[-1], H, mask, keys)  # query s_{t-1}: (B, d), (B, N)
             x = torch.cat([Y[:, k], a], dim=-1)[:, None]  # (B, 1, emb + d): [y_{t-1}; a_t]
             s, state = self.decoder(x, state)  # s: (B, 1, d), the new state s_t
-            outs.append(self.W_y(s))  # (B, 1, V)
+            outs.append(self.W_y(s))  # (B, 1, n_vocab)
             alphas.append(alpha[:, None])
         return torch.cat(outs, 1), torch.cat(alphas, 1), (state, None)
 
@@ -466,7 +466,7 @@ class BahdanauSeq2Seq(_Base):
         return self.W_y(S), torch.stack(alphas, 1), (s[None], None)
 
     def forward(self, batch, return_attention: bool = False, embedded: torch.Tensor | None = None):
-        """logits (B, T, V), and α (B, T, N) if ``return_attention``."""
+        """logits (B, T, n_vocab), and α (B, T, N) if ``return_attention``."""
         logits, alpha = self._run(batch, embedded)
         return (logits, alpha) if return_attention else logits
 
@@ -600,7 +600,7 @@ def train(
     for k, (epoch, b, batch) in enumerate(steps):
         for group in opt.param_groups:
             group["lr"] = lr * _lr_factor(schedule, k, total, warmup)
-        logits = _logits(model, batch)  # (B, T, V)
+        logits = _logits(model, batch)  # (B, T, n_vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD)
         opt.zero_grad()
         loss.backward()

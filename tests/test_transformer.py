@@ -93,7 +93,7 @@ def test_step_by_step_decoding_equals_teacher_forcing(data, norm_first):
     model = Transformer(sv, tv, d_model=16, h=2, d_ff=24, n_layers=2, norm_first=norm_first).eval()
     batch = make_batch(splits.test[:6], sv, tv)
     with torch.no_grad():
-        logits, crosses = model(batch, return_attention=True)  # (B, T, V), n_layers x (B, h, T, N)
+        logits, crosses = model(batch, return_attention=True)  # (B, T, n_vocab), n_layers x (B, h, T, N)
         memory, src_mask = model.encode(batch.src, batch.src_len)
         cache = model.new_cache()
         steps = [
