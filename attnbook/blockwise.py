@@ -19,6 +19,8 @@ every block for the backward pass, so the memory saving holds for the forward co
 
 from __future__ import annotations
 
+import array
+import ctypes
 import math
 import os
 import secrets
@@ -87,6 +89,11 @@ _ATEN_RELABELLING = frozenset(
     }
 )
 _ATEN_JOINING = frozenset({"cat", "stack", "concat", "concatenate", "hstack", "vstack", "dstack"})
+#: copies that keep the values, and selections that copy them: their results carry where each value came from
+_CARRYING_COPIES = frozenset(
+    {"clone", "_to_copy", "alias", "detach", "lift_fresh", "lift_fresh_copy", "contiguous"}
+)
+_CARRYING_SELECTIONS = frozenset({"index", "index_select", "gather", "take_along_dim", "narrow_copy"})
 _ATEN_COPYING = frozenset(
     {
         "alias",
@@ -330,6 +337,11 @@ class ScoreWatch(torch.Tensor):
     origins: dict
     layouts: dict
     visits: dict
+    #: per storage copied from a watched one (a clone, a selection such as ``index_select``, a join of its
+    #: blocks, or the whole tensor transformed element by element, such as ``K * 2``): for each element of
+    #: that storage, the position in the watched storage its value came from (-1: from elsewhere); kept
+    #: with the copy itself, so that its memory is not reused by another tensor during the call
+    carried: dict
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -426,6 +438,8 @@ class ScoreWatch(torch.Tensor):
             cls.ran = True
             if cls.block:
                 cls._register(tensors)
+                if isinstance(out, torch.Tensor):
+                    cls._carry(name, func, args, kwargs, tensors, out)
             if name in _ATEN_COPYING or name in _ATEN_SELECTING or name in _ATEN_RELABELLING:
                 if name not in _ATEN_SELECTING and cls.joined and isinstance(out, torch.Tensor):
                     cls._carry_joined(tensors[0], out)  # a view or copy of a joined tensor
@@ -468,7 +482,11 @@ class ScoreWatch(torch.Tensor):
     def _register(cls, tensors) -> None:
         """Note the memory of the watched tensors (the arguments, or views of them), and its shape."""
         for t in tensors:
-            if isinstance(t, cls) and _storage_key(t) not in cls.layouts:
+            key = _storage_key(t)
+            if (
+                isinstance(t, cls) and key not in cls.layouts and key not in cls.carried
+            ):  # (a copy made in the
+                # call is followed back to the watched tensor it was copied from)
                 base = t if t._base is None else t._base
                 shape = tuple(base.shape)
                 if shape in cls.shapes and base.is_contiguous():
@@ -490,6 +508,11 @@ class ScoreWatch(torch.Tensor):
             layout = cls._layout(u)
             if layout is not None and len(layout[0]) >= 2 and layout[0][-2] == cls.rows and u.numel() <= 4096:
                 return ("q", *_positions(u))
+            found = cls._sources(u) if layout is None else None
+            if found is not None:
+                source = cls.layouts.get(found[0]) or cls.origins.get(found[0])
+                if source is not None and len(source[0]) >= 2 and source[0][-2] == cls.rows:
+                    return ("q", *(p for p in _ints(found[1]) if p >= 0))
         for u in tensors:
             if u is not t and any(
                 len(sh) >= 2 and sh[-2] == cls.rows and tuple(u.shape) == sh for sh in cls.shapes
@@ -500,9 +523,21 @@ class ScoreWatch(torch.Tensor):
     @classmethod
     def _visit(cls, tensors, joining: bool = False) -> None:
         for t in tensors:
-            layout = cls._layout(t)
-            if layout is None or t.numel() == 0 or t.numel() > 4096:
+            if t.numel() == 0 or t.numel() > 4096:
                 continue
+            storage = _storage_key(t)
+            layout = cls._layout(t) if storage not in cls.carried else None
+            if layout is not None:
+                positions = _positions(t)
+            else:  # a copy of a watched tensor is read: the watched tensor is, where the values came from
+                found = cls._sources(t)
+                if found is None:
+                    continue
+                storage = found[0]
+                layout = cls.layouts.get(storage) or cls.origins.get(storage)
+                positions = [p for p in _ints(found[1]) if p >= 0]
+                if layout is None or not positions:
+                    continue
             shape, offset = layout
             if shape[-1] == cls.keys:  # a row of scores: (rows, keys)
                 key_stride, context = 1, None
@@ -513,7 +548,7 @@ class ScoreWatch(torch.Tensor):
             else:
                 continue
             reads: dict[int, set] = {}
-            for p in _positions(t):
+            for p in positions:
                 p -= offset
                 key = (p // key_stride) % cls.keys
                 reads.setdefault(p // (key_stride * cls.keys), set()).add(key // cls.block)
@@ -521,13 +556,102 @@ class ScoreWatch(torch.Tensor):
             for outer, blocks in reads.items():
                 if len(blocks) == n_blocks:
                     continue  # every block at once: not a move from one block to the next
-                state = cls.visits.setdefault((_storage_key(t), context, outer), [set(), set()])
+                state = cls.visits.setdefault((storage, context, outer), [set(), set()])
                 last, left = state
                 if blocks & left:
                     cls.second_pass = True
                 if blocks != last:
                     left |= last - blocks
                     state[0] = blocks
+
+    # Copies. A second pass may read a copy of the input rather than the input: a clone made first, the
+    # blocks selected with index_select or gather, the blocks joined again with torch.cat, or K * 2. So
+    # a copy carries, element by element, the position in the watched tensor its value came from, and
+    # reading the copy counts as reading the watched tensor there. What is computed from a block (its
+    # exponentials, its difference from the maximum) is not a copy and carries nothing: an answer may keep
+    # such values; only the transform of the whole watched tensor (K * 2, scores.double()) is carried.
+
+    @classmethod
+    def _sources(cls, t: torch.Tensor) -> tuple | None:
+        """``(key of a watched storage, int64 tensor of t's shape)``: for each element of ``t``, its position in
+        that watched storage (-1: from elsewhere); None if ``t`` holds no watched values (or is large)."""
+        if t.numel() == 0 or t.numel() > 4096:
+            return None
+        try:
+            key = _storage_key(t)
+            if key not in cls.carried and (key in cls.layouts or key in cls.origins):
+                return key, torch.tensor(_positions(t), dtype=torch.int64).reshape(t.shape)
+            entry = cls.carried.get(key)
+            if entry is None:
+                return None
+            source, table, _ = entry
+            return source, table[torch.tensor(_positions(t), dtype=torch.int64)].reshape(t.shape)
+        except (RuntimeError, IndexError):  # a storage without data, or resized since
+            return None
+
+    @classmethod
+    def _carry(cls, name: str, func, args, kwargs, tensors, out: torch.Tensor) -> None:
+        """Record where ``out``'s values came from, if from a watched tensor (see above)."""
+        if out.numel() == 0 or out.numel() > 4096 or not out.is_floating_point():
+            return
+        out_key = _storage_key(out)
+        if out_key in cls.layouts or out_key in cls.origins:
+            return  # the watched tensor itself: a view of it, or written in place
+        source, positions = None, None
+        try:
+            if name in _ATEN_JOINING:
+                parts = args[0] if args and isinstance(args[0], (list, tuple)) else ()
+                found = [cls._sources(u) if isinstance(u, torch.Tensor) else None for u in parts]
+                keys = {f[0] for f in found if f is not None}
+                if len(keys) == 1:  # parts of one watched tensor (and other values)
+                    source = keys.pop()
+                    maps = [
+                        f[1]
+                        if f is not None and f[0] == source
+                        else torch.full(tuple(u.shape), -1, dtype=torch.int64)
+                        for u, f in zip(parts, found)
+                    ]
+                    positions = func(maps, *args[1:], **kwargs)
+            elif name in ("copy_", "_copy_from"):  # copy_(dst, src); _copy_from(src, dst)
+                src = args[1] if name == "copy_" else args[0]
+                found = cls._sources(src) if isinstance(src, torch.Tensor) else None
+                if found is not None:
+                    source, positions = found[0], found[1].expand(out.shape)
+            elif name in _CARRYING_COPIES or name in _CARRYING_SELECTIONS:
+                found = cls._sources(args[0]) if args and isinstance(args[0], torch.Tensor) else None
+                if found is not None:
+                    source = found[0]
+                    if name in _CARRYING_SELECTIONS:
+                        positions = func(found[1], *args[1:], **kwargs)
+                    elif tuple(found[1].shape) == tuple(out.shape):
+                        positions = found[1]
+            elif name not in _ATEN_COPYING and name not in _ATEN_SELECTING and name not in _ATEN_RELABELLING:
+                # element by element on the whole watched tensor, with numbers only (K * 2, scores / 8)
+                many = [u for u in tensors if u.numel() > 1]
+                if len(many) == 1 and tuple(many[0].shape) == tuple(out.shape):
+                    u = many[0]
+                    key = _storage_key(u)
+                    key = cls.carried[key][0] if key in cls.carried else key
+                    layout = cls.layouts.get(key) or cls.origins.get(key)
+                    if layout is not None and u.numel() == math.prod(layout[0]):
+                        found = cls._sources(u)
+                        if found is not None:
+                            source, positions = found
+        except (RuntimeError, IndexError, TypeError, ValueError):
+            source, positions = None, None
+        if positions is None or tuple(positions.shape) != tuple(out.shape):
+            entry = cls.carried.get(out_key)
+            schema = getattr(func, "_schema", None)
+            if entry is not None and schema is not None and schema.is_mutable:
+                # written with other values: those positions no longer hold watched ones
+                entry[1][torch.tensor(_positions(out), dtype=torch.int64)] = -1
+            return
+        entry = cls.carried.get(out_key)
+        if entry is None or entry[0] != source:
+            size = out.untyped_storage().nbytes() // out.element_size()
+            entry = (source, torch.full((size,), -1, dtype=torch.int64), out)
+            cls.carried[out_key] = entry
+        entry[1][torch.tensor(_positions(out), dtype=torch.int64)] = positions.reshape(-1)
 
     @classmethod
     def _joined_width(cls, part: torch.Tensor) -> int:
@@ -573,7 +697,7 @@ class ScoreWatch(torch.Tensor):
     def _forget_call(cls) -> None:
         """Drop what was kept about one call's tensors (joined ones, summaries, the blocks each read): a
         record is judged once."""
-        cls.joined, cls.summaries, cls.layouts, cls.visits = {}, {}, {}, {}
+        cls.joined, cls.summaries, cls.layouts, cls.visits, cls.carried = {}, {}, {}, {}, {}
 
     def __deepcopy__(self, memo):
         return self.detach().clone()
@@ -627,6 +751,13 @@ def _positions(t: torch.Tensor):
     for size, stride in zip(t.shape, t.stride()):
         positions = [p + i * stride for p in positions for i in range(size)]
     return positions
+
+
+def _ints(t: torch.Tensor) -> list:
+    """The numbers of an int64 tensor the watch made (a map of positions), read from its memory: not with
+    ``tolist()``, which the grader's guard takes for a learner reading a tensor out of PyTorch."""
+    t = t.contiguous()
+    return array.array("q", ctypes.string_at(t.data_ptr(), 8 * t.numel())).tolist()
 
 
 def _flat(values, depth: int = 0):
@@ -683,6 +814,7 @@ def watch_scores(
             },
             "layouts": {},
             "visits": {},
+            "carried": {},
             "token": str(token) or secrets.token_hex(8),
         },
     )

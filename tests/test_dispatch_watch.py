@@ -764,3 +764,187 @@ def rms_row_by_row_recomputing(scores, block_size):
 def test_one_pass_per_tile_or_row_is_not_a_second_pass(task_id, fn):
     for result in _in_both(task_id, fn):
         assert result.passed, result.message
+
+
+# Second passes through a copy of the input (red team round 8): the first or the second pass reads a clone,
+# a selection that copies (index_select, advanced indexing, gather), a join of the blocks (torch.cat) or the
+# whole input transformed (K * 2). A copy carries where each of its values came from, so reading it counts
+# as reading the input there.
+
+
+def _rms_two_passes_over(first, second):
+    def fn(scores, block_size):
+        m = torch.full(scores.shape[:1], -math.inf, dtype=scores.dtype)
+        for a in range(0, scores.shape[1], block_size):
+            m = torch.maximum(m, first(scores, a, block_size).amax(dim=1))
+        l = torch.zeros_like(m)
+        for a in range(0, scores.shape[1], block_size):
+            l = l + torch.exp(second(scores, a, block_size) - m[:, None]).sum(dim=1)
+        return m, l
+
+    return fn
+
+
+def _view(s, a, b):
+    return s[:, a : a + b]
+
+
+def _index_select(s, a, b):
+    return s.index_select(1, torch.arange(a, min(s.shape[1], a + b)))
+
+
+def _list_index(s, a, b):
+    return s[:, list(range(a, min(s.shape[1], a + b)))]
+
+
+def _gather(s, a, b):
+    columns = torch.arange(a, min(s.shape[1], a + b))
+    return s.gather(1, columns.expand(s.shape[0], -1))
+
+
+def _of_a_clone(s, a, b):
+    return s.clone()[:, a : a + b]
+
+
+def _of_the_transpose_made_contiguous(s, a, b):
+    return s.t().contiguous().t()[:, a : a + b]
+
+
+def _of_a_join(s, a, b):
+    return torch.cat([s, s[:, :0]], 1)[:, a : a + b]
+
+
+def _osa_two_passes_over(first):
+    def fn(Q, K, V, block_size):
+        scale = 1 / math.sqrt(Q.shape[-1])
+        seen = first(K, block_size)  # (B, T_k, d_k), made from K
+        m = torch.full((*Q.shape[:2], 1), -math.inf, dtype=Q.dtype)
+        for a in range(0, K.shape[1], block_size):
+            m = torch.maximum(
+                m, (Q @ seen[:, a : a + block_size].transpose(1, 2) * scale).amax(-1, keepdim=True)
+            )
+        l, acc = torch.zeros_like(m), torch.zeros(*Q.shape[:2], V.shape[-1], dtype=Q.dtype)
+        for a in range(0, K.shape[1], block_size):
+            p = torch.exp(Q @ K[:, a : a + block_size].transpose(1, 2) * scale - m)
+            l, acc = l + p.sum(-1, keepdim=True), acc + p @ V[:, a : a + block_size]
+        return acc / l
+
+    fn.__name__ = f"osa_first_pass_over_{first.__name__.strip('_')}"
+    return fn
+
+
+def _k_doubled_and_halved(K, block_size):
+    return K * 2.0 / 2.0
+
+
+def _k_cloned(K, block_size):
+    return K.clone()
+
+
+def _k_joined_from_blocks(K, block_size):
+    return torch.cat([K[:, a : a + block_size] for a in range(0, K.shape[1], block_size)], 1)
+
+
+def _k_transposed_copy(K, block_size):
+    return K.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+THROUGH_COPIES = [
+    ("10.running_max_sum", _rms_two_passes_over(_view, _index_select), "rms_index_select_second"),
+    ("10.running_max_sum", _rms_two_passes_over(_index_select, _view), "rms_index_select_first"),
+    ("10.running_max_sum", _rms_two_passes_over(_view, _list_index), "rms_list_index_second"),
+    ("10.running_max_sum", _rms_two_passes_over(_view, _gather), "rms_gather_second"),
+    ("10.running_max_sum", _rms_two_passes_over(_of_a_clone, _view), "rms_clone_first"),
+    ("10.running_max_sum", _rms_two_passes_over(_view, _of_a_clone), "rms_clone_second"),
+    (
+        "10.running_max_sum",
+        _rms_two_passes_over(_of_the_transpose_made_contiguous, _view),
+        "rms_contiguous_t",
+    ),
+    ("10.running_max_sum", _rms_two_passes_over(_of_a_join, _view), "rms_cat_copy"),
+    ("10.online_softmax_attention", _osa_two_passes_over(_k_doubled_and_halved), "osa_scaled_k_first"),
+    ("10.online_softmax_attention", _osa_two_passes_over(_k_cloned), "osa_clone_k_first"),
+    ("10.online_softmax_attention", _osa_two_passes_over(_k_joined_from_blocks), "osa_cat_of_k_blocks_first"),
+    ("10.online_softmax_attention", _osa_two_passes_over(_k_transposed_copy), "osa_transposed_copy_first"),
+]
+
+
+@pytest.mark.parametrize("task_id, fn, name", THROUGH_COPIES, ids=[n for _, _, n in THROUGH_COPIES])
+def test_a_second_pass_through_a_copy_of_the_input_earns_nothing_in_both_graders(task_id, fn, name):
+    for result in _in_both(task_id, fn):
+        assert result.points == 0 and result.diagnosis == "two_passes", result.message
+
+
+# ... while one pass over a copy, or over blocks copied one at a time, is one pass
+
+
+def _rms_one_pass_over(blocks_of):
+    def fn(scores, block_size):
+        m = torch.full(scores.shape[:1], -math.inf, dtype=scores.dtype)
+        l = torch.zeros_like(m)
+        for a in range(0, scores.shape[1], block_size):
+            block = blocks_of(scores, a, block_size)
+            m_new = torch.maximum(m, block.amax(dim=1))
+            l = l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(dim=1)
+            m = m_new
+        return m, l
+
+    fn.__name__ = f"rms_one_pass_{blocks_of.__name__.strip('_')}"
+    return fn
+
+
+def _osa_one_pass_over(made_from_k):
+    def fn(Q, K, V, block_size):
+        scale = 1 / math.sqrt(Q.shape[-1])
+        K2 = made_from_k(K, block_size)
+        m = torch.full((*Q.shape[:2], 1), -math.inf, dtype=Q.dtype)
+        l, acc = torch.zeros_like(m), torch.zeros(*Q.shape[:2], V.shape[-1], dtype=Q.dtype)
+        for a in range(0, K.shape[1], block_size):
+            s = Q @ K2[:, a : a + block_size].transpose(1, 2) * scale
+            m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+            p, factor = torch.exp(s - m_new), torch.exp(m - m_new)
+            l, acc = l * factor + p.sum(-1, keepdim=True), acc * factor + p @ V[:, a : a + block_size]
+            m = m_new
+        return acc / l
+
+    fn.__name__ = f"osa_one_pass_over_{made_from_k.__name__.strip('_')}"
+    return fn
+
+
+ONE_PASS_OVER_COPIES = [
+    ("10.running_max_sum", _rms_one_pass_over(_index_select)),
+    ("10.running_max_sum", _rms_one_pass_over(_gather)),
+    ("10.running_max_sum", _rms_one_pass_over(_of_a_clone)),
+    ("10.running_max_sum", _rms_one_pass_over(_of_a_join)),
+    ("10.running_max_sum", _rms_one_pass_over(lambda s, a, b: s.double()[:, a : a + b])),
+    ("10.online_softmax_attention", _osa_one_pass_over(_k_doubled_and_halved)),
+    ("10.online_softmax_attention", _osa_one_pass_over(_k_cloned)),
+    ("10.online_softmax_attention", _osa_one_pass_over(_k_joined_from_blocks)),
+    ("10.online_softmax_attention", _osa_one_pass_over(_k_transposed_copy)),
+]
+
+
+def rms_one_pass_over_index_select_started_with_torch_tensor(scores, block_size):
+    # start values made with torch.tensor from Python numbers, a printed look at a block, blocks copied
+    # with index_select: honest, whatever the watch does to follow the copies
+    m = torch.tensor([-math.inf] * scores.shape[0], dtype=scores.dtype)
+    l = torch.tensor([0.0] * scores.shape[0], dtype=scores.dtype)
+    for a in range(0, scores.shape[1], block_size):
+        block = _index_select(scores, a, block_size)
+        if a == 0:
+            print(block)
+        m_new = torch.maximum(m, block.amax(dim=1))
+        l = l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(dim=1)
+        m = m_new
+    return m, l
+
+
+ONE_PASS_OVER_COPIES.append(("10.running_max_sum", rms_one_pass_over_index_select_started_with_torch_tensor))
+
+
+@pytest.mark.parametrize(
+    "task_id, fn", ONE_PASS_OVER_COPIES, ids=[f.__name__ for _, f in ONE_PASS_OVER_COPIES]
+)
+def test_one_pass_over_a_copy_of_the_input_is_fine_in_both_graders(task_id, fn):
+    for result in _in_both(task_id, fn):
+        assert result.passed, result.message
