@@ -7,8 +7,9 @@ Targets (2 CPU cores): each notebook at most 40 s on an idle machine, so that it
 on slower ones; see also tools/benchmark_attention.py for the cost of
 attention itself. This is a measurement, not a test: it prints figures and never fails on time.
 
-The speed of one machine drifts: the machine these targets were set on ran the same notebooks 1.45
-times slower at some hours than at others (chapter 7: 50.5 s and 35.0 s on the same day). So the script
+The speed of one machine drifts: on the machine these targets were set on, the same code of chapter 7
+ran in 50.5 s and, ten minutes later, in 41.0 s, with nothing else running, and the workload below took
+0.52 s at one hour and 0.69 s at another (2026-12-02). So the script
 also times a fixed reference workload (a small GRU trained for 100 steps on one thread, the kind of work
 the chapters do), before and after the notebooks, and prints each time scaled to the speed at which
 that workload takes REFERENCE_S (the "scaled" column, which the target applies to), using the
