@@ -3,7 +3,7 @@
     python tools/plain_to_plateau.py        # about 70 and 140 s of CPU; the two run side by side
 
 Chapter 7 compares the plain model and Luong's attention model at one budget (one pass over 18 000 pairs),
-where the plain model's validation loss is still falling. Training it to its plateau does not fit in a
+where the plain model's validation loss is still falling. Training it much longer does not fit in a
 page that must run in well under a minute, so this script does it, with the chapter's recipe and only
 the number of epochs changed (the cosine schedule then spans all of them), and the chapter quotes what
 it prints. This is a measurement: it prints figures and checks nothing.
