@@ -94,6 +94,23 @@ _CARRYING_COPIES = frozenset(
     {"clone", "_to_copy", "alias", "detach", "lift_fresh", "lift_fresh_copy", "contiguous"}
 )
 _CARRYING_SELECTIONS = frozenset({"index", "index_select", "gather", "take_along_dim", "narrow_copy"})
+#: element-wise operations that keep the values they select (carried even for a block), and ones that make a
+#: tensor whose values come from no tensor
+_KEEPING_VALUES = frozenset({"where", "masked_fill", "masked_fill_"})
+_BLANK = frozenset(
+    {
+        "empty_like",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+        "new_empty",
+        "new_zeros",
+        "new_full",
+        "new_ones",
+        "fill_",
+        "zero_",
+    }
+)
 _ATEN_COPYING = frozenset(
     {
         "alias",
@@ -342,6 +359,9 @@ class ScoreWatch(torch.Tensor):
     #: that storage, the position in the watched storage its value came from (-1: from elsewhere); kept
     #: with the copy itself, so that its memory is not reused by another tensor during the call
     carried: dict
+    #: storages made during the call (never watched tensors of their own), and those made blank (zeros_like)
+    made: dict
+    blank: dict
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -434,17 +454,25 @@ class ScoreWatch(torch.Tensor):
         with torch._C.DisableTorchFunctionSubclass():
             tensors = [t for t in _flat((*args, *kwargs.values())) if isinstance(t, torch.Tensor)]
             if not tensors:
+                if cls.block and isinstance(out, torch.Tensor):
+                    cls.made[_storage_key(out)] = True
                 return  # a tensor made from numbers alone
             cls.ran = True
             if cls.block:
                 cls._register(tensors)
                 if isinstance(out, torch.Tensor):
                     cls._carry(name, func, args, kwargs, tensors, out)
+                    if _storage_key(out) not in cls.layouts and _storage_key(out) not in cls.origins:
+                        cls.made[_storage_key(out)] = True
             if name in _ATEN_COPYING or name in _ATEN_SELECTING or name in _ATEN_RELABELLING:
                 if name not in _ATEN_SELECTING and cls.joined and isinstance(out, torch.Tensor):
                     cls._carry_joined(tensors[0], out)  # a view or copy of a joined tensor
                 return
-            if cls.block:
+            copy_join = (
+                name in _ATEN_JOINING and isinstance(out, torch.Tensor) and _storage_key(out) in cls.carried
+            )
+            if cls.block and not copy_join:  # (a join of blocks that copies watched values is not a read of
+                # them, as a clone is not: what is computed with the copy is)
                 cls._visit(tensors, joining=name in _ATEN_JOINING)
             if name in _ATEN_JOINING and isinstance(out, torch.Tensor):
                 widths = [cls._joined_width(t) for t in tensors]
@@ -483,10 +511,14 @@ class ScoreWatch(torch.Tensor):
         """Note the memory of the watched tensors (the arguments, or views of them), and its shape."""
         for t in tensors:
             key = _storage_key(t)
+            # a tensor made in the call, even of a watched shape, is not watched itself: a copy made in the
+            # call is followed back to the watched tensor it was copied from
             if (
-                isinstance(t, cls) and key not in cls.layouts and key not in cls.carried
-            ):  # (a copy made in the
-                # call is followed back to the watched tensor it was copied from)
+                isinstance(t, cls)
+                and key not in cls.layouts
+                and key not in cls.carried
+                and key not in cls.made
+            ):
                 base = t if t._base is None else t._base
                 shape = tuple(base.shape)
                 if shape in cls.shapes and base.is_contiguous():
@@ -627,18 +659,26 @@ class ScoreWatch(torch.Tensor):
                         positions = found[1]
             elif name not in _ATEN_COPYING and name not in _ATEN_SELECTING and name not in _ATEN_RELABELLING:
                 # element by element on the whole watched tensor, with numbers only (K * 2, scores / 8)
-                many = [u for u in tensors if u.numel() > 1]
+                many = [
+                    u
+                    for u in tensors
+                    if u.numel() > 1 and u.is_floating_point() and _storage_key(u) not in cls.blank
+                ]
+                many = list({_key(u): u for u in many}.values())  # the same tensor twice is one input
                 if len(many) == 1 and tuple(many[0].shape) == tuple(out.shape):
                     u = many[0]
                     key = _storage_key(u)
                     key = cls.carried[key][0] if key in cls.carried else key
                     layout = cls.layouts.get(key) or cls.origins.get(key)
-                    if layout is not None and u.numel() == math.prod(layout[0]):
+                    keeps = name in _KEEPING_VALUES  # where, masked_fill: a selection of the values
+                    if layout is not None and (keeps or u.numel() == math.prod(layout[0])):
                         found = cls._sources(u)
                         if found is not None:
                             source, positions = found
         except (RuntimeError, IndexError, TypeError, ValueError):
             source, positions = None, None
+        if name in _BLANK and positions is None:
+            cls.blank.setdefault(out_key, out)  # (kept: its memory is not reused by another tensor)
         if positions is None or tuple(positions.shape) != tuple(out.shape):
             entry = cls.carried.get(out_key)
             schema = getattr(func, "_schema", None)
@@ -698,6 +738,7 @@ class ScoreWatch(torch.Tensor):
         """Drop what was kept about one call's tensors (joined ones, summaries, the blocks each read): a
         record is judged once."""
         cls.joined, cls.summaries, cls.layouts, cls.visits, cls.carried = {}, {}, {}, {}, {}
+        cls.made, cls.blank = {}, {}
 
     def __deepcopy__(self, memo):
         return self.detach().clone()
@@ -815,6 +856,8 @@ def watch_scores(
             "layouts": {},
             "visits": {},
             "carried": {},
+            "made": {},
+            "blank": {},
             "token": str(token) or secrets.token_hex(8),
         },
     )

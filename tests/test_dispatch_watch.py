@@ -849,6 +849,26 @@ def _k_transposed_copy(K, block_size):
     return K.transpose(1, 2).contiguous().transpose(1, 2)
 
 
+def _k_into_a_blank_copy(K, block_size):
+    copy = torch.empty_like(K)
+    return copy.copy_(K)
+
+
+def _k_into_zeros_block_by_block(K, block_size):
+    copy = torch.zeros_like(K)
+    for a in range(0, K.shape[1], block_size):
+        copy[:, a : a + block_size] = K[:, a : a + block_size]
+    return copy
+
+
+def _k_sanitised_with_where(K, block_size):
+    return torch.where(torch.isfinite(K), K, torch.zeros_like(K))
+
+
+def _k_sanitised_with_masked_fill(K, block_size):
+    return K.masked_fill(torch.isnan(K), 0.0)
+
+
 THROUGH_COPIES = [
     ("10.running_max_sum", _rms_two_passes_over(_view, _index_select), "rms_index_select_second"),
     ("10.running_max_sum", _rms_two_passes_over(_index_select, _view), "rms_index_select_first"),
@@ -866,6 +886,19 @@ THROUGH_COPIES = [
     ("10.online_softmax_attention", _osa_two_passes_over(_k_cloned), "osa_clone_k_first"),
     ("10.online_softmax_attention", _osa_two_passes_over(_k_joined_from_blocks), "osa_cat_of_k_blocks_first"),
     ("10.online_softmax_attention", _osa_two_passes_over(_k_transposed_copy), "osa_transposed_copy_first"),
+    # red team round 9: copies into tensors made in the call with the watched shape, and value-keeping where
+    ("10.online_softmax_attention", _osa_two_passes_over(_k_into_a_blank_copy), "osa_empty_like_copy_first"),
+    (
+        "10.online_softmax_attention",
+        _osa_two_passes_over(_k_into_zeros_block_by_block),
+        "osa_zeros_filled_first",
+    ),
+    ("10.online_softmax_attention", _osa_two_passes_over(_k_sanitised_with_where), "osa_where_first"),
+    (
+        "10.online_softmax_attention",
+        _osa_two_passes_over(_k_sanitised_with_masked_fill),
+        "osa_masked_fill_first",
+    ),
 ]
 
 
@@ -940,6 +973,18 @@ def rms_one_pass_over_index_select_started_with_torch_tensor(scores, block_size)
 
 
 ONE_PASS_OVER_COPIES.append(("10.running_max_sum", rms_one_pass_over_index_select_started_with_torch_tensor))
+
+
+def _blocks_joined_again(s, a, b):  # the row cut into blocks and joined again (a copy), then one pass
+    return torch.cat(list(s.split(b, dim=1)), dim=1)[:, a : a + b]
+
+
+ONE_PASS_OVER_COPIES += [
+    ("10.running_max_sum", _rms_one_pass_over(_blocks_joined_again)),
+    ("10.online_softmax_attention", _osa_one_pass_over(_k_into_a_blank_copy)),
+    ("10.online_softmax_attention", _osa_one_pass_over(_k_into_zeros_block_by_block)),
+    ("10.online_softmax_attention", _osa_one_pass_over(_k_sanitised_with_where)),
+]
 
 
 @pytest.mark.parametrize(
