@@ -601,7 +601,9 @@ class ScoreWatch(torch.Tensor):
     # a copy carries, element by element, the position in the watched tensor its value came from, and
     # reading the copy counts as reading the watched tensor there. What is computed from a block (its
     # exponentials, its difference from the maximum) is not a copy and carries nothing: an answer may keep
-    # such values; only the transform of the whole watched tensor (K * 2, scores.double()) is carried.
+    # such values; only a transform of the whole watched tensor (K * 2, scores.double()) is carried, and
+    # where / masked_fill, which keep the values they select, also of a block. A tensor made during the
+    # call is never watched itself, even of the watched shape: copy_ into it is followed like a clone.
 
     @classmethod
     def _sources(cls, t: torch.Tensor) -> tuple | None:
