@@ -111,27 +111,11 @@ _BLANK = frozenset(
         "zero_",
     }
 )
-_ATEN_COPYING = frozenset(
-    {
-        "alias",
-        "detach",
-        "clone",
-        "_to_copy",
-        "lift_fresh",
-        "lift_fresh_copy",
-        "copy_",
-        "_copy_from",
-        "empty_like",
-        "zeros_like",
-        "ones_like",
-        "full_like",
-        "new_empty",
-        "new_zeros",
-        "new_full",
-        "new_ones",
-        "fill_",
-        "zero_",
-    }
+_ATEN_COPYING = (
+    frozenset(
+        {"alias", "detach", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy", "copy_", "_copy_from"}
+    )
+    | _BLANK
 )
 
 
