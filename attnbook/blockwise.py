@@ -344,7 +344,7 @@ class ScoreWatch(torch.Tensor):
     #: with the copy itself, so that its memory is not reused by another tensor during the call
     carried: dict
     #: storages made during the call (never watched tensors of their own), and those made blank (zeros_like)
-    made: dict
+    made: set
     blank: dict
 
     @classmethod
@@ -439,15 +439,16 @@ class ScoreWatch(torch.Tensor):
             tensors = [t for t in _flat((*args, *kwargs.values())) if isinstance(t, torch.Tensor)]
             if not tensors:
                 if cls.block and isinstance(out, torch.Tensor):
-                    cls.made[_storage_key(out)] = True
+                    cls.made.add(_storage_key(out))
                 return  # a tensor made from numbers alone
             cls.ran = True
             if cls.block:
                 cls._register(tensors)
                 if isinstance(out, torch.Tensor):
                     cls._carry(name, func, args, kwargs, tensors, out)
-                    if _storage_key(out) not in cls.layouts and _storage_key(out) not in cls.origins:
-                        cls.made[_storage_key(out)] = True
+                    made = _storage_key(out)
+                    if made not in cls.layouts and made not in cls.origins:
+                        cls.made.add(made)
             if name in _ATEN_COPYING or name in _ATEN_SELECTING or name in _ATEN_RELABELLING:
                 if name not in _ATEN_SELECTING and cls.joined and isinstance(out, torch.Tensor):
                     cls._carry_joined(tensors[0], out)  # a view or copy of a joined tensor
@@ -724,7 +725,7 @@ class ScoreWatch(torch.Tensor):
         """Drop what was kept about one call's tensors (joined ones, summaries, the blocks each read): a
         record is judged once."""
         cls.joined, cls.summaries, cls.layouts, cls.visits, cls.carried = {}, {}, {}, {}, {}
-        cls.made, cls.blank = {}, {}
+        cls.made, cls.blank = set(), {}
 
     def __deepcopy__(self, memo):
         return self.detach().clone()
@@ -842,7 +843,7 @@ def watch_scores(
             "layouts": {},
             "visits": {},
             "carried": {},
-            "made": {},
+            "made": set(),
             "blank": {},
             "token": str(token) or secrets.token_hex(8),
         },

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
     )
     before = reference_workload()
+    scale = REFERENCE_S / before
     print(f"# reference workload before: {before:.2f} s (the targets assume {REFERENCE_S:.2f} s)", flush=True)
     print(f"{'seconds':>8} {'scaled':>7}  {'status':<8} notebook (includes ~1-2 s of kernel start)")
     timings = []
@@ -100,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds, status = run(path.resolve())
         timings.append(seconds)
         shown = path.relative_to(ROOT) if path.is_absolute() else path
-        print(f"{seconds:8.1f} {seconds * REFERENCE_S / before:7.1f}  {status:<8} {shown}", flush=True)
+        print(f"{seconds:8.1f} {seconds * scale:7.1f}  {status:<8} {shown}", flush=True)
     after = reference_workload()
-    scale = REFERENCE_S / before
     slow = [p for p, t in zip(paths, timings) if t * scale > TARGET_S]
     drift = after / before
     print(

@@ -282,10 +282,7 @@ def _is_learner_code(code) -> bool:
     (decided once per code object)."""
     known = _LEARNER_CODES.get(code)
     if known is None:
-        if not _NOT_LEARNER_DIRS:
-            _NOT_LEARNER_DIRS.extend({_PACKAGE_DIR, os.path.realpath(_PACKAGE_DIR), *_library_dirs()})
-        path = os.path.realpath(code.co_filename) if not code.co_filename.startswith("<frozen") else ""
-        known = bool(path) and not path.startswith(tuple(_NOT_LEARNER_DIRS))
+        known = not code.co_filename.startswith("<frozen") and not _is_library_file(code.co_filename)
         if len(_LEARNER_CODES) > 50_000:
             _LEARNER_CODES.clear()
         _LEARNER_CODES[code] = known
