@@ -68,6 +68,7 @@ __all__ = [
     "train_standard",
     "train_side_by_side",
     "position_bias",
+    "OFFSET_SCALE",
 ]
 
 
@@ -277,6 +278,10 @@ class Seq2Seq(_Base):
         return self._greedy(src, src_len, max_len)[0]
 
 
+#: the learned offset numbers of :class:`AttnSeq2Seq` are stored divided by this (a larger learning rate)
+OFFSET_SCALE = 10.0
+
+
 def position_bias(T: int, N: int, width: float, start: int = 0) -> torch.Tensor:
     """The position prior's term of the scores: ``-(i - t)^2 / (2 width^2)`` as a (T, N) tensor.
 
@@ -309,6 +314,13 @@ class AttnSeq2Seq(_Base):
     :func:`position_bias`), a fixed, not learned, guess that word t translates source word t or one near
     it. It is Luong et al.'s local attention in a simple form (their local-m centres on t, their local-p
     weights by a Gaussian), and it fits only language pairs whose word order and length nearly agree.
+
+    With ``offsets=K`` the scores get a *learned* term of the same kind: one number ``b_k`` for each offset
+    ``k = i - t`` from ``-K`` to ``K`` (farther offsets share the end numbers), ``e^t_i = s_t · h_i +
+    b_{clip(i - t, -K, K)}``: ``2K + 1`` parameters, trained with the rest, 0 at the start (see
+    :meth:`offset_term`). They are stored divided by :data:`OFFSET_SCALE`, which gives them a learning rate
+    that many times larger: Adam moves every parameter by about the learning rate per step, so within one
+    pass of a few hundred steps a number stored as it is could move by about 1 only.
     """
 
     def __init__(
@@ -321,16 +333,40 @@ class AttnSeq2Seq(_Base):
         input_feeding: bool = False,
         bidirectional: bool = True,
         position_prior: float | None = None,
+        offsets: int | None = None,
     ):
         super().__init__(
             src_vocab, tgt_vocab, emb, hidden, cell, hidden if input_feeding else 0, bidirectional
         )
         if position_prior is not None:
             position_bias(1, 1, position_prior)  # checks the width
+        if offsets is not None and (isinstance(offsets, bool) or not isinstance(offsets, int) or offsets < 0):
+            raise ValueError(f"offsets must be a whole number of words, 0 or more, got {offsets!r}")
         self.input_feeding = input_feeding
         self.position_prior = position_prior
+        self.offsets = offsets
         self.W_c = nn.Linear(2 * hidden, hidden)
         self.W_y = nn.Linear(hidden, _vocab_size(tgt_vocab))
+        if offsets is not None:  # made last, and with zeros: the other weights start as without it
+            self.offset_bias = nn.Parameter(torch.zeros(2 * offsets + 1))
+
+    def offset_term(self, T: int, N: int, start: int = 0) -> torch.Tensor:
+        """The learned term of the scores (``offsets=K``) as a (T, N) tensor: ``b_{clip(i - t, -K, K)}`` for
+        target position ``t = start + k`` (row k) and source position ``i`` (column i), both from 0."""
+        if self.offsets is None:
+            raise ValueError("this model has no learned offset term: build it with offsets=K")
+        t = torch.arange(start, start + T)[:, None]  # (T, 1)
+        i = torch.arange(N)[None, :]  # (1, N)
+        k = (i - t).clamp(-self.offsets, self.offsets) + self.offsets  # (T, N): indices into b
+        return OFFSET_SCALE * self.offset_bias[k]
+
+    @property
+    def offset_numbers(self) -> dict[int, float] | None:
+        """The learned numbers ``{k: b_k}`` for the offsets ``k = -K .. K``, or None without them."""
+        if self.offsets is None:
+            return None
+        b = (OFFSET_SCALE * self.offset_bias).tolist()
+        return {k - self.offsets: v for k, v in enumerate(b)}
 
     def _decoder_input(self, Y, context, s_tilde_prev):
         if not self.input_feeding:
@@ -346,6 +382,8 @@ class AttnSeq2Seq(_Base):
         e = dot_scores(S, H)  # (B, t, N): e^t_i = s_t · h_i
         if self.position_prior is not None:
             e = e + position_bias(S.shape[1], H.shape[1], self.position_prior, start).to(e.dtype)
+        if self.offsets is not None:
+            e = e + self.offset_term(S.shape[1], H.shape[1], start).to(e.dtype)
         return e
 
     def _readout(self, S, H, mask, context, start=0):
@@ -565,7 +603,8 @@ def train(
     * ``callback``: if given, called as ``callback(step, total)`` after every optimiser step (how
       :func:`train_side_by_side` follows its workers).
 
-    Returns ``{"loss": mean loss per epoch, "step_loss": loss per batch, "val_loss": the validation losses
+    Returns ``{"loss": mean loss per epoch, "step_loss": loss per batch, "lr": the learning rate of each
+    batch, "val_loss": the validation losses
     (empty without val_pairs), "val_at": when each was measured, in epochs (0.25 = a quarter of the first
     epoch), "seconds": wall time, "cpu_seconds": CPU time of this process}``. The CPU time is the fairer
     figure on a machine that other programs share.
@@ -593,13 +632,22 @@ def train(
     )
     if progress:
         steps = _progress(steps, desc=f"training {type(model).__name__}", total=total)
-    history = {"loss": [], "step_loss": [], "val_loss": [], "val_at": [], "seconds": 0.0, "cpu_seconds": 0.0}
+    history = {
+        "loss": [],
+        "step_loss": [],
+        "lr": [],
+        "val_loss": [],
+        "val_at": [],
+        "seconds": 0.0,
+        "cpu_seconds": 0.0,
+    }
     start, cpu_start = time.perf_counter(), time.process_time()
     epoch_losses = [[] for _ in range(epochs)]
     model.train()
     for k, (epoch, b, batch) in enumerate(steps):
+        history["lr"].append(lr * _lr_factor(schedule, k, total, warmup))
         for group in opt.param_groups:
-            group["lr"] = lr * _lr_factor(schedule, k, total, warmup)
+            group["lr"] = history["lr"][-1]
         logits = _logits(model, batch)  # (B, T, n_vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD)
         opt.zero_grad()

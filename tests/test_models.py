@@ -8,6 +8,7 @@ import torch
 from attnbook.analysis import gru_cell, teacher_forced_predictions
 from attnbook.data import EOS, PAD, SOS, Vocab, generate_corpus, make_batch, plan_batches
 from attnbook.models import (
+    OFFSET_SCALE,
     STANDARD,
     AttnSeq2Seq,
     BahdanauSeq2Seq,
@@ -51,7 +52,15 @@ def models(sv, tv):
         BahdanauSeq2Seq(sv, tv, emb=8, hidden=12, attn_hidden=10),
         AttnSeq2Seq(sv, tv, emb=8, hidden=12, position_prior=1.5),
         AttnSeq2Seq(sv, tv, emb=8, hidden=12, bidirectional=False, input_feeding=True, position_prior=2.0),
+        _with_offsets(AttnSeq2Seq(sv, tv, emb=8, hidden=12, offsets=2)),
     ]
+
+
+def _with_offsets(model):
+    """A model with learned offset numbers that are not all 0 (as after training)."""
+    with torch.no_grad():
+        model.offset_bias.copy_(torch.tensor([-0.3, 0.1, 0.4, 0.2, -0.5]))
+    return model
 
 
 def test_reverse_padded():
@@ -181,9 +190,10 @@ def test_training_reduces_the_loss_and_is_deterministic(data):
         assert h["loss"][-1] < 0.5 * h["loss"][0], h["loss"]
         assert results[0]["step_loss"] == results[1]["step_loss"]
         assert (
-            set(h) == {"loss", "step_loss", "val_loss", "val_at", "seconds", "cpu_seconds"}
+            set(h) == {"loss", "step_loss", "lr", "val_loss", "val_at", "seconds", "cpu_seconds"}
             and len(h["loss"]) == 25
         )
+        assert h["lr"] == [1e-2] * len(h["step_loss"])  # no schedule: the same rate at every step
         assert h["val_loss"] == [] and h["cpu_seconds"] > 0
 
 
@@ -340,6 +350,9 @@ def test_validation_points_and_token_budget(data):
         plan_batches(pairs[:30], 64, shuffle=True, seed=e, sort_window=None, max_tokens=60) for e in (0, 1)
     ]
     assert len(h["step_loss"]) == sum(len(p) for p in plans) > 2 * 30 * 6 // 60  # batches by tokens
+    # the cosine schedule: from the peak down towards 0, half the peak on average
+    assert len(h["lr"]) == len(h["step_loss"]) and h["lr"][0] == 1e-2 and h["lr"] == sorted(h["lr"], reverse=True)
+    assert sum(h["lr"]) / len(h["lr"]) == pytest.approx(0.5e-2, rel=0.1) and h["lr"][-1] < 1e-3
     with pytest.raises(ValueError, match="no pairs"):
         validation_loss(model, [])
     with pytest.raises(ValueError, match="val_points"):
@@ -395,7 +408,42 @@ def test_position_prior_adds_to_the_scores_at_each_steps_own_position(data):
     assert not torch.allclose(alpha, plain(b, return_attention=True)[1], atol=1e-3)
 
 
-@pytest.mark.parametrize("k", [5, 6])
+def test_learned_offsets_add_one_number_per_offset_to_the_scores(data):
+    pairs, sv, tv = data
+    torch.manual_seed(0)
+    plain = AttnSeq2Seq(sv, tv, emb=8, hidden=12)
+    torch.manual_seed(0)
+    model = AttnSeq2Seq(sv, tv, emb=8, hidden=12, offsets=2)
+    # made last and with zeros: every other weight starts as in the model without them
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra == {"offset_bias"} and model.offset_bias.shape == (5,)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in plain.state_dict().items())
+    assert model.offset_numbers == {-2: 0.0, -1: 0.0, 0: 0.0, 1: 0.0, 2: 0.0}
+    _with_offsets(model)
+    b = [-3.0, 1.0, 4.0, 2.0, -5.0]  # b_k for k = i - t = -2 .. 2, stored divided by OFFSET_SCALE
+    assert model.offset_numbers == pytest.approx(dict(zip(range(-2, 3), b)))
+    term = model.offset_term(3, 6)  # rows t = 0..2, columns i = 0..5; offsets beyond 2 take the end numbers
+    expected = [[4, 2, -5, -5, -5, -5], [1, 4, 2, -5, -5, -5], [-3, 1, 4, 2, -5, -5]]
+    assert torch.allclose(term, torch.tensor(expected, dtype=term.dtype), atol=1e-6)
+    assert torch.allclose(model.offset_bias.detach() * OFFSET_SCALE, torch.tensor(b), atol=1e-6)
+    assert torch.equal(model.offset_term(2, 6, start=1), term[1:])
+    batch = make_batch(pairs[:6], sv, tv)
+    H, c = model.encoder(batch.src, batch.src_len)
+    S, _ = model.decoder(model.tgt_embedding(batch.tgt_in), c[None])
+    T, N = S.shape[1], H.shape[1]
+    assert torch.allclose(model.scores(S, H), plain.scores(S, H) + model.offset_term(T, N), atol=1e-5)
+    # trained with the rest: the loss reaches the numbers
+    model(batch).logsumexp(-1).sum().backward()
+    assert model.offset_bias.grad is not None and model.offset_bias.grad.abs().sum() > 0
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="offsets"):
+            AttnSeq2Seq(sv, tv, emb=8, hidden=12, offsets=bad)
+    assert plain.offset_numbers is None
+    with pytest.raises(ValueError, match="offsets=K"):
+        plain.offset_term(2, 2)
+
+
+@pytest.mark.parametrize("k", [5, 6, 7])
 def test_greedy_decoding_counts_the_steps_for_the_prior(data, k):
     """Greedy decoding is teacher forcing on its own output: each step's prior centres on its own t."""
     pairs, sv, tv = data
