@@ -63,6 +63,8 @@ _ATEN_SELECTING = frozenset(
         "_local_scalar_dense",
         "is_nonzero",
         "equal",
+        "flip",
+        "roll",
     }
 )
 #: operations that only relabel a tensor's elements (a view): what a later operation computes with the view
@@ -93,7 +95,9 @@ _ATEN_JOINING = frozenset({"cat", "stack", "concat", "concatenate", "hstack", "v
 _CARRYING_COPIES = frozenset(
     {"clone", "_to_copy", "alias", "detach", "lift_fresh", "lift_fresh_copy", "contiguous"}
 )
-_CARRYING_SELECTIONS = frozenset({"index", "index_select", "gather", "take_along_dim", "narrow_copy"})
+_CARRYING_SELECTIONS = frozenset(
+    {"index", "index_select", "gather", "take_along_dim", "narrow_copy", "flip", "roll"}
+)
 #: element-wise operations that keep the values they select (carried even for a block), and ones that make a
 #: tensor whose values come from no tensor
 _KEEPING_VALUES = frozenset({"where", "masked_fill", "masked_fill_"})
@@ -117,6 +121,30 @@ _ATEN_COPYING = (
     )
     | _BLANK
 )
+#: steps a learner may take on a whole row of scores before cutting it into blocks, because they give each
+#: score a new value of its own and compute nothing across the row: scaling it (``scores * log2(e)`` for
+#: ``exp2``), sanitising it (``nan_to_num``, ``where(isnan(s), -inf, s)``, ``clamp``) or padding it with
+#: ``-inf`` to a whole number of blocks. Their results carry where each value came from (see :meth:`_carry`),
+#: so what is computed with them is judged as if computed with the scores; a maximum, an exponential or a
+#: sum is not among them
+_REVALUING = frozenset(
+    {
+        "mul",
+        "div",
+        "add",
+        "sub",
+        "neg",
+        "nan_to_num",
+        "where",
+        "masked_fill",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "constant_pad_nd",
+    }
+)
+#: tests of each score on its own that give a mask and no value (a sanitising step, as above)
+_ATEN_CHECKING = frozenset({"isnan", "isinf", "isfinite", "isposinf", "isneginf"})
 
 
 def running_max_sum(scores: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
@@ -227,6 +255,10 @@ _SELECTING = frozenset(
         "unbind",
         "tensor_split",
         "unfold",
+        "flip",
+        "fliplr",
+        "flipud",
+        "roll",
         "size",
         "dim",
         "numel",
@@ -332,6 +364,8 @@ class ScoreWatch(torch.Tensor):
     shapes: tuple = ()
     #: the call read a block again after it had moved on to others: a second pass over the keys
     second_pass: bool = False
+    #: the most scores of a row (or keys) the call read out of PyTorch at once (:meth:`read_out`)
+    outside: int = 0
     #: per watched storage: its shape and where it starts (``origins``: the tensors watched when the watch
     #: was made; ``layouts``: copies of them made later, such as the grader's copy for each call); per
     #: (storage, context, outer index): the blocks read last, and the blocks it has moved on from
@@ -346,6 +380,10 @@ class ScoreWatch(torch.Tensor):
     #: storages made during the call (never watched tensors of their own), and those made blank (zeros_like)
     made: set
     blank: dict
+    #: vectors of fewer than ``rows`` numbers computed in the call, and the sizes of the groups of rows read
+    #: together (see :meth:`_resolve`)
+    vectors: list
+    groups: set
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -366,6 +404,7 @@ class ScoreWatch(torch.Tensor):
         # seen as the package's own during the call, such as one run by TorchScript, is not the end of it)
         if not outside and cls.ran and cls.on_inside is not None and not cls.by_dispatch:
             cls.ran, cls.seen = False, True
+            cls._resolve()
             cls._forget_call()
             cls.on_inside(cls)
         return out
@@ -404,12 +443,96 @@ class ScoreWatch(torch.Tensor):
     def _look(cls, value, depth: int = 0) -> None:
         if isinstance(value, torch.Tensor):
             joined = cls.joined.get(_key(value)) if cls.joined else None
-            w = joined[1] if joined is not None else cls._width(value)
-            if w > 1:
+            read = cls._read_width(value)
+            w = max(joined[1] if joined is not None else cls._width(value), read)
+            if w > 1 and value.dim() == 1 and not read and joined is None and w < cls.rows:
+                cls.vectors.append(w)  # w scores of one row, or one number for each of w rows: see _resolve
+            elif w > 1:
                 cls.widths.append(w)
         elif isinstance(value, (list, tuple)) and depth < 3:
             for v in value:
                 cls._look(v, depth + 1)
+
+    @classmethod
+    def _score_rows(cls, key) -> tuple | None:
+        """The layout of the watched storage ``key`` if it holds rows of scores, ``(rows, keys)``, else None."""
+        layout = cls.layouts.get(key) or cls.origins.get(key)
+        if layout is None or not cls.block:
+            return None
+        shape = layout[0]
+        return layout if len(shape) >= 2 and shape[-2] == cls.rows and shape[-1] == cls.keys else None
+
+    @classmethod
+    def _holds_scores(cls, t: torch.Tensor) -> bool:
+        """Whether ``t`` is a view of the watched rows of scores, or a copy of them (see :meth:`_carry`)."""
+        key = _storage_key(t)
+        entry = cls.carried.get(key)
+        return cls._score_rows(entry[0] if entry is not None else key) is not None
+
+    @classmethod
+    def _read_width(cls, value: torch.Tensor) -> int:
+        """How many scores of one row ``value`` reads, by where its values lie in the watched rows of scores
+        (a view of them, or a copy): the most of any one row. A block of a few rows at a time, ``(2, w)``,
+        or of one row kept 2-D, ``(1, w)``, is ``w`` wide, whatever its shape says. 0 if ``value`` holds no
+        scores."""
+        if not cls.block or value.numel() == 0 or value.numel() > 4096 or not value.is_floating_point():
+            return 0
+        if not cls._holds_scores(value):  # (cheap: before the positions are read)
+            return 0
+        found = cls._sources(value)
+        layout = None if found is None else cls._score_rows(found[0])
+        if layout is None:
+            return 0
+        offset, per_row = layout[1], {}
+        for p in _ints(found[1]):
+            if p >= 0:
+                per_row.setdefault((p - offset) // cls.keys, set()).add((p - offset) % cls.keys)
+        if len(per_row) > 1:
+            cls.groups.add(len(per_row))
+        return max((len(keys) for keys in per_row.values()), default=0)
+
+    @classmethod
+    def read_out(cls, value: torch.Tensor) -> None:
+        """The learner's function read ``value`` out of PyTorch (``.tolist()``, ``.numpy()``, ``.item()``,
+        ``np.asarray``...), where the watch cannot see what is computed with it: what it holds of the
+        watched tensors counts as read at once, by the widths (the scores of a row, or the keys, read out
+        together) and for a second pass (reading every score out one by one, then the blocks again)."""
+        if not cls.rows or not cls.block:
+            return
+        with torch._C.DisableTorchFunctionSubclass():
+            cls.ran = True
+            cls._register([value])  # (the first thing the call does with a watched tensor may be this)
+            cls.outside = max(cls.outside, cls._read_width(value), cls._keys_read(value))
+            cls._visit([value], reading_out=True)
+
+    @classmethod
+    def _keys_read(cls, value: torch.Tensor) -> int:
+        """How many keys of one batch item ``value`` holds, by where its values lie in the watched K or V
+        (a view of them, or a copy); 0 if none."""
+        if value.numel() == 0 or value.numel() > 4096:
+            return 0
+        found = cls._sources(value)
+        if found is None:
+            return 0
+        layout = cls.layouts.get(found[0]) or cls.origins.get(found[0])
+        if layout is None or len(layout[0]) < 2 or layout[0][-2] != cls.keys:
+            return 0
+        shape, offset = layout
+        keys: dict[int, set] = {}
+        for p in _ints(found[1]):
+            if p >= 0:
+                p -= offset
+                keys.setdefault(p // (shape[-1] * cls.keys), set()).add((p // shape[-1]) % cls.keys)
+        return max((len(k) for k in keys.values()), default=0)
+
+    @classmethod
+    def _resolve(cls) -> None:
+        """Record the vectors of ``w < rows`` numbers computed in the call (not read from the scores) that
+        were not one number for each row of a group of ``w`` rows the call read together: a function that
+        reads the rows two at a time keeps its running maximum as a ``(2,)`` vector, which is no block of 2
+        scores. (A block of a row read as a vector is recorded by where it lies, whatever its length.)"""
+        cls.widths.extend(w for w in cls.vectors if w not in cls.groups)
+        cls.vectors = []
 
     # The subclass sees the operations made on watched tensors through Python; a learner's function can
     # step around it (a C-level conversion to a plain tensor, or torch._C.DisableTorchFunctionSubclass).
@@ -442,13 +565,17 @@ class ScoreWatch(torch.Tensor):
                     cls.made.add(_storage_key(out))
                 return  # a tensor made from numbers alone
             cls.ran = True
+            revalued = False  # a whole row of scores given new values one by one (see _REVALUING)
             if cls.block:
                 cls._register(tensors)
                 if isinstance(out, torch.Tensor):
-                    cls._carry(name, func, args, kwargs, tensors, out)
+                    carried = cls._carry(name, func, args, kwargs, tensors, out)
+                    revalued = carried and name in _REVALUING and cls._holds_scores(out)
                     made = _storage_key(out)
                     if made not in cls.layouts and made not in cls.origins:
                         cls.made.add(made)
+                if name in _ATEN_CHECKING and all(cls._holds_scores(t) for t in tensors):
+                    return
             if name in _ATEN_COPYING or name in _ATEN_SELECTING or name in _ATEN_RELABELLING:
                 if name not in _ATEN_SELECTING and cls.joined and isinstance(out, torch.Tensor):
                     cls._carry_joined(tensors[0], out)  # a view or copy of a joined tensor
@@ -459,6 +586,8 @@ class ScoreWatch(torch.Tensor):
             if cls.block and not copy_join:  # (a join of blocks that copies watched values is not a read of
                 # them, as a clone is not: what is computed with the copy is)
                 cls._visit(tensors, joining=name in _ATEN_JOINING)
+            if revalued:
+                return  # what is computed with the new values is looked at
             if name in _ATEN_JOINING and isinstance(out, torch.Tensor):
                 widths = [cls._joined_width(t) for t in tensors]
                 ones = sum(1 for w in widths if w == 1)
@@ -538,7 +667,7 @@ class ScoreWatch(torch.Tensor):
         return None
 
     @classmethod
-    def _visit(cls, tensors, joining: bool = False) -> None:
+    def _visit(cls, tensors, joining: bool = False, reading_out: bool = False) -> None:
         for t in tensors:
             if t.numel() == 0 or t.numel() > 4096:
                 continue
@@ -559,7 +688,9 @@ class ScoreWatch(torch.Tensor):
             if shape[-1] == cls.keys:  # a row of scores: (rows, keys)
                 key_stride, context = 1, None
             elif len(shape) >= 2 and shape[-2] == cls.keys and not joining:  # K or V: (batch, keys, d)
-                key_stride, context = shape[-1], cls._queries(tensors, t)
+                # (read out of PyTorch, keys serve every query: what is done with them is not seen)
+                key_stride = shape[-1]
+                context = ("out",) if reading_out else cls._queries(tensors, t)
                 if context is None:
                     continue
             else:
@@ -609,13 +740,13 @@ class ScoreWatch(torch.Tensor):
             return None
 
     @classmethod
-    def _carry(cls, name: str, func, args, kwargs, tensors, out: torch.Tensor) -> None:
-        """Record where ``out``'s values came from, if from a watched tensor (see above)."""
+    def _carry(cls, name: str, func, args, kwargs, tensors, out: torch.Tensor) -> bool:
+        """Record where ``out``'s values came from, if from a watched tensor (see above); True if they did."""
         if out.numel() == 0 or out.numel() > 4096 or not out.is_floating_point():
-            return
+            return False
         out_key = _storage_key(out)
         if out_key in cls.layouts or out_key in cls.origins:
-            return  # the watched tensor itself: a view of it, or written in place
+            return False  # the watched tensor itself: a view of it, or written in place
         source, positions = None, None
         try:
             if name in _ATEN_JOINING:
@@ -636,6 +767,10 @@ class ScoreWatch(torch.Tensor):
                 found = cls._sources(src) if isinstance(src, torch.Tensor) else None
                 if found is not None:
                     source, positions = found[0], found[1].expand(out.shape)
+            elif name == "constant_pad_nd":  # padded with a number: -1 where the padding is
+                found = cls._sources(args[0]) if args and isinstance(args[0], torch.Tensor) else None
+                if found is not None:
+                    source, positions = found[0], func(found[1], args[1], -1)
             elif name in _CARRYING_COPIES or name in _CARRYING_SELECTIONS:
                 found = cls._sources(args[0]) if args and isinstance(args[0], torch.Tensor) else None
                 if found is not None:
@@ -672,13 +807,14 @@ class ScoreWatch(torch.Tensor):
             if entry is not None and schema is not None and schema.is_mutable:
                 # written with other values: those positions no longer hold watched ones
                 entry[1][torch.tensor(_positions(out), dtype=torch.int64)] = -1
-            return
+            return False
         entry = cls.carried.get(out_key)
         if entry is None or entry[0] != source:
             size = out.untyped_storage().nbytes() // out.element_size()
             entry = (source, torch.full((size,), -1, dtype=torch.int64), out)
             cls.carried[out_key] = entry
         entry[1][torch.tensor(_positions(out), dtype=torch.int64)] = positions.reshape(-1)
+        return True
 
     @classmethod
     def _joined_width(cls, part: torch.Tensor) -> int:
@@ -706,6 +842,7 @@ class ScoreWatch(torch.Tensor):
             return
         ran, seen = cls.ran, cls.seen
         cls.ran = cls.seen = False
+        cls._resolve()
         cls._forget_call()
         if ran:
             cls.on_inside(cls)
@@ -717,7 +854,7 @@ class ScoreWatch(torch.Tensor):
     def discard(cls) -> None:
         """Forget the record of a call that did not return (it timed out, or raised)."""
         cls.ran = cls.seen = cls.second_pass = False
-        cls.widths = []
+        cls.widths, cls.vectors, cls.outside = [], [], 0
         cls._forget_call()
 
     @classmethod
@@ -725,7 +862,7 @@ class ScoreWatch(torch.Tensor):
         """Drop what was kept about one call's tensors (joined ones, summaries, the blocks each read): a
         record is judged once."""
         cls.joined, cls.summaries, cls.layouts, cls.visits, cls.carried = {}, {}, {}, {}, {}
-        cls.made, cls.blank = set(), {}
+        cls.made, cls.blank, cls.groups = set(), {}, set()
 
     def __deepcopy__(self, memo):
         return self.detach().clone()
@@ -739,6 +876,7 @@ class ScoreWatch(torch.Tensor):
     @classmethod
     def wire_spec(cls) -> dict:
         """This watch as plain data: its factory, settings, token and record (distinct widths)."""
+        cls._resolve()
         widths = sorted(set(int(w) for w in cls.widths))
         if len(widths) > 512:  # the smallest and the largest widths are what a check needs
             widths = widths[:256] + widths[-256:]
@@ -753,15 +891,17 @@ class ScoreWatch(torch.Tensor):
             "ran": bool(cls.ran),
             "block": int(cls.block),
             "second_pass": bool(cls.second_pass),
+            "outside": int(cls.outside),
         }
 
     @classmethod
-    def report(cls, widths, ran: bool, second_pass: bool = False) -> None:
+    def report(cls, widths, ran: bool, second_pass: bool = False, outside: int = 0) -> None:
         """The record of this watch's tensors in another process (the learner's call there)."""
         if ran:
             cls.widths = [int(w) for w in widths]
             cls.ran = True
             cls.second_pass = bool(second_pass)
+            cls.outside = int(outside)
 
 
 def _key(t: torch.Tensor) -> tuple:
@@ -829,6 +969,8 @@ def watch_scores(
             "outside_only": outside_only,
             "on_inside": staticmethod(on_inside) if on_inside else None,
             "widths": [],
+            "vectors": [],
+            "groups": set(),
             "ran": False,
             "seen": False,
             "by_dispatch": False,
@@ -837,6 +979,7 @@ def watch_scores(
             "block": int(block) if keys else 0,
             "shapes": tuple(tuple(int(n) for n in t.shape) for t in tensors),
             "second_pass": False,
+            "outside": 0,
             "origins": {
                 _storage_key(t): (tuple(t.shape), t.storage_offset()) for t in tensors if t.is_contiguous()
             },

@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from test_engine_guard import _mha_with
 from test_trusted_proxy import grade_through_proxy
 
@@ -591,7 +592,8 @@ def rms_numpy_brought_back(scores, block_size):
 
 
 def rms_numpy_for_a_look(scores, block_size):
-    print("scores as NumPy sees them:", scores.detach().numpy()[0, :block_size])  # reading is fine
+    first = scores[:, :block_size].detach().numpy()  # one block read out of PyTorch: fine
+    print("a block as NumPy sees it:", first[0])
     start = torch.tensor([float("-inf")] * scores.shape[0], dtype=scores.dtype)  # a few numbers, fine
     m, l = start, torch.zeros_like(start)
     for block in scores.split(block_size, dim=1):
@@ -602,9 +604,12 @@ def rms_numpy_for_a_look(scores, block_size):
 def test_an_answer_computed_in_numpy_and_brought_back_earns_nothing_but_a_look_is_fine():
     # the value check cannot tell torch.from_numpy of NumPy's answer from torch.tensor of a few honest
     # numbers (PyTorch brings both in with one operation, lift_fresh); a function that read into NumPy
-    # may not return values brought in from outside (or computed from them alone)
+    # may not return values brought in from outside (or computed from them alone); and reading whole rows
+    # out of PyTorch is reading them at once
     for result in _in_both("10.running_max_sum", rms_numpy_brought_back):
-        assert result.points == 0 and result.diagnosis == "forbidden_call", result.message
+        assert result.points == 0 and result.diagnosis in ("forbidden_call", "read_out_at_once"), (
+            result.message
+        )
     for result in _in_both("10.running_max_sum", rms_numpy_for_a_look):
         assert result.passed, result.message
 
@@ -992,4 +997,293 @@ ONE_PASS_OVER_COPIES += [
 )
 def test_one_pass_over_a_copy_of_the_input_is_fine_in_both_graders(task_id, fn):
     for result in _in_both(task_id, fn):
+        assert result.passed, result.message
+
+
+# Widths from the positions read, and whole rows given new values before they are cut (red team round 9's
+# honest answers that lost their points): a block of a few rows at a time is as wide as the scores of one
+# row it reads, whatever its shape; padding the row with -inf, scaling it or sanitising it computes nothing
+# across the row; what is computed with the result is judged as if computed with the scores.
+
+
+def _rms_over(prepare, rows_at_a_time=None):
+    def fn(scores, block_size):
+        s = prepare(scores)
+        step = rows_at_a_time or s.shape[0]
+        ms, ls = [], []
+        for r in range(0, s.shape[0], step):
+            rows = s[r : r + step]
+            m = torch.full((rows.shape[0],), -math.inf, dtype=s.dtype)
+            l = torch.zeros_like(m)
+            for a in range(0, scores.shape[1], block_size):
+                block = rows[:, a : a + block_size]
+                m_new = torch.maximum(m, block.amax(dim=1))
+                l = l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(dim=1)
+                m = m_new
+            ms.append(m)
+            ls.append(l)
+        return torch.cat(ms), torch.cat(ls)
+
+    fn.__name__ = f"rms_{prepare.__name__.strip('_')}_rows_{rows_at_a_time or 'all'}"
+    return fn
+
+
+def _as_is(s):
+    return s
+
+
+def _nan_to_num(s):
+    return torch.nan_to_num(s, nan=-math.inf)
+
+
+def _where_not_nan(s):
+    return torch.where(torch.isnan(s), torch.full_like(s, -math.inf), s)
+
+
+def _clamped(s):
+    return s.clamp(min=-1e300)
+
+
+def rms_exp2_of_the_row_scaled(scores, block_size):
+    s2 = scores * (1 / math.log(2))  # the row scaled once, for exp2
+    m = torch.full(scores.shape[:1], -math.inf, dtype=scores.dtype)
+    l = torch.zeros_like(m)
+    for a in range(0, scores.shape[1], block_size):
+        block = s2[:, a : a + block_size]
+        m_new = torch.maximum(m, block.amax(dim=1))
+        l = l * torch.exp2(m - m_new) + torch.exp2(block - m_new[:, None]).sum(dim=1)
+        m = m_new
+    return m * math.log(2), l
+
+
+def rms_padded_with_minus_inf_and_viewed_as_blocks(scores, block_size):
+    R, T = scores.shape
+    n = -(-T // block_size)
+    blocks = F.pad(scores, (0, n * block_size - T), value=-math.inf).view(R, n, block_size)
+    m = torch.full((R,), -math.inf, dtype=scores.dtype)
+    l = torch.zeros_like(m)
+    for j in range(n):
+        m_new = torch.maximum(m, blocks[:, j].amax(dim=1))
+        l = l * torch.exp(m - m_new) + torch.exp(blocks[:, j] - m_new[:, None]).sum(dim=1)
+        m = m_new
+    return m, l
+
+
+def rms_one_row_kept_2d(scores, block_size):
+    ms, ls = [], []
+    for r in range(scores.shape[0]):
+        row = scores[r].unsqueeze(0)  # (1, T_k)
+        m = torch.full((1,), -math.inf, dtype=scores.dtype)
+        l = torch.zeros_like(m)
+        for a in range(0, scores.shape[1], block_size):
+            block = row[:, a : a + block_size]
+            m_new = torch.maximum(m, block.amax(dim=1))
+            l = l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(dim=1)
+            m = m_new
+        ms.append(m)
+        ls.append(l)
+    return torch.cat(ms), torch.cat(ls)
+
+
+HONEST_WHOLE_ROW_STEPS = [
+    _rms_over(_as_is, rows_at_a_time=2),
+    _rms_over(_as_is, rows_at_a_time=1),
+    _rms_over(_nan_to_num),
+    _rms_over(_where_not_nan),
+    _rms_over(_clamped),
+    _rms_over(_nan_to_num, rows_at_a_time=2),
+    rms_exp2_of_the_row_scaled,
+    rms_padded_with_minus_inf_and_viewed_as_blocks,
+    rms_one_row_kept_2d,
+]
+
+
+@pytest.mark.parametrize("fn", HONEST_WHOLE_ROW_STEPS, ids=lambda f: f.__name__)
+def test_rows_a_few_at_a_time_and_rows_padded_scaled_or_sanitised_first_are_fine(fn):
+    for result in _in_both("10.running_max_sum", fn):
+        assert result.passed, result.message
+
+
+def rms_padded_then_every_block_at_once(scores, block_size):
+    R, T = scores.shape
+    n = -(-T // block_size)
+    blocks = F.pad(scores, (0, n * block_size - T), value=-math.inf).view(R, n, block_size)
+    m = blocks.amax(dim=(1, 2))
+    return m, torch.exp(blocks - m[:, None, None]).sum(dim=(1, 2))
+
+
+def rms_scaled_then_the_whole_row(scores, block_size):
+    s2 = scores * 1.0
+    m = s2.amax(dim=1)
+    return m, torch.exp(s2 - m[:, None]).sum(dim=1)
+
+
+def rms_sanitised_then_exp_of_the_whole_row(scores, block_size):
+    s = torch.nan_to_num(scores, nan=-math.inf)
+    m = torch.full(scores.shape[:1], -math.inf, dtype=scores.dtype)
+    for a in range(0, scores.shape[1], block_size):
+        m = torch.maximum(m, s[:, a : a + block_size].amax(dim=1))
+    return m, torch.exp(s - m[:, None]).sum(dim=1)
+
+
+def rms_two_rows_at_a_time_whole(scores, block_size):
+    ms, ls = [], []
+    for r in range(0, scores.shape[0], 2):
+        m, l = _full_row(scores[r : r + 2])
+        ms.append(m)
+        ls.append(l)
+    return torch.cat(ms), torch.cat(ls)
+
+
+def rms_two_rows_at_a_time_one_score_at_a_time(scores, block_size):
+    ms, ls = [], []
+    for r in range(0, scores.shape[0], 2):
+        rows = scores[r : r + 2]
+        m = torch.full((rows.shape[0],), -math.inf, dtype=scores.dtype)
+        l = torch.zeros_like(m)
+        for a in range(scores.shape[1]):
+            x = rows[:, a]
+            m_new = torch.maximum(m, x)
+            l = l * torch.exp(m - m_new) + torch.exp(x - m_new)
+            m = m_new
+        ms.append(m)
+        ls.append(l)
+    return torch.cat(ms), torch.cat(ls)
+
+
+def rms_two_passes_over_a_padded_copy(scores, block_size):
+    R, T = scores.shape
+    p = F.pad(scores, (0, block_size), value=-math.inf)
+    m = torch.full((R,), -math.inf, dtype=scores.dtype)
+    for a in range(0, T, block_size):
+        m = torch.maximum(m, p[:, a : a + block_size].amax(dim=1))
+    l = torch.zeros_like(m)
+    for a in range(0, T, block_size):
+        l = l + torch.exp(p[:, a : a + block_size] - m[:, None]).sum(dim=1)
+    return m, l
+
+
+WRONG_AFTER_WHOLE_ROW_STEPS = [
+    (rms_padded_then_every_block_at_once, "block_size_ignored"),
+    (rms_scaled_then_the_whole_row, "block_size_ignored"),
+    (rms_sanitised_then_exp_of_the_whole_row, "block_size_ignored"),
+    (rms_two_rows_at_a_time_whole, "block_size_ignored"),
+    (rms_two_rows_at_a_time_one_score_at_a_time, "blocks_too_small"),
+    (rms_two_passes_over_a_padded_copy, "two_passes"),
+]
+
+
+@pytest.mark.parametrize(
+    "fn, diagnosis", WRONG_AFTER_WHOLE_ROW_STEPS, ids=[f.__name__ for f, _ in WRONG_AFTER_WHOLE_ROW_STEPS]
+)
+def test_what_is_computed_after_padding_scaling_or_a_few_rows_is_still_judged(fn, diagnosis):
+    for result in _in_both("10.running_max_sum", fn):
+        assert not result.passed and result.points == 0
+        assert result.diagnosis == diagnosis, result.message
+
+
+# A maximum taken outside PyTorch (red teams 8 to 10): the rows, or K, read out with .numpy(), .tolist(),
+# .item() or np.asarray, the maximum computed there, then one pass over the blocks with that maximum and no
+# rescaling. What is computed outside PyTorch the watch cannot see, so a read-out counts as a read at once
+# (of as many scores of a row, or keys, as it holds), and reading every score out one by one before the
+# pass is a second pass.
+
+
+def _one_pass_with(m_of):
+    def fn(scores, block_size):
+        m_out = m_of(scores)
+        m = torch.full(scores.shape[:1], -math.inf, dtype=scores.dtype)
+        l = torch.zeros_like(m)
+        for a in range(0, scores.shape[1], block_size):
+            block = scores[:, a : a + block_size]
+            m = torch.maximum(m, block.amax(dim=1))
+            l = l + torch.exp(block - m_out[:, None]).sum(dim=1)
+        return m, l * torch.exp(m_out - m)
+
+    fn.__name__ = f"rms_one_pass_with_{m_of.__name__.strip('_')}"
+    return fn
+
+
+def _max_from_numpy(scores):
+    return torch.from_numpy(scores.detach().numpy().max(1).copy())
+
+
+def _max_from_asarray(scores):
+    return torch.from_numpy(np.asarray(scores.detach()).max(1).copy())
+
+
+def _max_from_tolist(scores):
+    return torch.tensor([max(row) for row in scores.tolist()], dtype=scores.dtype)
+
+
+def _max_from_items(scores):
+    R, T = scores.shape
+    return torch.tensor([max(scores[r, k].item() for k in range(T)) for r in range(R)], dtype=scores.dtype)
+
+
+def _max_from_apply(scores):
+    seen = []
+    scores.detach().clone().apply_(lambda x: seen.append(x) or x)
+    T = scores.shape[1]
+    return torch.tensor([max(seen[r * T : (r + 1) * T]) for r in range(scores.shape[0])], dtype=scores.dtype)
+
+
+def osa_max_from_numpy(Q, K, V, block_size):
+    q, k = Q.detach().numpy(), K.detach().numpy()
+    m = torch.from_numpy((q @ k.transpose(0, 2, 1) / math.sqrt(Q.shape[-1])).max(-1, keepdims=True).copy())
+    l = acc = 0
+    for a in range(0, K.shape[1], block_size):
+        p = torch.exp(Q @ K[:, a : a + block_size].transpose(1, 2) / math.sqrt(Q.shape[-1]) - m)
+        l, acc = l + p.sum(-1, keepdim=True), acc + p @ V[:, a : a + block_size]
+    return acc / l
+
+
+MAX_FROM_OUTSIDE = [
+    ("10.running_max_sum", _one_pass_with(_max_from_numpy), "read_out_at_once"),
+    ("10.running_max_sum", _one_pass_with(_max_from_asarray), "read_out_at_once"),
+    ("10.running_max_sum", _one_pass_with(_max_from_tolist), "read_out_at_once"),
+    ("10.running_max_sum", _one_pass_with(_max_from_apply), "read_out_at_once"),
+    ("10.running_max_sum", _one_pass_with(_max_from_items), "two_passes"),
+    ("10.online_softmax_attention", osa_max_from_numpy, "read_out_at_once"),
+]
+
+
+@pytest.mark.parametrize(
+    "task_id, fn, diagnosis", MAX_FROM_OUTSIDE, ids=[f.__name__ for _, f, _ in MAX_FROM_OUTSIDE]
+)
+def test_a_maximum_taken_outside_pytorch_earns_nothing_in_both_graders(task_id, fn, diagnosis):
+    for result in _in_both(task_id, fn):
+        assert result.points == 0 and result.diagnosis == diagnosis, result.message
+
+
+def rms_rows_and_keys_reversed(scores, block_size):
+    flipped = torch.flip(scores, dims=(0, 1))  # a reordered copy: followed like a clone
+    m, l = _rms_over(_as_is)(flipped, block_size)
+    return m.flip(0), l.flip(0)
+
+
+def rms_rows_rolled(scores, block_size):
+    m, l = _rms_over(_as_is)(scores.roll(1, dims=0), block_size)
+    return m.roll(-1, dims=0), l.roll(-1, dims=0)
+
+
+def rms_a_look_at_each_block_in_python(scores, block_size):
+    m = torch.full(scores.shape[:1], -math.inf, dtype=scores.dtype)
+    l = torch.zeros_like(m)
+    for a in range(0, scores.shape[1], block_size):
+        block = scores[:, a : a + block_size]
+        assert all(len(row) <= block_size for row in block.tolist())  # a block read out: fine
+        m_new = torch.maximum(m, block.amax(dim=1))
+        l = l * torch.exp(m - m_new) + torch.exp(block - m_new[:, None]).sum(dim=1)
+        m = m_new
+    return m, l
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [rms_rows_and_keys_reversed, rms_rows_rolled, rms_a_look_at_each_block_in_python],
+    ids=lambda f: f.__name__,
+)
+def test_reversed_or_rolled_rows_and_a_block_read_out_are_fine(fn):
+    for result in _in_both("10.running_max_sum", fn):
         assert result.passed, result.message

@@ -429,3 +429,22 @@ def test_code_compiled_from_a_string_is_a_librarys_when_its_module_is():
     assert not _is_learner_frame(frame_of({"__file__": torch.__file__}))
     assert _is_learner_frame(frame_of({}))  # a learner's exec'd code: no module file
     assert _is_learner_frame(frame_of({"__file__": "/home/learner/answers.py"}))
+
+
+def test_the_same_code_in_a_library_and_in_a_learners_file_gets_its_own_verdict():
+    """CPython's code objects compare equal when only their file names differ: the verdict "a learner's
+    code" is kept per code object *and* file, so a learner's function that happens to be written like a
+    library's is still the learner's (and the library's still the library's)."""
+    import os
+
+    from attnbook.grading.engine import _is_learner_code
+
+    src = "def step(x):\n    return x + 1\n"
+    library = compile(src, os.path.join(os.path.dirname(torch.__file__), "_same_code.py"), "exec").co_consts[
+        0
+    ]
+    learner = compile(src, "/home/learner/answers.py", "exec").co_consts[0]
+    assert library == learner  # what made one verdict serve both
+    assert not _is_learner_code(library)
+    assert _is_learner_code(learner)
+    assert not _is_learner_code(library)

@@ -327,15 +327,16 @@ def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
         "ran",
         "block",
         "second_pass",
+        "outside",
     }
     # the kernel's decoder only lists the spec; it makes nothing of it
     kernel = wire.Decoder(encoder.blob(), watches="collect")
     plain = kernel.decode(node)
     assert type(plain) is torch.Tensor and kernel.watches[0][1]["token"] == type(x).token
     # a record comes back: the grader's decoder gives it to that watch, and to no other
-    back = dict(node, w=dict(node["w"], widths=[5], ran=True))
+    back = dict(node, w=dict(node["w"], widths=[5], ran=True, outside=4))
     wire.Decoder(encoder.blob()).decode(back)
-    assert type(x).widths == [5] and type(x).ran
+    assert type(x).widths == [5] and type(x).ran and type(x).outside == 4
     stranger = dict(node, w=dict(node["w"], token="not-a-watch-of-ours", widths=[9], ran=True))
     wire.Decoder(encoder.blob()).decode(stranger)
     assert type(x).widths == [5]
@@ -349,6 +350,8 @@ def test_a_watch_spec_is_data_and_reaches_only_the_watch_that_sent_it():
         {"keys": -1},
         {"block": -1},
         {"second_pass": "yes"},
+        {"outside": -1},
+        {"outside": "10"},
     ):
         with pytest.raises(wire.WireError):
             wire.Decoder(encoder.blob()).decode(dict(node, w=dict(node["w"], **bad)))

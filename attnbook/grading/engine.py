@@ -280,12 +280,13 @@ _NOT_LEARNER_DIRS: list = []
 def _is_learner_code(code) -> bool:
     """True when ``code`` is neither this package's nor an installed library's or the standard library's
     (decided once per code object)."""
-    known = _LEARNER_CODES.get(code)
+    key = (code, code.co_filename)  # (two code objects from different files can be equal)
+    known = _LEARNER_CODES.get(key)
     if known is None:
         known = not code.co_filename.startswith("<frozen") and not _is_library_file(code.co_filename)
         if len(_LEARNER_CODES) > 50_000:
             _LEARNER_CODES.clear()
-        _LEARNER_CODES[code] = known
+        _LEARNER_CODES[key] = known
     return known
 
 
@@ -582,6 +583,8 @@ def _is_stdlib(filename: str) -> bool:
 _RAW_THREAD_STARTS = ("start_new_thread", "start_new", "start_joinable_thread")
 #: the code that turns a tensor into a NumPy array (``np.asarray(t)``)
 _TENSOR_ARRAY_CODE = torch.Tensor.__array__.__code__
+#: tensor methods that hand a tensor's values to Python (NumPy, Python numbers, a Python callback)
+_READING_OUT = frozenset({"numpy", "tolist", "item", "apply_", "map_", "map2_"})
 #: operations that make a tensor from Python data (``torch.tensor([...])``): their input is not the
 #: learner's earlier work
 _ATEN_LIFTING = frozenset({"lift", "lift_fresh", "lift_fresh_copy"})
@@ -786,6 +789,8 @@ class ForbiddenCallGuard:
             code = frame.f_code
             if code is _TENSOR_ARRAY_CODE and self._watched_flow:
                 self.read_numpy = True  # np.asarray(t), np.array(t)
+                if frame.f_back is not None and _is_learner_code(frame.f_back.f_code):
+                    self._read_out(frame.f_locals.get("self"))
             name = self._cache.get(code)
             if name is None:
                 name = self._cache[code] = self._name_of(frame)
@@ -801,9 +806,11 @@ class ForbiddenCallGuard:
             elif name and name not in self.found and not self._allowed_here(frame):
                 self.found.append(name)
         elif event == "c_call":
-            if self._watched_flow and getattr(arg, "__name__", "") in ("numpy", "tolist", "item"):
+            if self._watched_flow and getattr(arg, "__name__", "") in _READING_OUT:
                 if isinstance(getattr(arg, "__self__", None), torch.Tensor):
                     self.read_numpy = True  # a tensor read out of PyTorch (into NumPy, Python numbers)
+                    if _is_learner_code(frame.f_code):
+                        self._read_out(arg.__self__)
             if (
                 self._watched_flow
                 and getattr(arg, "__name__", "") in _RAW_THREAD_STARTS
@@ -828,6 +835,28 @@ class ForbiddenCallGuard:
                     self.found.append(name)
         if self._previous is not None:
             self._previous(frame, event, arg)
+
+    def _read_out(self, tensor) -> None:
+        """The learner's code read ``tensor`` out of PyTorch (into NumPy or Python numbers): tell the
+        observers that can judge it (set 10's block watch: a whole row read out at once is read at once),
+        with the dispatch mode passing their own operations through. Never raises: a watch's failure to
+        judge a read-out must not stop the learner's call."""
+        if not isinstance(tensor, torch.Tensor):
+            return
+        mode = self._mode
+        active = mode.active if mode is not None else False
+        if mode is not None:
+            mode.active = False
+        try:
+            for observe in self.observers:
+                read_out = getattr(getattr(observe, "__self__", None), "read_out", None)
+                if read_out is not None:
+                    read_out(tensor)
+        except Exception:  # noqa: BLE001 - a read-out the watch cannot place is not the learner's fault
+            pass
+        finally:
+            if mode is not None:
+                mode.active = active
 
     def _builtin_name(self, arg) -> str:
         """The forbidden name of the builtin ``arg`` about to be called ('' if it is allowed)."""

@@ -185,7 +185,7 @@ class Encoder:
 #
 # A tensor whose type has ``wire_spec()`` (:class:`attnbook.blockwise.ScoreWatch`) travels with that
 # plain-data spec: the factory's qualified name, its settings, a token, and its record (``widths``, ``ran``,
-# ``second_pass``).
+# ``second_pass``, ``outside``).
 # Decoding never acts on a spec by itself: the kernel's decoder (``watches="collect"``) only lists the
 # specs in ``Decoder.watches`` (the kernel decides what to make of them), and the grader's decoder (the
 # default, ``watches="report"``) hands a record to the watch this process sent under that token, and to
@@ -234,6 +234,8 @@ def _checked_spec(spec) -> dict:
         and type(spec.get("block", 0)) is int
         and 0 <= spec.get("block", 0) < 2**31
         and isinstance(spec.get("second_pass", False), bool)
+        and type(spec.get("outside", 0)) is int
+        and 0 <= spec.get("outside", 0) < 2**31
     ):
         raise WireError("a malformed watch")
     return spec
@@ -305,7 +307,12 @@ class Decoder:
             elif self.mode == "report":
                 watch = _WATCHES.get(spec["token"])
                 if watch is not None and callable(getattr(watch, "report", None)):
-                    watch.report(list(spec["widths"]), spec["ran"], spec.get("second_pass", False))
+                    watch.report(
+                        list(spec["widths"]),
+                        spec["ran"],
+                        spec.get("second_pass", False),
+                        spec.get("outside", 0),
+                    )
         return t
 
     def decode(self, node, depth: int = 0):

@@ -75,6 +75,7 @@ def _block_check(block_size: int, T_k: int, given_scores: bool):
     def check(watch, unseen=False):
         widths, watch.widths = list(watch.widths), []
         second_pass, watch.second_pass = watch.second_pass, False
+        outside, watch.outside = watch.outside, 0
         if unseen:
             raise Fail(
                 "the grader saw no PyTorch operation on the scores your function was given, so it cannot "
@@ -89,6 +90,22 @@ def _block_check(block_size: int, T_k: int, given_scores: bool):
             )
         if block_size >= T_k:
             return
+        if outside > block_size:
+            raise Fail(
+                f"your function read {outside} scores of a row out of PyTorch at once (with .numpy(), "
+                ".tolist(), .item() or np.asarray), but block_size is "
+                f"{block_size}: what is computed with values outside PyTorch the grader cannot see, so "
+                "reading them out counts as working on them at once, and the task reads each row one block "
+                "at a time"
+                if given_scores
+                else f"your function read {outside} keys out of PyTorch at once (with .numpy(), .tolist(), "
+                f".item() or np.asarray), but block_size is {block_size}: what is computed with values "
+                "outside PyTorch the grader cannot see, so reading them out counts as working on them at "
+                "once, and the task reads the keys one block at a time",
+                "read_out_at_once",
+                "Compute with torch operations on one block at a time. To look at values while you work, "
+                "print the tensor itself (print(block)).",
+            )
         widest = max(widths, default=1)
         if widest > block_size and given_scores:
             hint = (
