@@ -22,11 +22,11 @@ rebuilds the book's reference models deterministically in seconds.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -315,12 +315,13 @@ class AttnSeq2Seq(_Base):
     it. It is Luong et al.'s local attention in a simple form (their local-m centres on t, their local-p
     weights by a Gaussian), and it fits only language pairs whose word order and length nearly agree.
 
-    With ``offsets=K`` the scores get a *learned* term of the same kind: one number ``b_k`` for each offset
+    With ``offsets=K`` the scores get a *learned* term of the same kind: one number ``r_k`` for each offset
     ``k = i - t`` from ``-K`` to ``K`` (farther offsets share the end numbers), ``e^t_i = s_t · h_i +
-    b_{clip(i - t, -K, K)}``: ``2K + 1`` parameters, trained with the rest, 0 at the start (see
-    :meth:`offset_term`). They are stored divided by :data:`OFFSET_SCALE`, which gives them a learning rate
-    that many times larger: Adam moves every parameter by about the learning rate per step, so within one
-    pass of a few hundred steps a number stored as it is could move by about 1 only.
+    r_{clip(i - t, -K, K)}``: ``2K + 1`` parameters, trained with the rest, 0 at the start (see
+    :meth:`offset_term`). Only their differences matter: the softmax ignores a number added to every score
+    of a row. They are stored divided by ``offset_scale`` (default :data:`OFFSET_SCALE`), which gives them a
+    learning rate that many times larger: Adam moves a parameter by at most about the learning rate per
+    step, so within one pass of a few hundred steps a number stored as it is could move by about 1 only.
     """
 
     def __init__(
@@ -334,6 +335,7 @@ class AttnSeq2Seq(_Base):
         bidirectional: bool = True,
         position_prior: float | None = None,
         offsets: int | None = None,
+        offset_scale: float | None = None,
     ):
         super().__init__(
             src_vocab, tgt_vocab, emb, hidden, cell, hidden if input_feeding else 0, bidirectional
@@ -345,28 +347,33 @@ class AttnSeq2Seq(_Base):
         self.input_feeding = input_feeding
         self.position_prior = position_prior
         self.offsets = offsets
+        self.offset_scale = OFFSET_SCALE if offset_scale is None else offset_scale
+        scale = self.offset_scale
+        if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and scale > 0):
+            raise ValueError(f"offset_scale must be a positive number, got {offset_scale!r}")
         self.W_c = nn.Linear(2 * hidden, hidden)
         self.W_y = nn.Linear(hidden, _vocab_size(tgt_vocab))
         if offsets is not None:  # made last, and with zeros: the other weights start as without it
             self.offset_bias = nn.Parameter(torch.zeros(2 * offsets + 1))
 
     def offset_term(self, T: int, N: int, start: int = 0) -> torch.Tensor:
-        """The learned term of the scores (``offsets=K``) as a (T, N) tensor: ``b_{clip(i - t, -K, K)}`` for
+        """The learned term of the scores (``offsets=K``) as a (T, N) tensor: ``r_{clip(i - t, -K, K)}`` for
         target position ``t = start + k`` (row k) and source position ``i`` (column i), both from 0."""
         if self.offsets is None:
             raise ValueError("this model has no learned offset term: build it with offsets=K")
         t = torch.arange(start, start + T)[:, None]  # (T, 1)
         i = torch.arange(N)[None, :]  # (1, N)
-        k = (i - t).clamp(-self.offsets, self.offsets) + self.offsets  # (T, N): indices into b
-        return OFFSET_SCALE * self.offset_bias[k]
+        k = (i - t).clamp(-self.offsets, self.offsets) + self.offsets  # (T, N): indices into r
+        return self.offset_scale * self.offset_bias[k]
 
     @property
     def offset_numbers(self) -> dict[int, float] | None:
-        """The learned numbers ``{k: b_k}`` for the offsets ``k = -K .. K``, or None without them."""
+        """The learned numbers ``{k: r_k}`` for the offsets ``k = -K .. K`` (``-K`` and ``K`` stand for all
+        offsets that far or farther), or None without them."""
         if self.offsets is None:
             return None
-        b = (OFFSET_SCALE * self.offset_bias).tolist()
-        return {k - self.offsets: v for k, v in enumerate(b)}
+        r = (self.offset_scale * self.offset_bias).tolist()
+        return {k - self.offsets: v for k, v in enumerate(r)}
 
     def _decoder_input(self, Y, context, s_tilde_prev):
         if not self.input_feeding:
@@ -785,17 +792,32 @@ BUCKETS = [(3, 8), (9, 15), (16, 22), (23, 29), (30, 60)]
 """Source-length buckets (words) used to report accuracy by length."""
 
 
-@functools.lru_cache(maxsize=4)
+#: the corpora generated in this process (or handed to it by the process that started it, see
+#: :func:`train_side_by_side`), by ``("splits", seed)`` and ``("longer", seed, n)``; a few at most
+_CORPORA: dict = {}
+
+
+def _remembered(key: tuple, make: Callable[[], Any]) -> Any:
+    if key not in _CORPORA:
+        if len(_CORPORA) >= 4:
+            _CORPORA.pop(next(iter(_CORPORA)))  # the oldest
+        _CORPORA[key] = make()
+    return _CORPORA[key]
+
+
 def _standard_splits(seed: int) -> Splits:
-    return make_splits(STANDARD["n_train"], STANDARD["n_val"], STANDARD["n_test"], seed=seed)
+    return _remembered(
+        ("splits", seed),
+        lambda: make_splits(STANDARD["n_train"], STANDARD["n_val"], STANDARD["n_test"], seed=seed),
+    )
 
 
-@functools.lru_cache(maxsize=2)
 def _longer_corpus(seed: int, n: int) -> tuple[Pair, ...]:
     """The reference corpus followed by ``n`` more pairs of the same generator: new sources, in none of the
     reference splits (the generator skips a source it has drawn before). The generator's first pairs do not
     depend on how many it is asked for, so the reference corpus is this one's beginning."""
-    return tuple(generate_corpus(STANDARD["n_train"] + STANDARD["n_val"] + STANDARD["n_test"] + n, seed=seed))
+    total = STANDARD["n_train"] + STANDARD["n_val"] + STANDARD["n_test"] + n
+    return _remembered(("longer", seed, n), lambda: tuple(generate_corpus(total, seed=seed)))
 
 
 def standard_data(seed: int | None = None, n_train: int | None = None) -> tuple[Splits, Vocab, Vocab]:
@@ -901,14 +923,16 @@ def _standard_model(kind, src_vocab, tgt_vocab, hidden, seed, model_kwargs):
 
 
 def _side_worker() -> None:
-    """One worker of :func:`train_side_by_side`, run as ``python -c``: reads a pickled job from stdin, trains
-    it, writes ``step k total`` lines to stdout as it goes, and the model's weights and history to the file
-    the job names. A failure leaves a trace on stderr and exit code 1."""
+    """One worker of :func:`train_side_by_side`, run as ``python -c``: reads a pickled job from stdin, then the
+    corpora the caller generated (so that each worker does not generate them again), trains the job, writes
+    ``step k total`` lines to stdout as it goes, and the model's weights and history to the file the job
+    names. A failure leaves a trace on stderr and exit code 1."""
     import pickle
     import sys
 
     torch.set_num_threads(1)
     request = pickle.load(sys.stdin.buffer)
+    _CORPORA.update(pickle.load(sys.stdin.buffer))  # generated once, by the process that started this one
     out = sys.stdout
     last = [0.0]
 
@@ -993,6 +1017,8 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
     results: dict[int, tuple] = {}
     steps = [[0, 0] for _ in jobs]
     made: list = []
+    unfed: list = []  # workers started that still wait for the corpora
+    corpora = b""
     bar = None
     if progress:
         from attnbook.progress import progress as _progress
@@ -1025,13 +1051,22 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
                     path = os.path.join(folder, f"job{index}.pt")
                     try:
                         worker.stdin.write(pickle.dumps({"job": jobs[index], "path": path}))
-                        worker.stdin.close()
+                        worker.stdin.flush()
                     except BrokenPipeError:  # it stopped at once: its exit code and stderr say why
                         pass
                     threading.Thread(target=read, args=(index, worker.stdout), daemon=True).start()
                     running[index] = worker
-                if not made:  # the corpus, generated here once while the workers start
+                    unfed.append(worker)
+                if not made:  # the corpora, generated here once while the workers start (importing torch)
                     made = [standard_data(n_train=n) for n in {job.get("n_train") for job in jobs}]
+                    corpora = pickle.dumps(dict(_CORPORA))
+                for worker in unfed:  # ... and handed to them
+                    try:
+                        worker.stdin.write(corpora)
+                        worker.stdin.close()
+                    except BrokenPipeError:
+                        pass
+                unfed.clear()
                 index, line = lines.get()
                 if line is not None:
                     fields = line.split()

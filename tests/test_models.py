@@ -351,7 +351,11 @@ def test_validation_points_and_token_budget(data):
     ]
     assert len(h["step_loss"]) == sum(len(p) for p in plans) > 2 * 30 * 6 // 60  # batches by tokens
     # the cosine schedule: from the peak down towards 0, half the peak on average
-    assert len(h["lr"]) == len(h["step_loss"]) and h["lr"][0] == 1e-2 and h["lr"] == sorted(h["lr"], reverse=True)
+    assert (
+        len(h["lr"]) == len(h["step_loss"])
+        and h["lr"][0] == 1e-2
+        and h["lr"] == sorted(h["lr"], reverse=True)
+    )
     assert sum(h["lr"]) / len(h["lr"]) == pytest.approx(0.5e-2, rel=0.1) and h["lr"][-1] < 1e-3
     with pytest.raises(ValueError, match="no pairs"):
         validation_loss(model, [])
@@ -420,12 +424,12 @@ def test_learned_offsets_add_one_number_per_offset_to_the_scores(data):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in plain.state_dict().items())
     assert model.offset_numbers == {-2: 0.0, -1: 0.0, 0: 0.0, 1: 0.0, 2: 0.0}
     _with_offsets(model)
-    b = [-3.0, 1.0, 4.0, 2.0, -5.0]  # b_k for k = i - t = -2 .. 2, stored divided by OFFSET_SCALE
-    assert model.offset_numbers == pytest.approx(dict(zip(range(-2, 3), b)))
+    r = [-3.0, 1.0, 4.0, 2.0, -5.0]  # r_k for k = i - t = -2 .. 2, stored divided by OFFSET_SCALE
+    assert model.offset_numbers == pytest.approx(dict(zip(range(-2, 3), r)))
     term = model.offset_term(3, 6)  # rows t = 0..2, columns i = 0..5; offsets beyond 2 take the end numbers
     expected = [[4, 2, -5, -5, -5, -5], [1, 4, 2, -5, -5, -5], [-3, 1, 4, 2, -5, -5]]
     assert torch.allclose(term, torch.tensor(expected, dtype=term.dtype), atol=1e-6)
-    assert torch.allclose(model.offset_bias.detach() * OFFSET_SCALE, torch.tensor(b), atol=1e-6)
+    assert torch.allclose(model.offset_bias.detach() * OFFSET_SCALE, torch.tensor(r), atol=1e-6)
     assert torch.equal(model.offset_term(2, 6, start=1), term[1:])
     batch = make_batch(pairs[:6], sv, tv)
     H, c = model.encoder(batch.src, batch.src_len)
@@ -438,6 +442,13 @@ def test_learned_offsets_add_one_number_per_offset_to_the_scores(data):
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="offsets"):
             AttnSeq2Seq(sv, tv, emb=8, hidden=12, offsets=bad)
+    for bad in (0, -1.0, "10"):
+        with pytest.raises(ValueError, match="offset_scale"):
+            AttnSeq2Seq(sv, tv, emb=8, hidden=12, offsets=2, offset_scale=bad)
+    # another scale stores the same numbers differently: the term is the scale times what is stored
+    unscaled = AttnSeq2Seq(sv, tv, emb=8, hidden=12, offsets=2, offset_scale=1)
+    unscaled.load_state_dict(model.state_dict())
+    assert torch.allclose(unscaled.offset_term(3, 6), term / OFFSET_SCALE, atol=1e-6)
     assert plain.offset_numbers is None
     with pytest.raises(ValueError, match="offsets=K"):
         plain.offset_term(2, 2)
