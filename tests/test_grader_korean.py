@@ -291,3 +291,23 @@ def test_tasks_catalogue_holds_exactly_the_task_messages():
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_korean_setup_cell_fails_with_a_korean_sentence():
+    """The hidden setup cell of a Korean notebook runs the same code; if installing the package fails, a
+    Korean reader is told what to do in Korean."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import setup_cell
+    finally:
+        sys.path.pop(0)
+    for path in sorted((ROOT / "ko" / "chapters").glob("*.ipynb")) + sorted(
+        (ROOT / "ko" / "exercises").glob("*.ipynb")
+    ):
+        nb = nbformat.read(path, as_version=4)
+        cell = setup_cell.setup_cell(nb)
+        english = setup_cell.setup_cell(nbformat.read(ROOT / path.relative_to(ROOT / "ko"), as_version=4))
+        assert cell is not None and english is not None, path
+        assert setup_cell.MESSAGE_KO in cell.source and setup_cell.MESSAGE not in cell.source, path
+        assert cell.source == english.source.replace(setup_cell.MESSAGE, setup_cell.MESSAGE_KO), path
+        compile(cell.source, str(path), "exec")  # still Python

@@ -406,7 +406,11 @@ IMPORTS_ATTNBOOK = re.compile(r"^(?:from attnbook[.\s]|import attnbook\b)", re.M
 def _speak_korean(nb) -> None:
     """A Korean notebook says so (``metadata.attnbook.language``, read by ``attnbook-grade``) and sets the
     language at the top of the cell that imports the graders, or else of the first cell that imports the
-    book's package (after the hidden setup cell): a learner who runs it gets Korean checks and figures."""
+    book's package (after the hidden setup cell, whose failure sentence it puts in Korean): a learner who
+    runs it gets Korean checks, figures and messages."""
+    setup = setup_cell.setup_cell(nb)
+    if setup is not None:  # its one sentence, for a reader who runs the notebook where the install fails
+        setup.source = setup_cell.korean_source(setup.source)
     cells = [c for c in nb.cells if c.cell_type == "code" and c.get("id") != setup_cell.CELL_ID]
     cell = next((c for c in cells if "from attnbook.grading" in c.source), None) or next(
         (c for c in cells if IMPORTS_ATTNBOOK.search(c.source)), None

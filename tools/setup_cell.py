@@ -43,6 +43,28 @@ if importlib.util.find_spec("attnbook") is None:
         )"""
 
 
+#: the failure sentence of the cell, and what the Korean edition says instead (tools/i18n.py puts it there)
+MESSAGE = """\
+            f"Could not install the book's package from {BOOK_REPOSITORY}: "
+            "run this notebook from a copy of the book instead (see the "
+            "page 'Running everything locally')."
+"""
+MESSAGE_KO = """\
+            f"책의 패키지를 {BOOK_REPOSITORY}에서 설치하지 못했습니다. "
+            "이 노트북은 책의 사본에서 실행하세요('내 컴퓨터에서 모두 "
+            "실행하기' 페이지를 보세요)."
+"""
+
+
+def korean_source(source: str) -> str:
+    """The setup cell of the Korean edition: the same code, with its failure sentence in Korean."""
+    if MESSAGE_KO in source:
+        return source
+    if MESSAGE not in source:
+        raise ValueError("the setup cell's failure message is not the template's: run tools/setup_cell.py")
+    return source.replace(MESSAGE, MESSAGE_KO)
+
+
 def repository_url(root: Path = ROOT) -> str:
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     return str(config["repository"]["url"]).rstrip("/")
