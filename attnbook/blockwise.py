@@ -121,6 +121,8 @@ _ATEN_COPYING = (
     )
     | _BLANK
 )
+#: operations that bring values into PyTorch from outside (``torch.tensor`` of Python numbers, ``from_numpy``)
+_ATEN_LIFTING = frozenset({"lift", "lift_fresh", "lift_fresh_copy"})
 #: steps a learner may take on a whole row of scores before cutting it into blocks, because they give each
 #: score a new value of its own and compute nothing across the row: scaling it (``scores * log2(e)`` for
 #: ``exp2``), sanitising it (``nan_to_num``, ``where(isnan(s), -inf, s)``, ``clamp``) or padding it with
@@ -364,8 +366,10 @@ class ScoreWatch(torch.Tensor):
     shapes: tuple = ()
     #: the call read a block again after it had moved on to others: a second pass over the keys
     second_pass: bool = False
-    #: the most scores of a row (or keys) the call read out of PyTorch at once (:meth:`read_out`)
+    #: the most scores of a row (or keys) the call read out of PyTorch at once (:meth:`read_out`), and
+    #: whether it brought values into PyTorch from outside (``torch.tensor`` of data, ``torch.from_numpy``)
     outside: int = 0
+    lifted: bool = False
     #: per watched storage: its shape and where it starts (``origins``: the tensors watched when the watch
     #: was made; ``layouts``: copies of them made later, such as the grader's copy for each call); per
     #: (storage, context, outer index): the blocks read last, and the blocks it has moved on from
@@ -496,7 +500,9 @@ class ScoreWatch(torch.Tensor):
         """The learner's function read ``value`` out of PyTorch (``.tolist()``, ``.numpy()``, ``.item()``,
         ``np.asarray``...), where the watch cannot see what is computed with it: what it holds of the
         watched tensors counts as read at once, by the widths (the scores of a row, or the keys, read out
-        together) and for a second pass (reading every score out one by one, then the blocks again)."""
+        together) and for a second pass (reading every score out one by one, then the blocks again). The
+        widths count only if the call also brought values into PyTorch from outside (``torch.tensor`` of
+        data, ``torch.from_numpy``): without that, what was read out was only looked at (printed)."""
         if not cls.rows or not cls.block:
             return
         with torch._C.DisableTorchFunctionSubclass():
@@ -533,6 +539,8 @@ class ScoreWatch(torch.Tensor):
         scores. (A block of a row read as a vector is recorded by where it lies, whatever its length.)"""
         cls.widths.extend(w for w in cls.vectors if w not in cls.groups)
         cls.vectors = []
+        if not cls.lifted:  # values read out and nothing brought back: a look (a print), not a computation
+            cls.outside = 0
 
     # The subclass sees the operations made on watched tensors through Python; a learner's function can
     # step around it (a C-level conversion to a plain tensor, or torch._C.DisableTorchFunctionSubclass).
@@ -558,6 +566,8 @@ class ScoreWatch(torch.Tensor):
         if not cls.rows:
             return
         name = getattr(getattr(func, "overloadpacket", None), "__name__", "") or _op_name(func)
+        if name in _ATEN_LIFTING:
+            cls.lifted = True
         with torch._C.DisableTorchFunctionSubclass():
             tensors = [t for t in _flat((*args, *kwargs.values())) if isinstance(t, torch.Tensor)]
             if not tensors:
@@ -854,7 +864,7 @@ class ScoreWatch(torch.Tensor):
     def discard(cls) -> None:
         """Forget the record of a call that did not return (it timed out, or raised)."""
         cls.ran = cls.seen = cls.second_pass = False
-        cls.widths, cls.vectors, cls.outside = [], [], 0
+        cls.widths, cls.vectors, cls.outside, cls.lifted = [], [], 0, False
         cls._forget_call()
 
     @classmethod
@@ -863,6 +873,7 @@ class ScoreWatch(torch.Tensor):
         record is judged once."""
         cls.joined, cls.summaries, cls.layouts, cls.visits, cls.carried = {}, {}, {}, {}, {}
         cls.made, cls.blank, cls.groups = set(), {}, set()
+        cls.lifted = False
 
     def __deepcopy__(self, memo):
         return self.detach().clone()
@@ -902,6 +913,7 @@ class ScoreWatch(torch.Tensor):
             cls.ran = True
             cls.second_pass = bool(second_pass)
             cls.outside = int(outside)
+            cls.lifted = cls.outside > 0  # (the other process counted it only if values were brought back)
 
 
 def _key(t: torch.Tensor) -> tuple:
@@ -980,6 +992,7 @@ def watch_scores(
             "shapes": tuple(tuple(int(n) for n in t.shape) for t in tensors),
             "second_pass": False,
             "outside": 0,
+            "lifted": False,
             "origins": {
                 _storage_key(t): (tuple(t.shape), t.storage_offset()) for t in tensors if t.is_contiguous()
             },

@@ -315,13 +315,14 @@ class AttnSeq2Seq(_Base):
     it. It is Luong et al.'s local attention in a simple form (their local-m centres on t, their local-p
     weights by a Gaussian), and it fits only language pairs whose word order and length nearly agree.
 
-    With ``offsets=K`` the scores get a *learned* term of the same kind: one number ``r_k`` for each offset
-    ``k = i - t`` from ``-K`` to ``K`` (farther offsets share the end numbers), ``e^t_i = s_t · h_i +
+    With ``offsets=K`` the scores get a *learned* term of the same kind: one number ``r_δ`` for each offset
+    ``δ = i - t`` from ``-K`` to ``K`` (farther offsets share the end numbers), ``e^t_i = s_t · h_i +
     r_{clip(i - t, -K, K)}``: ``2K + 1`` parameters, trained with the rest, 0 at the start (see
     :meth:`offset_term`). Only their differences matter: the softmax ignores a number added to every score
     of a row. They are stored divided by ``offset_scale`` (default :data:`OFFSET_SCALE`), which gives them a
-    learning rate that many times larger: Adam moves a parameter by at most about the learning rate per
-    step, so within one pass of a few hundred steps a number stored as it is could move by about 1 only.
+    learning rate that many times larger: Adam moves a parameter by about the learning rate per step (at
+    most about three times as much with PyTorch's defaults), so within a few hundred steps a number stored
+    as it is moves by a few units at most.
     """
 
     def __init__(
@@ -368,7 +369,7 @@ class AttnSeq2Seq(_Base):
 
     @property
     def offset_numbers(self) -> dict[int, float] | None:
-        """The learned numbers ``{k: r_k}`` for the offsets ``k = -K .. K`` (``-K`` and ``K`` stand for all
+        """The learned numbers ``{δ: r_δ}`` for the offsets ``δ = -K .. K`` (``-K`` and ``K`` stand for all
         offsets that far or farther), or None without them."""
         if self.offsets is None:
             return None

@@ -1279,11 +1279,31 @@ def rms_a_look_at_each_block_in_python(scores, block_size):
     return m, l
 
 
+def rms_printing_the_scores_as_a_list(scores, block_size):
+    print(scores.tolist())  # a look, read out of PyTorch: nothing is brought back
+    return _rms_over(_as_is)(scores, block_size)
+
+
+def osa_printing_a_mean_of_k_from_numpy(Q, K, V, block_size):
+    print("mean of K:", K.detach().numpy().mean())  # red team 7's honest debug print
+    return _osa_one_pass_over(_k_cloned)(Q, K, V, block_size)
+
+
 @pytest.mark.parametrize(
     "fn",
-    [rms_rows_and_keys_reversed, rms_rows_rolled, rms_a_look_at_each_block_in_python],
+    [
+        rms_rows_and_keys_reversed,
+        rms_rows_rolled,
+        rms_a_look_at_each_block_in_python,
+        rms_printing_the_scores_as_a_list,
+    ],
     ids=lambda f: f.__name__,
 )
 def test_reversed_or_rolled_rows_and_a_block_read_out_are_fine(fn):
     for result in _in_both("10.running_max_sum", fn):
+        assert result.passed, result.message
+
+
+def test_a_look_at_k_through_numpy_is_fine_in_both_graders():
+    for result in _in_both("10.online_softmax_attention", osa_printing_a_mean_of_k_from_numpy):
         assert result.passed, result.message
