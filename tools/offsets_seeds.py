@@ -6,9 +6,10 @@ seeds, and the last once more with the numbers stored as they are; print what ea
 Chapter 8 trains each model once (seed 0) with one recipe: Luong's decoder, Bahdanau's, and Luong's with
 ``offsets=4``. A page that must run in well under a minute cannot train each several times, so this
 script trains them at seeds 1 and 2 with the chapter's recipe, and the model with the numbers once more
-at seed 0 with ``offset_scale=1`` (the numbers stored as they are, so that Adam can move each by only
-about the sum of the learning rates), and the chapter quotes what it prints. This is a measurement: it
-prints figures and checks nothing.
+at seed 0 with ``offset_scale=1`` (the numbers stored as they are, so that Adam can move each by only a
+few times the sum of the learning rates), and the chapter quotes what it prints. This is a measurement:
+it prints figures and checks nothing. Its output on the machine that built the book is kept in
+``tools/measured/offsets_seeds.txt``; ``tests/test_measured.py`` checks that the chapter quotes it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,67 @@
+"""The figures a chapter quotes from a measurement made outside its page (a script in tools/ whose run does
+not fit in a notebook) are the script's output, kept in tools/measured/: a quoted figure that no run printed,
+or a run that changed without the chapter, fails here."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+
+from conftest import ROOT
+
+MEASURED = ROOT / "tools" / "measured"
+
+
+def _paragraph(notebook: str, starts: str) -> str:
+    nb = nbformat.read(ROOT / "chapters" / notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for paragraph in cell.source.split("\n\n"):
+                if paragraph.startswith(starts):
+                    return " ".join(paragraph.split())
+    raise AssertionError(f"{notebook}: no paragraph starting {starts!r}")
+
+
+def _figures(text: str) -> list[str]:
+    return re.findall(r"\d+\.\d{3}", text)
+
+
+def test_chapter_7_quotes_the_plain_model_trained_longer():
+    printed = (MEASURED / "plain_to_plateau.txt").read_text(encoding="utf-8")
+    runs = printed.split("plain model, ")[1:]
+    assert [run.split(" ")[0] for run in runs] == ["4", "8"]
+    end_loss = [re.findall(r"\d\.\d{3}", run.split("\n")[1])[-1] for run in runs]
+    exact = {
+        k: re.findall(rf"{k}: tokens (\d\.\d{{3}}), exact (\d\.\d{{3}})", printed)
+        for k in ("9–15", "16–22", "30–60")
+    }
+    text = _paragraph("07_seq2seq_with_attention.ipynb", "Trained longer, the plain model")
+    assert f"0.918, {end_loss[0]} and {end_loss[1]} at the end" in text
+    assert f"0.165, {exact['9–15'][0][1]} and {exact['9–15'][1][1]} of those of 9 to 15 words" in text
+    assert f"0.000, {exact['16–22'][0][1]} and {exact['16–22'][1][1]} of 16 to 22" in text
+    assert f"0.167, {exact['30–60'][0][0]} and {exact['30–60'][1][0]} of the tokens right" in text
+    assert all(e == "0.000" for _, e in exact["30–60"])  # "and not one sentence"
+
+
+def test_chapter_8_quotes_the_runs_at_other_seeds():
+    printed = (MEASURED / "offsets_seeds.txt").read_text(encoding="utf-8")
+    longest = dict(re.findall(r"^(.+?) \(\d+ s of CPU\)\n  exact: .*30–60: (\d\.\d{3})$", printed, re.M))
+    luong = [longest["Luong, seed 1"], longest["Luong, seed 2"]]
+    bahdanau = [longest["Bahdanau, seed 1"], longest["Bahdanau, seed 2"]]
+    offsets = [longest["with offsets, seed 1"], longest["with offsets, seed 2"]]
+    unscaled = longest["with offsets stored as they are (offset_scale=1), seed 0"]
+    text = _paragraph("08_attention_matrix_form.ipynb", "Each model was trained once here.")
+    assert f"Luong's model gets {luong[0]} and {luong[1]}" in text
+    assert f"Bahdanau's {bahdanau[0]} and {bahdanau[1]}" in text
+    assert f"the numbers {offsets[0]} and {offsets[1]}" in text
+    assert f"the model gets {unscaled}" in text
+    # the gains it quotes are the differences, seed by seed (seed 0's from the page's own table)
+    gains = [0.958 - 0.660] + [float(o) - float(p) for o, p in zip(offsets, luong)]
+    assert "(" + ", ".join(f"{g:.3f}" for g in gains) + ")" in text
+    spread = re.search(r"numbers r_k - r_0: (.*)$", printed.split("offset_scale=1")[1], re.M).group(1)
+    values = [float(v) for v in re.findall(r"-?\d+\.\d+", spread.replace(": ", " "))[1::2]]
+    assert max(values) - min(values) < 2  # "end less than 2 apart"
+    assert "seed 2" in text and "-7.75" in text.replace("−", "-")
+    assert re.search(r"-1: -7\.75", printed)
+    assert _figures(text)  # the paragraph quotes figures at all
