@@ -536,7 +536,8 @@ class ScoreWatch(torch.Tensor):
         """Record the vectors of ``w < rows`` numbers computed in the call (not read from the scores) that
         were not one number for each row of a group of ``w`` rows the call read together: a function that
         reads the rows two at a time keeps its running maximum as a ``(2,)`` vector, which is no block of 2
-        scores. (A block of a row read as a vector is recorded by where it lies, whatever its length.)"""
+        scores. (A block of a row read as a vector is recorded by where it lies, whatever its length.) And
+        forget what the call read out of PyTorch if it brought nothing back in (see :meth:`read_out`)."""
         cls.widths.extend(w for w in cls.vectors if w not in cls.groups)
         cls.vectors = []
         if not cls.lifted:  # values read out and nothing brought back: a look (a print), not a computation

@@ -23,7 +23,20 @@ ROOT = Path(__file__).resolve().parent.parent
 CELL_ID = "setup-attnbook"
 FOLDERS = ("chapters", "solutions")
 
-TEMPLATE = """\
+#: the failure sentence of the cell, and what the Korean edition says instead (tools/i18n.py puts it there)
+MESSAGE = """\
+            f"Could not install the book's package from {BOOK_REPOSITORY}: "
+            "run this notebook from a copy of the book instead (see the "
+            "page 'Running everything locally')."
+"""
+MESSAGE_KO = """\
+            f"책의 패키지를 {BOOK_REPOSITORY}에서 설치하지 못했습니다. "
+            "이 노트북은 책의 사본에서 실행하세요('내 컴퓨터에서 모두 "
+            "실행하기' 페이지를 보세요)."
+"""
+#: the cell, with ``{url}`` for the address (braces of the code itself doubled for ``str.format``)
+TEMPLATE = (
+    """\
 # Setup: outside a copy of the book (Colab, Binder) this installs the book's
 # package; inside one it does nothing. The address is `repository.url` in
 # the book's _config.yml (tools/setup_cell.py writes it here).
@@ -37,23 +50,10 @@ if importlib.util.find_spec("attnbook") is None:
     pip = [sys.executable, "-m", "pip", "install", "--quiet", package]
     if subprocess.run(pip, capture_output=True).returncode != 0:
         raise SystemExit(
-            f"Could not install the book's package from {{BOOK_REPOSITORY}}: "
-            "run this notebook from a copy of the book instead (see the "
-            "page 'Running everything locally')."
-        )"""
-
-
-#: the failure sentence of the cell, and what the Korean edition says instead (tools/i18n.py puts it there)
-MESSAGE = """\
-            f"Could not install the book's package from {BOOK_REPOSITORY}: "
-            "run this notebook from a copy of the book instead (see the "
-            "page 'Running everything locally')."
 """
-MESSAGE_KO = """\
-            f"책의 패키지를 {BOOK_REPOSITORY}에서 설치하지 못했습니다. "
-            "이 노트북은 책의 사본에서 실행하세요('내 컴퓨터에서 모두 "
-            "실행하기' 페이지를 보세요)."
-"""
+    + MESSAGE.replace("{", "{{").replace("}", "}}")
+    + "        )"
+)
 
 
 def korean_source(source: str) -> str:

@@ -273,21 +273,19 @@ class ForbiddenUse(Exception):
 # other threads, and a learner who switches the alarm or tracing off on purpose.
 
 _TRACE_LINE, _TRACE_RETURN = 2, 3  # PyTrace_LINE, PyTrace_RETURN
-_LEARNER_CODES: dict = {}
 _NOT_LEARNER_DIRS: list = []
 
 
 def _is_learner_code(code) -> bool:
-    """True when ``code`` is neither this package's nor an installed library's or the standard library's
-    (decided once per code object)."""
-    key = (code, code.co_filename)  # (two code objects from different files can be equal)
-    known = _LEARNER_CODES.get(key)
-    if known is None:
-        known = not code.co_filename.startswith("<frozen") and not _is_library_file(code.co_filename)
-        if len(_LEARNER_CODES) > 50_000:
-            _LEARNER_CODES.clear()
-        _LEARNER_CODES[key] = known
-    return known
+    """True when ``code`` is neither this package's nor an installed library's or the standard library's.
+    Decided by its file, once per file name (not per code object: CPython's code objects compare equal when
+    only their file names differ, so a verdict kept per code object would serve both files)."""
+    return _is_learner_file(code.co_filename)
+
+
+@functools.lru_cache(maxsize=8192)
+def _is_learner_file(filename: str) -> bool:
+    return not filename.startswith("<frozen") and not _is_library_file(filename)
 
 
 def _is_learner_frame(frame) -> bool:
