@@ -65,3 +65,25 @@ def test_chapter_8_quotes_the_runs_at_other_seeds():
     assert "seed 2" in text and "-7.75" in text.replace("−", "-")
     assert re.search(r"-1: -7\.75", printed)
     assert _figures(text)  # the paragraph quotes figures at all
+
+
+def test_the_other_processor_figures_are_what_it_printed():
+    """Chapters 7, 8 and 11, run_locally and CONTRIBUTING quote what another processor gave; its printout
+    is kept in tools/measured/other_processor.txt."""
+    printed = (MEASURED / "other_processor.txt").read_text(encoding="utf-8")
+    chapter_7 = printed.split("cell 18\n")[1].split("##")[0]
+    longest = re.search(r"30–60\s+144 \|.*\|\s+\S+\s+(\d\.\d{3})", chapter_7).group(1)
+    assert longest == "0.806"
+    for page in ("book/run_locally.md", "CONTRIBUTING.md"):
+        assert "0.806" in (ROOT / page).read_text(encoding="utf-8")
+    gaps = re.search(r"Bahdanau minus Luong, in sentences: \[([^\]]*)\]", printed).group(1)
+    as_words = [str(abs(int(k))) for k in gaps.split(",")]
+    text = _paragraph("08_attention_matrix_form.ipynb", "In the run stored with this page the two")
+    assert f"the gaps were {', '.join(as_words[:-1])} and {as_words[-1]} sentences" in text
+    ratios = re.findall(r"Bahdanau's epoch costs (\d\.\d) times|multiplies Luong's time by (\d\.\d)", printed)
+    assert {r for pair in ratios for r in pair if r} == {"1.4", "1.5"}
+    chapter_11 = printed.split("11_transformer.ipynb, cell 19\n")[1]
+    shortest = re.search(r"3–8\s+242 \|.*\|\s+\S+\s+(\d\.\d{3})\s+(\d\.\d{3})", chapter_11).groups()
+    text = _paragraph("11_transformer.ipynb", "The numbers are for one seed")
+    assert f"the Transformer got {shortest[1]} of the shortest" in text
+    assert f"RNN with attention {shortest[0]}" in text
