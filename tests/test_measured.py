@@ -70,8 +70,9 @@ def test_chapter_8_quotes_the_runs_at_other_seeds():
 def test_the_other_processor_figures_are_what_it_printed():
     """Chapters 7, 8 and 11, run_locally and CONTRIBUTING quote what another processor gave; its printout
     is kept in tools/measured/other_processor.txt."""
+    everything = (MEASURED / "other_processor.txt").read_text(encoding="utf-8")
     # the other processor with its own kernels; the runs with other settings follow "# ====="
-    printed = (MEASURED / "other_processor.txt").read_text(encoding="utf-8").split("# =====")[0]
+    printed = everything.split("# =====")[0]
     chapter_7 = printed.split("cell 18\n")[1].split("##")[0]
     longest = re.search(r"30–60\s+144 \|.*\|\s+\S+\s+(\d\.\d{3})", chapter_7).group(1)
     assert longest == "0.806"
@@ -82,7 +83,6 @@ def test_the_other_processor_figures_are_what_it_printed():
     text = _paragraph("08_attention_matrix_form.ipynb", "In the run stored with this page the two")
     assert f"the gaps were {', '.join(as_words[:-1])} and {as_words[-1]} sentences" in text
     # chapter 8's timing ratios in the other runs: every block of the printout, all settings
-    everything = (MEASURED / "other_processor.txt").read_text(encoding="utf-8")
     epoch = sorted(re.findall(r"Bahdanau's epoch costs (\d\.\d) times", everything))
     loop = sorted(re.findall(r"multiplies Luong's time by (\d\.\d)", everything))
     text = _paragraph("08_attention_matrix_form.ipynb", "The loop alone about doubles")
