@@ -67,6 +67,8 @@ __all__ = [
     "standard_data",
     "train_standard",
     "train_side_by_side",
+    "train_in_background",
+    "BackgroundTraining",
     "position_bias",
     "OFFSET_SCALE",
 ]
@@ -961,7 +963,36 @@ def _train_here(job: dict, progress: bool, callback: Callable[[int, int], None] 
     return train_standard(kind, progress=progress, callback=callback, **job)
 
 
-def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None = None) -> list[tuple]:
+class _NoWorkers(Exception):
+    """No worker process could be started (raised instead of training here, for
+    :func:`train_in_background`, which then trains in the caller's thread)."""
+
+
+def _check_jobs(jobs: tuple, processes: int | None, name: str) -> int:
+    """Checks the jobs of :func:`train_side_by_side` or :func:`train_in_background`; returns how many
+    processes to run at once."""
+    if not jobs:
+        raise ValueError(f"{name} needs at least one job (a dict of train_standard's arguments)")
+    for k, job in enumerate(jobs):
+        if not isinstance(job, dict) or "kind" not in job:
+            raise ValueError(
+                f"job {k} must be a dict of train_standard's arguments with a 'kind', got {job!r}"
+            )
+        if "progress" in job or "callback" in job:
+            raise ValueError(f"job {k}: progress and callback are {name}'s, not a job's")
+        if job["kind"] not in {*_KINDS, "transformer"}:
+            raise ValueError(
+                f"job {k}: kind must be one of {sorted({*_KINDS, 'transformer'})}, got {job['kind']!r}"
+            )
+    processes = len(jobs) if processes is None else processes
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a whole number, at least 1, got {processes!r}")
+    return processes
+
+
+def train_side_by_side(
+    *jobs: dict, progress: bool = True, processes: int | None = None, _fallback: bool = True
+) -> list[tuple]:
     """Train several reference models at once, each in a process of its own, and return what
     :func:`train_standard` would return for each: a list of ``(model, history, splits)`` in the order of
     ``jobs``.
@@ -984,23 +1015,8 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
     import tempfile
     import threading
 
-    if not jobs:
-        raise ValueError("train_side_by_side needs at least one job (a dict of train_standard's arguments)")
-    for k, job in enumerate(jobs):
-        if not isinstance(job, dict) or "kind" not in job:
-            raise ValueError(
-                f"job {k} must be a dict of train_standard's arguments with a 'kind', got {job!r}"
-            )
-        if "progress" in job or "callback" in job:
-            raise ValueError(f"job {k}: progress and callback are train_side_by_side's, not a job's")
-        if job["kind"] not in {*_KINDS, "transformer"}:
-            raise ValueError(
-                f"job {k}: kind must be one of {sorted({*_KINDS, 'transformer'})}, got {job['kind']!r}"
-            )
-    processes = len(jobs) if processes is None else processes
-    if processes < 1:
-        raise ValueError(f"processes must be at least 1, got {processes}")
-    if processes == 1:
+    processes = _check_jobs(jobs, processes, "train_side_by_side")
+    if processes == 1 and _fallback:  # (train_in_background's thread never trains in its own process)
         return [_train_here(job, progress) for job in jobs]
 
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -1038,6 +1054,8 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
                     except OSError as error:
                         if running or results:
                             raise
+                        if _fallback is False:
+                            raise _NoWorkers(str(error)) from error
                         print(  # nothing started yet: train here instead, one after another
                             f"could not start a worker process ({error}); training the {len(jobs)} models "
                             "one after another in this process",
@@ -1097,3 +1115,59 @@ def train_side_by_side(*jobs: dict, progress: bool = True, processes: int | None
                 worker.kill()
                 worker.wait()
     return [results[k] for k in range(len(jobs))]
+
+
+class BackgroundTraining:
+    """Reference models being trained by :func:`train_in_background`. ``done()`` says whether they are
+    ready; ``result()`` waits for them and returns what :func:`train_side_by_side` returns for the same
+    jobs (the same weights), or raises its error."""
+
+    def __init__(self, jobs: tuple, processes: int):
+        import threading
+
+        self._jobs = jobs
+        self._outcome: tuple | None = None  # ("ok", results) or ("error", exception)
+        self._thread = threading.Thread(target=self._run, args=(processes,), daemon=True)
+        self._thread.start()
+
+    def _run(self, processes: int) -> None:
+        try:
+            results = train_side_by_side(*self._jobs, progress=False, processes=processes, _fallback=False)
+            self._outcome = ("ok", results)
+        except BaseException as error:  # handed to result(), in the caller's thread
+            self._outcome = ("error", error)
+
+    def done(self) -> bool:
+        """True once the models are trained (or the training failed): ``result()`` will not wait."""
+        return not self._thread.is_alive()
+
+    def result(self) -> list[tuple]:
+        """Wait for the models; returns a list of ``(model, history, splits)`` in the order of the jobs."""
+        self._thread.join()
+        kind, value = self._outcome
+        if kind == "error" and isinstance(value, _NoWorkers):
+            import sys
+
+            # trained here, in the caller's thread, not beside it: two threads would share torch's
+            # random number generator, and the models would depend on their timing
+            print(
+                f"could not start a worker process ({value}); training "
+                + ("the model" if len(self._jobs) == 1 else f"the {len(self._jobs)} models")
+                + " here, now",
+                file=sys.stderr,
+            )
+            self._outcome = kind, value = "ok", [_train_here(job, True) for job in self._jobs]
+        if kind == "error":
+            raise value
+        return list(value)
+
+
+def train_in_background(*jobs: dict, processes: int | None = None) -> BackgroundTraining:
+    """Start training reference models and return at once: the jobs are those of
+    :func:`train_side_by_side`, each trained in a Python process of its own, while this one goes on; a
+    notebook can read on while a spare core trains, and collect the models with ``.result()``. The
+    models are exactly those that :func:`train_side_by_side` (and :func:`train_standard`) give. Bad jobs
+    raise ``ValueError`` here, at once; a failing job raises ``RuntimeError`` from ``.result()``. Where
+    no worker process can be started, ``.result()`` trains the models itself, one after another."""
+    processes = _check_jobs(jobs, processes, "train_in_background")
+    return BackgroundTraining(tuple(dict(job) for job in jobs), processes)

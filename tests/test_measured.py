@@ -93,3 +93,34 @@ def test_the_other_processor_figures_are_what_it_printed():
     text = _paragraph("11_transformer.ipynb", "The numbers are for one seed")
     assert f"the Transformer got {shortest[1]} of the shortest" in text
     assert f"RNN with attention {shortest[0]}" in text
+
+
+def test_chapter_7_quotes_its_learned_model_in_other_runs():
+    """Chapter 7's last section quotes the runs of tools/learned_hint.py (other seeds, other kernel
+    settings, the same width without the numbers) and, for the processor its cell was stored from,
+    Luong's model and the hint of that run (tools/measured/other_processor.txt)."""
+    printed = (MEASURED / "learned_hint.txt").read_text(encoding="utf-8")
+    longest = dict(re.findall(r"^(.+?) \(\d+ s of CPU\)\n  exact: .*30–60: (\d\.\d{3})$", printed, re.M))
+    seeds = [longest[f"with the numbers, seed {k}"] for k in (1, 2, 3)]
+    settings = [
+        longest["with the numbers, seed 0, ATEN_CPU_CAPABILITY=avx2"],
+        longest["with the numbers, seed 0, MKL_CBWR=COMPATIBLE"],
+    ]
+    narrow = longest["as narrow, without the numbers, seed 0"]
+    text = _paragraph("07_seq2seq_with_attention.ipynb", "The output stored with this cell")
+    assert f"the model with the numbers got {settings[0]} and {settings[1]} of them" in text
+    assert f"trained from other seeds, {seeds[0]}, {seeds[1]} and {seeds[2]}" in text
+    assert f"without the numbers, got {narrow}" in text
+    everything = (MEASURED / "other_processor.txt").read_text(encoding="utf-8")
+    hint_table = everything.split("# =====")[0].split("07_seq2seq_with_attention.ipynb, cell 42\n")[1]
+    luong, hint = re.search(r"30–60\s+144 \|\s+\S+\s+(\d\.\d{3})\s+(\d\.\d{3})", hint_table).groups()
+    assert (
+        f"Luong's model as trained got {luong} of the sentences of 30 words or more, and\nwith the hint {hint}".replace(
+            "\n", " "
+        )
+        in text
+    )
+    # the summary's range covers every other run
+    everything_else = sorted(seeds + settings)
+    summary = _paragraph("07_seq2seq_with_attention.ipynb", "* Seq2seq with attention, Luong")
+    assert f"({everything_else[0]} to {everything_else[-1]} in other runs)" in summary

@@ -25,6 +25,7 @@ from attnbook.models import (
     source_mask,
     standard_data,
     train,
+    train_in_background,
     train_side_by_side,
     train_standard,
     translate,
@@ -536,3 +537,64 @@ def test_train_side_by_side_trains_here_when_no_process_can_start(monkeypatch, c
     alone, alone_history, _ = train_standard("plain", progress=False, hidden=8, epochs=1)
     assert _same_weights(model, alone) and _same_weights(again, alone)
     assert history["step_loss"] == alone_history["step_loss"]
+
+
+def test_train_in_background_returns_at_once_with_train_standards_models():
+    jobs = [
+        dict(kind="attention", hidden=16, epochs=1, offsets=2),
+        dict(kind="plain", hidden=16, epochs=1, seed=3),
+    ]
+    training = train_in_background(*jobs, processes=1)  # one worker at a time, never in this process
+    assert not training.done()  # it returned before the models were trained
+    results = training.result()
+    assert training.done() and len(results) == 2
+    for job, (model, history, splits) in zip(jobs, results):
+        job = dict(job)
+        alone, alone_history, alone_splits = train_standard(job.pop("kind"), progress=False, **job)
+        assert type(model) is type(alone) and not model.training
+        assert _same_weights(model, alone)
+        assert history["step_loss"] == alone_history["step_loss"] and splits == alone_splits
+    assert training.result()[0][0] is results[0][0]  # asked again: the same models, not trained again
+
+
+def test_train_in_background_checks_jobs_at_once_and_reports_a_failing_one():
+    with pytest.raises(ValueError, match="train_in_background needs at least one job"):
+        train_in_background()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        train_in_background(dict(kind="lstm"))
+    with pytest.raises(ValueError, match="progress and callback are train_in_background's"):
+        train_in_background(dict(kind="plain", progress=False))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="processes must be a whole number"):
+            train_in_background(dict(kind="plain"), processes=bad)
+    training = train_in_background(dict(kind="attention", hidden=15, epochs=1))
+    with pytest.raises(RuntimeError, match="job 0 \\(attention\\) failed(.|\\n)*even hidden size"):
+        training.result()
+
+
+def test_train_in_background_trains_in_the_callers_thread_when_no_process_can_start(monkeypatch, capsys):
+    import subprocess
+    import threading
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("not allowed here")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    trained_in = []
+    original = train_standard
+
+    def spy(*args, **kwargs):
+        trained_in.append(threading.current_thread())
+        return original(*args, **kwargs)
+
+    import attnbook.models as models
+
+    monkeypatch.setattr(models, "train_standard", spy)
+    training = train_in_background(dict(kind="plain", hidden=8, epochs=1))
+    ((model, history, _),) = training.result()
+    assert trained_in == [threading.main_thread()]  # not in the background thread: torch's RNG is shared
+    assert "could not start a worker process (not allowed here); training the model here, now" in (
+        capsys.readouterr().err
+    )
+    alone, alone_history, _ = original("plain", progress=False, hidden=8, epochs=1)
+    assert _same_weights(model, alone) and history["step_loss"] == alone_history["step_loss"]
