@@ -23,6 +23,7 @@ rebuilds the book's reference models deterministically in seconds.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -798,14 +799,17 @@ BUCKETS = [(3, 8), (9, 15), (16, 22), (23, 29), (30, 60)]
 #: the corpora generated in this process (or handed to it by the process that started it, see
 #: :func:`train_side_by_side`), by ``("splits", seed)`` and ``("longer", seed, n)``; a few at most
 _CORPORA: dict = {}
+#: held while _CORPORA is read or changed: train_in_background's thread reads it beside the notebook
+_CORPORA_LOCK = threading.Lock()
 
 
 def _remembered(key: tuple, make: Callable[[], Any]) -> Any:
-    if key not in _CORPORA:
-        if len(_CORPORA) >= 4:
-            _CORPORA.pop(next(iter(_CORPORA)))  # the oldest
-        _CORPORA[key] = make()
-    return _CORPORA[key]
+    with _CORPORA_LOCK:
+        if key not in _CORPORA:
+            if len(_CORPORA) >= 4:
+                _CORPORA.pop(next(iter(_CORPORA)))  # the oldest
+            _CORPORA[key] = make()
+        return _CORPORA[key]
 
 
 def _standard_splits(seed: int) -> Splits:
@@ -1078,7 +1082,8 @@ def train_side_by_side(
                     unfed.append(worker)
                 if not made:  # the corpora, generated here once while the workers start (importing torch)
                     made = [standard_data(n_train=n) for n in {job.get("n_train") for job in jobs}]
-                    corpora = pickle.dumps(dict(_CORPORA))
+                    with _CORPORA_LOCK:
+                        corpora = pickle.dumps(dict(_CORPORA))
                 for worker in unfed:  # ... and handed to them
                     try:
                         worker.stdin.write(corpora)
