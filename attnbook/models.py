@@ -70,6 +70,7 @@ __all__ = [
     "train_side_by_side",
     "train_in_background",
     "BackgroundTraining",
+    "BACKGROUND_NICENESS",
     "position_bias",
     "OFFSET_SCALE",
 ]
@@ -995,7 +996,11 @@ def _check_jobs(jobs: tuple, processes: int | None, name: str) -> int:
 
 
 def train_side_by_side(
-    *jobs: dict, progress: bool = True, processes: int | None = None, _fallback: bool = True
+    *jobs: dict,
+    progress: bool = True,
+    processes: int | None = None,
+    _fallback: bool = True,
+    _nice: int = 0,
 ) -> list[tuple]:
     """Train several reference models at once, each in a process of its own, and return what
     :func:`train_standard` would return for each: a list of ``(model, history, splits)`` in the order of
@@ -1025,7 +1030,10 @@ def train_side_by_side(
 
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same attnbook as this process
-    command = [sys.executable, "-c", "from attnbook.models import _side_worker; _side_worker()"]
+    start = "from attnbook.models import _side_worker; _side_worker()"
+    if _nice:  # a lower priority from the first line on, importing torch included (where the system has it)
+        start = f"import os; hasattr(os, 'nice') and os.nice({int(_nice)}); {start}"
+    command = [sys.executable, "-c", start]
     lines: queue_module.Queue = queue_module.Queue()
 
     def read(index, stream):  # one thread per worker: its stdout lines, then None at the end
@@ -1122,6 +1130,11 @@ def train_side_by_side(
     return [results[k] for k in range(len(jobs))]
 
 
+#: how much lower the priority of train_in_background's workers is (Unix ``nice``): they take the processor
+#: time that the notebook and its other trainings leave free, and hardly slow them down
+BACKGROUND_NICENESS = 10
+
+
 class BackgroundTraining:
     """Reference models being trained by :func:`train_in_background`. ``done()`` says whether they are
     ready; ``result()`` waits for them and returns what :func:`train_side_by_side` returns for the same
@@ -1137,7 +1150,9 @@ class BackgroundTraining:
 
     def _run(self, processes: int) -> None:
         try:
-            results = train_side_by_side(*self._jobs, progress=False, processes=processes, _fallback=False)
+            results = train_side_by_side(
+                *self._jobs, progress=False, processes=processes, _fallback=False, _nice=BACKGROUND_NICENESS
+            )
             self._outcome = ("ok", results)
         except BaseException as error:  # handed to result(), in the caller's thread
             self._outcome = ("error", error)
@@ -1171,6 +1186,8 @@ def train_in_background(*jobs: dict, processes: int | None = None) -> Background
     """Start training reference models and return at once: the jobs are those of
     :func:`train_side_by_side`, each trained in a Python process of its own, while this one goes on; a
     notebook can read on while a spare core trains, and collect the models with ``.result()``. The
+    workers run at a lower priority (:data:`BACKGROUND_NICENESS`, where the system has one), so started
+    before other work they use only the processor time that this work leaves free. The
     models are exactly those that :func:`train_side_by_side` (and :func:`train_standard`) give. Bad jobs
     raise ``ValueError`` here, at once; a failing job raises ``RuntimeError`` from ``.result()``. Where
     no worker process can be started, ``.result()`` trains the models itself, one after another."""

@@ -8,6 +8,7 @@ import torch
 from attnbook.analysis import gru_cell, teacher_forced_predictions
 from attnbook.data import EOS, PAD, SOS, Vocab, generate_corpus, make_batch, plan_batches
 from attnbook.models import (
+    BACKGROUND_NICENESS,
     OFFSET_SCALE,
     STANDARD,
     AttnSeq2Seq,
@@ -576,7 +577,10 @@ def test_train_in_background_trains_in_the_callers_thread_when_no_process_can_st
     import subprocess
     import threading
 
-    def refuse(*args, **kwargs):
+    commands = []
+
+    def refuse(command, *args, **kwargs):
+        commands.append(command)
         raise PermissionError("not allowed here")
 
     monkeypatch.setattr(subprocess, "Popen", refuse)
@@ -593,6 +597,8 @@ def test_train_in_background_trains_in_the_callers_thread_when_no_process_can_st
     training = train_in_background(dict(kind="plain", hidden=8, epochs=1))
     ((model, history, _),) = training.result()
     assert trained_in == [threading.main_thread()]  # not in the background thread: torch's RNG is shared
+    # the worker it tried to start would have lowered its own priority first, before importing torch
+    assert commands[0][-1].startswith(f"import os; hasattr(os, 'nice') and os.nice({BACKGROUND_NICENESS});")
     assert "could not start a worker process (not allowed here); training the model here, now" in (
         capsys.readouterr().err
     )
