@@ -114,18 +114,27 @@ def test_chapter_7_quotes_its_learned_model_in_other_runs():
         f"without the numbers, got {narrow[0]}, {narrow[1]}, {narrow[2]} and {narrow[3]} at the same four seeds"
         in (text)
     )
+    # the run that stored cell 46: its printout is kept, and the prose quotes its Luong and hint columns
     everything = (MEASURED / "other_processor.txt").read_text(encoding="utf-8")
-    hint_table = everything.split("# =====")[0].split("07_seq2seq_with_attention.ipynb, cell 42\n")[1]
-    luong, hint = re.search(r"30–60\s+144 \|\s+\S+\s+(\d\.\d{3})\s+(\d\.\d{3})", hint_table).groups()
-    assert (
-        f"Luong's model as trained got {luong} of the sentences of 30 words or more, and\nwith the hint {hint}".replace(
-            "\n", " "
-        )
-        in text
+    kept = everything.split("## that run: chapters/07_seq2seq_with_attention.ipynb, cell 46\n")[1]
+    nb = nbformat.read(ROOT / "chapters" / "07_seq2seq_with_attention.ipynb", as_version=4)
+    stored = "".join(o.get("text", "") for o in nb.cells[46].outputs if o.get("name") == "stdout")
+    assert stored.strip() == kept.split("\n## ")[0].split("\n# ")[0].strip()
+    plain, luong, hint, learned = (
+        re.search(r"30–60\s+144 \|((?:\s+\d\.\d{3}){4}) \|", stored).group(1).split()
     )
-    # the summary's range covers every other run
-    everything_else = sorted(seeds + settings)
+    assert (
+        f"there Luong's model as trained got {luong} of the sentences of 30 words or more, and with the hint {hint}"
+        in (text)
+    )
+    first = _paragraph("07_seq2seq_with_attention.ipynb", "With nine learned numbers")
+    assert f"the model translates {learned} of the test sentences of 30 words or more" in first
+    # the summary's ranges cover every other run
+    others = sorted(seeds + settings)
     summary = _paragraph("07_seq2seq_with_attention.ipynb", "* Seq2seq with attention, Luong")
-    assert f"{everything_else[0]}\n  to {everything_else[-1]} in other runs".replace("\n  ", " ") in summary
+    assert f"to {learned} of those sentences" in summary
+    assert (
+        f"Luong's model got {luong} and the hint {hint}; {others[0]} to {others[-1]} in other runs" in summary
+    )
     low, high = min(map(float, narrow)), max(map(float, narrow))
     assert f"without the numbers, {low:.2f} to {high:.2f})" in summary
