@@ -1022,7 +1022,6 @@ def train_side_by_side(
     import subprocess
     import sys
     import tempfile
-    import threading
 
     processes = _check_jobs(jobs, processes, "train_side_by_side")
     if processes == 1 and _fallback:  # (train_in_background's thread never trains in its own process)
@@ -1141,8 +1140,6 @@ class BackgroundTraining:
     jobs (the same weights), or raises its error."""
 
     def __init__(self, jobs: tuple, processes: int):
-        import threading
-
         self._jobs = jobs
         self._outcome: tuple | None = None  # ("ok", results) or ("error", exception)
         self._thread = threading.Thread(target=self._run, args=(processes,), daemon=True)

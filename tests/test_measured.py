@@ -23,6 +23,12 @@ def _paragraph(notebook: str, starts: str) -> str:
     raise AssertionError(f"{notebook}: no paragraph starting {starts!r}")
 
 
+def _longest_exact(printed: str) -> dict[str, str]:
+    """{run name: its 30-60-word exact match} from the printout of tools/offsets_seeds.py or
+    tools/learned_hint.py ("name (N s of CPU)" then "  exact: ... 30–60: 0.xxx")."""
+    return dict(re.findall(r"^(.+?) \(\d+ s of CPU\)\n  exact: .*30–60: (\d\.\d{3})$", printed, re.M))
+
+
 def _figures(text: str) -> list[str]:
     return re.findall(r"\d+\.\d{3}", text)
 
@@ -46,7 +52,7 @@ def test_chapter_7_quotes_the_plain_model_trained_longer():
 
 def test_chapter_8_quotes_the_runs_at_other_seeds():
     printed = (MEASURED / "offsets_seeds.txt").read_text(encoding="utf-8")
-    longest = dict(re.findall(r"^(.+?) \(\d+ s of CPU\)\n  exact: .*30–60: (\d\.\d{3})$", printed, re.M))
+    longest = _longest_exact(printed)
     luong = [longest["Luong, seed 1"], longest["Luong, seed 2"]]
     bahdanau = [longest["Bahdanau, seed 1"], longest["Bahdanau, seed 2"]]
     offsets = [longest["with offsets, seed 1"], longest["with offsets, seed 2"]]
@@ -100,7 +106,7 @@ def test_chapter_7_quotes_its_learned_model_in_other_runs():
     settings, the same width without the numbers) and, for the processor its cell was stored from,
     Luong's model and the hint of that run (tools/measured/other_processor.txt)."""
     printed = (MEASURED / "learned_hint.txt").read_text(encoding="utf-8")
-    longest = dict(re.findall(r"^(.+?) \(\d+ s of CPU\)\n  exact: .*30–60: (\d\.\d{3})$", printed, re.M))
+    longest = _longest_exact(printed)
     seeds = [longest[f"with the numbers, seed {k}"] for k in (1, 2, 3)]
     settings = [
         longest["with the numbers, seed 0, ATEN_CPU_CAPABILITY=avx2"],
